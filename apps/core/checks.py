@@ -1,0 +1,57 @@
+"""Production safety checks.
+
+Registered as deployment checks, so `manage.py check --deploy` fails on any of them, and run again by
+the ASGI application at start-up when `APP_ENV=production`, so an unsafe production server does not start.
+"""
+
+from __future__ import annotations
+
+import os
+
+from django.conf import settings
+from django.core.checks import Error, Tags, register
+
+
+def production_errors() -> list[Error]:
+    errors: list[Error] = []
+
+    def fail(id_: str, msg: str, hint: str) -> None:
+        errors.append(Error(msg, hint=hint, id=f"backend.{id_}"))
+
+    if settings.DEBUG:
+        fail("E001", "DEBUG is on in production.", "Unset DEBUG or set DEBUG=0.")
+    if settings.SECRET_KEY == settings.DEFAULT_SECRET_KEY or len(settings.SECRET_KEY) < 50:
+        fail(
+            "E002",
+            "SECRET_KEY is the public default or too short.",
+            "Set SECRET_KEY to 50+ random characters.",
+        )
+    if settings.GRAPHQL_IDE:
+        fail("E003", "GraphiQL is on in production.", "Unset GRAPHQL_IDE or set GRAPHQL_IDE=0.")
+    if settings.GRAPHQL_INTROSPECTION:
+        fail(
+            "E004",
+            "GraphQL introspection is on in production.",
+            "Unset GRAPHQL_INTROSPECTION or set it to 0.",
+        )
+    for name in ("FIREBASE_AUTH_EMULATOR_HOST", "FIRESTORE_EMULATOR_HOST", "STORAGE_EMULATOR_HOST"):
+        if os.environ.get(name):
+            fail("E005", f"{name} is set: Firebase would trust unsigned tokens.", f"Unset {name}.")
+    if settings.DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+        fail("E006", "The database is SQLite in production.", "Set DATABASE_URL to PostgreSQL.")
+    if settings.DRAMATIQ_BROKER != "redis":
+        fail("E007", "The in-process Dramatiq broker is used in production.", "Set REDIS_URL.")
+    if not settings.ALLOWED_HOSTS or "*" in settings.ALLOWED_HOSTS:
+        fail("E008", "ALLOWED_HOSTS is empty or a wildcard.", "Set ALLOWED_HOSTS to the API's host names.")
+    if settings.STORAGE_BACKEND != "s3":
+        fail(
+            "E009",
+            "Media is stored in a local folder in production.",
+            "Set STORAGE_BACKEND=s3 and S3_BUCKET.",
+        )
+    return errors
+
+
+@register(Tags.security, deploy=True)
+def check_production_settings(app_configs=None, **kwargs) -> list[Error]:
+    return production_errors()

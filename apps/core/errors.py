@@ -1,0 +1,100 @@
+"""Domain errors: what services raise when a request cannot be done as asked.
+
+Each error has a stable `code` from the one `ErrorCode` enum and a `message` that is safe to show to a
+user. `graphql_schema/errors.py` is the only place that turns them into GraphQL types.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+
+class ErrorCode(enum.Enum):
+    VALIDATION = "VALIDATION"
+    NOT_FOUND = "NOT_FOUND"
+    UNAUTHENTICATED = "UNAUTHENTICATED"
+    FORBIDDEN = "FORBIDDEN"
+    INVALID_CREDENTIALS = "INVALID_CREDENTIALS"
+    EMAIL_TAKEN = "EMAIL_TAKEN"
+    TOKEN_INVALID = "TOKEN_INVALID"
+    TOKEN_REUSED = "TOKEN_REUSED"
+    INSUFFICIENT_CREDITS = "INSUFFICIENT_CREDITS"
+    RATE_LIMITED = "RATE_LIMITED"
+    IDEMPOTENCY_KEY_REUSED = "IDEMPOTENCY_KEY_REUSED"
+    CONSENT_REQUIRED = "CONSENT_REQUIRED"
+    NOT_ENOUGH_PHOTOS = "NOT_ENOUGH_PHOTOS"
+    TOO_MANY_PHOTOS = "TOO_MANY_PHOTOS"
+    CHARACTER_NOT_READY = "CHARACTER_NOT_READY"
+    UNSUPPORTED_OPTION = "UNSUPPORTED_OPTION"
+    UPLOAD_INVALID = "UPLOAD_INVALID"
+
+
+class DomainError(Exception):
+    code: ErrorCode = ErrorCode.VALIDATION
+    default_message = "The request could not be completed."
+
+    def __init__(self, message: str | None = None, *, field: str | None = None, **extra: Any) -> None:
+        self.message = message or self.default_message
+        self.field = field
+        self.extra = extra
+        super().__init__(self.message)
+
+
+class ValidationFailed(DomainError):
+    code = ErrorCode.VALIDATION
+    default_message = "Some input is not valid."
+
+
+class NotFound(DomainError):
+    code = ErrorCode.NOT_FOUND
+    default_message = "Not found."
+
+
+class Unauthenticated(DomainError):
+    code = ErrorCode.UNAUTHENTICATED
+    default_message = "Sign in to do this."
+
+
+class InvalidCredentials(DomainError):
+    code = ErrorCode.INVALID_CREDENTIALS
+    default_message = "The email or password is not right."
+
+
+class EmailTaken(DomainError):
+    code = ErrorCode.EMAIL_TAKEN
+    default_message = "An account with this email already exists. Sign in instead."
+
+
+class TokenInvalid(DomainError):
+    code = ErrorCode.TOKEN_INVALID
+    default_message = "This sign-in has expired or is not valid. Sign in again."
+
+
+class TokenReused(DomainError):
+    code = ErrorCode.TOKEN_REUSED
+    default_message = "This session was signed out for your safety. Sign in again."
+
+
+class InsufficientCredits(DomainError):
+    code = ErrorCode.INSUFFICIENT_CREDITS
+    default_message = "You do not have enough credits."
+
+    def __init__(self, *, required: int, balance: int, message: str | None = None) -> None:
+        super().__init__(message or f"This needs {required} credits and you have {balance}.")
+        self.required = required
+        self.balance = balance
+
+
+class RateLimited(DomainError):
+    code = ErrorCode.RATE_LIMITED
+    default_message = "Too many attempts. Try again later."
+
+    def __init__(self, *, retry_after_seconds: int, message: str | None = None) -> None:
+        super().__init__(message or f"Too many attempts. Try again in {retry_after_seconds} seconds.")
+        self.retry_after_seconds = retry_after_seconds
+
+
+class UploadInvalid(DomainError):
+    code = ErrorCode.UPLOAD_INVALID
+    default_message = "This file cannot be used. Upload a JPEG, PNG, HEIC or WebP photo."

@@ -1,0 +1,48 @@
+"""Health endpoints: /healthz says the process is alive; /readyz that its dependencies answer."""
+
+from __future__ import annotations
+
+import logging
+
+import dramatiq
+from django.db import connection
+from django.http import HttpRequest, JsonResponse
+
+logger = logging.getLogger(__name__)
+
+
+def healthz(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"status": "ok"})
+
+
+def _database() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+
+
+def _broker() -> None:
+    broker = dramatiq.get_broker()
+    client = getattr(broker, "client", None)  # RedisBroker; the in-process broker is always there
+    if client is not None:
+        client.ping()
+
+
+def _storage() -> None:
+    from apps.storage.backends import get_storage
+
+    get_storage().check()
+
+
+def readyz(request: HttpRequest) -> JsonResponse:
+    checks = {}
+    for name, probe in (("database", _database), ("broker", _broker), ("storage", _storage)):
+        try:
+            probe()
+            checks[name] = "ok"
+        except Exception as exc:
+            logger.warning("readiness check %s failed: %s", name, exc)
+            checks[name] = "unavailable"
+    ready = all(value == "ok" for value in checks.values())
+    return JsonResponse(
+        {"status": "ok" if ready else "unavailable", "checks": checks}, status=200 if ready else 503
+    )

@@ -1,0 +1,81 @@
+"""Small HTTP middleware: a request id on every request, and CORS for the configured origins."""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+class _Middleware:
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response) -> None:
+        self.get_response = get_response
+        self.is_async = iscoroutinefunction(get_response)
+        if self.is_async:
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest):
+        early = self.before(request)
+        if self.is_async:
+            return self._acall(request, early)
+        response = early if early is not None else self.get_response(request)
+        return self.after(request, response)
+
+    async def _acall(self, request: HttpRequest, early: HttpResponse | None):
+        response = early if early is not None else await self.get_response(request)
+        return self.after(request, response)
+
+    def before(self, request: HttpRequest) -> HttpResponse | None:
+        return None
+
+    def after(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
+        return response
+
+
+class RequestIdMiddleware(_Middleware):
+    """Takes a well-formed `X-Request-ID` from the caller or makes one; logs and responses carry it."""
+
+    def before(self, request: HttpRequest) -> None:
+        given = request.headers.get("X-Request-ID", "")
+        request.request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+        return None
+
+    def after(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
+        response["X-Request-ID"] = request.request_id
+        return response
+
+
+class CorsMiddleware(_Middleware):
+    """CORS for `CORS_ALLOWED_ORIGINS` only (browser clients). Mobile apps send no Origin."""
+
+    def _allowed(self, request: HttpRequest) -> str | None:
+        origin = request.headers.get("Origin")
+        return origin if origin and origin in settings.CORS_ALLOWED_ORIGINS else None
+
+    def before(self, request: HttpRequest) -> HttpResponse | None:
+        if (
+            request.method == "OPTIONS"
+            and self._allowed(request)
+            and "Access-Control-Request-Method" in request.headers
+        ):
+            response = HttpResponse(status=204)
+            response["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
+            response["Access-Control-Allow-Headers"] = "Authorization, Content-Type, X-Request-ID"
+            response["Access-Control-Max-Age"] = "600"
+            return response
+        return None
+
+    def after(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
+        origin = self._allowed(request)
+        if origin:
+            response["Access-Control-Allow-Origin"] = origin
+            response["Vary"] = "Origin"
+        return response

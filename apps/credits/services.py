@@ -1,0 +1,139 @@
+"""Credits: grant, hold, capture, release. Every write locks the wallet row, so the balance is exact
+and never negative under concurrency (the concurrency test runs on PostgreSQL)."""
+
+from __future__ import annotations
+
+from django.db import IntegrityError, models, transaction
+from django.utils import timezone
+
+from apps.core import events
+from apps.core.errors import InsufficientCredits, ValidationFailed
+
+from .models import CreditEntry, CreditHold, EntryKind, HoldStatus, Wallet
+
+
+def owner_reference(owner: models.Model) -> str:
+    return f"{owner._meta.label_lower}:{owner.pk}"
+
+
+def _locked_wallet(user) -> Wallet:
+    Wallet.objects.get_or_create(user_id=user.pk)  # by id: keeps no stale wallet cached on `user`
+    return Wallet.objects.select_for_update().get(user=user)
+
+
+def _entry(wallet: Wallet, *, kind: str, amount: int, delta: int, reason: str, reference: str) -> CreditEntry:
+    entry = CreditEntry.objects.create(
+        wallet=wallet,
+        kind=kind,
+        amount=amount,
+        delta=delta,
+        balance_after=wallet.balance,
+        reason=reason,
+        reference=reference,
+    )
+    events.publish_on_commit(
+        events.user_group(wallet.user_id),
+        {"kind": "wallet", "balance": wallet.balance, "entryId": str(entry.id)},
+    )
+    return entry
+
+
+def _save(wallet: Wallet) -> None:
+    wallet.save(update_fields=["balance", "held", "updated_at"])
+
+
+@transaction.atomic
+def credits_grant(*, user, amount: int, reason: str, reference: str = "") -> CreditEntry:
+    """Adds credits. With a `reference`, granting twice gives the credits once."""
+    if amount <= 0:
+        raise ValidationFailed("A grant must be a positive number of credits.", field="amount")
+    wallet = _locked_wallet(user)
+    if reference:
+        existing = CreditEntry.objects.filter(reference=reference, kind=EntryKind.GRANT).first()
+        if existing is not None:
+            return existing
+    wallet.balance += amount
+    _save(wallet)
+    return _entry(
+        wallet, kind=EntryKind.GRANT, amount=amount, delta=amount, reason=reason, reference=reference
+    )
+
+
+@transaction.atomic
+def credits_hold(*, user, amount: int, owner: models.Model, reason: str = "") -> CreditHold:
+    """Reserves `amount` for `owner`. One hold per owner: holding again for it returns the same hold."""
+    if amount <= 0:
+        raise ValidationFailed("A hold must be a positive number of credits.", field="amount")
+    reference = owner_reference(owner)
+    wallet = _locked_wallet(user)
+    existing = CreditHold.objects.filter(owner=reference).first()
+    if existing is not None:
+        if existing.wallet_id != wallet.id or existing.amount != amount:
+            raise ValidationFailed("Credits are already held for this item with another amount.")
+        return existing
+    if wallet.balance < amount:
+        raise InsufficientCredits(required=amount, balance=wallet.balance)
+    wallet.balance -= amount
+    wallet.held += amount
+    _save(wallet)
+    try:
+        with transaction.atomic():
+            hold = CreditHold.objects.create(wallet=wallet, owner=reference, amount=amount)
+    except IntegrityError:
+        raise ValidationFailed("Credits are already held for this item.") from None
+    _entry(
+        wallet,
+        kind=EntryKind.HOLD,
+        amount=amount,
+        delta=-amount,
+        reason=reason or "hold",
+        reference=reference,
+    )
+    return hold
+
+
+def _settle(*, owner: models.Model, to: str) -> bool:
+    reference = owner_reference(owner)
+    hold = CreditHold.objects.filter(owner=reference).first()
+    if hold is None:
+        return False
+    wallet = Wallet.objects.select_for_update().get(pk=hold.wallet_id)
+    # Compare-and-set on the hold: only the first settlement changes anything.
+    settled = CreditHold.objects.filter(pk=hold.pk, status=HoldStatus.HELD).update(
+        status=to, settled_at=timezone.now(), updated_at=timezone.now()
+    )
+    if not settled:
+        return False
+    wallet.held -= hold.amount
+    if to == HoldStatus.RELEASED:
+        wallet.balance += hold.amount
+    _save(wallet)
+    kind = EntryKind.CAPTURE if to == HoldStatus.CAPTURED else EntryKind.RELEASE
+    delta = 0 if to == HoldStatus.CAPTURED else hold.amount
+    _entry(wallet, kind=kind, amount=hold.amount, delta=delta, reason=kind, reference=reference)
+    return True
+
+
+@transaction.atomic
+def credits_capture(*, owner: models.Model) -> bool:
+    """Charges the held credits. True the first time; False if already settled or never held."""
+    return _settle(owner=owner, to=HoldStatus.CAPTURED)
+
+
+@transaction.atomic
+def credits_release(*, owner: models.Model) -> bool:
+    """Gives the held credits back. True the first time; False if already settled or never held."""
+    return _settle(owner=owner, to=HoldStatus.RELEASED)
+
+
+def credits_schedule_grant(*, user, amount: int, reason: str, reference: str) -> None:
+    """Grants credits from a backend worker after the current transaction commits (admin, promotions)."""
+    from .tasks import credits_grant_task
+
+    if amount <= 0:
+        raise ValidationFailed("A grant must be a positive number of credits.", field="amount")
+    transaction.on_commit(
+        lambda: credits_grant_task.send(
+            user_id=str(user.pk), amount=amount, reason=reason, reference=reference
+        )
+    )

@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+import strawberry
+import strawberry_django
+from strawberry import relay
+
+from apps.accounts import models
+from apps.credits.models import Wallet
+
+from ..scalars import Platform
+
+
+@strawberry_django.type(models.User, name="User")
+class UserType(relay.Node):
+    email: str
+
+    @strawberry_django.field(
+        description="Credits the user can spend now.", select_related=["wallet"], only=["wallet__balance"]
+    )
+    def credits(self, root: models.User) -> int:
+        try:
+            return root.wallet.balance
+        except Wallet.DoesNotExist:
+            return 0
+
+    @classmethod
+    def get_queryset(cls, queryset, info, **kwargs):
+        # Global IDs (`node`) never reveal another account: only the caller's own row is visible.
+        user = info.context.user
+        return queryset.filter(pk=user.pk) if user is not None else queryset.none()
+
+
+@strawberry_django.type(models.Device, name="Device")
+class DeviceType(relay.Node):
+    token: str
+    platform: Platform
+    app_version: str
+    locale: str
+    last_seen_at: datetime
+
+    @classmethod
+    def get_queryset(cls, queryset, info, **kwargs):
+        user = info.context.user
+        return queryset.filter(user=user) if user is not None else queryset.none()
+
+
+@strawberry.type
+class AuthPayload:
+    access_token: str
+    access_token_expires_at: datetime
+    refresh_token: str
+    user: UserType
+
+
+@strawberry.type
+class DevicePayload:
+    device: DeviceType
+
+
+@strawberry.type
+class DeletePayload:
+    id: strawberry.ID

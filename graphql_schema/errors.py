@@ -1,0 +1,196 @@
+"""The only mapping from domain errors to GraphQL.
+
+Expected failures are schema types: each mutation returns a union of its success type and error types
+implementing `Error { code message }`. Not being signed in and access to objects that are not yours are
+top-level GraphQL errors with `extensions.code`. Anything else is a bug: masked as "Unexpected error."
+with the request id, and logged with it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import strawberry
+from graphql import GraphQLError
+from strawberry.extensions import MaskErrors
+
+from apps.core import errors as domain
+
+logger = logging.getLogger("graphql_schema")
+
+ErrorCode = strawberry.enum(
+    domain.ErrorCode, name="ErrorCode", description="Stable codes of expected errors."
+)
+
+
+@strawberry.interface(name="Error", description="An expected error; `message` is safe to show to the user.")
+class Error:
+    code: ErrorCode
+    message: str
+
+
+@strawberry.type
+class ValidationError(Error):
+    field: str | None = strawberry.field(description="The input field to fix, when one is at fault.")
+
+
+@strawberry.type
+class NotFound(Error):
+    field: str | None = None
+
+
+@strawberry.type
+class InvalidCredentials(Error):
+    pass
+
+
+@strawberry.type
+class EmailTaken(Error):
+    field: str | None = None
+
+
+@strawberry.type
+class TokenInvalid(Error):
+    pass
+
+
+@strawberry.type
+class TokenReused(Error):
+    pass
+
+
+@strawberry.type
+class RateLimited(Error):
+    retry_after_seconds: int
+
+
+@strawberry.type
+class InsufficientCredits(Error):
+    required: int
+    balance: int
+
+
+@strawberry.type
+class UploadInvalid(Error):
+    field: str | None = None
+
+
+_MAPPING: dict[type[domain.DomainError], Callable[[Any], Error]] = {
+    domain.ValidationFailed: lambda e: ValidationError(code=e.code, message=e.message, field=e.field),
+    domain.NotFound: lambda e: NotFound(code=e.code, message=e.message, field=e.field),
+    domain.InvalidCredentials: lambda e: InvalidCredentials(code=e.code, message=e.message),
+    domain.EmailTaken: lambda e: EmailTaken(code=e.code, message=e.message, field=e.field),
+    domain.TokenInvalid: lambda e: TokenInvalid(code=e.code, message=e.message),
+    domain.TokenReused: lambda e: TokenReused(code=e.code, message=e.message),
+    domain.RateLimited: lambda e: RateLimited(
+        code=e.code, message=e.message, retry_after_seconds=e.retry_after_seconds
+    ),
+    domain.InsufficientCredits: lambda e: InsufficientCredits(
+        code=e.code, message=e.message, required=e.required, balance=e.balance
+    ),
+    domain.UploadInvalid: lambda e: UploadInvalid(code=e.code, message=e.message, field=e.field),
+}
+
+ALL_ERROR_TYPES = (
+    ValidationError,
+    NotFound,
+    InvalidCredentials,
+    EmailTaken,
+    TokenInvalid,
+    TokenReused,
+    RateLimited,
+    InsufficientCredits,
+    UploadInvalid,
+)
+
+
+def error_from(exc: domain.DomainError) -> Error:
+    for klass in type(exc).__mro__:
+        if klass in _MAPPING:
+            return _MAPPING[klass](exc)
+    return ValidationError(code=exc.code, message=exc.message, field=exc.field)
+
+
+class PublicError(GraphQLError):
+    """A top-level error that is meant for the client: never masked, always with `extensions.code`."""
+
+    def __init__(self, message: str, code: domain.ErrorCode) -> None:
+        super().__init__(message, extensions={"code": code.value})
+
+
+def unauthenticated(*, expired: bool = False) -> PublicError:
+    if expired:
+        return PublicError(
+            "Your session expired or is not valid. Refresh it or sign in again.",
+            domain.ErrorCode.UNAUTHENTICATED,
+        )
+    return PublicError("Sign in to do this.", domain.ErrorCode.UNAUTHENTICATED)
+
+
+def not_found(what: str = "object") -> PublicError:
+    return PublicError(f"This {what} does not exist.", domain.ErrorCode.NOT_FOUND)
+
+
+def is_unexpected(error: GraphQLError) -> bool:
+    """Parse, validation and public errors keep their text; a Python exception from a resolver does not."""
+    original = error.original_error
+    if original is None or isinstance(original, PublicError):
+        return False
+    if isinstance(original, domain.DomainError):
+        return False
+    return not (isinstance(original, GraphQLError) and original.original_error is None)
+
+
+def _request_id(execution_context: Any) -> str:
+    context = getattr(execution_context, "context", None)
+    return getattr(context, "request_id", "") or ""
+
+
+class MaskUnexpectedErrors(MaskErrors):
+    """Masks bugs (with the request id) and gives every other error a stable `extensions.code`."""
+
+    def __init__(self) -> None:
+        super().__init__(should_mask_error=is_unexpected, error_message="Unexpected error.")
+
+    def _process_errors(self, errors: list[GraphQLError]) -> list[GraphQLError]:
+        processed = super()._process_errors(errors)
+        for error in processed:
+            if not (error.extensions or {}).get("code"):
+                code = (
+                    "GRAPHQL_PARSE_FAILED"
+                    if error.message.startswith("Syntax Error")
+                    else "GRAPHQL_VALIDATION_FAILED"
+                )
+                error.extensions = {**(error.extensions or {}), "code": code}
+        return processed
+
+    def anonymise_error(self, error: GraphQLError) -> GraphQLError:
+        return GraphQLError(
+            message=self.error_message,
+            nodes=error.nodes,
+            source=error.source,
+            positions=error.positions,
+            path=error.path,
+            extensions={"code": "INTERNAL_SERVER_ERROR", "requestId": _request_id(self.execution_context)},
+        )
+
+
+def log_errors(errors: list[GraphQLError], execution_context: Any) -> None:
+    request_id = _request_id(execution_context)
+    for error in errors:
+        if is_unexpected(error):
+            logger.error(
+                "unexpected GraphQL error [request %s] at %s: %s",
+                request_id,
+                error.path,
+                error,
+                exc_info=error.original_error,
+            )
+        else:
+            logger.info("GraphQL error [request %s]: %s", request_id, error.message)
+
+
+def domain_error_extensions(exc: domain.DomainError) -> dict[str, Any]:
+    return {"code": exc.code.value}

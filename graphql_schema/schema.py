@@ -1,0 +1,62 @@
+"""The GraphQL schema: one root type per operation kind, composed from the domain folders."""
+
+from __future__ import annotations
+
+import strawberry
+import strawberry_django
+from django.conf import settings
+from graphql.validation import NoSchemaIntrospectionCustomRule
+from strawberry import relay
+from strawberry.extensions import AddValidationRules, MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter
+from strawberry.schema.config import StrawberryConfig
+from strawberry_django.optimizer import DjangoOptimizerExtension
+
+from .accounts.mutations import AccountMutations
+from .accounts.queries import AccountQueries
+from .accounts.types import DeviceType, UserType
+from .credits.queries import CreditQueries
+from .credits.subscriptions import CreditSubscriptions
+from .errors import ALL_ERROR_TYPES, MaskUnexpectedErrors, log_errors
+
+
+@strawberry.type
+class Query(AccountQueries, CreditQueries):
+    node: relay.Node | None = strawberry_django.node(description="Any of your objects by its global ID.")
+
+
+@strawberry.type
+class Mutation(AccountMutations):
+    pass
+
+
+@strawberry.type
+class Subscription(CreditSubscriptions):
+    pass
+
+
+class Schema(strawberry.Schema):
+    def process_errors(self, errors, execution_context=None) -> None:
+        log_errors(errors, execution_context)
+
+
+def _extensions() -> list:
+    extensions: list = [
+        lambda: MaxTokensLimiter(max_token_count=settings.GRAPHQL_MAX_TOKENS),
+        lambda: QueryDepthLimiter(max_depth=settings.GRAPHQL_MAX_DEPTH),
+        lambda: MaxAliasesLimiter(max_alias_count=settings.GRAPHQL_MAX_ALIASES),
+        MaskUnexpectedErrors,
+        DjangoOptimizerExtension,
+    ]
+    if not settings.GRAPHQL_INTROSPECTION:
+        extensions.append(lambda: AddValidationRules([NoSchemaIntrospectionCustomRule]))
+    return extensions
+
+
+schema = Schema(
+    query=Query,
+    mutation=Mutation,
+    subscription=Subscription,
+    types=[*ALL_ERROR_TYPES, UserType, DeviceType],
+    extensions=_extensions(),
+    config=StrawberryConfig(disable_field_suggestions=settings.IS_PRODUCTION or not settings.DEBUG),
+)

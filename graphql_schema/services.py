@@ -1,0 +1,22 @@
+"""Calling services from async resolvers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from asgiref.sync import sync_to_async
+
+from apps.core.errors import DomainError
+
+from .errors import Error, error_from
+
+T = TypeVar("T")
+
+
+async def call_service(service: Callable[..., T], **kwargs: Any) -> T | Error:
+    """Runs a (sync, atomic) service in a worker thread; a DomainError becomes its GraphQL error type."""
+    try:
+        return await sync_to_async(service)(**kwargs)
+    except DomainError as exc:
+        return error_from(exc)

@@ -1,0 +1,60 @@
+"""The websocket consumer: `graphql-transport-ws` only, bearer auth in `connection_init`."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+from collections.abc import AsyncIterator
+from typing import Any
+
+from django.conf import settings
+from strawberry.channels import GraphQLWSConsumer
+from strawberry.exceptions import ConnectionRejectionError
+from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
+
+from apps.core.events import EVENT_TYPE
+
+from .context import Context, user_from_authorization
+
+
+class GraphQLSocket(GraphQLWSConsumer):
+    def __init__(self, schema) -> None:
+        super().__init__(
+            schema=schema,
+            subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
+            connection_init_wait_timeout=dt.timedelta(seconds=settings.GRAPHQL_WS_INIT_TIMEOUT_SECONDS),
+            max_subscriptions_per_connection=settings.GRAPHQL_WS_MAX_SUBSCRIPTIONS,
+            allowed_origins=settings.CORS_ALLOWED_ORIGINS,
+        )
+        self._user = None
+
+    async def get_context(self, request, response) -> Context:
+        client = self.scope.get("client") or ("", 0)
+        return Context(request=request, ws=request, user=self._user, client_ip=client[0] or "")
+
+    async def on_ws_connect(self, context: Context) -> dict[str, Any] | None:
+        params = context.connection_params if isinstance(context.connection_params, dict) else {}
+        authorization = params.get("authorization") or params.get("Authorization")
+        user = await user_from_authorization(authorization if isinstance(authorization, str) else None)
+        if user is None:
+            raise ConnectionRejectionError({"code": "UNAUTHENTICATED", "message": "Sign in again."})
+        self._user = user
+        context.user = user
+        return None
+
+    @contextlib.asynccontextmanager
+    async def subscribe(self, group: str) -> AsyncIterator[AsyncIterator[dict[str, Any]]]:
+        """Joins `group` and yields an iterator of its payloads (see apps/core/events.py).
+
+        The group is joined before this returns, so a subscription can join, then read the current state,
+        then follow events without missing one in between. Strawberry ref-counts groups per socket, so two
+        subscriptions sharing a group keep receiving after one of them ends.
+        """
+        async with self.listen_to_channel(EVENT_TYPE, groups=[group]) as messages:
+
+            async def payloads() -> AsyncIterator[dict[str, Any]]:
+                async for message in messages:
+                    if message.get("group") == group:
+                        yield message["payload"]
+
+            yield payloads()
