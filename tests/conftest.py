@@ -141,7 +141,7 @@ class LiveServer:
 
 
 @pytest.fixture
-def live_server(transactional_db) -> Iterator[LiveServer]:
+def asgi_server(transactional_db) -> Iterator[LiveServer]:
     server = LiveServer()
     server.start()
     yield server
@@ -165,7 +165,8 @@ class WSClient:
     def __init__(self, url: str) -> None:
         from websockets.sync.client import connect
 
-        self.conn = connect(url, subprotocols=["graphql-transport-ws"], open_timeout=10)
+        self._connection = connect(url, subprotocols=["graphql-transport-ws"], open_timeout=10)
+        self.conn = self._connection.__enter__()
 
     def send(self, message: dict) -> None:
         self.conn.send(json.dumps(message))
@@ -191,15 +192,15 @@ class WSClient:
                 return message
 
     def close(self) -> None:
-        self.conn.close()
+        self._connection.__exit__(None, None, None)
 
 
 @pytest.fixture
-def ws_client(live_server) -> Iterator[Any]:
+def ws_client(asgi_server) -> Iterator[Any]:
     opened: list[WSClient] = []
 
     def _open() -> WSClient:
-        client = WSClient(live_server.ws_url)
+        client = WSClient(asgi_server.ws_url)
         opened.append(client)
         return client
 

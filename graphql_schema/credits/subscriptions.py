@@ -23,13 +23,15 @@ class CreditSubscriptions:
     @strawberry.subscription(description="The current balance at once, then after every change.")
     async def wallet_updated(self, info: Info) -> AsyncGenerator[Wallet, None]:
         user = require_user(info)
+        # Join first, then read: a change committed in between arrives as an event, none is missed.
         async with info.context.ws.subscribe(user_group(user.pk)) as events:
             last = await sync_to_async(wallet_snapshot)(user)
             yield last
             async for payload in events:
                 if payload.get("kind") != "wallet":
                     continue
-                current = await sync_to_async(wallet_snapshot)(user)
+                # Events carry the state as committed by the wallet's row-locked writer.
+                current = Wallet(balance=payload["balance"], held=payload["held"])
                 if current != last:
                     last = current
                     yield current

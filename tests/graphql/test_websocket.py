@@ -1,0 +1,87 @@
+"""The websocket endpoint, through a live uvicorn server and a real `graphql-transport-ws` client."""
+
+import time
+
+import pytest
+from websockets.exceptions import ConnectionClosed
+
+from tests.conftest import WSClient, http_graphql
+
+pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
+
+SIGN_UP = """mutation { signUp(input: {email: "ws@example.com", password: "a-long-test-password-42"}) {
+  ... on AuthPayload { accessToken } } }"""
+WALLET = "subscription { walletUpdated { balance held } }"
+
+
+def _token(asgi_server) -> str:
+    return http_graphql(asgi_server.url, SIGN_UP)["data"]["signUp"]["accessToken"]
+
+
+def _close_code(client: WSClient) -> int:
+    with pytest.raises(ConnectionClosed) as info:
+        client.recv(timeout=15)
+    return info.value.rcvd.code
+
+
+def test_signed_in_client_gets_answers_over_the_socket(asgi_server, ws_client):
+    token = _token(asgi_server)
+    client = ws_client()
+    assert client.init(token)["type"] == "connection_ack"
+    client.subscribe("1", "{ me { email credits } }")
+    message = client.next_for("1")
+    assert message["type"] == "next"
+    assert message["payload"]["data"]["me"]["email"] == "ws@example.com"
+    assert client.next_for("1")["type"] == "complete"
+
+
+def test_subscription_yields_current_state_first(asgi_server, ws_client, settings):
+    token = _token(asgi_server)
+    client = ws_client()
+    client.init(token)
+    client.subscribe("w", WALLET)
+    first = client.next_for("w")
+    assert first["payload"]["data"]["walletUpdated"] == {"balance": settings.WELCOME_CREDITS, "held": 0}
+
+
+def test_missing_token_closes_with_4403(asgi_server, ws_client):
+    client = ws_client()
+    client.send({"type": "connection_init", "payload": {}})
+    assert _close_code(client) == 4403
+
+
+def test_bad_token_closes_with_4403(asgi_server, ws_client):
+    client = ws_client()
+    client.send({"type": "connection_init", "payload": {"authorization": "Bearer not-a-token"}})
+    assert _close_code(client) == 4403
+
+
+def test_no_connection_init_closes_with_4408(asgi_server, ws_client, settings):
+    # The configured wait is 10 s; the test lowers it through the setting the consumer reads at connect.
+    settings.GRAPHQL_WS_INIT_TIMEOUT_SECONDS = 1
+    client = ws_client()
+    started = time.monotonic()
+    assert _close_code(client) == 4408
+    assert time.monotonic() - started < 10
+
+
+def test_subscribe_before_ack_closes_with_4401(asgi_server, ws_client):
+    client = ws_client()
+    client.subscribe("1", "{ me { email } }")
+    assert _close_code(client) == 4401
+
+
+def test_ping_is_answered_with_pong(asgi_server, ws_client):
+    client = ws_client()
+    client.init(_token(asgi_server))
+    client.send({"type": "ping"})
+    assert client.recv()["type"] == "pong"
+
+
+def test_legacy_graphql_ws_protocol_is_refused_with_4406(asgi_server):
+    from websockets.sync.client import connect
+
+    with connect(asgi_server.ws_url, subprotocols=["graphql-ws"], open_timeout=5) as conn:
+        with pytest.raises(ConnectionClosed) as info:
+            conn.recv(timeout=5)
+    assert info.value.rcvd.code == 4406
