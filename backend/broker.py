@@ -89,3 +89,8 @@ def stop_embedded_worker() -> None:
         if _embedded_worker is not None:
             _embedded_worker.stop(timeout=5000)
             _embedded_worker = None
+
+
+def embedded_worker_running() -> bool:
+    worker = _embedded_worker
+    return worker is not None and any(thread.is_alive() for thread in worker.workers)

@@ -9,9 +9,9 @@ import redis
 
 def main(database_url: str, redis_url: str) -> int:
     try:
-        with psycopg.connect(
-            database_url.replace("postgres://", "postgresql://", 1), connect_timeout=3
-        ) as conn:
+        # The server must answer; the database itself may not exist yet (pytest-django creates test_<name>).
+        url = database_url.replace("postgres://", "postgresql://", 1).rsplit("/", 1)[0] + "/postgres"
+        with psycopg.connect(url, connect_timeout=3) as conn:
             conn.execute("SELECT 1")
         redis.Redis.from_url(redis_url, socket_connect_timeout=3).ping()
     except Exception as exc:

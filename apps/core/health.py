@@ -5,8 +5,11 @@ from __future__ import annotations
 import logging
 
 import dramatiq
+from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
+
+from backend.broker import embedded_worker_running
 
 logger = logging.getLogger(__name__)
 
@@ -22,9 +25,11 @@ def _database() -> None:
 
 def _broker() -> None:
     broker = dramatiq.get_broker()
-    client = getattr(broker, "client", None)  # RedisBroker; the in-process broker is always there
-    if client is not None:
+    client = getattr(broker, "client", None)
+    if client is not None:  # RedisBroker
         client.ping()
+    elif settings.EMBEDDED_WORKER and not embedded_worker_running():
+        raise RuntimeError("the embedded worker is not running")
 
 
 def _storage() -> None:

@@ -33,7 +33,7 @@ def _entry(wallet: Wallet, *, kind: str, amount: int, delta: int, reason: str, r
     )
     events.publish_on_commit(
         events.user_group(wallet.user_id),
-        {"kind": "wallet", "balance": wallet.balance, "entryId": str(entry.id)},
+        {"kind": "wallet", "balance": wallet.balance, "held": wallet.held, "entryId": str(entry.id)},
     )
     return entry
 
