@@ -1,0 +1,60 @@
+"""Import boundaries (CONVENTIONS.md): apps never import graphql_schema; gpu_worker never imports Django or
+the backend; Django code imports from gpu_worker only its contract."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _imports(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+def _files(folder: str) -> list[Path]:
+    return sorted(p for p in (ROOT / folder).rglob("*.py") if "migrations" not in p.parts)
+
+
+def _violations(folder: str, forbidden) -> list[str]:
+    return [
+        f"{path.relative_to(ROOT)} imports {name}"
+        for path in _files(folder)
+        for name in _imports(path)
+        if forbidden(name)
+    ]
+
+
+def test_apps_never_import_the_graphql_layer():
+    assert _violations("apps", lambda name: name.split(".")[0] == "graphql_schema") == []
+
+
+def test_gpu_worker_imports_no_django_and_no_backend_code():
+    def forbidden(name: str) -> bool:
+        return name.split(".")[0] in {"django", "apps", "backend", "graphql_schema", "channels", "strawberry"}
+
+    assert _violations("gpu_worker", forbidden) == []
+
+
+@pytest.mark.parametrize("folder", ["apps", "backend", "graphql_schema"])
+def test_django_code_imports_only_the_gpu_contract(folder):
+    def forbidden(name: str) -> bool:
+        return name.split(".")[0] == "gpu_worker" and name != "gpu_worker.contract"
+
+    assert _violations(folder, forbidden) == []
+
+
+def test_the_contract_is_standard_library_only():
+    import sys
+
+    allowed = set(sys.stdlib_module_names) | {"__future__"}
+    assert {n.split(".")[0] for n in _imports(ROOT / "gpu_worker" / "contract.py")} <= allowed
