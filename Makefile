@@ -10,7 +10,7 @@ PORT ?= 8000
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: install run test test-fast lint format schema audit bench clean
+.PHONY: install run test test-fast lint format schema audit audit-deps bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,11 +25,12 @@ install: $(STAMP)
 run: $(STAMP)
 	$(PY) manage.py migrate --noinput -v 0
 	$(PY) manage.py seed_demo
+	$(PY) manage.py load_trends
 	HOST=$(HOST) PORT=$(PORT) $(PY) manage.py serve
 
 # The whole suite against real PostgreSQL and Redis (started by .ci/run in CI). Without them locally,
 # the services tests are skipped with a reason; under CI (CI=true) a missing service fails the run.
-test: $(STAMP)
+test: $(STAMP) audit-deps
 	@if $(PY) -m tests.services_up "$(TEST_DATABASE_URL)" "$(TEST_REDIS_URL)"; then \
 		DATABASE_URL="$(TEST_DATABASE_URL)" REDIS_URL="$(TEST_REDIS_URL)" $(PY) -m pytest $(PYTEST_ARGS); \
 	else \
@@ -37,6 +38,32 @@ test: $(STAMP)
 		echo "PostgreSQL/Redis not reachable: running the embedded suite only"; \
 		$(PY) -m pytest $(PYTEST_ARGS); \
 	fi
+
+# The GraphQL-over-HTTP audit (tools/graphql-http-audit, Node >= 18) that `make test` runs against a live
+# server: `npm ci` when node_modules is missing or older than the lock file. Without npm the audit test is
+# skipped locally; under CI a missing npm fails here.
+AUDIT_DIR := tools/graphql-http-audit
+AUDIT_STAMP := $(AUDIT_DIR)/node_modules/.package-lock.json
+
+$(AUDIT_STAMP): $(AUDIT_DIR)/package.json $(AUDIT_DIR)/package-lock.json
+	@if command -v npm >/dev/null; then \
+		npm ci --prefix $(AUDIT_DIR) --no-audit --no-fund --loglevel=error && touch $(AUDIT_STAMP); \
+	elif [ "$$CI" = "true" ]; then echo "npm is missing under CI: failing"; exit 1; \
+	else echo "npm not found: the graphql-http audit test will be skipped"; fi
+
+audit-deps: $(AUDIT_STAMP)
+
+# The same audit against a server you started yourself (`make run`): make audit AUDIT_URL=http://...
+AUDIT_URL ?= http://$(HOST):$(PORT)/graphql
+audit: audit-deps
+	node $(AUDIT_DIR)/audit.mjs $(AUDIT_URL)
+
+# Benchmarks print figures (bench/README.md); the websocket one needs PostgreSQL and a scratch Redis db.
+BENCH_DATABASE_URL ?= $(TEST_DATABASE_URL)
+BENCH_REDIS_URL ?= $(TEST_REDIS_URL)
+bench: $(STAMP)
+	$(PY) bench/http_me.py
+	BENCH_DATABASE_URL="$(BENCH_DATABASE_URL)" BENCH_REDIS_URL="$(BENCH_REDIS_URL)" $(PY) bench/ws.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -50,4 +77,4 @@ schema: $(STAMP)
 	$(PY) manage.py export_schema graphql_schema.schema:schema --path graphql_schema/schema.graphql
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .ruff_cache
+	rm -rf $(VENV) var .pytest_cache .ruff_cache $(AUDIT_DIR)/node_modules

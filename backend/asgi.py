@@ -8,6 +8,7 @@ With APP_ENV=production the safety checks run first and an unsafe configuration 
 
 from __future__ import annotations
 
+import json
 import os
 
 from django.core.asgi import get_asgi_application
@@ -54,11 +55,79 @@ class Lifespan:
                 return
 
 
+class BodySizeLimit:
+    """Refuses HTTP request bodies over a limit before Django buffers them (to memory or a temp file).
+
+    Uploads to the embedded storage may carry one file (UPLOAD_MAX_BYTES plus form overhead); every other
+    route, GraphQL included, gets MAX_REQUEST_BYTES. A declared Content-Length over the limit is answered
+    413 at once; a streamed body that grows past it is cut off with 413.
+    """
+
+    UPLOAD_PREFIX = "/storage/upload/"
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    def limit(self, path: str) -> int:
+        if path.startswith(self.UPLOAD_PREFIX):
+            return settings.UPLOAD_MAX_BYTES + 64 * 1024
+        return settings.MAX_REQUEST_BYTES
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        limit = self.limit(scope.get("path", ""))
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length" and value.isdigit() and int(value) > limit:
+                return await self._too_large(send, scope)
+        received = 0
+        refused = False
+
+        async def limited_receive():
+            nonlocal received, refused
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    refused = True
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def guarded_send(message):
+            if not refused:
+                await send(message)
+
+        await self.app(scope, limited_receive, guarded_send)
+        if refused:
+            await self._too_large(send, scope)
+
+    async def _too_large(self, send, scope) -> None:
+        message = "The request body is too large."
+        if scope.get("path", "").startswith(self.UPLOAD_PREFIX):  # storage speaks S3's error shape
+            payload = {"error": {"code": "EntityTooLarge", "message": message}}
+        else:
+            payload = {"errors": [{"message": message, "extensions": {"code": "PAYLOAD_TOO_LARGE"}}]}
+        body = json.dumps(payload).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
 application = Lifespan(
-    ProtocolTypeRouter(
-        {
-            "http": django_asgi_app,
-            "websocket": URLRouter([re_path(r"^graphql/?$", GraphQLSocket.as_asgi(schema=schema))]),
-        }
+    BodySizeLimit(
+        ProtocolTypeRouter(
+            {
+                "http": django_asgi_app,
+                "websocket": URLRouter([re_path(r"^graphql/?$", GraphQLSocket.as_asgi(schema=schema))]),
+            }
+        )
     )
 )

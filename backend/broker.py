@@ -80,6 +80,9 @@ def start_embedded_worker() -> dramatiq.Worker | None:
         worker.start()
         _embedded_worker = worker
         logger.info("embedded dramatiq worker started on queues %s", ", ".join(DJANGO_QUEUES))
+        from apps.trends.scheduler import start_scheduler  # periodic jobs (trend rotation), once per process
+
+        start_scheduler()
         return worker
 
 

@@ -62,6 +62,7 @@ INSTALLED_APPS = [
     "apps.accounts",
     "apps.credits",
     "apps.storage",
+    "apps.trends",
 ]
 
 MIDDLEWARE = [
@@ -146,7 +147,13 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "capacity": 1000, "expiry": 30},
+            # channels-redis waits for messages with a 5 s BZPOPMIN; redis-py's default 5 s socket timeout
+            # would cut that read first and drop every websocket idle for 5 s. The timeout must exceed it.
+            "CONFIG": {
+                "hosts": [{"address": REDIS_URL, "socket_timeout": 15}],
+                "capacity": 1000,
+                "expiry": 30,
+            },
         }
     }
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
@@ -165,13 +172,24 @@ S3_REGION = os.environ.get("S3_REGION", "us-east-1")
 UPLOAD_URL_TTL_SECONDS = min(env_int("UPLOAD_URL_TTL_SECONDS", 900), 900)
 DOWNLOAD_URL_TTL_SECONDS = min(env_int("DOWNLOAD_URL_TTL_SECONDS", 900), 3600)
 UPLOAD_MAX_BYTES = env_int("UPLOAD_MAX_BYTES", 15 * 1024 * 1024)
+# Any other request body (GraphQL documents with variables) is refused above this, before it is buffered.
+MAX_REQUEST_BYTES = env_int("MAX_REQUEST_BYTES", 1024 * 1024)
 UPLOAD_MAX_PIXELS = env_int("UPLOAD_MAX_PIXELS", 40_000_000)
 UPLOADS_PER_REQUEST_MAX = env_int("UPLOADS_PER_REQUEST_MAX", 20)
+# Upload targets one user may be issued per window (requestUploads counts each target).
+UPLOAD_ISSUE_MAX_PER_WINDOW = env_int("UPLOAD_ISSUE_MAX_PER_WINDOW", 200)
+UPLOAD_ISSUE_WINDOW_SECONDS = env_int("UPLOAD_ISSUE_WINDOW_SECONDS", 3600)
 
 # --- Push and Firebase ------------------------------------------------------------------------
 
 FIREBASE_CREDENTIALS = os.environ.get("FIREBASE_CREDENTIALS", "")  # path to a service-account JSON
+# Enough alone for signInWithFirebase (ID-token checks need only the project id and Google's public
+# certificates); taken from the service-account JSON when unset. See apps/accounts/firebase.py.
 FIREBASE_PROJECT_ID = os.environ.get("FIREBASE_PROJECT_ID", "")
+# Timeout of firebase-admin's calls to Google (the certificate fetch of a sign-in among them).
+FIREBASE_HTTP_TIMEOUT_SECONDS = env_int("FIREBASE_HTTP_TIMEOUT_SECONDS", 10)
+# Tolerated clock difference with Google when checking an ID token's iat/exp (0 to 60).
+FIREBASE_CLOCK_SKEW_SECONDS = env_int("FIREBASE_CLOCK_SKEW_SECONDS", 5)
 PUSH_BACKEND = os.environ.get("PUSH_BACKEND", "fcm" if FIREBASE_CREDENTIALS else "console")
 
 # --- GPU models -------------------------------------------------------------------------------
@@ -187,6 +205,8 @@ GRAPHQL_MAX_ALIASES = env_int("GRAPHQL_MAX_ALIASES", 15)
 GRAPHQL_MAX_TOKENS = env_int("GRAPHQL_MAX_TOKENS", 2000)
 GRAPHQL_WS_INIT_TIMEOUT_SECONDS = env_int("GRAPHQL_WS_INIT_TIMEOUT_SECONDS", 10)
 GRAPHQL_WS_MAX_SUBSCRIPTIONS = env_int("GRAPHQL_WS_MAX_SUBSCRIPTIONS", 50)
+# A plain JSON twin of `me` at /bench/me for bench/http_me.py; never on outside a benchmark.
+BENCH_ENDPOINTS = env_bool("BENCH_ENDPOINTS", False)
 
 # --- Accounts ---------------------------------------------------------------------------------
 
@@ -196,6 +216,40 @@ LOGIN_MAX_FAILURES_PER_ACCOUNT = env_int("LOGIN_MAX_FAILURES_PER_ACCOUNT", 5)
 LOGIN_MAX_ATTEMPTS_PER_IP = env_int("LOGIN_MAX_ATTEMPTS_PER_IP", 30)
 LOGIN_THROTTLE_WINDOW_SECONDS = env_int("LOGIN_THROTTLE_WINDOW_SECONDS", 15 * 60)
 WELCOME_CREDITS = env_int("WELCOME_CREDITS", 20)
+SIGNUPS_MAX_PER_IP_PER_HOUR = env_int("SIGNUPS_MAX_PER_IP_PER_HOUR", 20)
+
+# --- Trends and the home screen ---------------------------------------------------------------
+
+
+def env_float(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    return float(value) if value else default
+
+
+TRENDS_DEFAULT_LOCALE = os.environ.get("TRENDS_DEFAULT_LOCALE", "en")
+# Trend media in the local folder are served here (apps/trends/media.py; S3 gives its own URLs).
+TRENDS_MEDIA_URL = "/media/trends/"
+# Model routes a trend may prefer, until the generations app's ModelRoute table replaces the list.
+TRENDS_MODEL_ROUTES = env_list("TRENDS_MODEL_ROUTES", "tiny-wan,wan2.2-ti2v-5b,ltx-video")
+TRENDS_SCREEN_CACHE_SECONDS = env_int("TRENDS_SCREEN_CACHE_SECONDS", 300)
+TRENDS_NEW_TODAY_HOURS = env_int("TRENDS_NEW_TODAY_HOURS", 24)
+TRENDS_IMPRESSIONS_MAX_BATCH = env_int("TRENDS_IMPRESSIONS_MAX_BATCH", 100)
+# Rotation: a scheduler enqueues the job every interval, in both run modes (apps/trends/scheduler.py).
+TRENDS_SCHEDULER_ENABLED = env_bool("TRENDS_SCHEDULER_ENABLED", True)
+TRENDS_ROTATION_INTERVAL_SECONDS = env_int("TRENDS_ROTATION_INTERVAL_SECONDS", 300)
+TRENDS_ROTATION_RUNS_KEEP_DAYS = env_int("TRENDS_ROTATION_RUNS_KEEP_DAYS", 14)
+# Score: decayed (generations + share weight x shares + prior) per decayed impression (trends/rotation.py).
+TRENDS_SCORE_HALF_LIFE_HOURS = env_float("TRENDS_SCORE_HALF_LIFE_HOURS", 24.0)
+TRENDS_SCORE_WINDOW_HOURS = env_int("TRENDS_SCORE_WINDOW_HOURS", 7 * 24)
+TRENDS_SCORE_SHARE_WEIGHT = env_float("TRENDS_SCORE_SHARE_WEIGHT", 2.0)
+TRENDS_SCORE_PRIOR_IMPRESSIONS = env_float("TRENDS_SCORE_PRIOR_IMPRESSIONS", 200.0)
+TRENDS_SCORE_PRIOR_RATE = env_float("TRENDS_SCORE_PRIOR_RATE", 0.05)
+# Retire an unpinned live trend whose score stays under the threshold this long (after a grace period,
+# and only with enough decayed impressions to be sure).
+TRENDS_RETIRE_SCORE_THRESHOLD = env_float("TRENDS_RETIRE_SCORE_THRESHOLD", 0.01)
+TRENDS_RETIRE_AFTER_HOURS = env_int("TRENDS_RETIRE_AFTER_HOURS", 48)
+TRENDS_RETIRE_MIN_AGE_HOURS = env_int("TRENDS_RETIRE_MIN_AGE_HOURS", 72)
+TRENDS_RETIRE_MIN_IMPRESSIONS = env_float("TRENDS_RETIRE_MIN_IMPRESSIONS", 500.0)
 
 # --- Logging ----------------------------------------------------------------------------------
 

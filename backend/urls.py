@@ -1,7 +1,9 @@
+from django.conf import settings
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 
 from apps.core.health import healthz, readyz
+from apps.trends.views import trend_media
 from graphql_schema.views import graphql_view
 
 urlpatterns = [
@@ -10,4 +12,11 @@ urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),
     path("admin/", admin.site.urls),
+    path(settings.TRENDS_MEDIA_URL.lstrip("/") + "<path:path>", trend_media, name="trend-media"),
+    path("storage/", include("apps.storage.urls")),  # signed upload/download URLs (embedded mode)
 ]
+
+if settings.BENCH_ENDPOINTS:  # bench/http_me.py compares GraphQL with a plain Django view
+    from apps.core.bench_views import bench_me
+
+    urlpatterns.append(path("bench/me", bench_me))

@@ -3,15 +3,30 @@
 Standard library only: both the Django backend and the GPU worker processes import this module, and
 nothing else crosses the boundary. Messages carry `version`; a reader refuses a major version it does
 not know instead of guessing. Queue and actor names that cross processes live here and nowhere else.
+
+Compatibility: a reader ignores fields it does not know, so adding a field with a default keeps
+`CONTRACT_VERSION`; removing or renaming a field, or changing what one means, bumps it.
+
+The flow (see DESIGN.md): the backend sends a `GenerationJob` to a lane queue
+(`generation_message_fields`); a GPU worker runs it and sends `JobEvent`s to `QUEUE_JOB_EVENTS` as
+messages of actor `ACTOR_JOB_EVENT` (one positional argument: `JobEvent.to_message()`). To cancel, the
+backend sets the Redis key `cancel_key(job_id)`; the worker checks it at every denoising step.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 CONTRACT_VERSION = 1
+
+
+class ContractError(ValueError):
+    """A message that does not follow this contract."""
+
 
 # --- Queues (Dramatiq queue names) ------------------------------------------------------------
 # GPU lanes: consumed only by `python -m gpu_worker`. A GPU worker listens to every lane, so an idle
@@ -29,9 +44,331 @@ ACTOR_RUN_GENERATION = "gpu_run_generation"
 ACTOR_TRAIN_CHARACTER = "gpu_train_character"
 ACTOR_JOB_EVENT = "backend_job_event"
 
+# --- Lanes (API.md SpeedLane) -----------------------------------------------------------------
+LANE_INSTANT = "INSTANT"
+LANE_ECONOMY = "ECONOMY"
+LANE_QUEUES: dict[str, str] = {LANE_INSTANT: QUEUE_GPU_INSTANT, LANE_ECONOMY: QUEUE_GPU_ECONOMY}
+# The generation lanes in the order a GPU worker serves them: a lower lane only when the higher is empty.
+GENERATION_QUEUES_BY_PRIORITY: tuple[str, ...] = (QUEUE_GPU_INSTANT, QUEUE_GPU_ECONOMY)
 
-class ContractError(ValueError):
-    """A message that does not follow this contract."""
+# --- Cancel flags -----------------------------------------------------------------------------
+# The backend sets `cancel_key(job_id)` in the broker's Redis (any value) when a user cancels; a
+# running job stops within one denoising step, a queued one fails CANCELED as soon as it starts.
+CANCEL_KEY_PREFIX = "gpu:cancel:"
+CANCEL_FLAG_TTL_SECONDS = 2 * 24 * 3600  # longer than any job waits in a lane
+
+
+def cancel_key(job_id: str) -> str:
+    return f"{CANCEL_KEY_PREFIX}{job_id}"
+
+
+# --- Stages (API.md GenerationStage; PLANNING happens in the backend) -------------------------
+STAGE_LOADING_MODEL = "LOADING_MODEL"
+STAGE_DENOISING = "DENOISING"
+STAGE_DECODING = "DECODING"
+STAGE_ENCODING = "ENCODING"
+STAGE_QUALITY_CHECK = "QUALITY_CHECK"
+STAGE_UPLOADING = "UPLOADING"
+STAGES: tuple[str, ...] = (
+    STAGE_LOADING_MODEL,
+    STAGE_DENOISING,
+    STAGE_DECODING,
+    STAGE_ENCODING,
+    STAGE_QUALITY_CHECK,
+    STAGE_UPLOADING,
+)
+
+# --- Failure reasons --------------------------------------------------------------------------
+# Retryable: the same job may succeed later or elsewhere (the backend retries with backoff, then
+# tries the route's fallback). Not retryable: the job fails at once and the hold is released.
+OUT_OF_MEMORY = "OUT_OF_MEMORY"
+WORKER_LOST = "WORKER_LOST"  # set by the backend when a job's worker went silent
+MODEL_UNAVAILABLE = "MODEL_UNAVAILABLE"  # this worker lacks the route's checkpoint folder or CUDA
+TIMED_OUT = "TIMED_OUT"  # the job ran past the worker's time limit
+INTERNAL = "INTERNAL"
+BAD_INPUT = "BAD_INPUT"
+MODERATION = "MODERATION"
+QUALITY_FAILED = "QUALITY_FAILED"  # the output failed the quality gate twice (a new seed included)
+CANCELED = "CANCELED"
+REASON_CODES: tuple[str, ...] = (
+    OUT_OF_MEMORY,
+    WORKER_LOST,
+    MODEL_UNAVAILABLE,
+    TIMED_OUT,
+    INTERNAL,
+    BAD_INPUT,
+    MODERATION,
+    QUALITY_FAILED,
+    CANCELED,
+)
+RETRYABLE_REASONS: frozenset[str] = frozenset(
+    {OUT_OF_MEMORY, WORKER_LOST, MODEL_UNAVAILABLE, TIMED_OUT, INTERNAL}
+)
+
+
+def is_retryable(reason_code: str) -> bool:
+    return reason_code in RETRYABLE_REASONS
+
+
+# --- Pipeline families and their size rules ---------------------------------------------------
+FAMILY_TINY_WAN = "tiny-wan"  # random-weight Wan-shaped pipeline built from configs (CPU; tests, embedded)
+FAMILY_WAN22 = "wan22"  # Wan 2.2 TI2V-5B (WanPipeline / WanImageToVideoPipeline, expand_timesteps)
+FAMILY_LTX = "ltx"  # LTX-Video (LTXConditionPipeline)
+
+
+@dataclass(frozen=True)
+class FamilyRules:
+    """What a family can render: width and height are multiples of `size_multiple` (VAE x patch size);
+    `num_frames` is `frame_multiple * k + 1` (the VAE's temporal compression)."""
+
+    size_multiple: int
+    frame_multiple: int
+
+
+FAMILIES: dict[str, FamilyRules] = {
+    FAMILY_TINY_WAN: FamilyRules(size_multiple=16, frame_multiple=4),
+    FAMILY_WAN22: FamilyRules(size_multiple=32, frame_multiple=4),
+    FAMILY_LTX: FamilyRules(size_multiple=32, frame_multiple=8),
+}
+
+# --- Aspect ratios (API.md AspectRatio) and sizes ---------------------------------------------
+ASPECT_RATIOS: dict[str, tuple[int, int]] = {"9:16": (9, 16), "1:1": (1, 1), "16:9": (16, 9)}
+MAX_AREA_FACTOR = 2.0  # a job may ask for at most this many times the route's native pixel area
+MAX_FRAME_FACTOR = 2.0  # ... and this many times its native frame count
+MAX_PROMPT_CHARS = 4000
+MAX_SEED = 2**63 - 1
+
+
+def output_size(
+    aspect_ratio: str, *, native_width: int, native_height: int, size_multiple: int
+) -> tuple[int, int]:
+    """The (width, height) a route renders for an aspect ratio.
+
+    When the route's native size already has that shape (within 15%), it is used as is, turned for
+    portrait (Wan 2.2: 1280x704 and 704x1280); otherwise the native pixel area is kept and each side is
+    rounded to the family's multiple (tiny-wan 64x64 at 16:9 gives 80x48).
+    """
+    if aspect_ratio not in ASPECT_RATIOS:
+        raise ContractError(f"unknown aspect ratio {aspect_ratio!r}; expected one of {sorted(ASPECT_RATIOS)}")
+    rw, rh = ASPECT_RATIOS[aspect_ratio]
+    ratio = rw / rh
+    long_side, short_side = max(native_width, native_height), min(native_width, native_height)
+    if ratio != 1 and abs(long_side / short_side - max(ratio, 1 / ratio)) <= 0.15 * max(ratio, 1 / ratio):
+        return (long_side, short_side) if ratio > 1 else (short_side, long_side)
+    area = native_width * native_height
+
+    def snap(value: float) -> int:
+        return max(size_multiple, int(round(value / size_multiple)) * size_multiple)
+
+    return snap(math.sqrt(area * ratio)), snap(math.sqrt(area / ratio))
+
+
+def frames_for_duration(seconds: float, *, fps: int, frame_multiple: int) -> int:
+    """The frame count closest to `seconds` at `fps` that a family can render (5 s at 24 fps: 121)."""
+    if seconds <= 0 or fps <= 0:
+        raise ContractError("duration and fps must be positive")
+    return max(1, round(seconds * fps / frame_multiple)) * frame_multiple + 1
+
+
+def _check_version(data: Any, what: str) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise ContractError(f"a {what} message must be a dict, got {type(data).__name__}")
+    version = data.get("version")
+    if version != CONTRACT_VERSION:
+        raise ContractError(f"unsupported {what} version {version!r}; this side speaks {CONTRACT_VERSION}")
+    return data
+
+
+def _known_fields(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in data.items() if k in names}
+
+
+# --- Jobs -------------------------------------------------------------------------------------
+
+# Storage keys are chosen by the backend (the rule of apps/storage): segments start with a letter or
+# digit, so no `..`, no hidden files, no leading slash.
+KEY_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=-]*(/[A-Za-z0-9][A-Za-z0-9._=-]*)*$")
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ContractError(message)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+@dataclass(frozen=True)
+class RouteSpec:
+    """The resolved model route a job runs on (a row of the backend's ModelRoute table).
+
+    `checkpoint` is a folder relative to the worker's MODEL_ROOT (empty for tiny-wan, which is built
+    from configs); `width`/`height`/`frames` are the route's native output, `fps` its frame rate.
+    """
+
+    name: str
+    family: str
+    checkpoint: str
+    width: int
+    height: int
+    fps: int
+    frames: int
+    steps: int
+    guidance: float
+    image_conditioning: bool
+    lora_support: bool
+
+    def __post_init__(self) -> None:
+        _require(isinstance(self.name, str) and bool(self.name), "route.name must be a non-empty string")
+        _require(
+            self.family in FAMILIES,
+            f"unknown pipeline family {self.family!r}; expected one of {sorted(FAMILIES)}",
+        )
+        _require(
+            isinstance(self.checkpoint, str) and ".." not in self.checkpoint.split("/"),
+            "route.checkpoint must be a folder under MODEL_ROOT",
+        )
+        for name in ("width", "height", "fps", "frames", "steps"):
+            value = getattr(self, name)
+            _require(_is_int(value) and value > 0, f"route.{name} must be a positive integer, got {value!r}")
+        _require(_is_number(self.guidance) and self.guidance >= 0, "route.guidance must be a number >= 0")
+        _require(isinstance(self.image_conditioning, bool), "route.image_conditioning must be a boolean")
+        _require(isinstance(self.lora_support, bool), "route.lora_support must be a boolean")
+
+    @property
+    def rules(self) -> FamilyRules:
+        return FAMILIES[self.family]
+
+
+@dataclass(frozen=True)
+class GenerationJob:
+    """One generation attempt for a GPU worker. Built by the backend after planning and routing.
+
+    `attempt` grows when the backend dispatches the generation again (a retry after a retryable
+    failure, or the fallback route); `seed` is the attempt's seed (the worker picks a new one itself
+    for its one quality-gate retry and reports the seed it used). `width`/`height` come from
+    `output_size`, `num_frames` from `frames_for_duration`. Inputs and outputs are storage keys:
+    the worker writes `<output_prefix>/video.mp4` and `<output_prefix>/poster.jpg`.
+    """
+
+    job_id: str
+    route: RouteSpec
+    prompt: str
+    negative_prompt: str
+    seed: int
+    aspect_ratio: str
+    width: int
+    height: int
+    num_frames: int
+    output_prefix: str
+    attempt: int = 1
+    image_key: str | None = None  # the selfie (first frame) for image-to-video; None for text-to-video
+    lora_key: str | None = None  # a user's identity LoRA (safetensors, diffusers/peft keys)
+    lora_scale: float = 1.0
+    version: int = CONTRACT_VERSION
+
+    def __post_init__(self) -> None:
+        if isinstance(self.route, dict):  # built from a message
+            try:
+                route = RouteSpec(**_known_fields(RouteSpec, self.route))
+            except TypeError as exc:  # a missing field
+                raise ContractError(f"malformed route: {exc}") from None
+            object.__setattr__(self, "route", route)
+        _require(isinstance(self.route, RouteSpec), "route must be a RouteSpec")
+        _require(isinstance(self.job_id, str) and bool(self.job_id), "job_id must be a non-empty string")
+        _require(_is_int(self.attempt) and self.attempt >= 1, "attempt must be an integer >= 1")
+        _require(
+            isinstance(self.prompt, str) and bool(self.prompt.strip()), "prompt must be a non-empty string"
+        )
+        _require(isinstance(self.negative_prompt, str), "negative_prompt must be a string")
+        _require(
+            len(self.prompt) <= MAX_PROMPT_CHARS and len(self.negative_prompt) <= MAX_PROMPT_CHARS,
+            f"prompts are limited to {MAX_PROMPT_CHARS} characters",
+        )
+        _require(
+            _is_int(self.seed) and 0 <= self.seed <= MAX_SEED, f"seed must be an integer in 0..{MAX_SEED}"
+        )
+        _require(self.aspect_ratio in ASPECT_RATIOS, f"unknown aspect ratio {self.aspect_ratio!r}")
+        for name in ("width", "height", "num_frames"):
+            value = getattr(self, name)
+            _require(_is_int(value) and value > 0, f"{name} must be a positive integer, got {value!r}")
+        _require(
+            isinstance(self.output_prefix, str) and bool(KEY_PATTERN.match(self.output_prefix.rstrip("/"))),
+            f"output_prefix is not a valid storage key prefix: {self.output_prefix!r}",
+        )
+        for name in ("image_key", "lora_key"):
+            value = getattr(self, name)
+            _require(
+                value is None or (isinstance(value, str) and bool(KEY_PATTERN.match(value))),
+                f"{name} must be None or a storage key, got {value!r}",
+            )
+        _require(_is_number(self.lora_scale) and 0 <= self.lora_scale <= 2, "lora_scale must be within 0..2")
+
+    @property
+    def fps(self) -> int:
+        return self.route.fps
+
+    @property
+    def duration_seconds(self) -> float:
+        return self.num_frames / self.route.fps
+
+    @property
+    def video_key(self) -> str:
+        return f"{self.output_prefix.rstrip('/')}/video.mp4"
+
+    @property
+    def poster_key(self) -> str:
+        return f"{self.output_prefix.rstrip('/')}/poster.jpg"
+
+    def to_message(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_message(cls, data: dict[str, Any]) -> GenerationJob:
+        _check_version(data, "job")
+        try:
+            return cls(**_known_fields(cls, data))
+        except TypeError as exc:  # a missing required field
+            raise ContractError(f"malformed job message: {exc}") from None
+
+
+def generation_message_fields(job: GenerationJob, *, lane: str) -> dict[str, Any]:
+    """The fields of the Dramatiq message that queues `job` on `lane`: `dramatiq.Message(**fields)`,
+    then `broker.enqueue(message)` (after the database commit)."""
+    if lane not in LANE_QUEUES:
+        raise ContractError(f"unknown lane {lane!r}; expected one of {sorted(LANE_QUEUES)}")
+    return {
+        "queue_name": LANE_QUEUES[lane],
+        "actor_name": ACTOR_RUN_GENERATION,
+        "args": (),
+        "kwargs": {"job": job.to_message()},
+        "options": {},
+    }
+
+
+# --- Events -----------------------------------------------------------------------------------
+
+
+class MediaOutput(TypedDict):
+    """One output file of a completed job (API.md MediaFile, less the URL)."""
+
+    key: str
+    content_type: str
+    bytes: int
+    width: int
+    height: int
+
+
+class VideoOutput(MediaOutput):
+    fps: int
+    num_frames: int
+    duration_seconds: float
 
 
 @dataclass(frozen=True)
@@ -40,6 +377,19 @@ class JobEvent:
 
     `kind` is one of `progress`, `stage`, `completed`, `failed`. Progress is best-effort; completed and
     failed are terminal and handled idempotently by the backend, which ignores a `sequence` it has seen.
+
+    `sequence` grows within a run, and a later run of the same job (a Dramatiq retry or a redelivery
+    after a worker died) starts above every number an earlier run used (a run numbers from the time it
+    starts, in microseconds: store it in a 64-bit field), so "ignore a sequence at or below the last
+    one seen" is always right. It is not the API's GenerationEvent.sequence, which the backend counts.
+
+    `progress` is 0..1 across the whole job. A `completed` event's `outputs` are
+    `{"video": VideoOutput, "poster": MediaOutput, "seed": int, "route": str}` (the seed actually used);
+    its `timings` are seconds: `load`, `denoise`, `decode`, `encode`, `quality`, `upload`, `total`
+    and `seconds_per_step` (for ETAs per route). A `failed` event carries `reason_code` (one of
+    REASON_CODES), `retryable` and a `message` safe to show. A non-terminal event with a `reason_code`
+    announces a retry: QUALITY_FAILED (a new seed, same run) or a retryable code (the job runs again).
+    A cancel is reported as `failed` with reason CANCELED.
     """
 
     job_id: str
@@ -52,6 +402,8 @@ class JobEvent:
     reason_code: str | None = None
     retryable: bool = False
     message: str = ""
+    attempt: int = 1
+    emitted_at: float = 0.0  # the worker's time.time() when it sent the event (latency measurement)
     version: int = CONTRACT_VERSION
 
     KINDS = ("progress", "stage", "completed", "failed")
@@ -61,6 +413,12 @@ class JobEvent:
             raise ContractError(f"unknown event kind {self.kind!r}; expected one of {self.KINDS}")
         if not 0.0 <= self.progress <= 1.0:
             raise ContractError(f"progress must be within 0..1, got {self.progress}")
+        if self.stage is not None and self.stage not in STAGES:
+            raise ContractError(f"unknown stage {self.stage!r}; expected one of {STAGES}")
+        if self.reason_code is not None and self.reason_code not in REASON_CODES:
+            raise ContractError(f"unknown reason code {self.reason_code!r}")
+        if self.kind == "failed" and self.reason_code is None:
+            raise ContractError("a failed event needs a reason_code")
 
     @property
     def is_terminal(self) -> bool:
@@ -74,5 +432,4 @@ class JobEvent:
         version = data.get("version")
         if version != CONTRACT_VERSION:
             raise ContractError(f"unsupported event version {version!r}; this side speaks {CONTRACT_VERSION}")
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+        return cls(**_known_fields(cls, data))

@@ -8,6 +8,7 @@ with the request id, and logged with it.
 
 from __future__ import annotations
 
+import enum
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -17,6 +18,7 @@ from graphql import GraphQLError
 from strawberry.extensions import MaskErrors
 
 from apps.core import errors as domain
+from apps.storage.models import RejectReason
 
 logger = logging.getLogger("graphql_schema")
 
@@ -72,9 +74,25 @@ class InsufficientCredits(Error):
     balance: int
 
 
+@strawberry.enum(description="Why an uploaded file was refused.")
+class UploadRejectReason(enum.Enum):
+    NOT_UPLOADED = RejectReason.NOT_UPLOADED.value
+    EXPIRED = RejectReason.EXPIRED.value
+    EMPTY = RejectReason.EMPTY.value
+    TOO_LARGE = RejectReason.TOO_LARGE.value
+    UNSUPPORTED_TYPE = RejectReason.UNSUPPORTED_TYPE.value
+    TYPE_MISMATCH = RejectReason.TYPE_MISMATCH.value
+    ANIMATED = RejectReason.ANIMATED.value
+    TOO_MANY_PIXELS = RejectReason.TOO_MANY_PIXELS.value
+    CORRUPT = RejectReason.CORRUPT.value
+
+
 @strawberry.type
 class UploadInvalid(Error):
     field: str | None = None
+    reason: UploadRejectReason | None = strawberry.field(
+        default=None, description="What is wrong with the file, for the app to react to; null when unknown."
+    )
 
 
 _MAPPING: dict[type[domain.DomainError], Callable[[Any], Error]] = {
@@ -90,7 +108,12 @@ _MAPPING: dict[type[domain.DomainError], Callable[[Any], Error]] = {
     domain.InsufficientCredits: lambda e: InsufficientCredits(
         code=e.code, message=e.message, required=e.required, balance=e.balance
     ),
-    domain.UploadInvalid: lambda e: UploadInvalid(code=e.code, message=e.message, field=e.field),
+    domain.UploadInvalid: lambda e: UploadInvalid(
+        code=e.code,
+        message=e.message,
+        field=e.field,
+        reason=UploadRejectReason(e.extra["reason"]) if e.extra.get("reason") else None,
+    ),
 }
 
 ALL_ERROR_TYPES = (
@@ -127,6 +150,14 @@ def unauthenticated(*, expired: bool = False) -> PublicError:
             domain.ErrorCode.UNAUTHENTICATED,
         )
     return PublicError("Sign in to do this.", domain.ErrorCode.UNAUTHENTICATED)
+
+
+def public_error(exc: domain.DomainError) -> PublicError:
+    """A domain error raised by a query (which has no result union) as a top-level error: code and field."""
+    error = PublicError(exc.message, exc.code)
+    if exc.field:
+        error.extensions["field"] = exc.field
+    return error
 
 
 def not_found(what: str = "object") -> PublicError:

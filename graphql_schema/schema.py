@@ -17,15 +17,20 @@ from .accounts.types import DeviceType, UserType
 from .credits.queries import CreditQueries
 from .credits.subscriptions import CreditSubscriptions
 from .errors import ALL_ERROR_TYPES, MaskUnexpectedErrors, log_errors
+from .storage.mutations import StorageMutations
+from .storage.types import UploadType
+from .trends.mutations import TrendMutations
+from .trends.queries import TrendQueries
+from .trends.types import TrendType
 
 
 @strawberry.type
-class Query(AccountQueries, CreditQueries):
+class Query(AccountQueries, CreditQueries, TrendQueries):
     node: relay.Node | None = strawberry_django.node(description="Any of your objects by its global ID.")
 
 
 @strawberry.type
-class Mutation(AccountMutations):
+class Mutation(AccountMutations, StorageMutations, TrendMutations):
     pass
 
 
@@ -37,6 +42,13 @@ class Subscription(CreditSubscriptions):
 class Schema(strawberry.Schema):
     def process_errors(self, errors, execution_context=None) -> None:
         log_errors(errors, execution_context)
+
+    @staticmethod
+    def remove_field_suggestion(error) -> None:
+        # Called when `disable_field_suggestions` is on. Strawberry strips the hint only from unknown
+        # fields; unknown arguments, types and enum values would still name parts of the schema.
+        if " Did you mean" in error.message:
+            error.message = error.message.split(" Did you mean")[0].strip()
 
 
 def _extensions() -> list:
@@ -56,7 +68,7 @@ schema = Schema(
     query=Query,
     mutation=Mutation,
     subscription=Subscription,
-    types=[*ALL_ERROR_TYPES, UserType, DeviceType],
+    types=[*ALL_ERROR_TYPES, UserType, DeviceType, UploadType, TrendType],
     extensions=_extensions(),
     config=StrawberryConfig(disable_field_suggestions=settings.IS_PRODUCTION or not settings.DEBUG),
 )

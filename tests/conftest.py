@@ -128,6 +128,11 @@ class LiveServer:
         return f"ws://127.0.0.1:{self.port}/graphql"
 
     def start(self) -> None:
+        # A channel layer binds to the event loop that first receives on it; each live server runs its own
+        # loop, so each gets fresh layer objects (one server process has one loop in production).
+        from channels.layers import channel_layers
+
+        channel_layers.backends.clear()
         self.thread.start()
         deadline = time.monotonic() + 20
         while not self.server.started:

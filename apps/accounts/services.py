@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import uuid
 from dataclasses import dataclass
@@ -17,13 +18,14 @@ from django.utils import timezone
 from apps.core.errors import (
     EmailTaken,
     InvalidCredentials,
+    NotFound,
     TokenInvalid,
     TokenReused,
     ValidationFailed,
 )
 from apps.credits.services import credits_grant
 
-from . import throttle
+from . import firebase, throttle
 from .models import Device, Platform, RefreshToken, User
 from .tokens import access_token_issue, refresh_token_hash, refresh_token_new
 
@@ -66,7 +68,7 @@ def _issue_tokens(*, user: User, family: uuid.UUID | None = None) -> AuthTokens:
 
 
 @transaction.atomic
-def user_sign_up(*, email: str, password: str) -> AuthTokens:
+def user_sign_up(*, email: str, password: str, ip: str = "") -> AuthTokens:
     email = _normalize_email(email)
     candidate = User(email=email)
     try:
@@ -75,6 +77,7 @@ def user_sign_up(*, email: str, password: str) -> AuthTokens:
         raise ValidationFailed(" ".join(exc.messages), field="password") from None
     if User.objects.filter(email=email).exists():
         raise EmailTaken(field="email")
+    throttle.signup_check(ip=ip)
     try:
         with transaction.atomic():
             user = User.objects.create_user(email=email, password=password)
@@ -137,6 +140,80 @@ def token_refresh(*, refresh_token: str) -> AuthTokens:
     return tokens
 
 
+# Accounts whose sign-in provider gave no (verified) email get an address that can never be delivered to
+# (RFC 2606 reserves .invalid), derived from the Firebase uid.
+PLACEHOLDER_EMAIL_DOMAIN = "users.invalid"
+
+
+def user_sign_in_with_firebase(*, id_token: str) -> AuthTokens:
+    """Signs in with a Firebase ID token, creating or linking the account on first use.
+
+    The account is, in order: the one with this Firebase uid; else the account with the token's email,
+    linked to the uid now, but only when Firebase says the email is verified; else a new account (unusable
+    password, welcome grant). An unverified email never reaches an account: it does not link to the
+    account that has it (EmailTaken: sign in with the password, or verify the address first), and it does
+    not become a new account's email (a placeholder does), so nobody can claim or pre-register someone
+    else's address through a provider that does not check it.
+    """
+    claims = firebase.verify_id_token(id_token)  # may fetch Google's certificates: outside the transaction
+    uid = claims["uid"]
+    email = _email_from_claims(claims)
+    email_verified = claims.get("email_verified") is True
+    try:
+        return _firebase_sign_in(uid=uid, email=email, email_verified=email_verified)
+    except IntegrityError:
+        # A concurrent first sign-in with this uid (or email) created the account: this pass finds it.
+        return _firebase_sign_in(uid=uid, email=email, email_verified=email_verified)
+
+
+def _email_from_claims(claims: dict) -> str | None:
+    email = claims.get("email")
+    if not isinstance(email, str):
+        return None
+    email = email.strip().lower()
+    try:
+        validate_email(email)
+    except DjangoValidationError:
+        return None
+    return email if len(email) <= User._meta.get_field("email").max_length else None
+
+
+@transaction.atomic
+def _firebase_sign_in(*, uid: str, email: str | None, email_verified: bool) -> AuthTokens:
+    created = False
+    user = User.objects.select_for_update().filter(firebase_uid=uid).first()
+    if user is None and email:
+        user = User.objects.select_for_update().filter(email=email).first()
+        # (An account with this uid found here was made by a concurrent first sign-in since the lookup above.)
+        if user is not None and user.firebase_uid != uid:
+            if not email_verified:
+                raise EmailTaken(
+                    "An account with this email already exists. Sign in with your password, "
+                    "or verify your email address and try again."
+                )
+            if user.firebase_uid:
+                raise EmailTaken(
+                    "An account with this email already exists and signs in another way. "
+                    "Sign in the way you did before."
+                )
+            user.firebase_uid = uid
+            user.save(update_fields=["firebase_uid"])
+            logger.info("linked Firebase uid %s to existing user %s by verified email", uid, user.id)
+    if user is None:
+        address = email if email and email_verified else _placeholder_email(uid)
+        user = User.objects.create_user(email=address, password=None, firebase_uid=uid)
+        created = True
+    if not user.is_active:
+        raise TokenInvalid("This account is disabled.")
+    if created:
+        user_welcome(user=user)
+    return _issue_tokens(user=user)
+
+
+def _placeholder_email(uid: str) -> str:
+    return f"firebase-{hashlib.sha256(uid.encode()).hexdigest()[:32]}@{PLACEHOLDER_EMAIL_DOMAIN}"
+
+
 def user_sign_out_everywhere(*, user: User) -> None:
     RefreshToken.objects.filter(user=user, revoked_at__isnull=True).update(revoked_at=timezone.now())
 
@@ -152,7 +229,9 @@ def device_register(*, user: User, token: str, platform: str, app_version: str, 
     app_version = (app_version or "").strip()
     if not app_version or len(app_version) > 32:
         raise ValidationFailed("Give the app version, like 1.4.2.", field="appVersion")
-    locale = (locale or "en").strip()[:35] or "en"
+    locale = (locale or "").strip() or "en"
+    if len(locale) > 35:  # BCP 47 tags are short ("en", "pt-BR", "zh-Hant-TW")
+        raise ValidationFailed("Give the locale as a language tag, like en-US.", field="locale")
     device = Device.objects.select_for_update().filter(token=token).first()
     now = timezone.now()
     if device is None:
@@ -178,8 +257,6 @@ def device_register(*, user: User, token: str, platform: str, app_version: str, 
 
 
 def device_unregister(*, user: User, token: str) -> uuid.UUID:
-    from apps.core.errors import NotFound
-
     device = Device.objects.filter(user=user, token=(token or "").strip()).first()
     if device is None:
         raise NotFound("This device is not registered to your account.", field="token")

@@ -1,4 +1,4 @@
-"""Sign-in throttling: failures per account and attempts per client IP, counted in the cache.
+"""Sign-in and sign-up throttling: failures per account and attempts per client IP, counted in the cache.
 
 The cache is Redis in services mode, so the limits hold across server processes.
 """
@@ -21,8 +21,8 @@ def _count(key: str) -> int:
     return int(cache.get(key) or 0)
 
 
-def _bump(key: str) -> int:
-    window = settings.LOGIN_THROTTLE_WINDOW_SECONDS
+def _bump(key: str, window: int | None = None) -> int:
+    window = window or settings.LOGIN_THROTTLE_WINDOW_SECONDS
     if cache.add(key, 1, timeout=window):
         return 1
     try:
@@ -50,3 +50,11 @@ def login_failed(*, email: str) -> None:
 
 def login_succeeded(*, email: str) -> None:
     cache.delete(_key("account", email.lower()))
+
+
+def signup_check(*, ip: str) -> None:
+    """New accounts per client IP per hour: each account brings a welcome grant, so sign-ups are capped."""
+    if ip and _bump(_key("signup", ip), window=3600) > settings.SIGNUPS_MAX_PER_IP_PER_HOUR:
+        raise RateLimited(
+            retry_after_seconds=3600, message="Too many new accounts from this network. Try again in an hour."
+        )

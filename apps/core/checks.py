@@ -49,6 +49,8 @@ def production_errors() -> list[Error]:
             "Media is stored in a local folder in production.",
             "Set STORAGE_BACKEND=s3 and S3_BUCKET.",
         )
+    if getattr(settings, "BENCH_ENDPOINTS", False):
+        fail("E010", "BENCH_ENDPOINTS is on in production.", "Unset BENCH_ENDPOINTS.")
     return errors
 
 

@@ -36,11 +36,16 @@ class WalletAdmin(admin.ModelAdmin):
     def has_add_permission(self, request) -> bool:
         return False
 
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False  # the ledger goes only with its user
+
     @admin.action(description="Grant credits to the selected users", permissions=["change"])
     def grant_credits(self, request, queryset):
         form = GrantForm(request.POST if "apply" in request.POST else None)
         if "apply" in request.POST and form.is_valid():
-            batch = request.POST.get("batch") or ""
+            # One batch per confirmation form: posting it twice grants once. Without one, a fresh batch
+            # (never a shared empty one, which would make every later batchless grant a duplicate).
+            batch = request.POST.get("batch") or uuid.uuid4().hex
             for wallet in queryset.select_related("user"):
                 credits_schedule_grant(
                     user=wallet.user,
@@ -90,3 +95,6 @@ class CreditHoldAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None) -> bool:
         return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False  # a deleted hold would leave its credits held forever; settle it through the services

@@ -15,6 +15,9 @@ class Wallet(BaseModel):
     user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="wallet")
     balance = models.IntegerField(default=0)
     held = models.IntegerField(default=0)
+    # Grows by one with every change (under the row lock); wallet events carry it so that a subscriber
+    # can drop an event that arrives after a newer one.
+    version = models.PositiveBigIntegerField(default=0)
 
     class Meta:
         constraints = [

@@ -13,6 +13,10 @@ from .models import CreditEntry, CreditHold, EntryKind, HoldStatus, Wallet
 
 
 def owner_reference(owner: models.Model) -> str:
+    """`<app_label.model>:<pk>` of a saved row. UUID primary keys are set before saving, so without the
+    check an unsaved owner would give a reference to a row that may never exist."""
+    if owner.pk is None or owner._state.adding:
+        raise ValueError(f"credits can only be held for a saved object, not an unsaved {owner._meta.label}")
     return f"{owner._meta.label_lower}:{owner.pk}"
 
 
@@ -33,13 +37,20 @@ def _entry(wallet: Wallet, *, kind: str, amount: int, delta: int, reason: str, r
     )
     events.publish_on_commit(
         events.user_group(wallet.user_id),
-        {"kind": "wallet", "balance": wallet.balance, "held": wallet.held, "entryId": str(entry.id)},
+        {
+            "kind": "wallet",
+            "balance": wallet.balance,
+            "held": wallet.held,
+            "version": wallet.version,
+            "entryId": str(entry.id),
+        },
     )
     return entry
 
 
 def _save(wallet: Wallet) -> None:
-    wallet.save(update_fields=["balance", "held", "updated_at"])
+    wallet.version += 1
+    wallet.save(update_fields=["balance", "held", "version", "updated_at"])
 
 
 @transaction.atomic
@@ -132,8 +143,8 @@ def credits_schedule_grant(*, user, amount: int, reason: str, reference: str) ->
 
     if amount <= 0:
         raise ValidationFailed("A grant must be a positive number of credits.", field="amount")
+    # The id is read now: at the commit `user.pk` may be None (deleted in the same transaction).
+    user_id = str(user.pk)
     transaction.on_commit(
-        lambda: credits_grant_task.send(
-            user_id=str(user.pk), amount=amount, reason=reason, reference=reference
-        )
+        lambda: credits_grant_task.send(user_id=user_id, amount=amount, reason=reason, reference=reference)
     )

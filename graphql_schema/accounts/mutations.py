@@ -51,9 +51,11 @@ def _auth_payload(result: services.AuthTokens | Error) -> AuthResult:
 @strawberry.type
 class AccountMutations:
     @strawberry.mutation(description="Create an account with email and password; signs in.")
-    async def sign_up(self, input: SignUpInput) -> AuthResult:
+    async def sign_up(self, info: Info, input: SignUpInput) -> AuthResult:
         return _auth_payload(
-            await call_service(services.user_sign_up, email=input.email, password=input.password)
+            await call_service(
+                services.user_sign_up, email=input.email, password=input.password, ip=info.context.client_ip
+            )
         )
 
     @strawberry.mutation(description="Sign in with email and password.")
@@ -63,6 +65,15 @@ class AccountMutations:
                 services.user_sign_in, email=input.email, password=input.password, ip=info.context.client_ip
             )
         )
+
+    @strawberry.mutation(
+        description=(
+            "Sign in with a Firebase ID token (Google, Apple, phone...). The first sign-in creates the "
+            "account, or links the account with the token's email when Firebase has verified it."
+        )
+    )
+    async def sign_in_with_firebase(self, id_token: str) -> AuthResult:
+        return _auth_payload(await call_service(services.user_sign_in_with_firebase, id_token=id_token))
 
     @strawberry.mutation(description="Trade a refresh token for a new pair. Each refresh token works once.")
     async def refresh_token(self, refresh_token: str) -> AuthResult:

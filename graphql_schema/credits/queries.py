@@ -13,4 +13,5 @@ from .types import Wallet
 class CreditQueries:
     @strawberry.field(description="The signed-in user's balance and credits on hold.")
     async def wallet(self, info: Info) -> Wallet:
-        return await sync_to_async(wallet_snapshot)(require_user(info))
+        wallet, _ = await sync_to_async(wallet_snapshot)(require_user(info))
+        return wallet

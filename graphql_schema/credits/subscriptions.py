@@ -13,9 +13,9 @@ from ..permissions import require_user
 from .types import Wallet
 
 
-def wallet_snapshot(user) -> Wallet:
-    balance, held = wallet_state(user=user)
-    return Wallet(balance=balance, held=held)
+def wallet_snapshot(user) -> tuple[Wallet, int]:
+    balance, held, version = wallet_state(user=user)
+    return Wallet(balance=balance, held=held), version
 
 
 @strawberry.type
@@ -25,13 +25,12 @@ class CreditSubscriptions:
         user = require_user(info)
         # Join first, then read: a change committed in between arrives as an event, none is missed.
         async with info.context.ws.subscribe(user_group(user.pk)) as events:
-            last = await sync_to_async(wallet_snapshot)(user)
-            yield last
+            snapshot, version = await sync_to_async(wallet_snapshot)(user)
+            yield snapshot
             async for payload in events:
-                if payload.get("kind") != "wallet":
+                # Events carry the state as committed by the wallet's row-locked writer, with its version:
+                # one not newer than what was sent (reordered, or older than the snapshot) is dropped.
+                if payload.get("kind") != "wallet" or payload["version"] <= version:
                     continue
-                # Events carry the state as committed by the wallet's row-locked writer.
-                current = Wallet(balance=payload["balance"], held=payload["held"])
-                if current != last:
-                    last = current
-                    yield current
+                version = payload["version"]
+                yield Wallet(balance=payload["balance"], held=payload["held"])

@@ -85,3 +85,21 @@ def test_legacy_graphql_ws_protocol_is_refused_with_4406(asgi_server):
         with pytest.raises(ConnectionClosed) as info:
             conn.recv(timeout=5)
     assert info.value.rcvd.code == 4406
+
+
+def test_a_stale_wallet_event_is_dropped_and_newer_ones_delivered(asgi_server, ws_client, settings):
+    from apps.accounts.models import User
+    from apps.core import events
+    from apps.credits.services import credits_grant
+
+    token = _token(asgi_server)
+    user = User.objects.get(email="ws@example.com")
+    client = ws_client()
+    client.init(token)
+    client.subscribe("w", WALLET)
+    assert client.next_for("w")["payload"]["data"]["walletUpdated"]["balance"] == settings.WELCOME_CREDITS
+    # An event older than the snapshot (as a reordered delivery would be) must not reach the client.
+    events.publish(events.user_group(user.pk), {"kind": "wallet", "balance": 999, "held": 0, "version": 1})
+    credits_grant(user=user, amount=5, reason="test")
+    update = client.next_for("w")["payload"]["data"]["walletUpdated"]
+    assert update == {"balance": settings.WELCOME_CREDITS + 5, "held": 0}

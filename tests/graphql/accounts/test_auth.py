@@ -198,3 +198,16 @@ def test_a_deactivated_user_token_stops_working(gql, sign_up):
     assert (
         gql(REFRESH, {"token": auth["refreshToken"]})["data"]["refreshToken"]["__typename"] == "TokenInvalid"
     )
+
+
+def test_sign_ups_are_capped_per_ip_so_welcome_credits_cannot_be_farmed(gql, settings):
+    settings.SIGNUPS_MAX_PER_IP_PER_HOUR = 2
+    for i in range(2):
+        result = gql(SIGN_UP, {"email": f"farm{i}@example.com", "password": PASSWORD}, REMOTE_ADDR="10.0.0.7")
+        assert result["data"]["signUp"]["__typename"] == "AuthPayload"
+    refused = gql(SIGN_UP, {"email": "farm3@example.com", "password": PASSWORD}, REMOTE_ADDR="10.0.0.7")
+    assert refused["data"]["signUp"]["__typename"] == "RateLimited"
+    assert not User.objects.filter(email="farm3@example.com").exists()
+    assert CreditEntry.objects.filter(reason="welcome").count() == 2
+    other = gql(SIGN_UP, {"email": "farm3@example.com", "password": PASSWORD}, REMOTE_ADDR="10.0.0.8")
+    assert other["data"]["signUp"]["__typename"] == "AuthPayload"

@@ -46,6 +46,8 @@ class Command(BaseCommand):
         if settings.DRAMATIQ_BROKER == "redis" and not settings.EMBEDDED_WORKER:
             for _ in range(max(workers, 0)):
                 children.append(subprocess.Popen([sys.executable, "-m", "backend.worker"]))
+            # Enqueues periodic jobs (trend rotation); any number of these enqueue once per interval.
+            children.append(subprocess.Popen([sys.executable, "-m", "apps.trends.scheduler"]))
         try:
             uvicorn.run(
                 "backend.asgi:application",

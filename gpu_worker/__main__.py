@@ -1,0 +1,85 @@
+"""`python -m gpu_worker`: a GPU worker process. No Django.
+
+It consumes the generation lanes (INSTANT before ECONOMY) from the Redis broker at REDIS_URL with one
+thread per GPU, runs each job (gpu_worker/runner.py) and sends events to the backend's job-events
+queue. SIGTERM or SIGINT stops it gracefully: the running job may finish (up to GPU_STOP_TIMEOUT_S),
+the lanes keep their other messages; a second signal exits at once, and Redis redelivers an unfinished
+job to another worker once this one's heartbeat times out. Settings: gpu_worker/settings.py.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # GPU workers load local folders only
+
+
+def main() -> int:
+    logging.basicConfig(
+        level=os.environ.get("LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    from dramatiq.brokers.redis import RedisBroker
+
+    from gpu_worker.actors import broker_sink, build_worker, redis_cancel_checker
+    from gpu_worker.runner import Runner
+    from gpu_worker.settings import WorkerSettings
+    from gpu_worker.storage import storage_from_env
+
+    settings = WorkerSettings.from_env()
+    if not settings.redis_url:
+        print("gpu_worker: REDIS_URL is not set", file=sys.stderr)
+        return 2
+
+    import diffusers
+
+    from gpu_worker import pipelines
+
+    diffusers.utils.logging.disable_progress_bar()
+    for family in pipelines.FAMILY_MODULES:  # import the pipelines now rather than in the first job
+        pipelines.family_module(family)
+
+    broker = RedisBroker(url=settings.redis_url)
+    runner = Runner(
+        storage=storage_from_env(),
+        sink=broker_sink(broker),
+        cancel_checker=redis_cancel_checker(broker.client),
+        model_root=settings.model_root,
+        device=settings.device,
+        progress_interval=settings.progress_interval_s,
+    )
+    worker = build_worker(broker, runner, threads=settings.threads, time_limit_s=settings.time_limit_s)
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        if stop.is_set():
+            logging.getLogger("gpu_worker").warning("second signal: exiting now")
+            os._exit(1)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    broker.emit_after("process_boot")
+    worker.start()
+    logging.getLogger("gpu_worker").info(
+        "GPU worker ready: lanes %s, %d thread(s), models in %s",
+        ", ".join(sorted(worker.consumer_whitelist or ())),
+        settings.threads,
+        settings.model_root,
+    )
+    stop.wait()
+    logging.getLogger("gpu_worker").info(
+        "stopping: waiting up to %ss for the running job", settings.stop_timeout_s
+    )
+    worker.stop(timeout=settings.stop_timeout_s * 1000)
+    broker.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,53 @@
+"""A GPU worker's settings, from the environment (names shared with backend/settings.py where they overlap).
+
+REDIS_URL          the broker (and the cancel flags); required by `python -m gpu_worker`
+MODEL_ROOT         folder of diffusers checkpoints (else VAR_DIR/models, else ./var/models)
+STORAGE_BACKEND, MEDIA_ROOT, S3_BUCKET, S3_ENDPOINT_URL, S3_REGION   see gpu_worker/storage.py
+GPU_DEVICE         torch device of the real routes (cuda); tiny-wan always runs on the CPU
+GPU_WORKER_THREADS jobs at once in this process (1: one process per GPU)
+GPU_JOB_TIME_LIMIT_S  Dramatiq time limit of one job (1800)
+GPU_PROGRESS_INTERVAL_S  minimum seconds between two progress events of a job (0.25)
+GPU_STOP_TIMEOUT_S  how long SIGTERM waits for the running job before the process exits (600)
+GPU_CPU_OFFLOAD    1: model CPU offload for GPUs with less memory than the route needs
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+# Above the longest legitimate job (Wan 2.2 TI2V-5B, 50 steps at 720p: about 9 min on an RTX 4090).
+DEFAULT_TIME_LIMIT_S = 30 * 60
+
+
+def _int(environ: Mapping[str, str], name: str, default: int) -> int:
+    value = environ.get(name)
+    return int(value) if value else default
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    redis_url: str
+    model_root: Path
+    device: str
+    threads: int
+    time_limit_s: int
+    progress_interval_s: float
+    stop_timeout_s: int
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> WorkerSettings:
+        environ = os.environ if environ is None else environ
+        var_dir = Path(environ.get("VAR_DIR") or REPO_ROOT / "var")
+        return cls(
+            redis_url=environ.get("REDIS_URL", ""),
+            model_root=Path(environ.get("MODEL_ROOT") or var_dir / "models"),
+            device=environ.get("GPU_DEVICE") or "cuda",
+            threads=_int(environ, "GPU_WORKER_THREADS", 1),
+            time_limit_s=_int(environ, "GPU_JOB_TIME_LIMIT_S", DEFAULT_TIME_LIMIT_S),
+            progress_interval_s=float(environ.get("GPU_PROGRESS_INTERVAL_S") or 0.25),
+            stop_timeout_s=_int(environ, "GPU_STOP_TIMEOUT_S", 600),
+        )

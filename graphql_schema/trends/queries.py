@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import strawberry
+from asgiref.sync import sync_to_async
+from strawberry import Info
+
+from apps.core.errors import ValidationFailed
+from apps.trends import selectors
+
+from ..errors import public_error
+from ..scalars import Platform
+from .types import Screen, TrendConnection, TrendType, section_from
+
+SCREEN_ID = "home"
+
+
+@strawberry.type
+class TrendQueries:
+    @strawberry.field(
+        description="The home screen: the sections this app can render, for its platform, version and locale."
+    )
+    async def home_screen(
+        self, info: Info, platform: Platform, app_version: str, locale: str | None = None
+    ) -> Screen:
+        try:
+            audience = selectors.audience_parse(
+                platform=platform.value, app_version=app_version, locale=locale
+            )
+        except ValidationFailed as exc:
+            raise public_error(exc) from None
+        info.context.trends_locale = audience.locale
+        screen = await sync_to_async(selectors.home_screen_get)(audience=audience, user=info.context.user)
+        return Screen(
+            id=strawberry.ID(SCREEN_ID),
+            sections=[section_from(entry) for entry in screen.sections],
+            generated_at=screen.generated_at,
+        )
+
+    @strawberry.field(description="Live trends, newest first; filter by category or tag.")
+    async def trends(
+        self,
+        info: Info,
+        first: int | None = None,
+        after: str | None = None,
+        last: int | None = None,
+        before: str | None = None,
+        category: str | None = None,
+        tag: str | None = None,
+    ) -> TrendConnection:
+        def page() -> TrendConnection:
+            return TrendConnection.resolve_connection(
+                selectors.trends_live(category=category, tag=tag),
+                info=info,
+                first=first,
+                after=after,
+                last=last,
+                before=before,
+            )
+
+        return await sync_to_async(page)()
+
+    @strawberry.field(description="A live trend by its slug; null when there is none.")
+    async def trend(self, slug: str) -> TrendType | None:
+        return await sync_to_async(selectors.trend_get_live)(slug=slug)

@@ -1,0 +1,1 @@
+"""Fakes of the true network edge (Google: Firebase Auth certificates, later FCM). Nothing else is faked."""

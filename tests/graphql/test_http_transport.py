@@ -1,0 +1,167 @@
+"""The HTTP transport of /graphql and the health endpoints: methods, bodies, CORS, request ids.
+
+The full GraphQL-over-HTTP conformance run (graphql-http's audit against a live server) is in
+tests/integration/test_graphql_http_audit.py; these are the rules the project chose on top of it.
+"""
+
+import json
+import re
+
+import pytest
+
+from apps.accounts.models import User
+from tests.conftest import PASSWORD, SIGN_UP
+
+pytestmark = pytest.mark.django_db
+
+ME = "{ me { email } }"
+ORIGIN = "https://app.example.com"
+
+
+def _post_json(client, body, **extra):
+    return client.post("/graphql", json.dumps(body), content_type="application/json", **extra)
+
+
+def test_batching_is_off_and_an_array_body_runs_nothing(client):
+    batch = [
+        {"query": SIGN_UP, "variables": {"email": "a@example.com", "password": PASSWORD}},
+        {"query": SIGN_UP, "variables": {"email": "b@example.com", "password": PASSWORD}},
+    ]
+    response = _post_json(client, batch)
+    assert response.status_code == 400
+    assert response.content == b"Batching is not enabled"
+    assert User.objects.count() == 0
+
+
+def test_a_mutation_over_get_is_refused_with_405_and_runs_nothing(client):
+    mutation = 'mutation { signUp(input: {email: "get@example.com", password: "%s"}) { __typename } }'
+    response = client.get("/graphql", {"query": mutation % PASSWORD})
+    assert response.status_code == 405
+    assert response["Allow"] == "GET, POST"
+    assert User.objects.count() == 0
+
+
+def test_a_query_over_get_works_with_variables_and_a_token(client, sign_up):
+    auth = sign_up(email="getter@example.com")
+    response = client.get(
+        "/graphql",
+        {"query": "query Me($x: Boolean!) { me @include(if: $x) { email } }", "variables": '{"x": true}'},
+        HTTP_AUTHORIZATION=f"Bearer {auth['accessToken']}",
+    )
+    assert response.status_code == 200
+    assert response.json() == {"data": {"me": {"email": "getter@example.com"}}}
+
+
+def test_invalid_json_is_400(client):
+    response = client.post("/graphql", '{"query": "{ me { email } }"', content_type="application/json")
+    assert response.status_code == 400
+    assert response.content == b"Unable to parse request body as JSON"
+
+
+@pytest.mark.parametrize("content_type", ["", "text/plain"])
+def test_a_body_without_a_json_content_type_is_refused(client, content_type):
+    response = client.generic("POST", "/graphql", json.dumps({"query": ME}), content_type=content_type)
+    assert 400 <= response.status_code < 500
+    assert b'"data"' not in response.content
+
+
+def test_other_methods_are_405(client):
+    response = client.put("/graphql", json.dumps({"query": ME}), content_type="application/json")
+    assert response.status_code == 405
+    assert response["Allow"] == "GET, POST"
+
+
+# --- CORS ----------------------------------------------------------------------------------------------
+
+
+def _preflight(client, origin: str):
+    return client.options(
+        "/graphql",
+        HTTP_ORIGIN=origin,
+        HTTP_ACCESS_CONTROL_REQUEST_METHOD="POST",
+        HTTP_ACCESS_CONTROL_REQUEST_HEADERS="authorization, content-type",
+    )
+
+
+def test_cors_preflight_is_answered_for_an_allowed_origin(client, settings):
+    settings.CORS_ALLOWED_ORIGINS = [ORIGIN]
+    response = _preflight(client, ORIGIN)
+    assert response.status_code == 204
+    assert response["Access-Control-Allow-Origin"] == ORIGIN
+    assert response["Vary"] == "Origin"
+    assert response["Access-Control-Allow-Methods"] == "GET, POST, OPTIONS"
+    allowed_headers = {h.strip().lower() for h in response["Access-Control-Allow-Headers"].split(",")}
+    assert {"authorization", "content-type", "x-request-id"} <= allowed_headers
+
+    actual = _post_json(client, {"query": ME}, HTTP_ORIGIN=ORIGIN)
+    assert actual.status_code == 200
+    assert actual["Access-Control-Allow-Origin"] == ORIGIN
+
+
+@pytest.mark.parametrize("allowed", [[], [ORIGIN]], ids=["no-origins-configured", "other-origin"])
+def test_cors_is_not_granted_to_other_origins(client, settings, allowed):
+    settings.CORS_ALLOWED_ORIGINS = allowed
+    evil = "https://evil.example.net"
+    response = _preflight(client, evil)
+    assert response.status_code != 204
+    assert "Access-Control-Allow-Origin" not in response
+    assert "Access-Control-Allow-Methods" not in response
+    actual = _post_json(client, {"query": ME}, HTTP_ORIGIN=evil)
+    assert "Access-Control-Allow-Origin" not in actual
+
+
+# --- Request ids -----------------------------------------------------------------------------------------
+
+
+def test_a_well_formed_request_id_is_echoed(client):
+    response = _post_json(client, {"query": ME}, HTTP_X_REQUEST_ID="ios-7f3a.b_2-x")
+    assert response["X-Request-ID"] == "ios-7f3a.b_2-x"
+
+
+@pytest.mark.parametrize("given", [None, "has spaces and ; semicolons", "x" * 65, "line\nbreak"])
+def test_a_missing_or_malformed_request_id_is_replaced_by_a_fresh_one(client, given):
+    extra = {"HTTP_X_REQUEST_ID": given} if given is not None else {}
+    first = _post_json(client, {"query": ME}, **extra)["X-Request-ID"]
+    second = _post_json(client, {"query": ME}, **extra)["X-Request-ID"]
+    assert re.fullmatch(r"[0-9a-f]{32}", first)
+    assert first != second
+
+
+def test_health_endpoints_carry_the_request_id_too(client):
+    assert client.get("/healthz", HTTP_X_REQUEST_ID="probe-1")["X-Request-ID"] == "probe-1"
+
+
+# --- Health --------------------------------------------------------------------------------------------
+
+
+def test_healthz_says_the_process_is_alive(client):
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+@pytest.mark.services
+def test_readyz_checks_database_broker_and_storage(client):
+    response = client.get("/readyz")
+    assert response.status_code == 200
+    assert response.json() == {
+        "status": "ok",
+        "checks": {"database": "ok", "broker": "ok", "storage": "ok"},
+    }
+
+
+@pytest.mark.services
+def test_readyz_is_503_and_names_the_check_when_redis_does_not_answer(client, monkeypatch):
+    import dramatiq
+    import redis
+
+    def refuse():
+        raise redis.ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    monkeypatch.setattr(dramatiq.get_broker().client, "ping", refuse)
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    assert response.json() == {
+        "status": "unavailable",
+        "checks": {"database": "ok", "broker": "unavailable", "storage": "ok"},
+    }

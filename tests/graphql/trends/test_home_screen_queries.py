@@ -1,0 +1,87 @@
+"""The home screen costs the same number of SQL queries whether it holds 10 trends or 200."""
+
+from __future__ import annotations
+
+import pytest
+
+from apps.trends.models import Trend
+from tests.apps.trends.helpers import make_category, make_section, make_trend
+
+pytestmark = pytest.mark.django_db
+
+HOME = """
+query ($platform: Platform!, $appVersion: String!) {
+  homeScreen(platform: $platform, appVersion: $appVersion, locale: "en") {
+    sections {
+      __typename
+      ... on HomeSection { id title }
+      ... on HeroSection { trends { ...card } }
+      ... on TrendCarouselSection { trends { ...card } category { slug } }
+      ... on TrendGridSection { trends { ...card } }
+      ... on CategoryChipsSection { categories { slug title } }
+      ... on SoulIdPromptSection { actionUrl }
+    }
+  }
+}
+fragment card on Trend {
+  id slug title category { slug title } coverImage { url width height } prices { quality credits }
+  cinematic { movement } viewerHasFavorited
+}
+"""
+
+# sections, section support, live trends (with categories), hand-picked items, categories
+SHARED_SCREEN_QUERIES = 5
+# the bearer token's user, the user's favorites (for you), favorited flags of the shown trends
+PER_USER_QUERIES = 3
+
+
+def _screen(n_trends: int) -> None:
+    categories = [make_category(f"cat-{i}", f"Category {i}", sort_order=i) for i in range(4)]
+    trends = [
+        make_trend(
+            category=categories[i % 4], slug=f"t-{i:03d}", trending_score=i / 1000, published_hours_ago=i
+        )
+        for i in range(n_trends)
+    ]
+    make_section("hero", title="Featured", sort_order=1, items=trends[:5])
+    make_section("category_chips", title="Browse", sort_order=2)
+    make_section("carousel", title="Trending", sort_order=3, source="trending", max_items=20)
+    make_section("carousel", title="New", sort_order=4, source="new_today", max_items=20)
+    make_section(
+        "grid", title="Category 1", sort_order=5, source="category", category=categories[1], max_items=50
+    )
+    make_section("grid", title="For you", sort_order=6, source="for_you", max_items=20)
+    make_section("soul_id_prompt", title="Make it you", sort_order=7)
+    make_section("grid", title="All", sort_order=8, source="trending", max_items=50)
+
+
+@pytest.mark.parametrize("n_trends", [10, 200])
+def test_query_count_is_constant_as_trends_grow(gql, django_assert_num_queries, n_trends):
+    _screen(n_trends)
+    variables = {"platform": "IOS", "appVersion": "2.0"}
+    with django_assert_num_queries(SHARED_SCREEN_QUERIES):
+        cold = gql(HOME, variables)
+    sections = cold["data"]["homeScreen"]["sections"]
+    assert len(sections) == 8
+    assert len(sections[-1]["trends"]) == min(n_trends, 50)
+    with django_assert_num_queries(0):  # warm: served from the cache
+        warm = gql(HOME, variables)
+    assert warm == cold
+
+
+@pytest.mark.parametrize("n_trends", [10, 200])
+def test_signed_in_query_count_is_constant_as_trends_grow(gql, sign_up, django_assert_num_queries, n_trends):
+    _screen(n_trends)
+    user = sign_up()
+    liked = Trend.objects.order_by("slug")[3]
+    gql(f'mutation {{ favoriteTrend(slug: "{liked.slug}") {{ __typename }} }}', token=user["accessToken"])
+    variables = {"platform": "IOS", "appVersion": "2.0"}
+    with django_assert_num_queries(SHARED_SCREEN_QUERIES + PER_USER_QUERIES):
+        cold = gql(HOME, variables, token=user["accessToken"])
+    with django_assert_num_queries(PER_USER_QUERIES):
+        warm = gql(HOME, variables, token=user["accessToken"])
+    assert warm == cold
+    flags = [
+        t["viewerHasFavorited"] for s in cold["data"]["homeScreen"]["sections"] for t in s.get("trends", [])
+    ]
+    assert any(flags) and not all(flags)
