@@ -63,6 +63,7 @@ INSTALLED_APPS = [
     "apps.credits",
     "apps.storage",
     "apps.trends",
+    "apps.notifications",
 ]
 
 MIDDLEWARE = [
@@ -191,6 +192,16 @@ FIREBASE_HTTP_TIMEOUT_SECONDS = env_int("FIREBASE_HTTP_TIMEOUT_SECONDS", 10)
 # Tolerated clock difference with Google when checking an ID token's iat/exp (0 to 60).
 FIREBASE_CLOCK_SKEW_SECONDS = env_int("FIREBASE_CLOCK_SKEW_SECONDS", 5)
 PUSH_BACKEND = os.environ.get("PUSH_BACKEND", "fcm" if FIREBASE_CREDENTIALS else "console")
+
+# Delivery of each push (apps/notifications): attempts in all, then FAILED; exponential backoff with jitter
+# between attempts, never shorter than FCM's Retry-After. A claimed message whose worker went silent this
+# long is taken over (above one FCM call with firebase-admin's own retries).
+PUSH_MAX_ATTEMPTS = env_int("PUSH_MAX_ATTEMPTS", 6)
+PUSH_RETRY_MIN_BACKOFF_MS = env_int("PUSH_RETRY_MIN_BACKOFF_MS", 5_000)
+PUSH_RETRY_MAX_BACKOFF_MS = env_int("PUSH_RETRY_MAX_BACKOFF_MS", 10 * 60_000)
+PUSH_SENDING_LEASE_SECONDS = env_int("PUSH_SENDING_LEASE_SECONDS", 120)
+# Deep links in push data: <scheme>://generations/<id>, <scheme>://characters/<id>.
+PUSH_DEEP_LINK_SCHEME = os.environ.get("PUSH_DEEP_LINK_SCHEME", "diffuse")
 
 # --- GPU models -------------------------------------------------------------------------------
 

@@ -49,6 +49,12 @@ def production_errors() -> list[Error]:
             "Media is stored in a local folder in production.",
             "Set STORAGE_BACKEND=s3 and S3_BUCKET.",
         )
+    if settings.PUSH_BACKEND != "fcm" or not settings.FIREBASE_CREDENTIALS:
+        fail(
+            "E011",
+            "Push notifications are not sent through FCM with credentials.",
+            "Set FIREBASE_CREDENTIALS to the service-account JSON (PUSH_BACKEND defaults to fcm then).",
+        )
     if getattr(settings, "BENCH_ENDPOINTS", False):
         fail("E010", "BENCH_ENDPOINTS is on in production.", "Unset BENCH_ENDPOINTS.")
     return errors

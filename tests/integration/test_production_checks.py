@@ -39,6 +39,7 @@ def _safe_env(tmp_path: Path) -> dict[str, str]:
         "STORAGE_BACKEND": "s3",
         "S3_BUCKET": "x",
         "ALLOWED_HOSTS": "api.example.com",
+        "FIREBASE_CREDENTIALS": str(tmp_path / "service-account.json"),
     }
     assert len(env["SECRET_KEY"]) == 60
     return env
@@ -87,6 +88,8 @@ UNSAFE = [
     pytest.param({"ALLOWED_HOSTS": "*"}, "backend.E008", id="wildcard-hosts"),
     pytest.param({"STORAGE_BACKEND": None}, "backend.E009", id="local-media-folder"),
     pytest.param({"BENCH_ENDPOINTS": "1"}, "backend.E010", id="bench-endpoints"),
+    pytest.param({"FIREBASE_CREDENTIALS": None}, "backend.E011", id="console-push"),
+    pytest.param({"PUSH_BACKEND": "console"}, "backend.E011", id="console-push-forced"),
 ]
 
 
