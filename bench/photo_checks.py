@@ -1,0 +1,97 @@
+"""Soul ID photo checks per second per core, on 1, 3, 6 and 12 MP photos (apps/characters/photo_checks.py).
+
+    .venv/bin/python bench/photo_checks.py    # about 2 minutes (BENCH_SECONDS=2 per cell, BENCH_FORMATS)
+
+One process, one thread: OpenCV is held to one thread (`cv2.setNumThreads(1)`) and so is libheif's
+decoder, so the CPU time per check is one core's work. The photos are the astronaut portrait cropped to
+4:3 and upscaled (fixtures/photos/make_photos.py), with mild sensor-like noise added so that the files are
+as hard to decode as real photos of their size (an upscaled, smooth picture compresses and decodes far
+faster than a camera's). Every check is the full verdict: the safe decode (`inspect_image`), the second,
+reduced decode, EXIF orientation, face detection and measurements, and the clean JPEG plus the 512 px
+face crop.
+
+Printed per size and format: file size, the median wall time per check, the CPU time per check and
+checks/s/core (1 / CPU time). Also the same photo through `inspect_image` alone (the upload check that
+decodes every pixel once), to show what the two decodes cost. On a shared machine, take CPU time per
+check as the figure; wall time moves with other processes' load.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+import time
+from pathlib import Path
+from statistics import median
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import pillow_heif  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from apps.characters.photo_checks import PhotoRules, check_photo  # noqa: E402
+from apps.storage.images import CONTENT_TYPES, inspect_image  # noqa: E402
+
+_spec = importlib.util.spec_from_file_location("make_photos", ROOT / "fixtures" / "photos" / "make_photos.py")
+make_photos = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(make_photos)
+
+SIZES = {1: (1152, 864), 3: (2000, 1500), 6: (2832, 2124), 12: (4000, 3000)}
+SECONDS = float(os.environ.get("BENCH_SECONDS", "2"))
+# A noisy 12 MP PNG is about 17 MB, over the 15 MB upload cap: the benchmark lifts the byte cap.
+RULES = PhotoRules(max_bytes=64 * 1024 * 1024)
+FORMATS = os.environ.get("BENCH_FORMATS", "JPEG,HEIF,WEBP,PNG").split(",")
+
+
+def photo(megapixels: int, image_format: str) -> bytes:
+    width, height = SIZES[megapixels]
+    image = make_photos.astronaut().crop((0, 0, 512, 384)).resize((width, height), Image.Resampling.BICUBIC)
+    rng = np.random.default_rng(megapixels)
+    pixels = np.asarray(image, dtype=np.int16) + rng.normal(0, 4, (height, width, 1)).astype(np.int16)
+    image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
+    return make_photos.encode(image, image_format)
+
+
+def measure(run) -> tuple[float, float, int]:
+    """(median wall ms, CPU ms per call, calls) over about SECONDS, after one warm-up call."""
+    run()
+    walls: list[float] = []
+    cpu_start, deadline = time.process_time(), time.perf_counter() + SECONDS
+    while time.perf_counter() < deadline or len(walls) < 3:
+        start = time.perf_counter()
+        run()
+        walls.append((time.perf_counter() - start) * 1000)
+    cpu_ms = (time.process_time() - cpu_start) * 1000 / len(walls)
+    return median(walls), cpu_ms, len(walls)
+
+
+def main() -> None:
+    cv2.setNumThreads(1)
+    pillow_heif.options.DECODE_THREADS = 1
+    print(f"photo checks, one process, one thread; {os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}")
+    header = f"{'size':>6} {'format':<5} {'file':>8} {'wall ms':>8} {'cpu ms':>7} {'checks/s/core':>14}"
+    print(f"{header} {'inspect_image cpu ms':>21}")
+    for megapixels in SIZES:
+        for image_format in FORMATS:
+            data = photo(megapixels, image_format)
+            verdict = check_photo(data, rules=RULES)
+            assert verdict.accepted, (megapixels, image_format, verdict)
+            wall, cpu, _ = measure(lambda data=data: check_photo(data, rules=RULES))
+            content_type = CONTENT_TYPES[image_format]
+            _, inspect_cpu, _ = measure(
+                lambda data=data, ct=content_type: inspect_image(
+                    data, declared_content_type=ct, max_pixels=40_000_000
+                )
+            )
+            print(
+                f"{megapixels:>4}MP {image_format:<5} {len(data) / 1024:>6.0f}KB {wall:>8.1f} {cpu:>7.1f} "
+                f"{1000 / cpu:>14.1f} {inspect_cpu:>21.1f}"
+            )
+
+
+if __name__ == "__main__":
+    main()
