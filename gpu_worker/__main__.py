@@ -1,10 +1,12 @@
 """`python -m gpu_worker`: a GPU worker process. No Django.
 
-It consumes the generation lanes (INSTANT before ECONOMY) from the Redis broker at REDIS_URL with one
-thread per GPU, runs each job (gpu_worker/runner.py) and sends events to the backend's job-events
-queue. SIGTERM or SIGINT stops it gracefully: the running job may finish (up to GPU_STOP_TIMEOUT_S),
-the lanes keep their other messages; a second signal exits at once, and Redis redelivers an unfinished
-job to another worker once this one's heartbeat times out. Settings: gpu_worker/settings.py.
+It consumes the GPU lanes (INSTANT, then ECONOMY, then TRAINING; gpu_worker/lanes.py) from the Redis
+broker at REDIS_URL with one thread per GPU, runs each generation (gpu_worker/runner.py) or Soul ID
+training (gpu_worker/training.py, on the same loaded models) and sends events to the backend's
+job-events queue. SIGTERM or SIGINT stops it gracefully: the running job may finish (up to
+GPU_STOP_TIMEOUT_S), the lanes keep their other messages; a second signal exits at once, and Redis
+redelivers an unfinished job to another worker once this one's heartbeat times out. Settings:
+gpu_worker/settings.py.
 """
 
 from __future__ import annotations
@@ -51,7 +53,14 @@ def main() -> int:
         device=settings.device,
         progress_interval=settings.progress_interval_s,
     )
-    worker = build_worker(broker, runner, threads=settings.threads, time_limit_s=settings.time_limit_s)
+    worker = build_worker(
+        broker,
+        runner,
+        threads=settings.threads,
+        time_limit_s=settings.time_limit_s,
+        training_time_limit_s=settings.training_time_limit_s,
+        training_max_wait_s=settings.training_max_wait_s,
+    )
 
     stop = threading.Event()
 

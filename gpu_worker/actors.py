@@ -1,4 +1,5 @@
-"""The Dramatiq side of a GPU worker: the generation actor on the GPU lanes, and the worker around it.
+"""The Dramatiq side of a GPU worker: the generation actor on the generation lanes, the training actor
+on the training lane (gpu_worker/training.py), and the worker around them.
 
 Two ways to start it, one code path:
 
@@ -7,8 +8,14 @@ Two ways to start it, one code path:
 - `start_embedded(broker, storage=...)`: inside another process on the broker it is given (the backend's
   embedded mode, a StubBroker), running the tiny-wan route on the CPU.
 
-Events go back as messages of actor ACTOR_JOB_EVENT on QUEUE_JOB_EVENTS through `broker.enqueue`, so this
-module needs no backend import. The actor is declared on the broker it is given, never on the global one.
+Events go back on QUEUE_JOB_EVENTS through `broker.enqueue`, as messages of actor ACTOR_JOB_EVENT (a
+generation's) or ACTOR_TRAINING_EVENT (a training's), so this module needs no backend import. The actors
+are declared on the broker they are given, never on the global one.
+
+One worker serves all three lanes with one slot per GPU (gpu_worker/lanes.py): INSTANT, then ECONOMY,
+then TRAINING (a training waiting past GPU_TRAINING_MAX_WAIT_S goes ahead of ECONOMY). Training has its
+own time limit (GPU_TRAINING_TIME_LIMIT_S, longer than a generation's) and fewer retries; a training that
+runs past its limit is reported TIMED_OUT at once rather than run again for as long.
 """
 
 from __future__ import annotations
@@ -23,24 +30,34 @@ from dramatiq.middleware.time_limit import TimeLimitExceeded
 
 from gpu_worker import pipelines
 from gpu_worker.contract import (
-    ACTOR_JOB_EVENT,
     ACTOR_RUN_GENERATION,
+    ACTOR_TRAIN_CHARACTER,
     BAD_INPUT,
     CANCELED,
+    EVENT_ACTORS,
     FAMILY_TINY_WAN,
     GENERATION_QUEUES_BY_PRIORITY,
+    GPU_QUEUES_BY_PRIORITY,
     QUEUE_GPU_INSTANT,
+    QUEUE_GPU_TRAINING,
     QUEUE_JOB_EVENTS,
     TIMED_OUT,
     ContractError,
     GenerationJob,
     JobEvent,
+    TrainingJob,
     cancel_key,
 )
 from gpu_worker.lanes import LaneGate
 from gpu_worker.runner import CancelChecker, EventSink, Runner
-from gpu_worker.settings import DEFAULT_TIME_LIMIT_S, WorkerSettings
+from gpu_worker.settings import (
+    DEFAULT_TIME_LIMIT_S,
+    DEFAULT_TRAINING_MAX_WAIT_S,
+    DEFAULT_TRAINING_TIME_LIMIT_S,
+    WorkerSettings,
+)
 from gpu_worker.storage import Storage
+from gpu_worker.training import Trainer
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +66,8 @@ logger = logging.getLogger(__name__)
 MAX_RETRIES = 2
 MIN_BACKOFF_MS = 10_000
 MAX_BACKOFF_MS = 120_000
+# A training is long: one retry of a retryable failure (out of memory, a lost model), on any GPU.
+MAX_TRAINING_RETRIES = 1
 
 
 class JobFailed(Exception):
@@ -60,14 +79,15 @@ class RetryableJobFailure(Exception):
 
 
 def broker_sink(broker: dramatiq.Broker) -> EventSink:
-    """Sends events as messages of the backend's ACTOR_JOB_EVENT on QUEUE_JOB_EVENTS."""
+    """Sends events on QUEUE_JOB_EVENTS as messages of the backend's actor for their job type
+    (ACTOR_JOB_EVENT for a generation, ACTOR_TRAINING_EVENT for a training)."""
     broker.declare_queue(QUEUE_JOB_EVENTS)
 
     def send(event: JobEvent) -> None:
         broker.enqueue(
             dramatiq.Message(
                 queue_name=QUEUE_JOB_EVENTS,
-                actor_name=ACTOR_JOB_EVENT,
+                actor_name=EVENT_ACTORS[event.job_type],
                 args=(event.to_message(),),
                 kwargs={},
                 options={},
@@ -139,6 +159,64 @@ def declare_generation_actor(
     )
 
 
+def declare_training_actor(
+    broker: dramatiq.Broker, trainer: Trainer, *, time_limit_s: int = DEFAULT_TRAINING_TIME_LIMIT_S
+) -> dramatiq.Actor:
+    """Declares ACTOR_TRAIN_CHARACTER on `broker` (the training lane) and returns it."""
+    if not any(isinstance(m, CurrentMessage) for m in broker.middleware):
+        broker.add_middleware(CurrentMessage())
+
+    def train_character(job: dict[str, Any] | None = None) -> None:
+        message = CurrentMessage.get_current_message()
+        options = message.options if message is not None else {}
+        retries = options.get("retries", 0)
+        final_attempt = retries >= options.get("max_retries", MAX_TRAINING_RETRIES)
+
+        # 1. Read the job; a message that breaks the contract fails at once (and says so when it can)
+        try:
+            parsed = TrainingJob.from_message(job)
+        except ContractError as exc:
+            job_id = job.get("job_id") if isinstance(job, dict) else None
+            attempt = job.get("attempt") if isinstance(job, dict) else None
+            if isinstance(job_id, str) and job_id:
+                trainer.report_failure(
+                    job_id,
+                    BAD_INPUT,
+                    f"the training job message is malformed: {exc}",
+                    attempt=attempt if isinstance(attempt, int) and attempt >= 1 else 1,
+                )
+            raise JobFailed(f"malformed training job message: {exc}") from None
+
+        # 2. Run it; past the time limit it is reported at once (another run would take as long)
+        try:
+            event = trainer.run(parsed, final_attempt=final_attempt)
+        except TimeLimitExceeded:
+            trainer.report_failure(
+                parsed.job_id, TIMED_OUT, "the training took too long", attempt=parsed.attempt
+            )
+            raise JobFailed(f"training {parsed.job_id} ran past the time limit") from None
+
+        # 3. Tell Dramatiq: done, retry, or failed for good (the terminal event is already sent)
+        if event.kind == "completed" or event.reason_code == CANCELED:
+            return
+        if event.retryable and not final_attempt:
+            raise RetryableJobFailure(f"training {parsed.job_id}: {event.reason_code}")
+        raise JobFailed(f"training {parsed.job_id}: {event.reason_code}: {event.message}")
+
+    broker.declare_queue(QUEUE_GPU_TRAINING)
+    return dramatiq.actor(
+        train_character,
+        actor_name=ACTOR_TRAIN_CHARACTER,
+        queue_name=QUEUE_GPU_TRAINING,
+        broker=broker,
+        max_retries=MAX_TRAINING_RETRIES,
+        min_backoff=MIN_BACKOFF_MS,
+        max_backoff=MAX_BACKOFF_MS,
+        time_limit=time_limit_s * 1000,
+        throws=(JobFailed,),
+    )
+
+
 def build_worker(
     broker: dramatiq.Broker,
     runner: Runner,
@@ -146,14 +224,25 @@ def build_worker(
     threads: int = 1,
     time_limit_s: int = DEFAULT_TIME_LIMIT_S,
     worker_timeout_ms: int = 250,
+    trainer: Trainer | None = None,
+    training_time_limit_s: int = DEFAULT_TRAINING_TIME_LIMIT_S,
+    training_max_wait_s: float = DEFAULT_TRAINING_MAX_WAIT_S,
 ) -> dramatiq.Worker:
-    """A Worker on the generation lanes: INSTANT before ECONOMY, nothing prefetched while busy
-    (gpu_worker/lanes.py), prefetch equal to the thread count (one thread per GPU)."""
+    """A Worker on every GPU lane: INSTANT, then ECONOMY, then TRAINING (a training waiting longer than
+    `training_max_wait_s` goes ahead of ECONOMY), nothing prefetched while busy (gpu_worker/lanes.py),
+    prefetch equal to the thread count (one thread per GPU). Training runs on `trainer` (by default one
+    on `runner`'s models, so a GPU holds one copy of each model)."""
     declare_generation_actor(broker, runner, time_limit_s=time_limit_s)
-    LaneGate(broker, GENERATION_QUEUES_BY_PRIORITY, slots=threads).install()
+    declare_training_actor(broker, trainer or Trainer(runner), time_limit_s=training_time_limit_s)
+    LaneGate(
+        broker,
+        GPU_QUEUES_BY_PRIORITY,
+        slots=threads,
+        max_wait_ms={QUEUE_GPU_TRAINING: int(training_max_wait_s * 1000)},
+    ).install()
     worker = dramatiq.Worker(
         broker,
-        queues=set(GENERATION_QUEUES_BY_PRIORITY),
+        queues=set(GPU_QUEUES_BY_PRIORITY),
         worker_threads=threads,
         worker_timeout=worker_timeout_ms,
     )
@@ -170,8 +259,9 @@ def start_embedded(
     sink: EventSink | None = None,
     progress_interval: float = 0.25,
 ) -> dramatiq.Worker:
-    """Runs the GPU lanes inside this process on `broker` (the backend's embedded mode), with the
-    tiny-wan route on the CPU. Returns the started Worker; `worker.stop()` ends it."""
+    """Runs the GPU lanes inside this process on `broker` (the backend's embedded mode): generations
+    and Soul ID trainings, with the tiny-wan route on the CPU. Returns the started Worker; `worker.stop()`
+    ends it."""
     runner = Runner(
         storage=storage,
         sink=sink or broker_sink(broker),
@@ -184,5 +274,5 @@ def start_embedded(
     pipelines.family_module(FAMILY_TINY_WAN)  # import diffusers now rather than in the first job
     worker = build_worker(broker, runner, threads=1)
     worker.start()
-    logger.info("embedded GPU worker started on %s", ", ".join(GENERATION_QUEUES_BY_PRIORITY))
+    logger.info("embedded GPU worker started on %s", ", ".join(GPU_QUEUES_BY_PRIORITY))
     return worker

@@ -11,6 +11,12 @@ The flow (see DESIGN.md): the backend sends a `GenerationJob` to a lane queue
 (`generation_message_fields`); a GPU worker runs it and sends `JobEvent`s to `QUEUE_JOB_EVENTS` as
 messages of actor `ACTOR_JOB_EVENT` (one positional argument: `JobEvent.to_message()`). To cancel, the
 backend sets the Redis key `cancel_key(job_id)`; the worker checks it at every denoising step.
+
+Identity training (Soul ID) works the same way: the backend sends a `TrainingJob` to QUEUE_GPU_TRAINING
+(`training_message_fields`); the worker trains a LoRA on the photos and sends `JobEvent`s with
+`job_type == JOB_TYPE_TRAINING` to the same QUEUE_JOB_EVENTS as messages of actor `ACTOR_TRAINING_EVENT`
+(so the generations' handler never sees them). `cancel_key(character id)` stops a training within one
+step; the backend deletes that key before it queues a new training of the same character.
 """
 
 from __future__ import annotations
@@ -42,7 +48,8 @@ QUEUE_JOB_EVENTS = "job-events"
 # --- Actor names ------------------------------------------------------------------------------
 ACTOR_RUN_GENERATION = "gpu_run_generation"
 ACTOR_TRAIN_CHARACTER = "gpu_train_character"
-ACTOR_JOB_EVENT = "backend_job_event"
+ACTOR_JOB_EVENT = "backend_job_event"  # the events of generation jobs
+ACTOR_TRAINING_EVENT = "backend_training_event"  # the events of training jobs (also on QUEUE_JOB_EVENTS)
 
 # --- Lanes (API.md SpeedLane) -----------------------------------------------------------------
 LANE_INSTANT = "INSTANT"
@@ -50,6 +57,9 @@ LANE_ECONOMY = "ECONOMY"
 LANE_QUEUES: dict[str, str] = {LANE_INSTANT: QUEUE_GPU_INSTANT, LANE_ECONOMY: QUEUE_GPU_ECONOMY}
 # The generation lanes in the order a GPU worker serves them: a lower lane only when the higher is empty.
 GENERATION_QUEUES_BY_PRIORITY: tuple[str, ...] = (QUEUE_GPU_INSTANT, QUEUE_GPU_ECONOMY)
+# Every GPU lane in that order: training when no generation waits. A training that has waited longer
+# than the worker's GPU_TRAINING_MAX_WAIT_S goes ahead of ECONOMY (never of INSTANT): see gpu_worker/lanes.py.
+GPU_QUEUES_BY_PRIORITY: tuple[str, ...] = (*GENERATION_QUEUES_BY_PRIORITY, QUEUE_GPU_TRAINING)
 
 # --- Cancel flags -----------------------------------------------------------------------------
 # The backend sets `cancel_key(job_id)` in the broker's Redis (any value) when a user cancels; a
@@ -77,6 +87,19 @@ STAGES: tuple[str, ...] = (
     STAGE_QUALITY_CHECK,
     STAGE_UPLOADING,
 )
+
+# Stages of a training job: LOADING_MODEL above, then these (UPLOADING last, as for a generation).
+STAGE_PREPARING = "PREPARING"  # reading and checking the photos
+STAGE_TRAINING = "TRAINING"  # the optimisation steps (progress events carry step / total_steps / eta)
+STAGE_SAVING = "SAVING"  # writing the safetensors file
+TRAINING_STAGES: tuple[str, ...] = (
+    STAGE_PREPARING,
+    STAGE_LOADING_MODEL,
+    STAGE_TRAINING,
+    STAGE_SAVING,
+    STAGE_UPLOADING,
+)
+ALL_STAGES: tuple[str, ...] = (*STAGES, *(stage for stage in TRAINING_STAGES if stage not in STAGES))
 
 # --- Failure reasons --------------------------------------------------------------------------
 # Retryable: the same job may succeed later or elsewhere (the backend retries with backoff, then
@@ -354,6 +377,12 @@ def generation_message_fields(job: GenerationJob, *, lane: str) -> dict[str, Any
 
 # --- Events -----------------------------------------------------------------------------------
 
+JOB_TYPE_GENERATION = "generation"
+JOB_TYPE_TRAINING = "training"
+JOB_TYPES: tuple[str, ...] = (JOB_TYPE_GENERATION, JOB_TYPE_TRAINING)
+# The backend actor that receives the events of each job type (both on QUEUE_JOB_EVENTS).
+EVENT_ACTORS: dict[str, str] = {JOB_TYPE_GENERATION: ACTOR_JOB_EVENT, JOB_TYPE_TRAINING: ACTOR_TRAINING_EVENT}
+
 
 class MediaOutput(TypedDict):
     """One output file of a completed job (API.md MediaFile, less the URL)."""
@@ -390,6 +419,11 @@ class JobEvent:
     REASON_CODES), `retryable` and a `message` safe to show. A non-terminal event with a `reason_code`
     announces a retry: QUALITY_FAILED (a new seed, same run) or a retryable code (the job runs again).
     A cancel is reported as `failed` with reason CANCELED.
+
+    `job_type` says which job the event is about: JOB_TYPE_GENERATION (job_id: the generation) or
+    JOB_TYPE_TRAINING (job_id: the character; see `TrainingJob` for its stages and outputs). Progress
+    events of a training also carry `step` (steps done), `total_steps` and `eta_seconds` (the time left
+    to the end of the job, from the steps so far); they stay 0 / None where they do not apply.
     """
 
     job_id: str
@@ -405,6 +439,11 @@ class JobEvent:
     attempt: int = 1
     emitted_at: float = 0.0  # the worker's time.time() when it sent the event (latency measurement)
     version: int = CONTRACT_VERSION
+    # Added in version 1 (readers that predate them ignore them):
+    job_type: str = JOB_TYPE_GENERATION  # or JOB_TYPE_TRAINING
+    step: int = 0
+    total_steps: int = 0
+    eta_seconds: float | None = None
 
     KINDS = ("progress", "stage", "completed", "failed")
 
@@ -413,12 +452,20 @@ class JobEvent:
             raise ContractError(f"unknown event kind {self.kind!r}; expected one of {self.KINDS}")
         if not 0.0 <= self.progress <= 1.0:
             raise ContractError(f"progress must be within 0..1, got {self.progress}")
-        if self.stage is not None and self.stage not in STAGES:
-            raise ContractError(f"unknown stage {self.stage!r}; expected one of {STAGES}")
+        if self.stage is not None and self.stage not in ALL_STAGES:
+            raise ContractError(f"unknown stage {self.stage!r}; expected one of {ALL_STAGES}")
         if self.reason_code is not None and self.reason_code not in REASON_CODES:
             raise ContractError(f"unknown reason code {self.reason_code!r}")
         if self.kind == "failed" and self.reason_code is None:
             raise ContractError("a failed event needs a reason_code")
+        if self.job_type not in JOB_TYPES:
+            raise ContractError(f"unknown job type {self.job_type!r}; expected one of {JOB_TYPES}")
+        if not (
+            _is_int(self.step) and _is_int(self.total_steps) and self.step >= 0 and self.total_steps >= 0
+        ):
+            raise ContractError("step and total_steps must be integers >= 0")
+        if self.eta_seconds is not None and not (_is_number(self.eta_seconds) and self.eta_seconds >= 0):
+            raise ContractError("eta_seconds must be None or a number >= 0")
 
     @property
     def is_terminal(self) -> bool:
@@ -433,3 +480,216 @@ class JobEvent:
         if version != CONTRACT_VERSION:
             raise ContractError(f"unsupported event version {version!r}; this side speaks {CONTRACT_VERSION}")
         return cls(**_known_fields(cls, data))
+
+
+# --- Identity training (Soul ID) --------------------------------------------------------------
+# Families a LoRA can be trained for (Wan transformers: LoRA on attn1/attn2 to_q, to_k, to_v, to_out.0).
+TRAINABLE_FAMILIES: tuple[str, ...] = (FAMILY_TINY_WAN, FAMILY_WAN22)
+TRAINING_MIN_PHOTOS = 10  # fewer readable photos: the worker fails the job BAD_INPUT
+TRAINING_MAX_PHOTOS = 20  # more photo keys: the message breaks the contract
+MAX_TRAINING_STEPS = 20_000
+MAX_TRAINING_RANK = 256
+MAX_TRAINING_RESOLUTION = 1536
+MAX_TRAINING_BATCH = 16
+MAX_TRIGGER_CHARS = 64
+LORA_FILE_NAME = "pytorch_lora_weights.safetensors"  # diffusers' name (WanPipeline.save_lora_weights)
+LORA_CONTENT_TYPE = "application/octet-stream"
+DEFAULT_TRIGGER = "sks person"
+
+# Suggested settings per family (the backend may override any of them in the job).
+# tiny-wan trains in well under a second on a CPU (tests, the embedded mode); wan22 is the recipe of
+# reference/gpu.md §4 for 10-20 selfies as one-frame videos (rank 32 = alpha, AdamW, 512 px), to be tuned
+# on a GPU.
+TRAINING_DEFAULTS: dict[str, dict[str, Any]] = {
+    FAMILY_TINY_WAN: {"steps": 30, "rank": 4, "learning_rate": 5e-3, "resolution": 32, "batch_size": 2},
+    FAMILY_WAN22: {"steps": 1000, "rank": 32, "learning_rate": 1e-4, "resolution": 512, "batch_size": 1},
+}
+
+
+def training_defaults(family: str) -> dict[str, Any]:
+    """The suggested `steps`, `rank`, `learning_rate`, `resolution` and `batch_size` for a family."""
+    if family not in TRAINING_DEFAULTS:
+        raise ContractError(f"no LoRA training for family {family!r}; trainable: {TRAINABLE_FAMILIES}")
+    return dict(TRAINING_DEFAULTS[family])
+
+
+def lora_fits_route(route: RouteSpec, *, family: str, base_checkpoint: str) -> bool:
+    """Whether a LoRA trained for (family, base_checkpoint) may be used on `route`: the same family and
+    the same checkpoint folder (the folder names the model and its version), on a route that takes LoRAs."""
+    return route.lora_support and route.family == family and route.checkpoint == base_checkpoint
+
+
+@dataclass(frozen=True)
+class TrainingJob:
+    """One identity-LoRA training attempt for a GPU worker (the backend's `trainCharacter`).
+
+    `job_id` is the character id; `attempt` grows with each dispatch of the same training (a retry) and
+    with each new training of the character. `route` is the generation route the LoRA is made for: its
+    `family` and `checkpoint` are the base model (the completed event repeats them; `lora_fits_route`
+    tells which routes may use the LoRA). `photo_keys` are the face crops the backend prepared (any
+    size, RGB; the worker centre-crops them square and resizes them to `resolution`). Each photo is one
+    sample, captioned `caption` (default: "a photo of <trigger>"); generations then say the trigger in
+    their prompt. `rank` is also the LoRA alpha. The worker writes `lora_key`
+    (`<output_prefix>/pytorch_lora_weights.safetensors`): give each training its own prefix (e.g.
+    `characters/<id>/lora/<attempt>`), since generation workers cache LoRA weights by key.
+
+    The worker reports, besides the generation events: stages PREPARING, LOADING_MODEL, TRAINING,
+    SAVING, UPLOADING; progress events of stage TRAINING with `step`, `total_steps`, `eta_seconds`; a
+    `completed` event whose `outputs` is a `TrainingOutputs` and whose `timings` (seconds) are
+    `prepare`, `load`, `encode`, `train`, `save`, `upload`, `total` and `seconds_per_step`; or `failed`
+    with BAD_INPUT (too few photos, a photo missing or unreadable: `outputs["bad_photo_keys"]` lists
+    them), MODEL_UNAVAILABLE, OUT_OF_MEMORY, TIMED_OUT, INTERNAL or CANCELED.
+    """
+
+    job_id: str
+    route: RouteSpec
+    photo_keys: tuple[str, ...]
+    output_prefix: str
+    seed: int
+    steps: int
+    rank: int
+    learning_rate: float
+    resolution: int
+    trigger: str = DEFAULT_TRIGGER
+    caption: str = ""
+    batch_size: int = 1
+    attempt: int = 1
+    version: int = CONTRACT_VERSION
+
+    def __post_init__(self) -> None:
+        if isinstance(self.route, dict):  # built from a message
+            try:
+                route = RouteSpec(**_known_fields(RouteSpec, self.route))
+            except TypeError as exc:
+                raise ContractError(f"malformed route: {exc}") from None
+            object.__setattr__(self, "route", route)
+        _require(isinstance(self.route, RouteSpec), "route must be a RouteSpec")
+        _require(
+            self.route.family in TRAINABLE_FAMILIES,
+            f"no LoRA training for family {self.route.family!r}; trainable: {TRAINABLE_FAMILIES}",
+        )
+        _require(self.route.lora_support, f"route {self.route.name} takes no LoRA")
+        _require(isinstance(self.job_id, str) and bool(self.job_id), "job_id must be a non-empty string")
+        _require(_is_int(self.attempt) and self.attempt >= 1, "attempt must be an integer >= 1")
+        _require(isinstance(self.photo_keys, list | tuple), "photo_keys must be a list of storage keys")
+        keys = tuple(self.photo_keys)
+        for key in keys:
+            _require(
+                isinstance(key, str) and len(key) <= 512 and bool(KEY_PATTERN.match(key)),
+                f"photo_keys must be storage keys, got {key!r}",
+            )
+        _require(len(set(keys)) == len(keys), "photo_keys must not repeat a key")
+        _require(len(keys) <= TRAINING_MAX_PHOTOS, f"at most {TRAINING_MAX_PHOTOS} photos, got {len(keys)}")
+        object.__setattr__(self, "photo_keys", keys)
+        _require(
+            isinstance(self.output_prefix, str) and bool(KEY_PATTERN.match(self.output_prefix.rstrip("/"))),
+            f"output_prefix is not a valid storage key prefix: {self.output_prefix!r}",
+        )
+        _require(
+            _is_int(self.seed) and 0 <= self.seed <= MAX_SEED, f"seed must be an integer in 0..{MAX_SEED}"
+        )
+        _require(
+            _is_int(self.steps) and 1 <= self.steps <= MAX_TRAINING_STEPS,
+            f"steps must be an integer in 1..{MAX_TRAINING_STEPS}",
+        )
+        _require(
+            _is_int(self.rank) and 1 <= self.rank <= MAX_TRAINING_RANK,
+            f"rank must be an integer in 1..{MAX_TRAINING_RANK}",
+        )
+        _require(
+            _is_number(self.learning_rate) and 0 < self.learning_rate <= 1,
+            "learning_rate must be a number in (0, 1]",
+        )
+        multiple = self.route.rules.size_multiple
+        _require(
+            _is_int(self.resolution)
+            and 0 < self.resolution <= MAX_TRAINING_RESOLUTION
+            and self.resolution % multiple == 0,
+            f"resolution must be a multiple of {multiple} up to {MAX_TRAINING_RESOLUTION} "
+            f"on {self.route.family}, got {self.resolution!r}",
+        )
+        _require(
+            _is_int(self.batch_size) and 1 <= self.batch_size <= MAX_TRAINING_BATCH,
+            f"batch_size must be an integer in 1..{MAX_TRAINING_BATCH}",
+        )
+        _require(
+            isinstance(self.trigger, str)
+            and bool(self.trigger.strip())
+            and len(self.trigger) <= MAX_TRIGGER_CHARS
+            and self.trigger.isprintable(),
+            f"trigger must be a printable string of 1..{MAX_TRIGGER_CHARS} characters",
+        )
+        _require(
+            isinstance(self.caption, str) and len(self.caption) <= MAX_PROMPT_CHARS,
+            f"caption must be a string of at most {MAX_PROMPT_CHARS} characters",
+        )
+
+    @property
+    def family(self) -> str:
+        return self.route.family
+
+    @property
+    def base_checkpoint(self) -> str:
+        return self.route.checkpoint
+
+    @property
+    def prompt(self) -> str:
+        """The caption of every photo: `caption`, else "a photo of <trigger>"."""
+        return self.caption.strip() or f"a photo of {self.trigger}"
+
+    @property
+    def lora_key(self) -> str:
+        return f"{self.output_prefix.rstrip('/')}/{LORA_FILE_NAME}"
+
+    def to_message(self) -> dict[str, Any]:
+        message = dataclasses.asdict(self)
+        message["photo_keys"] = list(self.photo_keys)
+        return message
+
+    @classmethod
+    def from_message(cls, data: dict[str, Any]) -> TrainingJob:
+        _check_version(data, "training job")
+        try:
+            return cls(**_known_fields(cls, data))
+        except TypeError as exc:  # a missing required field
+            raise ContractError(f"malformed training job message: {exc}") from None
+
+
+def training_message_fields(job: TrainingJob) -> dict[str, Any]:
+    """The fields of the Dramatiq message that queues `job` on QUEUE_GPU_TRAINING:
+    `dramatiq.Message(**fields)`, then `broker.enqueue(message)` (after the database commit)."""
+    return {
+        "queue_name": QUEUE_GPU_TRAINING,
+        "actor_name": ACTOR_TRAIN_CHARACTER,
+        "args": (),
+        "kwargs": {"job": job.to_message()},
+        "options": {},
+    }
+
+
+class LoraOutput(TypedDict):
+    """The trained LoRA file: diffusers/peft keys (`transformer.blocks.N.attn1.to_q.lora_A.weight`), what
+    `GenerationJob.lora_key` takes."""
+
+    key: str
+    content_type: str
+    bytes: int
+    sha256: str  # hex digest of the file
+
+
+class TrainingOutputs(TypedDict):
+    """`outputs` of a training job's `completed` event."""
+
+    lora: LoraOutput
+    route: str  # the route name of the job
+    family: str  # the base model the LoRA was trained for: use it only where
+    base_checkpoint: str  # lora_fits_route(route, family=..., base_checkpoint=...) holds
+    trigger: str
+    prompt: str  # the caption the photos were trained with
+    rank: int
+    resolution: int
+    photos: int
+    steps: int  # the steps run
+    seed: int
+    first_loss: float
+    final_loss: float  # the mean loss of the last steps (up to 10)

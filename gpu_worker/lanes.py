@@ -1,4 +1,4 @@
-"""Lane order for a GPU worker: INSTANT before ECONOMY, and no job hoarded while the GPU is busy.
+"""Lane order for a GPU worker: INSTANT, then ECONOMY, then TRAINING, and no job hoarded while busy.
 
 Dramatiq alone does not give this. A `Worker` runs one consumer per queue, each prefetching up to
 `prefetch` messages into one in-memory work queue, and message or actor `priority` only orders what is
@@ -20,14 +20,24 @@ only hand due retries back to their lane):
 A message that arrives in a higher lane after a lower one was fetched waits for the next slot (no
 preemption of a running job). The lane consumers poll with a short timeout; the wait between polls backs
 off to `timeout` when idle.
+
+The order, and why: INSTANT > ECONOMY > TRAINING. Generations are what users watch a progress bar for
+(INSTANT is the paid "now" lane, ECONOMY the cheap one, still minutes); a Soul ID training runs once per
+identity, holds a GPU for minutes (tens on the real model) and ends in a push, so it fills GPUs that no
+generation is waiting for. Putting it between INSTANT and ECONOMY would make every ECONOMY job queued
+behind it wait for a whole training. But a busy ECONOMY lane must not starve it: `max_wait_ms` gives a
+lane a wait after which its oldest message (by the time the backend made it) moves ahead of every lane
+but the first. With GPU_TRAINING_MAX_WAIT_S (600 s) a training waits at most about that long plus one
+running job for a GPU as long as INSTANT has nothing waiting.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import dramatiq
 from dramatiq.broker import Consumer
@@ -39,12 +49,21 @@ INNER_TIMEOUT_MS = 20  # how long one gated fetch may wait inside the broker's o
 
 
 class LaneGate:
-    def __init__(self, broker: dramatiq.Broker, lanes: Sequence[str], *, slots: int) -> None:
+    def __init__(
+        self,
+        broker: dramatiq.Broker,
+        lanes: Sequence[str],
+        *,
+        slots: int,
+        max_wait_ms: Mapping[str, int] | None = None,
+    ) -> None:
         if slots < 1:
             raise ValueError("a lane gate needs at least one slot")
         self.broker = broker
         self.lanes = tuple(lanes)  # highest priority first
         self.slots = slots
+        # lane -> how long its oldest message may wait before it goes ahead of every lane but the first
+        self.max_wait_ms = dict(max_wait_ms or {})
         self.lock = threading.Lock()
         self.held: set[str] = set()
 
@@ -74,11 +93,47 @@ class LaneGate:
             return queues[queue_name].qsize()
         return 0
 
+    def oldest_age_ms(self, queue_name: str) -> float:
+        """How long the oldest ready message of a queue has existed (0 when the queue is empty)."""
+        data = None
+        client = getattr(self.broker, "client", None)
+        if client is not None:  # RedisBroker: ids are pushed on the right and fetched from the left
+            key = f"{self.broker.namespace}:{queue_name}"
+            message_id = client.lindex(key, 0)
+            data = client.hget(f"{key}.msgs", message_id) if message_id is not None else None
+        else:
+            queues = getattr(self.broker, "queues", None)
+            if isinstance(queues, dict) and queue_name in queues:  # StubBroker
+                with contextlib.suppress(IndexError):
+                    data = queues[queue_name].queue[0]
+        if data is None:
+            return 0.0
+        try:
+            message = dramatiq.Message.decode(data)
+        except Exception:  # not ours to judge here: the worker reports it when it gets there
+            return 0.0
+        return max(0.0, time.time() * 1000 - message.message_timestamp)
+
+    def order(self) -> tuple[str, ...]:
+        """The lanes in the order they are served now: the first lane, then the lanes whose oldest
+        message waited past their `max_wait_ms`, then the others as configured."""
+        if not self.max_wait_ms:
+            return self.lanes
+        aged = [
+            lane
+            for lane in self.lanes[1:]
+            if lane in self.max_wait_ms and self.oldest_age_ms(lane) >= self.max_wait_ms[lane]
+        ]
+        if not aged:
+            return self.lanes
+        return (self.lanes[0], *aged, *(lane for lane in self.lanes[1:] if lane not in aged))
+
     def may_fetch(self, lane: str) -> bool:
         """Called with `lock` held."""
         if len(self.held) >= self.slots:
             return False
-        higher = self.lanes[: self.lanes.index(lane)]
+        order = self.order()
+        higher = order[: order.index(lane)]
         return all(self.waiting(queue) == 0 for queue in higher)
 
     def release(self, message_id: str) -> None:

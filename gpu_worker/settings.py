@@ -5,7 +5,9 @@ MODEL_ROOT         folder of diffusers checkpoints (else VAR_DIR/models, else ./
 STORAGE_BACKEND, MEDIA_ROOT, S3_BUCKET, S3_ENDPOINT_URL, S3_REGION   see gpu_worker/storage.py
 GPU_DEVICE         torch device of the real routes (cuda); tiny-wan always runs on the CPU
 GPU_WORKER_THREADS jobs at once in this process (1: one process per GPU)
-GPU_JOB_TIME_LIMIT_S  Dramatiq time limit of one job (1800)
+GPU_JOB_TIME_LIMIT_S  Dramatiq time limit of one generation (1800)
+GPU_TRAINING_TIME_LIMIT_S  Dramatiq time limit of one Soul ID training (7200)
+GPU_TRAINING_MAX_WAIT_S  how long a training waits behind ECONOMY before it goes ahead of it (600)
 GPU_PROGRESS_INTERVAL_S  minimum seconds between two progress events of a job (0.25)
 GPU_STOP_TIMEOUT_S  how long SIGTERM waits for the running job before the process exits (600)
 GPU_CPU_OFFLOAD    1: model CPU offload for GPUs with less memory than the route needs
@@ -21,6 +23,9 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # Above the longest legitimate job (Wan 2.2 TI2V-5B, 50 steps at 720p: about 9 min on an RTX 4090).
 DEFAULT_TIME_LIMIT_S = 30 * 60
+# Above the longest legitimate training (Wan 2.2 TI2V-5B, about 1,000 steps at 512 px; to be measured).
+DEFAULT_TRAINING_TIME_LIMIT_S = 2 * 60 * 60
+DEFAULT_TRAINING_MAX_WAIT_S = 10 * 60
 
 
 def _int(environ: Mapping[str, str], name: str, default: int) -> int:
@@ -37,6 +42,8 @@ class WorkerSettings:
     time_limit_s: int
     progress_interval_s: float
     stop_timeout_s: int
+    training_time_limit_s: int = DEFAULT_TRAINING_TIME_LIMIT_S
+    training_max_wait_s: float = DEFAULT_TRAINING_MAX_WAIT_S
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> WorkerSettings:
@@ -50,4 +57,6 @@ class WorkerSettings:
             time_limit_s=_int(environ, "GPU_JOB_TIME_LIMIT_S", DEFAULT_TIME_LIMIT_S),
             progress_interval_s=float(environ.get("GPU_PROGRESS_INTERVAL_S") or 0.25),
             stop_timeout_s=_int(environ, "GPU_STOP_TIMEOUT_S", 600),
+            training_time_limit_s=_int(environ, "GPU_TRAINING_TIME_LIMIT_S", DEFAULT_TRAINING_TIME_LIMIT_S),
+            training_max_wait_s=float(environ.get("GPU_TRAINING_MAX_WAIT_S") or DEFAULT_TRAINING_MAX_WAIT_S),
         )

@@ -25,6 +25,7 @@ from gpu_worker.contract import (
     MODEL_UNAVAILABLE,
     QUEUE_GPU_ECONOMY,
     QUEUE_GPU_INSTANT,
+    QUEUE_GPU_TRAINING,
     QUEUE_JOB_EVENTS,
     STAGE_LOADING_MODEL,
     TIMED_OUT,
@@ -262,7 +263,7 @@ def stub_broker() -> Iterator[StubBroker]:
 def test_the_embedded_mode_runs_the_lanes_in_process_on_a_given_broker(stub_broker, storage, tmp_path):
     worker = start_embedded(stub_broker, storage=storage, model_root=tmp_path)
     assert (worker.worker_threads, worker.queue_prefetch) == (1, 1)  # prefetch equal to threads
-    assert worker.consumer_whitelist == {QUEUE_GPU_INSTANT, QUEUE_GPU_ECONOMY}
+    assert worker.consumer_whitelist == {QUEUE_GPU_INSTANT, QUEUE_GPU_ECONOMY, QUEUE_GPU_TRAINING}
     try:
         job = make_job()
         stub_broker.enqueue(_message(job, LANE_ECONOMY))

@@ -1,0 +1,486 @@
+"""Identity-LoRA training (Soul ID): one `TrainingJob` in, events out, a safetensors LoRA in storage.
+
+The recipe (reference/gpu.md §3-§4): the base pipeline of the job's route (the runner's cached model, so
+the real Wan 2.2 TI2V-5B loads through pipelines/wan22.py exactly as for a generation), the photos
+centre-cropped square at `resolution` and VAE-encoded as one-frame videos, the caption encoded once, then
+`steps` AdamW steps of the flow-matching loss on a peft LoRA (rank = alpha, gaussian init) on the
+transformer's attention projections (to_q, to_k, to_v, to_out.0 of attn1 and attn2):
+
+    x_t = (1 - s) x_0 + s noise,  s ~ U(0, 1),  loss = |transformer(x_t, 1000 s, caption) - (noise - x_0)|^2
+
+The file is what `WanPipeline.save_lora_weights` writes (`transformer.blocks.N.attn1.to_q.lora_A.weight`
+...), so `load_lora_weights` in the generation runner takes it by key.
+
+Training happens in place on the cached generation transformer, under the runner's lock (one GPU, one
+job): the users' adapters are unloaded first, the training adapter is removed afterwards (also on a
+cancel or an error) and the transformer is back in eval mode with its base weights untouched, so the
+next generation runs exactly as before and no second copy of a 5B transformer is needed. Everything
+random comes from the job's seed: on a CPU the same job gives the same file, byte for byte.
+
+    trainer = Trainer(runner)          # shares the runner's storage, events, cancel flags and models
+    event = trainer.run(job)           # the terminal event: completed, or failed with a reason code
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from gpu_worker import pipelines
+from gpu_worker.contract import (
+    BAD_INPUT,
+    CANCELED,
+    FAMILY_TINY_WAN,
+    INTERNAL,
+    JOB_TYPE_TRAINING,
+    LORA_CONTENT_TYPE,
+    LORA_FILE_NAME,
+    MODEL_UNAVAILABLE,
+    OUT_OF_MEMORY,
+    STAGE_LOADING_MODEL,
+    STAGE_PREPARING,
+    STAGE_SAVING,
+    STAGE_TRAINING,
+    STAGE_UPLOADING,
+    TRAINING_MIN_PHOTOS,
+    JobEvent,
+    TrainingJob,
+)
+from gpu_worker.pipelines import ModelUnavailable
+from gpu_worker.runner import (
+    MAX_IMAGE_BYTES,
+    BadInput,
+    EventEmitter,
+    JobCanceled,
+    Runner,
+    _rounded,
+    _timed,
+    prepare_image,
+)
+from gpu_worker.storage import MissingObject, ObjectTooLarge
+
+logger = logging.getLogger(__name__)
+
+TRAINING_ADAPTER = "soul-id-training"
+TARGET_MODULES = ("to_q", "to_k", "to_v", "to_out.0")
+ENCODE_BATCH = 4  # photos per VAE call
+FINAL_LOSS_WINDOW = 10  # `final_loss` is the mean of the last steps' losses
+MAX_GRAD_NORM = 1.0
+WEIGHT_DECAY = 1e-4
+
+# Where each stage sits on the job's 0..1 progress.
+PROGRESS = {
+    STAGE_PREPARING: 0.0,
+    STAGE_LOADING_MODEL: 0.02,
+    STAGE_TRAINING: 0.05,
+    STAGE_SAVING: 0.95,
+    STAGE_UPLOADING: 0.97,
+}
+
+
+class PhotosUnreadable(BadInput):
+    """Some photos are missing, too large or not images; `keys` names them."""
+
+    def __init__(self, keys: list[str], total: int) -> None:
+        super().__init__(f"{len(keys)} of {total} photos are missing or cannot be read")
+        self.keys = keys
+
+
+class TrainingDiverged(RuntimeError):
+    pass
+
+
+class TrainingEvents(EventEmitter):
+    """The events of one training run (job_type training; stages and progress of a training)."""
+
+    def build(self, kind: str, **fields: Any) -> JobEvent:
+        return super().build(kind, job_type=JOB_TYPE_TRAINING, **fields)
+
+    def stage(self, stage: str, **fields: Any) -> None:
+        fields.setdefault("progress", PROGRESS[stage])
+        self.send_best_effort(self.build("stage", stage=stage, **fields))
+
+    def step(self, step: int, total: int, *, eta_seconds: float, interval: float) -> None:
+        now = time.monotonic()
+        if self._last_progress_at is not None and now - self._last_progress_at < interval:
+            return
+        self._last_progress_at = now
+        start, end = PROGRESS[STAGE_TRAINING], PROGRESS[STAGE_SAVING]
+        self.send_best_effort(
+            self.build(
+                "progress",
+                stage=STAGE_TRAINING,
+                progress=round(start + (end - start) * step / total, 4),
+                step=step,
+                total_steps=total,
+                eta_seconds=round(eta_seconds, 1),
+            )
+        )
+
+
+@dataclass
+class Trained:
+    state_dict: dict[str, torch.Tensor]
+    losses: list[float]
+
+
+class Trainer:
+    """Runs training jobs on a runner's models, one job at a time with the runner's generations."""
+
+    def __init__(self, runner: Runner, *, gradient_checkpointing: bool | None = None) -> None:
+        self.runner = runner
+        # None: on for the real families (activations of a 5B transformer), off for tiny-wan.
+        self.gradient_checkpointing = gradient_checkpointing
+
+    # Public API
+
+    def run(self, job: TrainingJob | dict[str, Any], *, final_attempt: bool = True) -> JobEvent:
+        """Runs a training job and returns its terminal event (completed or failed), which it has sent.
+
+        With `final_attempt=False` a retryable failure is not sent as terminal (the caller retries the
+        job); a non-terminal event with the reason says a retry is coming.
+        """
+        if isinstance(job, dict):
+            job = TrainingJob.from_message(job)
+        events = TrainingEvents(job.job_id, job.attempt, self.runner.sink)
+        with self.runner._lock:
+            outcome = self._execute(job, events)
+        if outcome.kind == "failed" and outcome.retryable and not final_attempt:
+            events.send_best_effort(
+                events.build(
+                    "stage",
+                    stage=STAGE_PREPARING,
+                    reason_code=outcome.reason_code,
+                    retryable=True,
+                    message=f"{outcome.message}; retrying",
+                )
+            )
+            return outcome
+        events.send(outcome)
+        return outcome
+
+    def report_failure(self, job_id: str, reason_code: str, message: str, *, attempt: int = 1) -> JobEvent:
+        """Sends a terminal failure decided outside a run (a time limit, a refused message)."""
+        events = TrainingEvents(job_id, attempt, self.runner.sink)
+        event = events.failed(reason_code, message)
+        events.send(event)
+        return event
+
+    # The steps of one job
+
+    def _execute(self, job: TrainingJob, events: TrainingEvents) -> JobEvent:
+        timings: dict[str, float] = {}
+        started = time.perf_counter()
+        try:
+            with tempfile.TemporaryDirectory(prefix="gpu-train-") as work:
+                return self._train_job(job, events, timings, Path(work), started)
+        except JobCanceled:
+            return events.failed(CANCELED, "canceled", timings=_rounded(timings))
+        except PhotosUnreadable as exc:
+            return events.failed(
+                BAD_INPUT, str(exc), outputs={"bad_photo_keys": exc.keys}, timings=_rounded(timings)
+            )
+        except BadInput as exc:
+            return events.failed(BAD_INPUT, str(exc), timings=_rounded(timings))
+        except ModelUnavailable as exc:
+            logger.error("training %s: %s", job.job_id, exc)
+            return events.failed(MODEL_UNAVAILABLE, "the model is not available on this worker")
+        except torch.OutOfMemoryError:
+            logger.warning("training %s ran out of GPU memory", job.job_id, exc_info=True)
+            _empty_cuda_cache()
+            return events.failed(OUT_OF_MEMORY, "the GPU ran out of memory", timings=_rounded(timings))
+        except TrainingDiverged as exc:
+            logger.error("training %s: %s", job.job_id, exc)
+            return events.failed(INTERNAL, "the training diverged", timings=_rounded(timings))
+        except Exception:
+            logger.exception("training %s failed", job.job_id)
+            return events.failed(INTERNAL, "internal error", timings=_rounded(timings))
+
+    def _train_job(
+        self, job: TrainingJob, events: TrainingEvents, timings: dict[str, float], work: Path, started: float
+    ) -> JobEvent:
+        # 1. The photos: read, decoded, cropped square at the resolution (BAD_INPUT before any loading)
+        self._check_cancel(job)
+        events.stage(STAGE_PREPARING)
+        with _timed(timings, "prepare"):
+            photos = self._read_photos(job)
+
+        # 2. The base model (cached between jobs), without any user's adapter
+        self._check_cancel(job)
+        events.stage(STAGE_LOADING_MODEL)
+        with _timed(timings, "load"):
+            model = self.runner._model(job.route)
+            pipe = model.t2v  # Wan families: the text-to-video pipeline holds the transformer to adapt
+            self.runner.lora.apply(pipe, None, 1.0)
+
+        # 3. Photos to latents and the caption to embeddings, once
+        generator = torch.Generator("cpu").manual_seed(job.seed)
+        with _timed(timings, "encode"):
+            latents, embeddings = self._encode(pipe, job, photos, generator)
+        del photos
+
+        # 4. Train (progress and a cancel check at every step)
+        self._check_cancel(job)
+        events.stage(STAGE_TRAINING, total_steps=job.steps)
+        with _timed(timings, "train"):
+            trained = self._optimise(job, events, pipe, latents, embeddings, generator)
+        del latents, embeddings
+
+        # 5. Save in diffusers' LoRA format
+        self._check_cancel(job)
+        events.stage(STAGE_SAVING)
+        with _timed(timings, "save"):
+            path = self._save(job, pipe, trained.state_dict, work)
+            digest = _sha256(path)
+
+        # 6. Upload (nothing is written to storage before this point)
+        self._check_cancel(job)
+        events.stage(STAGE_UPLOADING)
+        with _timed(timings, "upload"):
+            size = self.runner.storage.write_file(job.lora_key, path, content_type=LORA_CONTENT_TYPE)
+
+        timings["total"] = time.perf_counter() - started
+        timings["seconds_per_step"] = timings["train"] / job.steps
+        window = trained.losses[-FINAL_LOSS_WINDOW:]
+        outputs = {
+            "lora": {"key": job.lora_key, "content_type": LORA_CONTENT_TYPE, "bytes": size, "sha256": digest},
+            "route": job.route.name,
+            "family": job.family,
+            "base_checkpoint": job.base_checkpoint,
+            "trigger": job.trigger,
+            "prompt": job.prompt,
+            "rank": job.rank,
+            "resolution": job.resolution,
+            "photos": len(job.photo_keys),
+            "steps": len(trained.losses),
+            "seed": job.seed,
+            "first_loss": round(trained.losses[0], 6),
+            "final_loss": round(sum(window) / len(window), 6),
+        }
+        return events.build(
+            "completed",
+            progress=1.0,
+            step=len(trained.losses),
+            total_steps=job.steps,
+            outputs=outputs,
+            timings=_rounded(timings),
+        )
+
+    def _read_photos(self, job: TrainingJob) -> list[Any]:
+        if len(job.photo_keys) < TRAINING_MIN_PHOTOS:
+            raise BadInput(f"training needs at least {TRAINING_MIN_PHOTOS} photos, got {len(job.photo_keys)}")
+        images, unreadable = [], []
+        for key in job.photo_keys:
+            try:
+                data = self.runner.storage.read(key, max_bytes=MAX_IMAGE_BYTES)
+                images.append(prepare_image(data, width=job.resolution, height=job.resolution))
+            except (MissingObject, ObjectTooLarge, BadInput):
+                unreadable.append(key)
+        if unreadable:
+            raise PhotosUnreadable(unreadable, len(job.photo_keys))
+        return images
+
+    @torch.no_grad()
+    def _encode(
+        self, pipe: Any, job: TrainingJob, photos: list[Any], generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised latents (N, C, 1, h, w) in float32 on the device, and the caption's embeddings."""
+        device = pipe._execution_device
+        vae = pipe.vae
+        pixels = torch.from_numpy(np.stack([np.asarray(photo, dtype=np.float32) for photo in photos]))
+        pixels = (pixels / 127.5 - 1.0).permute(0, 3, 1, 2).unsqueeze(2)  # (N, 3, 1, H, W) in [-1, 1]
+        chunks = []
+        for start in range(0, len(pixels), ENCODE_BATCH):
+            batch = pixels[start : start + ENCODE_BATCH].to(device=device, dtype=vae.dtype)
+            chunks.append(vae.encode(batch).latent_dist.sample(generator=generator).float())
+        latents = torch.cat(chunks)
+        shape = (1, vae.config.z_dim, 1, 1, 1)
+        mean = torch.tensor(vae.config.latents_mean, device=latents.device).view(shape)
+        std = torch.tensor(vae.config.latents_std, device=latents.device).view(shape)
+        latents = (latents - mean) / std
+        max_length = pipelines.family_module(job.family).MAX_SEQUENCE_LENGTH
+        embeddings, _ = pipe.encode_prompt(
+            job.prompt,
+            do_classifier_free_guidance=False,
+            max_sequence_length=max_length,
+            device=device,
+            dtype=pipe.transformer.dtype,
+        )
+        return latents.to(device), embeddings
+
+    def _optimise(
+        self,
+        job: TrainingJob,
+        events: TrainingEvents,
+        pipe: Any,
+        latents: torch.Tensor,
+        embeddings: torch.Tensor,
+        generator: torch.Generator,
+    ) -> Trained:
+        from peft.utils import get_peft_model_state_dict
+
+        transformer = pipe.transformer
+        dtype, device = transformer.dtype, latents.device
+        count, batch = len(latents), min(job.batch_size, len(latents))
+        interval = self.runner.progress_interval
+        losses: list[float] = []
+        with training_adapter(pipe, job, checkpointing=self._checkpointing(job)) as params:
+            optimizer = torch.optim.AdamW(params, lr=job.learning_rate, weight_decay=WEIGHT_DECAY)
+            order: list[int] = []
+            started = time.perf_counter()
+            for step in range(job.steps):
+                # Each photo once per epoch, in an order drawn from the seed
+                while len(order) < batch:
+                    order += torch.randperm(count, generator=generator).tolist()
+                index, order = order[:batch], order[batch:]
+                x0 = latents[index]
+                noise = torch.randn(x0.shape, generator=generator).to(device)
+                sigma = torch.rand(batch, generator=generator).to(device)
+                s = sigma.view(-1, 1, 1, 1, 1)
+                noisy = ((1 - s) * x0 + s * noise).to(dtype)
+                prediction = transformer(
+                    hidden_states=noisy,
+                    timestep=sigma * 1000,
+                    encoder_hidden_states=embeddings.expand(batch, -1, -1),
+                    return_dict=False,
+                )[0]
+                loss = torch.nn.functional.mse_loss(prediction.float(), noise - x0)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, MAX_GRAD_NORM)
+                optimizer.step()
+                value = loss.item()
+                if not math.isfinite(value):
+                    raise TrainingDiverged(f"the loss is {value} at step {step + 1}")
+                losses.append(value)
+
+                done = step + 1
+                elapsed = time.perf_counter() - started
+                events.step(
+                    done, job.steps, eta_seconds=elapsed / done * (job.steps - done), interval=interval
+                )
+                self._check_cancel(job)
+            del optimizer
+            state = get_peft_model_state_dict(transformer, adapter_name=TRAINING_ADAPTER)
+            # Saved in the base transformer's dtype (bfloat16 on the real route: half the file).
+            state = {key: value.detach().to("cpu", dtype).contiguous() for key, value in state.items()}
+        return Trained(state_dict=state, losses=losses)
+
+    def _save(self, job: TrainingJob, pipe: Any, state: dict[str, torch.Tensor], work: Path) -> Path:
+        type(pipe).save_lora_weights(
+            work,
+            transformer_lora_layers=state,
+            safe_serialization=True,
+            weight_name=LORA_FILE_NAME,
+            transformer_lora_adapter_metadata={
+                "r": job.rank,
+                "lora_alpha": job.rank,
+                "target_modules": list(TARGET_MODULES),
+            },
+        )
+        path = work / LORA_FILE_NAME
+        _sort_header_metadata(path)
+        return path
+
+    def _checkpointing(self, job: TrainingJob) -> bool:
+        if self.gradient_checkpointing is not None:
+            return self.gradient_checkpointing
+        return job.family != FAMILY_TINY_WAN
+
+    def _check_cancel(self, job: TrainingJob) -> None:
+        if self.runner.cancel_requested(job.job_id):
+            raise JobCanceled
+
+
+@contextlib.contextmanager
+def training_adapter(
+    pipe: Any, job: TrainingJob, *, checkpointing: bool
+) -> Iterator[list[torch.nn.Parameter]]:
+    """Adds the training LoRA to `pipe.transformer` and yields its parameters (float32, trainable); on
+    the way out, whatever happened, removes it and puts the transformer back as it was (eval mode,
+    gradient flags, no gradient checkpointing), so generations see the base weights again."""
+    from peft import LoraConfig
+
+    transformer = pipe.transformer
+    flags = {name: p.requires_grad for name, p in transformer.named_parameters()}
+    transformer.requires_grad_(False)
+    added = False
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.random.default_generator.manual_seed(job.seed)  # the LoRA init (peft draws on the CPU)
+            transformer.add_adapter(
+                LoraConfig(
+                    r=job.rank,
+                    lora_alpha=job.rank,
+                    init_lora_weights="gaussian",
+                    target_modules=list(TARGET_MODULES),
+                ),
+                adapter_name=TRAINING_ADAPTER,
+            )
+        added = True
+        params = [p for p in transformer.parameters() if p.requires_grad]
+        for param in params:
+            param.data = param.data.float()  # float32 adapter weights over a bfloat16 base
+        if checkpointing:
+            transformer.enable_gradient_checkpointing()
+        transformer.train()
+        yield params
+    finally:
+        transformer.eval()
+        if checkpointing:
+            transformer.disable_gradient_checkpointing()
+        if added:
+            pipe.unload_lora_weights()  # removes the peft layers: the modules are the base ones again
+        for name, param in transformer.named_parameters():
+            param.requires_grad_(flags.get(name, param.requires_grad))
+        transformer.zero_grad(set_to_none=True)
+        _empty_cuda_cache()
+
+
+def _empty_cuda_cache() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _sort_header_metadata(path: Path) -> None:
+    """Puts the `__metadata__` entries of a safetensors header in a fixed order, in place.
+
+    safetensors writes them from a hash map, in an order that changes from call to call, so two runs of
+    the same job would give files that differ in their header alone. The header keeps its length (the
+    same entries, compact JSON, padded with spaces as safetensors pads it), so the tensor data stays put.
+    """
+    with path.open("r+b") as handle:
+        size = int.from_bytes(handle.read(8), "little")
+        header = json.loads(handle.read(size))
+        metadata = header.get("__metadata__")
+        if not isinstance(metadata, dict) or len(metadata) < 2:
+            return
+        header["__metadata__"] = dict(sorted(metadata.items()))
+        encoded = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+        if len(encoded) > size:  # not the layout this expects: leave the file as safetensors wrote it
+            return
+        handle.seek(8)
+        handle.write(encoded + b" " * (size - len(encoded)))
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1024 * 1024):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+__all__ = ["PhotosUnreadable", "Trainer", "TrainingEvents", "training_adapter"]
