@@ -9,6 +9,8 @@ PORT ?= 8000
 # Services for the integration tests (the machine's PostgreSQL and Redis); override to point elsewhere.
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
+# Torch ops in the tests are tiny: one thread each is about ten times faster than contending for two cores.
+TEST_THREADS ?= 1
 
 .PHONY: install run test test-fast lint format schema audit audit-deps bench clean
 
@@ -32,11 +34,12 @@ run: $(STAMP)
 # the services tests are skipped with a reason; under CI (CI=true) a missing service fails the run.
 test: $(STAMP) audit-deps
 	@if $(PY) -m tests.services_up "$(TEST_DATABASE_URL)" "$(TEST_REDIS_URL)"; then \
-		DATABASE_URL="$(TEST_DATABASE_URL)" REDIS_URL="$(TEST_REDIS_URL)" $(PY) -m pytest $(PYTEST_ARGS); \
+		DATABASE_URL="$(TEST_DATABASE_URL)" REDIS_URL="$(TEST_REDIS_URL)" OMP_NUM_THREADS=$(TEST_THREADS) \
+			$(PY) -m pytest $(PYTEST_ARGS); \
 	else \
 		if [ "$$CI" = "true" ]; then echo "PostgreSQL or Redis is down under CI: failing"; exit 1; fi; \
 		echo "PostgreSQL/Redis not reachable: running the embedded suite only"; \
-		$(PY) -m pytest $(PYTEST_ARGS); \
+		OMP_NUM_THREADS=$(TEST_THREADS) $(PY) -m pytest $(PYTEST_ARGS); \
 	fi
 
 # The GraphQL-over-HTTP audit (tools/graphql-http-audit, Node >= 18) that `make test` runs against a live
