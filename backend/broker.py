@@ -18,6 +18,7 @@ logger = logging.getLogger(__name__)
 
 _lock = threading.Lock()
 _embedded_worker: dramatiq.Worker | None = None
+_embedded_gpu_worker: dramatiq.Worker | None = None
 
 
 class DjangoDbConnectionsMiddleware(Middleware):
@@ -80,15 +81,59 @@ def start_embedded_worker() -> dramatiq.Worker | None:
         worker.start()
         _embedded_worker = worker
         logger.info("embedded dramatiq worker started on queues %s", ", ".join(DJANGO_QUEUES))
+        if settings.EMBEDDED_GPU_WORKER:
+            start_embedded_gpu_worker()
         from apps.trends.scheduler import start_scheduler  # periodic jobs (trend rotation), once per process
 
         start_scheduler()
         return worker
 
 
+def _gpu_storage():
+    """The GPU lanes' view of the configured storage (gpu_worker.storage: no Django inside)."""
+    from django.conf import settings
+
+    from gpu_worker.storage import storage_from_env
+
+    return storage_from_env(
+        {
+            "STORAGE_BACKEND": settings.STORAGE_BACKEND,
+            "MEDIA_ROOT": str(settings.MEDIA_ROOT),
+            "S3_BUCKET": settings.S3_BUCKET,
+            "S3_ENDPOINT_URL": settings.S3_ENDPOINT_URL or "",
+            "S3_REGION": settings.S3_REGION,
+        }
+    )
+
+
+def start_embedded_gpu_worker() -> dramatiq.Worker:
+    """Runs the GPU lanes inside this process (tiny-wan on the CPU) on the configured broker.
+
+    The one place Django-side code starts GPU code: `gpu_worker.actors` declares its actor on the broker
+    it is given and consumes only the GPU lanes; the Django worker above never consumes them.
+    """
+    global _embedded_gpu_worker
+    from django.conf import settings
+
+    from apps.core.dispatch import embedded_cancel_requested
+    from gpu_worker.actors import start_embedded
+
+    if _embedded_gpu_worker is None:
+        _embedded_gpu_worker = start_embedded(
+            dramatiq.get_broker(),
+            storage=_gpu_storage(),
+            cancel_checker=embedded_cancel_requested,
+            model_root=settings.MODEL_ROOT,
+        )
+    return _embedded_gpu_worker
+
+
 def stop_embedded_worker() -> None:
-    global _embedded_worker
+    global _embedded_worker, _embedded_gpu_worker
     with _lock:
+        if _embedded_gpu_worker is not None:
+            _embedded_gpu_worker.stop(timeout=5000)
+            _embedded_gpu_worker = None
         if _embedded_worker is not None:
             _embedded_worker.stop(timeout=5000)
             _embedded_worker = None

@@ -64,6 +64,8 @@ INSTALLED_APPS = [
     "apps.storage",
     "apps.trends",
     "apps.notifications",
+    "apps.generations",
+    "apps.characters",
 ]
 
 MIDDLEWARE = [
@@ -129,7 +131,13 @@ DATABASE_URL = os.environ.get("DATABASE_URL", "")
 DATABASES = {
     "default": dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)
     if DATABASE_URL
-    else {"ENGINE": "django.db.backends.sqlite3", "NAME": VAR_DIR / "db.sqlite3", "OPTIONS": {"timeout": 20}}
+    # IMMEDIATE: a write transaction takes SQLite's lock at BEGIN and waits up to `timeout` for it, instead
+    # of failing with "database is locked" when a read turns into a write while another thread writes.
+    else {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": VAR_DIR / "db.sqlite3",
+        "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE"},
+    }
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # Persistent connections in an ASGI server leak across threads; keep them per request.
@@ -192,7 +200,6 @@ FIREBASE_HTTP_TIMEOUT_SECONDS = env_int("FIREBASE_HTTP_TIMEOUT_SECONDS", 10)
 # Tolerated clock difference with Google when checking an ID token's iat/exp (0 to 60).
 FIREBASE_CLOCK_SKEW_SECONDS = env_int("FIREBASE_CLOCK_SKEW_SECONDS", 5)
 PUSH_BACKEND = os.environ.get("PUSH_BACKEND", "fcm" if FIREBASE_CREDENTIALS else "console")
-
 # Delivery of each push (apps/notifications): attempts in all, then FAILED; exponential backoff with jitter
 # between attempts, never shorter than FCM's Retry-After. A claimed message whose worker went silent this
 # long is taken over (above one FCM call with firebase-admin's own retries).
@@ -203,9 +210,64 @@ PUSH_SENDING_LEASE_SECONDS = env_int("PUSH_SENDING_LEASE_SECONDS", 120)
 # Deep links in push data: <scheme>://generations/<id>, <scheme>://characters/<id>.
 PUSH_DEEP_LINK_SCHEME = os.environ.get("PUSH_DEEP_LINK_SCHEME", "diffuse")
 
+# --- Soul IDs (characters) -------------------------------------------------------------------
+
+# The biometric consent shown in the app: its version is recorded with each consent (with the hash of
+# apps/characters/consent.py's text of that version).
+CHARACTERS_CONSENT_VERSION = os.environ.get("CHARACTERS_CONSENT_VERSION", "2026-11-01")
+CHARACTERS_MAX_PER_USER = env_int("CHARACTERS_MAX_PER_USER", 3)
+# Photos of one Soul ID: the checked, distinct ones training needs, and the most it takes in all.
+CHARACTERS_MIN_PHOTOS = env_int("CHARACTERS_MIN_PHOTOS", 10)
+CHARACTERS_MAX_PHOTOS = env_int("CHARACTERS_MAX_PHOTOS", 20)
+# Biometric data is erased after this long without use (BIPA: at most 3 years).
+CHARACTERS_RETENTION_DAYS = min(env_int("CHARACTERS_RETENTION_DAYS", 365), 3 * 365)
+# Training: its price (held at trainCharacter, charged at READY, released on failure) and the route the
+# LoRA is made for (a LoRA is used only on routes of the same base model).
+CHARACTERS_TRAINING_CREDITS = env_int("CHARACTERS_TRAINING_CREDITS", 40)
+CHARACTERS_TRAINING_ROUTE = os.environ.get(
+    "CHARACTERS_TRAINING_ROUTE", "tiny-wan" if DRAMATIQ_BROKER == "stub" else "wan2.2-ti2v-5b"
+)
+
 # --- GPU models -------------------------------------------------------------------------------
 
 MODEL_ROOT = Path(os.environ.get("MODEL_ROOT", VAR_DIR / "models"))
+
+# --- Generations ------------------------------------------------------------------------------
+
+# The GPU lanes inside this process (gpu_worker.actors.start_embedded, tiny-wan on the CPU), next to the
+# embedded Django worker. On by default in the embedded mode; services mode runs `python -m gpu_worker`.
+EMBEDDED_GPU_WORKER = env_bool("EMBEDDED_GPU_WORKER", DRAMATIQ_BROKER == "stub")
+# Every generation runs on this route when set (the embedded mode has only tiny-wan); empty: route by
+# the trend's preference, tier, lane and inputs (apps/generations/routing.py).
+GENERATIONS_ROUTE_OVERRIDE = os.environ.get(
+    "GENERATIONS_ROUTE_OVERRIDE", "tiny-wan" if DRAMATIQ_BROKER == "stub" else ""
+)
+# Free prompts (no trend): their route, prices per tier and the durations offered.
+GENERATIONS_DEFAULT_ROUTE = os.environ.get("GENERATIONS_DEFAULT_ROUTE", "wan2.2-ti2v-5b")
+GENERATIONS_PROMPT_PRICES = {
+    "DRAFT": env_int("GENERATIONS_PROMPT_PRICE_DRAFT", 1),
+    "STANDARD": env_int("GENERATIONS_PROMPT_PRICE_STANDARD", 4),
+    "CINEMA": env_int("GENERATIONS_PROMPT_PRICE_CINEMA", 10),
+}
+GENERATIONS_PROMPT_DURATIONS = [int(v) for v in env_list("GENERATIONS_PROMPT_DURATIONS", "5,8")]
+GENERATIONS_PROMPT_MAX_CHARS = env_int("GENERATIONS_PROMPT_MAX_CHARS", 500)
+# The ECONOMY lane costs this much less (percent of the price, rounded down, never below 1 credit).
+GENERATIONS_ECONOMY_DISCOUNT_PERCENT = env_int("GENERATIONS_ECONOMY_DISCOUNT_PERCENT", 25)
+# Queued + running generations one user may have at once (RATE_LIMITED beyond).
+GENERATIONS_MAX_ACTIVE_PER_USER = env_int("GENERATIONS_MAX_ACTIVE_PER_USER", 3)
+# A retryable failure (out of memory, a lost worker) is dispatched again on the same route this many
+# times, after a backoff that doubles from the base, then on the route's fallback; at most MAX_ATTEMPTS.
+GENERATIONS_RETRIES_PER_ROUTE = env_int("GENERATIONS_RETRIES_PER_ROUTE", 1)
+GENERATIONS_RETRY_BACKOFF_SECONDS = float(os.environ.get("GENERATIONS_RETRY_BACKOFF_SECONDS") or 15.0)
+GENERATIONS_MAX_ATTEMPTS = env_int("GENERATIONS_MAX_ATTEMPTS", 4)
+# A RUNNING generation silent this long lost its worker (WORKER_LOST); a QUEUED one waiting this long
+# expires (EXPIRED). Both release the hold. Checked by a watchdog message per attempt.
+GENERATIONS_STUCK_AFTER_SECONDS = env_int("GENERATIONS_STUCK_AFTER_SECONDS", 15 * 60)
+GENERATIONS_QUEUE_MAX_WAIT_SECONDS = env_int("GENERATIONS_QUEUE_MAX_WAIT_SECONDS", 6 * 3600)
+# GPU workers serving the lanes, for the queue-wait part of ETAs.
+GENERATIONS_GPU_CAPACITY = env_int("GENERATIONS_GPU_CAPACITY", 1)
+# How long a first request holds its idempotency key against a concurrent duplicate.
+GENERATIONS_IDEMPOTENCY_CLAIM_SECONDS = env_int("GENERATIONS_IDEMPOTENCY_CLAIM_SECONDS", 60)
 
 # --- GraphQL ----------------------------------------------------------------------------------
 

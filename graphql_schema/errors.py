@@ -95,6 +95,43 @@ class UploadInvalid(Error):
     )
 
 
+@strawberry.type(description="The idempotency key was already used for a different request.")
+class IdempotencyKeyReused(Error):
+    field: str | None = None
+
+
+@strawberry.type(description="The first request with this idempotency key has not finished yet.")
+class IdempotencyInProgress(Error):
+    field: str | None = None
+
+
+@strawberry.type(description="An option (aspect ratio, duration, quality, speed) that is not offered here.")
+class UnsupportedOption(Error):
+    field: str | None = strawberry.field(description="The input field to change.")
+
+
+@strawberry.type(description="Biometric consent was not given: nothing was stored.")
+class ConsentRequired(Error):
+    field: str | None = None
+
+
+@strawberry.type(description="Too few accepted, distinct photos to train a Soul ID.")
+class NotEnoughPhotos(Error):
+    required: int = strawberry.field(description="Accepted, distinct photos needed.")
+    accepted: int = strawberry.field(description="Accepted, distinct photos so far.")
+
+
+@strawberry.type(description="More photos than a Soul ID takes.")
+class TooManyPhotos(Error):
+    maximum: int
+    count: int = strawberry.field(description="How many there would have been.")
+
+
+@strawberry.type(description="The Soul ID cannot be used or changed in its current state.")
+class CharacterNotReady(Error):
+    field: str | None = None
+
+
 _MAPPING: dict[type[domain.DomainError], Callable[[Any], Error]] = {
     domain.ValidationFailed: lambda e: ValidationError(code=e.code, message=e.message, field=e.field),
     domain.NotFound: lambda e: NotFound(code=e.code, message=e.message, field=e.field),
@@ -114,6 +151,21 @@ _MAPPING: dict[type[domain.DomainError], Callable[[Any], Error]] = {
         field=e.field,
         reason=UploadRejectReason(e.extra["reason"]) if e.extra.get("reason") else None,
     ),
+    domain.IdempotencyKeyReused: lambda e: IdempotencyKeyReused(
+        code=e.code, message=e.message, field=e.field
+    ),
+    domain.IdempotencyInProgress: lambda e: IdempotencyInProgress(
+        code=e.code, message=e.message, field=e.field
+    ),
+    domain.UnsupportedOption: lambda e: UnsupportedOption(code=e.code, message=e.message, field=e.field),
+    domain.ConsentRequired: lambda e: ConsentRequired(code=e.code, message=e.message, field=e.field),
+    domain.NotEnoughPhotos: lambda e: NotEnoughPhotos(
+        code=e.code, message=e.message, required=e.required, accepted=e.accepted
+    ),
+    domain.TooManyPhotos: lambda e: TooManyPhotos(
+        code=e.code, message=e.message, maximum=e.maximum, count=e.count
+    ),
+    domain.CharacterNotReady: lambda e: CharacterNotReady(code=e.code, message=e.message, field=e.field),
 }
 
 ALL_ERROR_TYPES = (
@@ -126,6 +178,13 @@ ALL_ERROR_TYPES = (
     RateLimited,
     InsufficientCredits,
     UploadInvalid,
+    IdempotencyKeyReused,
+    IdempotencyInProgress,
+    UnsupportedOption,
+    ConsentRequired,
+    NotEnoughPhotos,
+    TooManyPhotos,
+    CharacterNotReady,
 )
 
 

@@ -14,9 +14,17 @@ from strawberry_django.optimizer import DjangoOptimizerExtension
 from .accounts.mutations import AccountMutations
 from .accounts.queries import AccountQueries
 from .accounts.types import DeviceType, UserType
+from .characters.mutations import CharacterMutations
+from .characters.queries import CharacterQueries
+from .characters.subscriptions import CharacterSubscriptions
+from .characters.types import CharacterPhotoType, CharacterType
 from .credits.queries import CreditQueries
 from .credits.subscriptions import CreditSubscriptions
 from .errors import ALL_ERROR_TYPES, MaskUnexpectedErrors, log_errors
+from .generations.mutations import GenerationMutations
+from .generations.queries import GenerationQueries
+from .generations.subscriptions import GenerationSubscriptions
+from .generations.types import GenerationType
 from .storage.mutations import StorageMutations
 from .storage.types import UploadType
 from .trends.mutations import TrendMutations
@@ -25,17 +33,17 @@ from .trends.types import TrendType
 
 
 @strawberry.type
-class Query(AccountQueries, CreditQueries, TrendQueries):
+class Query(AccountQueries, CreditQueries, TrendQueries, GenerationQueries, CharacterQueries):
     node: relay.Node | None = strawberry_django.node(description="Any of your objects by its global ID.")
 
 
 @strawberry.type
-class Mutation(AccountMutations, StorageMutations, TrendMutations):
+class Mutation(AccountMutations, StorageMutations, TrendMutations, GenerationMutations, CharacterMutations):
     pass
 
 
 @strawberry.type
-class Subscription(CreditSubscriptions):
+class Subscription(CreditSubscriptions, GenerationSubscriptions, CharacterSubscriptions):
     pass
 
 
@@ -68,7 +76,16 @@ schema = Schema(
     query=Query,
     mutation=Mutation,
     subscription=Subscription,
-    types=[*ALL_ERROR_TYPES, UserType, DeviceType, UploadType, TrendType],
+    types=[
+        *ALL_ERROR_TYPES,
+        UserType,
+        DeviceType,
+        UploadType,
+        TrendType,
+        GenerationType,
+        CharacterType,
+        CharacterPhotoType,
+    ],
     extensions=_extensions(),
     config=StrawberryConfig(disable_field_suggestions=settings.IS_PRODUCTION or not settings.DEBUG),
 )

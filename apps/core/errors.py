@@ -22,6 +22,7 @@ class ErrorCode(enum.Enum):
     INSUFFICIENT_CREDITS = "INSUFFICIENT_CREDITS"
     RATE_LIMITED = "RATE_LIMITED"
     IDEMPOTENCY_KEY_REUSED = "IDEMPOTENCY_KEY_REUSED"
+    IDEMPOTENCY_IN_PROGRESS = "IDEMPOTENCY_IN_PROGRESS"
     CONSENT_REQUIRED = "CONSENT_REQUIRED"
     NOT_ENOUGH_PHOTOS = "NOT_ENOUGH_PHOTOS"
     TOO_MANY_PHOTOS = "TOO_MANY_PHOTOS"
@@ -98,3 +99,50 @@ class RateLimited(DomainError):
 class UploadInvalid(DomainError):
     code = ErrorCode.UPLOAD_INVALID
     default_message = "This file cannot be used. Upload a JPEG, PNG, HEIC or WebP photo."
+
+
+class IdempotencyKeyReused(DomainError):
+    code = ErrorCode.IDEMPOTENCY_KEY_REUSED
+    default_message = "This request key was already used for a different request. Send a new key."
+
+
+class IdempotencyInProgress(DomainError):
+    code = ErrorCode.IDEMPOTENCY_IN_PROGRESS
+    default_message = "The first request with this key is still being handled. Try again in a moment."
+
+
+class UnsupportedOption(DomainError):
+    code = ErrorCode.UNSUPPORTED_OPTION
+    default_message = "This option is not available here."
+
+
+class ConsentRequired(DomainError):
+    code = ErrorCode.CONSENT_REQUIRED
+    default_message = "Agree to the use of your photos for your Soul ID to continue."
+
+
+class NotEnoughPhotos(DomainError):
+    code = ErrorCode.NOT_ENOUGH_PHOTOS
+
+    def __init__(self, *, required: int, accepted: int, message: str | None = None) -> None:
+        super().__init__(
+            message
+            or f"Training needs at least {required} accepted photos of you, all different; "
+            f"{accepted} so far. Add {required - accepted} more."
+        )
+        self.required = required
+        self.accepted = accepted
+
+
+class TooManyPhotos(DomainError):
+    code = ErrorCode.TOO_MANY_PHOTOS
+
+    def __init__(self, *, maximum: int, count: int, message: str | None = None) -> None:
+        super().__init__(message or f"A Soul ID takes at most {maximum} photos; this would make {count}.")
+        self.maximum = maximum
+        self.count = count
+
+
+class CharacterNotReady(DomainError):
+    code = ErrorCode.CHARACTER_NOT_READY
+    default_message = "This Soul ID is not ready yet."

@@ -230,6 +230,12 @@ def _for_you(screen: SharedScreen, user, limit: int) -> tuple[Trend, ...]:
     return tuple((first + rest)[:limit])
 
 
+def _has_recent_generations(user) -> bool:
+    from apps.generations.selectors import generations_to_continue_exist
+
+    return generations_to_continue_exist(user=user)
+
+
 def resolve_personal(screen: SharedScreen, user) -> list[SectionEntry]:
     """The sections this user gets: shared ones as cached, personal ones resolved now."""
     resolved: list[SectionEntry] = []
@@ -240,8 +246,10 @@ def resolve_personal(screen: SharedScreen, user) -> list[SectionEntry]:
             if user is None or not user_has_soul_id(user):
                 resolved.append(section)
         elif section.section_type == SectionType.CONTINUE:
-            # Unfinished generations come with the generations app (issue 4); until then it is left out.
-            continue
+            # Shown when the user has a video in progress or ready to watch; the app lists them with the
+            # `generations` query (the section carries no items). Left out for anyone else.
+            if user is not None and _has_recent_generations(user):
+                resolved.append(section)
         elif section.source == SectionSource.FOR_YOU:
             trends = _for_you(screen, user, section.max_items)
             if trends:

@@ -27,8 +27,12 @@ from .prompts import template_problems
 
 
 def known_model_routes() -> set[str]:
-    """Model routes a trend may prefer. The generations app's ModelRoute table replaces this list."""
-    return set(settings.TRENDS_MODEL_ROUTES)
+    """Model routes a trend may prefer: the names in the generations app's ModelRoute table (the shipped
+    ones when the table is empty, as in a test database that was flushed)."""
+    from apps.generations.models import ModelRoute
+    from apps.generations.shipped import SHIPPED_ROUTE_NAMES
+
+    return set(ModelRoute.objects.values_list("name", flat=True)) or set(SHIPPED_ROUTE_NAMES)
 
 
 def trend_publish_problems(*, trend: Trend) -> list[str]:

@@ -1,0 +1,45 @@
+"""Soul ID reads, with the access check: another user's Soul ID is NotFound, exactly like a missing one.
+A Soul ID being erased (DELETING) is gone as far as the API is concerned."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db.models import QuerySet
+
+from apps.core.errors import CharacterNotReady, NotFound
+
+from .models import Character, CharacterStatus
+
+
+def _pk(character_id) -> uuid.UUID:
+    try:
+        return uuid.UUID(str(character_id))
+    except ValueError:
+        raise NotFound("This Soul ID does not exist.", field="characterId") from None
+
+
+def characters_for_user(*, user) -> QuerySet[Character]:
+    return (
+        Character.objects.filter(owner=user).exclude(status=CharacterStatus.DELETING).order_by("-created_at")
+    )
+
+
+def character_get_for_user(*, user, character_id, for_update: bool = False) -> Character:
+    queryset = characters_for_user(user=user).filter(pk=_pk(character_id))
+    if for_update:
+        queryset = queryset.select_for_update()
+    character = queryset.first()
+    if character is None:
+        raise NotFound("This Soul ID does not exist.", field="characterId")
+    return character
+
+
+def character_lora_key_for_user(*, user, character_id) -> str:
+    """The LoRA of a READY Soul ID of the user's (for generations): NotFound, or CharacterNotReady."""
+    character = character_get_for_user(user=user, character_id=character_id)
+    if character.status != CharacterStatus.READY or not character.lora_key:
+        raise CharacterNotReady(
+            "This Soul ID is not ready yet. Use it once its training has finished.", field="characterId"
+        )
+    return character.lora_key

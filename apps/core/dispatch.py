@@ -1,0 +1,78 @@
+"""The only producer of GPU jobs, and the cancel flags the GPU workers read.
+
+Services call these after the database commit (`transaction.on_commit`), never inside the atomic block.
+A job is a `gpu_worker.contract.GenerationJob` sent as a message of actor ACTOR_RUN_GENERATION on its
+lane's queue; the actor itself lives only in the GPU worker processes, so nothing here declares it.
+
+Cancel flags: `cancel_key(job_id)` set in the broker's Redis (what `python -m gpu_worker` reads), or,
+with the in-process StubBroker of the embedded mode, in this process's cache (what
+`embedded_cancel_requested` reads for the embedded GPU lanes).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import dramatiq
+from django.core.cache import cache
+
+from gpu_worker.contract import (
+    CANCEL_FLAG_TTL_SECONDS,
+    GenerationJob,
+    cancel_key,
+    generation_message_fields,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def generation_job_send(*, job: GenerationJob, lane: str, delay_seconds: float = 0) -> str:
+    """Queues `job` on `lane` (after `delay_seconds`: a retry's backoff). Returns the message id."""
+    fields = generation_message_fields(job, lane=lane)
+    broker = dramatiq.get_broker()
+    broker.declare_queue(fields["queue_name"])  # the StubBroker refuses unknown queues; Redis needs none
+    message = dramatiq.Message(**fields)
+    delay_ms = int(delay_seconds * 1000)
+    broker.enqueue(message, delay=delay_ms if delay_ms > 0 else None)
+    logger.info(
+        "generation job %s attempt %s queued on %s%s",
+        job.job_id,
+        job.attempt,
+        fields["queue_name"],
+        f" in {delay_ms} ms" if delay_ms > 0 else "",
+    )
+    return message.message_id
+
+
+def _redis_client():
+    return getattr(dramatiq.get_broker(), "client", None)
+
+
+def cancel_flag_set(job_id: str) -> None:
+    """Tells the GPU workers to stop `job_id` (at the next denoising step, or before it starts)."""
+    client = _redis_client()
+    if client is not None:
+        client.set(cancel_key(job_id), "1", ex=CANCEL_FLAG_TTL_SECONDS)
+    else:
+        cache.set(cancel_key(job_id), True, CANCEL_FLAG_TTL_SECONDS)
+
+
+def cancel_flag_clear(job_id: str) -> None:
+    """Lets `job_id` run again (a staff retry of a generation that was stopped)."""
+    client = _redis_client()
+    if client is not None:
+        client.delete(cancel_key(job_id))
+    else:
+        cache.delete(cancel_key(job_id))
+
+
+def cancel_flag_is_set(job_id: str) -> bool:
+    client = _redis_client()
+    if client is not None:
+        return bool(client.exists(cancel_key(job_id)))
+    return cache.get(cancel_key(job_id)) is not None
+
+
+def embedded_cancel_requested(job_id: str) -> bool:
+    """The cancel checker of the GPU lanes run inside this process (backend/broker.py)."""
+    return cancel_flag_is_set(job_id)

@@ -1,0 +1,379 @@
+"""Generations (a trend or a prompt + a selfie -> an MP4), the model routes that make them, and prices.
+
+- `ModelRoute`: a named way to make a video (pipeline family, checkpoint folder under MODEL_ROOT, native
+  size, fps, frames, steps, ...), with measured timings (for ETAs) and a fallback route. Staff edit it in
+  admin; the GPU workers get the resolved route inside each job (gpu_worker.contract.RouteSpec).
+- `PriceRule`: adjusts the trend's per-tier price for a route, a quality tier and a duration
+  (apps/generations/pricing.py has the exact rule).
+- `Generation`: one request of one user, from QUEUED to SUCCEEDED, FAILED or CANCELED.
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
+from django.db import models
+from django.db.models import Q
+
+import gpu_worker.contract as contract
+from apps.core.models import BaseModel
+from apps.trends.models import AspectRatio, QualityTier
+
+
+class Lane(models.TextChoices):
+    INSTANT = contract.LANE_INSTANT, "Instant"
+    ECONOMY = contract.LANE_ECONOMY, "Economy (cheaper, lower priority)"
+
+
+class Device(models.TextChoices):
+    CPU = "cpu", "CPU"
+    CUDA = "cuda", "CUDA GPU"
+
+
+class GenerationStatus(models.TextChoices):
+    QUEUED = "QUEUED", "Queued"
+    RUNNING = "RUNNING", "Running"
+    SUCCEEDED = "SUCCEEDED", "Succeeded"
+    FAILED = "FAILED", "Failed"
+    CANCELED = "CANCELED", "Canceled"
+
+
+ACTIVE_STATUSES = frozenset({GenerationStatus.QUEUED, GenerationStatus.RUNNING})
+TERMINAL_STATUSES = frozenset(
+    {GenerationStatus.SUCCEEDED, GenerationStatus.FAILED, GenerationStatus.CANCELED}
+)
+
+
+class GenerationStage(models.TextChoices):
+    PLANNING = "PLANNING", "Planning"
+    LOADING_MODEL = contract.STAGE_LOADING_MODEL, "Loading the model"
+    DENOISING = contract.STAGE_DENOISING, "Denoising"
+    DECODING = contract.STAGE_DECODING, "Decoding"
+    ENCODING = contract.STAGE_ENCODING, "Encoding"
+    UPLOADING = contract.STAGE_UPLOADING, "Uploading"
+    QUALITY_CHECK = contract.STAGE_QUALITY_CHECK, "Quality check"
+
+
+# Failure codes: the worker's reason codes, and EXPIRED (never picked up by a GPU in time).
+EXPIRED = "EXPIRED"
+FAILURE_CODES = (*contract.REASON_CODES, EXPIRED)
+
+# The API's aspect ratios in the contract's spelling.
+CONTRACT_ASPECT_RATIOS = {
+    AspectRatio.PORTRAIT_9_16: "9:16",
+    AspectRatio.SQUARE_1_1: "1:1",
+    AspectRatio.LANDSCAPE_16_9: "16:9",
+}
+
+ROUTE_NAME = RegexValidator(
+    re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$"),
+    "Lowercase letters, digits, dots, dashes and underscores, like wan2.2-ti2v-5b.",
+)
+
+
+def _all_tiers() -> list[str]:
+    return list(QualityTier.values)
+
+
+def _all_lanes() -> list[str]:
+    return list(Lane.values)
+
+
+def validate_tiers(value) -> None:
+    if not isinstance(value, list) or not value or any(item not in QualityTier.values for item in value):
+        raise ValidationError(f"One or more of {', '.join(QualityTier.values)}.")
+
+
+def validate_lanes(value) -> None:
+    if not isinstance(value, list) or not value or any(item not in Lane.values for item in value):
+        raise ValidationError(f"One or more of {', '.join(Lane.values)}.")
+
+
+class ModelRoute(BaseModel):
+    """A named way to make a video. What the GPU worker needs is `spec()`; the rest is for routing,
+    pricing and ETAs. `seconds_per_step` and `overhead_seconds` start as estimates and follow the
+    timings of completed jobs (an exponential moving average, normalised to the native size)."""
+
+    name = models.CharField(max_length=64, unique=True, validators=[ROUTE_NAME])
+    description = models.CharField(max_length=200, blank=True)
+    family = models.CharField(
+        max_length=32,
+        choices=[(name, name) for name in contract.FAMILIES],
+        help_text="The pipeline family in gpu_worker/pipelines.",
+    )
+    checkpoint = models.CharField(
+        max_length=255,
+        blank=True,
+        help_text="The diffusers folder under the GPU workers' MODEL_ROOT (empty for tiny-wan).",
+    )
+    device = models.CharField(max_length=8, choices=Device.choices, default=Device.CUDA)
+    width = models.PositiveIntegerField(help_text="Native width in pixels (landscape side for 16:9 routes).")
+    height = models.PositiveIntegerField()
+    fps = models.PositiveIntegerField()
+    frames = models.PositiveIntegerField(help_text="Native frame count (family rule: multiple*k+1).")
+    steps = models.PositiveIntegerField(help_text="Denoising steps.")
+    guidance = models.FloatField(default=5.0, validators=[MinValueValidator(0.0)])
+    image_conditioning = models.BooleanField(default=True, help_text="Takes a selfie as the first frame.")
+    lora_support = models.BooleanField(default=True, help_text="Takes a Soul ID (a LoRA).")
+    quality_tiers = models.JSONField(default=_all_tiers, validators=[validate_tiers])
+    lanes = models.JSONField(default=_all_lanes, validators=[validate_lanes])
+    cost_per_second = models.DecimalField(
+        max_digits=8,
+        decimal_places=4,
+        default=Decimal("0"),
+        help_text="What one second of video costs to make, in US dollars (for reports and choices).",
+    )
+    seconds_per_step = models.FloatField(
+        default=1.0, validators=[MinValueValidator(0.0)], help_text="Measured, at the native size."
+    )
+    overhead_seconds = models.FloatField(
+        default=5.0,
+        validators=[MinValueValidator(0.0)],
+        help_text="Measured load, decode, encode, quality check and upload time.",
+    )
+    timing_samples = models.PositiveIntegerField(default=0, editable=False)
+    enabled = models.BooleanField(default=True)
+    fallback = models.ForeignKey(
+        "self",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="fallback_for",
+        help_text="Tried after this route's retries fail for a reason that may pass elsewhere.",
+    )
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def rules(self) -> contract.FamilyRules:
+        return contract.FAMILIES[self.family]
+
+    def spec(self) -> contract.RouteSpec:
+        return contract.RouteSpec(
+            name=self.name,
+            family=self.family,
+            checkpoint=self.checkpoint,
+            width=self.width,
+            height=self.height,
+            fps=self.fps,
+            frames=self.frames,
+            steps=self.steps,
+            guidance=float(self.guidance),
+            image_conditioning=self.image_conditioning,
+            lora_support=self.lora_support,
+        )
+
+    def serves(self, *, quality: str, lane: str, needs_image: bool, needs_lora: bool) -> bool:
+        return (
+            quality in self.quality_tiers
+            and lane in self.lanes
+            and (self.image_conditioning or not needs_image)
+            and (self.lora_support or not needs_lora)
+        )
+
+    def clean(self) -> None:
+        errors: dict[str, str] = {}
+        if self.family in contract.FAMILIES:
+            rules = self.rules
+            if self.width and self.width % rules.size_multiple:
+                errors["width"] = f"A multiple of {rules.size_multiple} for {self.family}."
+            if self.height and self.height % rules.size_multiple:
+                errors["height"] = f"A multiple of {rules.size_multiple} for {self.family}."
+            if self.frames and (self.frames - 1) % rules.frame_multiple:
+                errors["frames"] = (
+                    f"{rules.frame_multiple}*k+1 for {self.family}, like {rules.frame_multiple * 5 + 1}."
+                )
+            if self.family == contract.FAMILY_TINY_WAN and self.checkpoint:
+                errors["checkpoint"] = "tiny-wan is built from configs: leave the checkpoint empty."
+            if self.family != contract.FAMILY_TINY_WAN and not self.checkpoint:
+                errors["checkpoint"] = "Name the checkpoint folder under MODEL_ROOT."
+        if self.checkpoint and (
+            self.checkpoint.startswith("/") or ".." in self.checkpoint.split("/") or "\\" in self.checkpoint
+        ):
+            errors["checkpoint"] = "A folder inside MODEL_ROOT, like Wan2.2-TI2V-5B-Diffusers."
+        if self.fallback_id is not None:
+            seen = {self.pk}
+            route = self.fallback
+            while route is not None:
+                if route.pk in seen:
+                    errors["fallback"] = "The fallback chain comes back to this route."
+                    break
+                seen.add(route.pk)
+                route = route.fallback
+        if errors:
+            raise ValidationError(errors)
+
+
+class PriceRule(BaseModel):
+    """An adjustment of the trend's price for a route, a quality tier and a duration. Empty matches any.
+
+    For one generation the most specific enabled rule that matches applies (route counts most, then the
+    tier, then the duration); no rule means the base price. See apps/generations/pricing.py.
+    """
+
+    route = models.ForeignKey(
+        ModelRoute, on_delete=models.CASCADE, null=True, blank=True, related_name="price_rules"
+    )
+    quality = models.CharField(max_length=16, choices=QualityTier.choices, blank=True)
+    duration_seconds = models.PositiveSmallIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1), MaxValueValidator(60)]
+    )
+    multiplier = models.DecimalField(
+        max_digits=6,
+        decimal_places=3,
+        default=Decimal("1.000"),
+        validators=[MinValueValidator(Decimal("0")), MaxValueValidator(Decimal("100"))],
+        help_text="The base price is multiplied by this (rounded half up)...",
+    )
+    add_credits = models.IntegerField(default=0, help_text="...then this is added (may be negative).")
+    enabled = models.BooleanField(default=True)
+    note = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["route__name", "quality", "duration_seconds"]
+
+    def __str__(self) -> str:
+        parts = [self.route.name if self.route_id else "any route", self.quality or "any tier"]
+        parts.append(f"{self.duration_seconds} s" if self.duration_seconds else "any duration")
+        return " / ".join(parts)
+
+    @property
+    def specificity(self) -> int:
+        return 4 * (self.route_id is not None) + 2 * bool(self.quality) + (self.duration_seconds is not None)
+
+    def clean(self) -> None:
+        if not self.enabled:
+            return
+        clash = PriceRule.objects.filter(
+            enabled=True, route=self.route, quality=self.quality, duration_seconds=self.duration_seconds
+        ).exclude(pk=self.pk)
+        if clash.exists():
+            raise ValidationError(
+                "An enabled rule for the same route, tier and duration exists: edit that one."
+            )
+
+
+class Generation(BaseModel):
+    """One video request. Status moves QUEUED -> RUNNING -> SUCCEEDED | FAILED | CANCELED; a retry or a
+    fallback puts it back in QUEUED with a higher `attempt`. Terminal states are final.
+
+    `last_worker_sequence` is the highest JobEvent.sequence handled (the worker numbers from the run's
+    start time in microseconds: 64-bit). `api_sequence` numbers the changes subscribers see, one by one.
+    """
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="generations")
+    trend = models.ForeignKey(
+        "trends.Trend", on_delete=models.SET_NULL, null=True, blank=True, related_name="generations"
+    )
+    trend_slug = models.CharField(max_length=80, blank=True)
+    # What was asked
+    prompt = models.TextField(blank=True)
+    character_id = models.UUIDField(null=True, blank=True)
+    photo_upload = models.ForeignKey(
+        "storage.Upload", on_delete=models.SET_NULL, null=True, blank=True, related_name="generations"
+    )
+    image_key = models.CharField(max_length=255, blank=True, help_text="The verified selfie's storage key.")
+    lora_key = models.CharField(max_length=255, blank=True)
+    aspect_ratio = models.CharField(max_length=16, choices=AspectRatio.choices)
+    duration_seconds = models.PositiveSmallIntegerField()
+    quality = models.CharField(max_length=16, choices=QualityTier.choices)
+    lane = models.CharField(max_length=16, choices=Lane.choices)
+    seed = models.BigIntegerField(validators=[MinValueValidator(0)])
+    seed_used = models.BigIntegerField(null=True, blank=True)
+    quoted_credits = models.PositiveIntegerField()
+    plan = models.JSONField(default=dict)
+    # How it is made
+    route = models.ForeignKey(
+        ModelRoute, on_delete=models.SET_NULL, null=True, blank=True, related_name="generations"
+    )
+    route_name = models.CharField(max_length=64)
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    num_frames = models.PositiveIntegerField()
+    # Where it is
+    status = models.CharField(
+        max_length=16, choices=GenerationStatus.choices, default=GenerationStatus.QUEUED
+    )
+    stage = models.CharField(max_length=16, choices=GenerationStage.choices, blank=True)
+    progress = models.FloatField(default=0.0)
+    attempt = models.PositiveSmallIntegerField(default=1)
+    route_attempts = models.PositiveSmallIntegerField(default=1, help_text="Attempts on the current route.")
+    last_worker_sequence = models.BigIntegerField(default=0)
+    api_sequence = models.BigIntegerField(default=0)
+    job_message_id = models.CharField(max_length=64, blank=True)
+    worker_outcome = models.CharField(
+        max_length=32, blank=True, help_text="The last terminal report of a worker, even after a cancel."
+    )
+    failure_code = models.CharField(max_length=32, blank=True)
+    failure_message = models.CharField(max_length=300, blank=True)
+    failure_retryable = models.BooleanField(default=False)
+    credits_charged = models.PositiveIntegerField(default=0)
+    # What came out
+    video_key = models.CharField(max_length=255, blank=True)
+    video_bytes = models.PositiveBigIntegerField(null=True, blank=True)
+    video_width = models.PositiveIntegerField(null=True, blank=True)
+    video_height = models.PositiveIntegerField(null=True, blank=True)
+    video_fps = models.PositiveIntegerField(null=True, blank=True)
+    video_frames = models.PositiveIntegerField(null=True, blank=True)
+    video_duration_seconds = models.FloatField(null=True, blank=True)
+    poster_key = models.CharField(max_length=255, blank=True)
+    poster_bytes = models.PositiveBigIntegerField(null=True, blank=True)
+    poster_width = models.PositiveIntegerField(null=True, blank=True)
+    poster_height = models.PositiveIntegerField(null=True, blank=True)
+    timings = models.JSONField(default=dict, blank=True)
+    shares = models.PositiveIntegerField(default=0)
+    # When
+    queued_at = models.DateTimeField()
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    last_event_at = models.DateTimeField(null=True, blank=True)
+    cancel_requested_at = models.DateTimeField(null=True, blank=True)
+    deleted_at = models.DateTimeField(null=True, blank=True)
+    # Idempotency: the same key and the same request give the same generation (kept with the row)
+    idempotency_key = models.CharField(max_length=255)
+    request_hash = models.CharField(max_length=64)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["owner", "idempotency_key"], name="generation_idempotency_key_once"
+            ),
+            models.CheckConstraint(
+                condition=Q(progress__gte=0.0) & Q(progress__lte=1.0), name="generation_progress_0_1"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["owner", "-created_at"]),
+            models.Index(fields=["status", "lane", "queued_at"]),
+            models.Index(fields=["status", "last_event_at"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.trend_slug or 'prompt'} for {self.owner_id} ({self.status})"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+    @property
+    def output_prefix(self) -> str:
+        """Where the current attempt writes: generations/<owner>/<generation>/a<attempt>."""
+        return f"{generation_prefix(self)}a{self.attempt}"
+
+
+def generation_prefix(generation: Generation) -> str:
+    """Every stored object of a generation lives under this prefix."""
+    return f"generations/{generation.owner_id}/{generation.id}/"
+
+
+def user_generations_prefix(user_id) -> str:
+    return f"generations/{user_id}/"

@@ -1,0 +1,124 @@
+"""Reads of generations, with the access check (another user's generation is NotFound, like a missing
+one), and the queue position and ETA of a generation or of a new one."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db.models import Count, Q, QuerySet
+
+from apps.core.errors import NotFound
+
+from .models import Generation, GenerationStatus, Lane, ModelRoute
+from .routing import run_seconds
+
+NOT_FOUND_MESSAGE = "This generation does not exist."
+
+
+def parse_generation_id(generation_id) -> uuid.UUID:
+    try:
+        return uuid.UUID(str(generation_id))
+    except ValueError:
+        raise NotFound(NOT_FOUND_MESSAGE, field="id") from None
+
+
+def generations_visible(*, user) -> QuerySet[Generation]:
+    """A user's generations that were not deleted, newest first."""
+    if user is None:
+        return Generation.objects.none()
+    return Generation.objects.filter(owner=user, deleted_at__isnull=True).order_by("-created_at", "-id")
+
+
+def generation_get_for_user(*, user, generation_id, for_update: bool = False) -> Generation:
+    pk = parse_generation_id(generation_id)
+    queryset = generations_visible(user=user).filter(pk=pk)
+    if for_update:
+        queryset = queryset.select_for_update(of=("self",))
+    generation = queryset.select_related("trend__category", "route").first()
+    if generation is None:
+        raise NotFound(NOT_FOUND_MESSAGE, field="id")
+    return generation
+
+
+def generations_to_continue_exist(*, user) -> bool:
+    """Whether the user has a video in progress or ready to watch (the home screen's continue section)."""
+    return (
+        generations_visible(user=user)
+        .filter(status__in=[GenerationStatus.QUEUED, GenerationStatus.RUNNING, GenerationStatus.SUCCEEDED])
+        .exists()
+    )
+
+
+# --- Queue position and ETA -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class QueueEstimate:
+    position: int | None  # 1: next to start; None when not queued
+    eta_seconds: int | None  # queue wait + run time; None when finished
+
+
+def _lanes_at_or_above(lane: str) -> list[str]:
+    # A GPU worker takes INSTANT first, ECONOMY only when INSTANT is empty.
+    return [Lane.INSTANT] if lane == Lane.INSTANT else [Lane.INSTANT, Lane.ECONOMY]
+
+
+def _work_seconds(rows, routes: dict) -> float:
+    total = 0.0
+    for row in rows:
+        route = routes.get(row["route_id"])
+        if route is None:
+            continue
+        seconds = run_seconds(route, width=row["width"], height=row["height"], num_frames=row["num_frames"])
+        total += seconds * row.get("n", 1) * (1.0 - row.get("progress", 0.0))
+    return total
+
+
+def _queue_wait_seconds(ahead: QuerySet[Generation], routes: dict) -> tuple[int, float]:
+    """(jobs ahead, seconds until a GPU is free for the next one) - two queries."""
+    grouped = list(ahead.values("route_id", "width", "height", "num_frames").annotate(n=Count("id")))
+    running = list(
+        Generation.objects.filter(status=GenerationStatus.RUNNING).values(
+            "route_id", "width", "height", "num_frames", "progress"
+        )
+    )
+    seconds = _work_seconds(grouped, routes) + _work_seconds(running, routes)
+    return sum(row["n"] for row in grouped), seconds / max(settings.GENERATIONS_GPU_CAPACITY, 1)
+
+
+def _routes() -> dict:
+    return {route.pk: route for route in ModelRoute.objects.all()}
+
+
+def generation_estimate(generation: Generation, *, routes: dict | None = None) -> QueueEstimate:
+    """Queue position and ETA: none for a finished generation; run time left for a running one
+    (no query); for a queued one, the work ahead of it in its lane and the lanes above it."""
+    if generation.is_terminal:
+        return QueueEstimate(position=None, eta_seconds=None)
+    route = generation.route
+    own = (
+        run_seconds(route, width=generation.width, height=generation.height, num_frames=generation.num_frames)
+        if route is not None
+        else 0.0
+    )
+    if generation.status == GenerationStatus.RUNNING:
+        return QueueEstimate(position=None, eta_seconds=round(own * (1.0 - generation.progress)))
+    routes = routes if routes is not None else _routes()
+    same_lane_before = Q(lane=generation.lane) & (
+        Q(queued_at__lt=generation.queued_at) | Q(queued_at=generation.queued_at, id__lt=generation.id)
+    )
+    ahead = Generation.objects.filter(status=GenerationStatus.QUEUED).filter(
+        same_lane_before
+        | Q(lane__in=[lane for lane in _lanes_at_or_above(generation.lane) if lane != generation.lane])
+    )
+    count, wait = _queue_wait_seconds(ahead, routes)
+    return QueueEstimate(position=count + 1, eta_seconds=round(wait + own))
+
+
+def new_job_eta_seconds(*, route: ModelRoute, lane: str, width: int, height: int, num_frames: int) -> int:
+    """The ETA of a generation submitted now: everything queued in its lane and above, then itself."""
+    ahead = Generation.objects.filter(status=GenerationStatus.QUEUED, lane__in=_lanes_at_or_above(lane))
+    _, wait = _queue_wait_seconds(ahead, _routes())
+    return round(wait + run_seconds(route, width=width, height=height, num_frames=num_frames))

@@ -1,0 +1,103 @@
+"""The model routes the project ships (created by migration 0002; `manage.py load_model_routes` puts
+back any that are missing without touching the ones staff edited).
+
+- `tiny-wan`: random weights built from configs, on the CPU: tests and the embedded `make run`. Its
+  output is coloured noise with motion; never route real users to it.
+- `wan2.2-ti2v-5b`: Wan 2.2 TI2V-5B from MODEL_ROOT on CUDA (standard and cinema tiers), falling back to
+- `ltx-video`: LTX-Video 0.9.7 distilled (draft and standard tiers).
+
+The CUDA routes are enabled, but only GPU workers that hold the weights can run them; a worker without
+them reports MODEL_UNAVAILABLE (retryable), so the job is retried, then sent to the fallback route.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+SHIPPED_ROUTES: tuple[dict, ...] = (
+    {
+        "name": "tiny-wan",
+        "description": "Random-weight Wan-shaped pipeline on the CPU (tests, embedded run).",
+        "family": "tiny-wan",
+        "checkpoint": "",
+        "device": "cpu",
+        "width": 64,
+        "height": 64,
+        "fps": 8,
+        "frames": 41,
+        "steps": 4,
+        "guidance": 5.0,
+        "image_conditioning": True,
+        "lora_support": True,
+        "quality_tiers": ["DRAFT", "STANDARD", "CINEMA"],
+        "lanes": ["INSTANT", "ECONOMY"],
+        "cost_per_second": Decimal("0"),
+        "seconds_per_step": 0.05,
+        "overhead_seconds": 1.0,
+        "enabled": True,
+        "fallback": None,
+    },
+    {
+        "name": "ltx-video",
+        "description": "LTX-Video 0.9.7 distilled (LTXConditionPipeline), fast.",
+        "family": "ltx",
+        "checkpoint": "LTX-Video-0.9.7-distilled",
+        "device": "cuda",
+        "width": 1216,
+        "height": 704,
+        "fps": 24,
+        "frames": 121,
+        "steps": 8,
+        "guidance": 1.0,
+        "image_conditioning": True,
+        "lora_support": True,
+        "quality_tiers": ["DRAFT", "STANDARD"],
+        "lanes": ["INSTANT", "ECONOMY"],
+        "cost_per_second": Decimal("0.0100"),
+        "seconds_per_step": 0.5,
+        "overhead_seconds": 8.0,
+        "enabled": True,
+        "fallback": None,
+    },
+    {
+        "name": "wan2.2-ti2v-5b",
+        "description": "Wan 2.2 TI2V-5B (WanPipeline / WanImageToVideoPipeline, expand_timesteps).",
+        "family": "wan22",
+        "checkpoint": "Wan2.2-TI2V-5B-Diffusers",
+        "device": "cuda",
+        "width": 1280,
+        "height": 704,
+        "fps": 24,
+        "frames": 121,
+        "steps": 50,
+        "guidance": 5.0,
+        "image_conditioning": True,
+        "lora_support": True,
+        "quality_tiers": ["STANDARD", "CINEMA"],
+        "lanes": ["INSTANT", "ECONOMY"],
+        "cost_per_second": Decimal("0.0500"),
+        "seconds_per_step": 4.0,
+        "overhead_seconds": 20.0,
+        "enabled": True,
+        "fallback": "ltx-video",
+    },
+)
+
+SHIPPED_ROUTE_NAMES = tuple(route["name"] for route in SHIPPED_ROUTES)
+
+
+def routes_ensure_shipped(model_route) -> int:
+    """Creates the shipped routes that are missing (by name); returns how many it created.
+
+    `model_route` is the ModelRoute class (a migration passes its historical model)."""
+    created: list[str] = []
+    for row in SHIPPED_ROUTES:
+        if model_route.objects.filter(name=row["name"]).exists():
+            continue
+        model_route.objects.create(**{key: value for key, value in row.items() if key != "fallback"})
+        created.append(row["name"])
+    for row in SHIPPED_ROUTES:
+        if row["name"] in created and row["fallback"]:
+            fallback = model_route.objects.filter(name=row["fallback"]).first()
+            model_route.objects.filter(name=row["name"]).update(fallback=fallback)
+    return len(created)

@@ -1,0 +1,138 @@
+"""GraphQL types of Soul IDs (API.md): Character, CharacterPhoto, CharacterEvent.
+
+Every query path loads a character with its photos (`prefetch_related("photos")`), so listing them costs
+a constant number of queries.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+
+import strawberry
+import strawberry_django
+from django.conf import settings
+from strawberry import relay
+
+from apps.characters import models
+from apps.characters.photo_checks import PhotoRules, Reason, reason_message
+
+
+@strawberry.enum(description="Where a Soul ID is.")
+class CharacterStatus(enum.Enum):
+    COLLECTING = models.CharacterStatus.COLLECTING.value
+    VALIDATING = models.CharacterStatus.VALIDATING.value
+    NEEDS_PHOTOS = models.CharacterStatus.NEEDS_PHOTOS.value
+    TRAINING = models.CharacterStatus.TRAINING.value
+    READY = models.CharacterStatus.READY.value
+    FAILED = models.CharacterStatus.FAILED.value
+    DELETING = models.CharacterStatus.DELETING.value
+
+
+@strawberry.enum(description="The verdict on one photo of a Soul ID.")
+class CharacterPhotoStatus(enum.Enum):
+    PENDING = models.PhotoStatus.PENDING.value
+    ACCEPTED = models.PhotoStatus.ACCEPTED.value
+    REJECTED = models.PhotoStatus.REJECTED.value
+    DUPLICATE = models.PhotoStatus.DUPLICATE.value
+
+
+PhotoReason = strawberry.enum(Reason, name="PhotoReason", description="Why a photo cannot be used.")
+
+
+def _rules() -> PhotoRules:
+    return PhotoRules(max_bytes=settings.UPLOAD_MAX_BYTES, max_pixels=settings.UPLOAD_MAX_PIXELS)
+
+
+@strawberry_django.type(models.CharacterPhoto, name="CharacterPhoto", description="One selfie of a Soul ID.")
+class CharacterPhotoType(relay.Node):
+    created_at: datetime
+
+    @strawberry_django.field
+    async def status(self, root: strawberry.Parent[models.CharacterPhoto]) -> CharacterPhotoStatus:
+        return CharacterPhotoStatus(root.status)
+
+    @strawberry_django.field(description="Why the photo is not used; empty when accepted or pending.")
+    async def reasons(self, root: strawberry.Parent[models.CharacterPhoto]) -> list[PhotoReason]:  # type: ignore[valid-type]
+        return [Reason(reason) for reason in root.reasons]
+
+    @strawberry_django.field(description="What to do about it, for the user; null when nothing is wrong.")
+    async def message(self, root: strawberry.Parent[models.CharacterPhoto]) -> str | None:
+        if not root.reasons:
+            return None
+        rules = _rules()
+        return " ".join(reason_message(reason, rules=rules) for reason in root.reasons)
+
+    @classmethod
+    def get_queryset(cls, queryset, info, **kwargs):
+        user = info.context.user
+        if user is None:
+            return queryset.none()
+        return queryset.filter(character__owner=user).exclude(
+            character__status=models.CharacterStatus.DELETING
+        )
+
+
+@strawberry_django.type(
+    models.Character,
+    name="Character",
+    description="A Soul ID: a user's identity, made from their selfies, to appear in videos.",
+    disable_optimization=True,  # every query path loads it with its photos
+)
+class CharacterType(relay.Node):
+    name: str
+    created_at: datetime
+    updated_at: datetime
+    training_progress: float = strawberry_django.field(description="0 to 1 while training.")
+    training_eta_seconds: int | None = strawberry_django.field(description="While training.")
+    training_step: int = strawberry_django.field(description="Training steps done.")
+    training_total: int = strawberry_django.field(
+        name="trainingTotalSteps", description="Training steps in all (0 before training)."
+    )
+
+    @strawberry_django.field
+    async def status(self, root: strawberry.Parent[models.Character]) -> CharacterStatus:
+        return CharacterStatus(root.status)
+
+    @strawberry_django.field(description="Why the last training failed, for the user; null otherwise.")
+    async def failure_message(self, root: strawberry.Parent[models.Character]) -> str | None:
+        return root.failure_message or None if root.status == models.CharacterStatus.FAILED else None
+
+    @strawberry_django.field(description="Every photo, in the order added.")
+    def photos(self, root: strawberry.Parent[models.Character]) -> list[CharacterPhotoType]:
+        return list(root.photos.all())
+
+    @strawberry_django.field(description="Accepted photos that are not duplicates: what training uses.")
+    def accepted_photo_count(self, root: strawberry.Parent[models.Character]) -> int:
+        return sum(1 for photo in root.photos.all() if photo.status == models.PhotoStatus.ACCEPTED)
+
+    @strawberry_django.field(description="Accepted, distinct photos training needs at least.")
+    async def min_photos(self, root: strawberry.Parent[models.Character]) -> int:
+        return settings.CHARACTERS_MIN_PHOTOS
+
+    @strawberry_django.field(description="Photos a Soul ID takes at most.")
+    async def max_photos(self, root: strawberry.Parent[models.Character]) -> int:
+        return settings.CHARACTERS_MAX_PHOTOS
+
+    @classmethod
+    def get_queryset(cls, queryset, info, **kwargs):
+        # Global IDs (`node`) never reveal another user's Soul ID, nor one being erased.
+        user = info.context.user
+        if user is None:
+            return queryset.none()
+        return (
+            queryset.filter(owner=user)
+            .exclude(status=models.CharacterStatus.DELETING)
+            .prefetch_related("photos")
+        )
+
+
+@strawberry.type(description="A Soul ID after a change: photo verdicts, training progress, ready or failed.")
+class CharacterEvent:
+    sequence: int = strawberry.field(description="Grows with every change of this Soul ID.")
+    character: CharacterType
+
+
+@strawberry.type
+class CharacterPayload:
+    character: CharacterType

@@ -1,0 +1,172 @@
+"""Model routes (the shipped ones, their rules, routing, job sizes) and price rules, and their admin."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from django.core.exceptions import ValidationError
+
+from apps.core.errors import UnsupportedOption
+from apps.generations.models import ModelRoute, PriceRule
+from apps.generations.pricing import price_credits
+from apps.generations.routing import job_size, route_choose, route_fallback
+from apps.generations.shipped import SHIPPED_ROUTE_NAMES, routes_ensure_shipped
+from apps.trends.services import known_model_routes
+from gpu_worker import contract
+from tests.graphql.generations.helpers import a_trend, shipped_routes  # noqa: F401
+
+pytestmark = pytest.mark.django_db
+
+
+def test_the_migration_ships_three_routes_and_the_command_puts_back_missing_ones():
+    routes = {route.name: route for route in ModelRoute.objects.select_related("fallback")}
+    if not routes:  # a flushed database: the migration's rows were removed by an earlier test
+        routes_ensure_shipped(ModelRoute)
+        routes = {route.name: route for route in ModelRoute.objects.select_related("fallback")}
+    assert set(routes) == set(SHIPPED_ROUTE_NAMES) == {"tiny-wan", "wan2.2-ti2v-5b", "ltx-video"}
+    tiny, wan, ltx = routes["tiny-wan"], routes["wan2.2-ti2v-5b"], routes["ltx-video"]
+    assert (tiny.device, tiny.checkpoint, tiny.enabled) == ("cpu", "", True)
+    assert (wan.device, wan.family, wan.fallback, wan.enabled) == ("cuda", "wan22", ltx, True)
+    assert (ltx.device, ltx.family, ltx.enabled) == ("cuda", "ltx", True)
+    for route in routes.values():
+        route.full_clean()
+        contract.RouteSpec(**route.spec().__dict__)  # the contract accepts what the table holds
+    ModelRoute.objects.filter(name="ltx-video").delete()
+    assert routes_ensure_shipped(ModelRoute) == 1
+    assert known_model_routes() == set(SHIPPED_ROUTE_NAMES)
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"width": 1000}, "width"),  # wan22 sizes are multiples of 32
+        ({"frames": 120}, "frames"),  # 4k+1
+        ({"checkpoint": "../elsewhere"}, "checkpoint"),
+        ({"checkpoint": ""}, "checkpoint"),
+        ({"quality_tiers": ["ULTRA"]}, "quality_tiers"),
+        ({"lanes": []}, "lanes"),
+    ],
+)
+def test_route_rules_say_what_to_fix(shipped_routes, changes, field):  # noqa: F811
+    route = shipped_routes["wan2.2-ti2v-5b"]
+    for name, value in changes.items():
+        setattr(route, name, value)
+    with pytest.raises(ValidationError) as error:
+        route.full_clean()
+    assert field in error.value.message_dict
+
+
+def test_a_fallback_chain_may_not_loop(shipped_routes):  # noqa: F811
+    ltx = shipped_routes["ltx-video"]
+    ltx.fallback = shipped_routes["wan2.2-ti2v-5b"]
+    with pytest.raises(ValidationError) as error:
+        ltx.full_clean()
+    assert "fallback" in error.value.message_dict
+
+
+def test_routing_by_preference_tier_lane_and_inputs(shipped_routes, settings):  # noqa: F811
+    settings.GENERATIONS_ROUTE_OVERRIDE = ""
+    trend = a_trend(preferred_model_route="wan2.2-ti2v-5b")
+
+    def choose(**kwargs):
+        options = {
+            "trend": trend,
+            "quality": "STANDARD",
+            "lane": "INSTANT",
+            "needs_image": True,
+            "needs_lora": False,
+        }
+        return route_choose(**{**options, **kwargs}).name
+
+    assert choose() == "wan2.2-ti2v-5b"
+    assert choose(quality="DRAFT") == "ltx-video"
+    ModelRoute.objects.filter(name="wan2.2-ti2v-5b").update(lanes=["INSTANT"])
+    assert choose(lane="ECONOMY") == "ltx-video"
+    ModelRoute.objects.filter(name="ltx-video").update(image_conditioning=False)
+    with pytest.raises(UnsupportedOption) as refused:
+        choose(lane="ECONOMY")
+    assert refused.value.field == "speed"
+    assert choose(lane="ECONOMY", needs_image=False) == "ltx-video"
+    # Never a route outside the preferred chain, however available.
+    ModelRoute.objects.filter(name__in=["wan2.2-ti2v-5b", "ltx-video"]).update(enabled=False)
+    with pytest.raises(UnsupportedOption):
+        choose()
+    # The embedded mode's override sends everything to tiny-wan.
+    settings.GENERATIONS_ROUTE_OVERRIDE = "tiny-wan"
+    assert choose() == "tiny-wan"
+
+
+def test_the_fallback_skips_disabled_routes_and_those_that_cannot_take_the_inputs(shipped_routes):  # noqa: F811
+    wan = shipped_routes["wan2.2-ti2v-5b"]
+    assert route_fallback(wan, needs_image=True, needs_lora=False).name == "ltx-video"
+    ModelRoute.objects.filter(name="ltx-video").update(lora_support=False)
+    wan.refresh_from_db()
+    assert route_fallback(wan, needs_image=True, needs_lora=True) is None
+    assert route_fallback(shipped_routes["ltx-video"], needs_image=False, needs_lora=False) is None
+
+
+@pytest.mark.parametrize(
+    ("route", "aspect", "seconds", "size"),
+    [
+        ("wan2.2-ti2v-5b", "PORTRAIT_9_16", 5, (704, 1280, 121)),
+        ("wan2.2-ti2v-5b", "LANDSCAPE_16_9", 8, (1280, 704, 193)),
+        ("wan2.2-ti2v-5b", "SQUARE_1_1", 5, (960, 960, 121)),
+        ("ltx-video", "PORTRAIT_9_16", 5, (704, 1216, 121)),
+        ("tiny-wan", "PORTRAIT_9_16", 5, (48, 80, 41)),
+        ("tiny-wan", "SQUARE_1_1", 8, (64, 64, 65)),
+    ],
+)
+def test_job_sizes_follow_the_contract(shipped_routes, route, aspect, seconds, size):  # noqa: F811
+    assert job_size(shipped_routes[route], aspect_ratio=aspect, duration_seconds=seconds) == size
+
+
+def test_prices(shipped_routes, settings):  # noqa: F811
+    settings.GENERATIONS_ECONOMY_DISCOUNT_PERCENT = 25
+    trend = a_trend(price_draft=1, price_standard=4, price_cinema=10)
+    wan = shipped_routes["wan2.2-ti2v-5b"]
+
+    def price(quality="STANDARD", duration=5, lane="INSTANT", route=wan, on=trend):
+        return price_credits(trend=on, route=route, quality=quality, duration_seconds=duration, lane=lane)
+
+    assert (price("DRAFT"), price(), price("CINEMA")) == (1, 4, 10)
+    assert price(lane="ECONOMY") == 3 and price("DRAFT", lane="ECONOMY") == 1  # never below 1
+    any_route = PriceRule.objects.create(duration_seconds=8, multiplier=Decimal("1.5"))
+    this_route = PriceRule.objects.create(
+        route=wan, duration_seconds=8, multiplier=Decimal("2"), add_credits=1
+    )
+    assert price(duration=8) == 9  # the route's rule wins: 4 x 2 + 1
+    assert price(duration=8, route=shipped_routes["ltx-video"]) == 6  # 4 x 1.5
+    assert price("CINEMA", duration=8, lane="ECONOMY") == 16  # 10 x 2 + 1 = 21, less 25% (5)
+    this_route.enabled = False
+    this_route.save()
+    assert price(duration=8) == 6
+    PriceRule.objects.create(route=wan, quality="STANDARD", add_credits=-10)
+    assert price() == 1  # never below 1
+    assert price(on=None, route=shipped_routes["ltx-video"]) == settings.GENERATIONS_PROMPT_PRICES["STANDARD"]
+    with pytest.raises(ValidationError):  # the same route, tier and duration as an enabled rule
+        PriceRule(duration_seconds=any_route.duration_seconds, multiplier=Decimal("3")).full_clean()
+
+
+@pytest.fixture
+def staff_client(client, django_user_model):
+    admin = django_user_model.objects.create_superuser("admin@example.com", "a-long-test-password-42")
+    client.force_login(admin)
+    return client
+
+
+def test_admin_edits_routes_and_prices_and_lists_generations(staff_client, shipped_routes):  # noqa: F811
+    wan = shipped_routes["wan2.2-ti2v-5b"]
+    assert staff_client.get("/admin/generations/modelroute/").status_code == 200
+    page = staff_client.get(f"/admin/generations/modelroute/{wan.pk}/change/")
+    assert page.status_code == 200 and b"Wan2.2-TI2V-5B-Diffusers" in page.content
+    assert staff_client.get("/admin/generations/pricerule/add/").status_code == 200
+    response = staff_client.post(
+        "/admin/generations/pricerule/add/",
+        {"route": wan.pk, "quality": "CINEMA", "duration_seconds": 8, "multiplier": "1.25", "add_credits": 0,
+         "enabled": "on", "note": "longer cinema clips"},
+    )  # fmt: skip
+    assert response.status_code == 302, response.content
+    assert PriceRule.objects.get().multiplier == Decimal("1.250")
+    for state in ("", "?state=active", "?state=FAILED", "?state=deleted"):
+        assert staff_client.get(f"/admin/generations/generation/{state}").status_code == 200
