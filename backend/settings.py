@@ -310,6 +310,9 @@ TRENDS_IMPRESSIONS_MAX_BATCH = env_int("TRENDS_IMPRESSIONS_MAX_BATCH", 100)
 # Rotation: a scheduler enqueues the job every interval, in both run modes (apps/trends/scheduler.py).
 TRENDS_SCHEDULER_ENABLED = env_bool("TRENDS_SCHEDULER_ENABLED", True)
 TRENDS_ROTATION_INTERVAL_SECONDS = env_int("TRENDS_ROTATION_INTERVAL_SECONDS", 300)
+# The same scheduler runs the Soul ID retention purge and the generation reaper sweep (0 turns one off).
+CHARACTERS_PURGE_INTERVAL_SECONDS = env_int("CHARACTERS_PURGE_INTERVAL_SECONDS", 24 * 3600)
+GENERATIONS_REAP_INTERVAL_SECONDS = env_int("GENERATIONS_REAP_INTERVAL_SECONDS", 600)
 TRENDS_ROTATION_RUNS_KEEP_DAYS = env_int("TRENDS_ROTATION_RUNS_KEEP_DAYS", 14)
 # Score: decayed (generations + share weight x shares + prior) per decayed impression (trends/rotation.py).
 TRENDS_SCORE_HALF_LIFE_HOURS = env_float("TRENDS_SCORE_HALF_LIFE_HOURS", 24.0)

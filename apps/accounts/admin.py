@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 
-from .models import Device, User
+from .models import AccountErasure, Device, User
 
 
 class DeviceInline(admin.TabularInline):
@@ -26,3 +26,21 @@ class UserAdmin(DjangoUserAdmin):
     )
     add_fieldsets = ((None, {"classes": ("wide",), "fields": ("email", "password1", "password2")}),)
     inlines = [DeviceInline]
+
+
+@admin.register(AccountErasure)
+class AccountErasureAdmin(admin.ModelAdmin):
+    """Audit records of account deletions (counts only, no personal data): read-only."""
+
+    list_display = ("created_at", "user_ref", "trigger")
+    readonly_fields = ("user_ref", "trigger", "removed", "created_at")
+    search_fields = ("user_ref",)
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False

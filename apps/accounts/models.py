@@ -75,3 +75,15 @@ class Device(BaseModel):
     app_version = models.CharField(max_length=32)
     locale = models.CharField(max_length=35, default="en")
     last_seen_at = models.DateTimeField(default=timezone.now)
+
+
+class AccountErasure(BaseModel):
+    """The audited record of one account deletion: whose (the anonymised user row's id), when, and what
+    was removed (counts only: it holds no personal data)."""
+
+    user_ref = models.UUIDField(db_index=True)
+    trigger = models.CharField(max_length=32, default="USER_REQUEST")
+    removed = models.JSONField(default=dict)
+
+    def __str__(self) -> str:
+        return f"account erasure of {self.user_ref}"

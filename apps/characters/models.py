@@ -52,6 +52,9 @@ class Character(BaseModel):
     lora_key = models.CharField(max_length=255, blank=True)
     lora_metadata = models.JSONField(default=dict, blank=True)  # base model, route, version, rank, ...
     thumbnail_key = models.CharField(max_length=255, blank=True)
+    thumbnail_width = models.PositiveIntegerField(default=0)
+    thumbnail_height = models.PositiveIntegerField(default=0)
+    thumbnail_bytes = models.PositiveIntegerField(default=0)
     trained_at = models.DateTimeField(null=True, blank=True)
     last_used_at = models.DateTimeField(null=True, blank=True)  # retention counts from here
 

@@ -35,11 +35,32 @@ def character_get_for_user(*, user, character_id, for_update: bool = False) -> C
     return character
 
 
-def character_lora_key_for_user(*, user, character_id) -> str:
-    """The LoRA of a READY Soul ID of the user's (for generations): NotFound, or CharacterNotReady."""
+def character_lora_base(character: Character) -> tuple[str, str]:
+    """(family, base checkpoint) the Soul ID's LoRA was trained for (gpu_worker.contract.lora_fits_route);
+    ("", "") when not recorded, which fits no route."""
+    metadata = character.lora_metadata or {}
+    return str(metadata.get("family") or ""), str(metadata.get("base_checkpoint") or "")
+
+
+def character_lora_for_user(*, user, character_id) -> tuple[str, tuple[str, str]]:
+    """The LoRA key of a trained Soul ID of the user's and the (family, base checkpoint) it was trained
+    for (for generations): NotFound, or CharacterNotReady. A READY Soul ID being trained again (more
+    photos) keeps its LoRA usable until the new one is READY, whatever its status meanwhile."""
     character = character_get_for_user(user=user, character_id=character_id)
-    if character.status != CharacterStatus.READY or not character.lora_key:
+    if not character.lora_key:
         raise CharacterNotReady(
             "This Soul ID is not ready yet. Use it once its training has finished.", field="characterId"
         )
-    return character.lora_key
+    return character.lora_key, character_lora_base(character)
+
+
+def character_lora_key_for_user(*, user, character_id) -> str:
+    """The LoRA of a trained Soul ID of the user's (for generations): NotFound, or CharacterNotReady."""
+    return character_lora_for_user(user=user, character_id=character_id)[0]
+
+
+def character_lora_base_by_id(*, character_id) -> tuple[str, str]:
+    """(family, base checkpoint) of a Soul ID's LoRA, no access check (a generation's fallback route);
+    ("", "") when the Soul ID is gone."""
+    character = Character.objects.filter(pk=character_id).only("lora_metadata").first()
+    return character_lora_base(character) if character is not None else ("", "")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import io
 import logging
 import secrets
 import uuid
@@ -23,6 +24,7 @@ from django.core.cache import cache
 from django.db import transaction
 from django.db.models.functions import Coalesce
 from django.utils import timezone
+from PIL import Image
 
 import gpu_worker.contract as contract
 from apps.core import events
@@ -61,12 +63,15 @@ logger = logging.getLogger(__name__)
 
 EVENT_KIND = "character"
 NAME_MAX_CHARS = 60
-# States in which photos may be added or removed.
+# States in which photos may be added or removed. A READY Soul ID takes more photos to be trained again:
+# it goes back to COLLECTING (or VALIDATING, NEEDS_PHOTOS) and its LoRA stays usable until a new one is
+# READY (generations use `lora_key`, whatever the status).
 EDITABLE = (
     CharacterStatus.COLLECTING,
     CharacterStatus.VALIDATING,
     CharacterStatus.NEEDS_PHOTOS,
     CharacterStatus.FAILED,
+    CharacterStatus.READY,
 )
 
 
@@ -398,8 +403,10 @@ def character_train(*, user, character_id) -> Character:
     character = character_get_for_user(user=user, character_id=character_id, for_update=True)
     if character.status == CharacterStatus.TRAINING:
         raise ValidationFailed("This Soul ID is already training.")
+    if character.status == CharacterStatus.READY:
+        raise ValidationFailed("This Soul ID is already trained. Add photos to train it again.")
     if character.status not in EDITABLE:
-        raise ValidationFailed("This Soul ID is already trained.")
+        raise ValidationFailed("This Soul ID cannot be trained now.")
     photos = list(character.photos.all())
     if any(photo.status == PhotoStatus.PENDING for photo in photos):
         raise ValidationFailed("Some photos are still being checked. Train once they are.")
@@ -451,16 +458,45 @@ def character_train(*, user, character_id) -> Character:
     return character
 
 
-def _thumbnail(character: Character, storage) -> str:
-    """The first distinct accepted photo's face crop, copied as the Soul ID's thumbnail."""
+def _thumbnail(character: Character, storage) -> list[str]:
+    """The first distinct accepted photo's face crop, copied as the Soul ID's thumbnail (a JPEG, no
+    metadata: the crops are made that way). Returns the fields of `character` that changed."""
     photo = character.photos.filter(status=PhotoStatus.ACCEPTED).first()
     if photo is None or not photo.crop_key:
-        return ""
+        return []
     key = f"{character.prefix}thumbnail.jpg"
-    storage.write(
-        key, storage.read(photo.crop_key, max_bytes=settings.UPLOAD_MAX_BYTES), content_type="image/jpeg"
+    data = storage.read(photo.crop_key, max_bytes=settings.UPLOAD_MAX_BYTES)
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+    except (OSError, Image.DecompressionBombError):
+        logger.warning("Soul ID %s: the thumbnail's crop is unreadable", character.pk)
+        return []
+    storage.write(key, data, content_type="image/jpeg")
+    character.thumbnail_key = key
+    character.thumbnail_width, character.thumbnail_height, character.thumbnail_bytes = (
+        width,
+        height,
+        len(data),
     )
-    return key
+    return ["thumbnail_key", "thumbnail_width", "thumbnail_height", "thumbnail_bytes"]
+
+
+def _delete_lora_on_commit(character: Character, lora_key: str) -> None:
+    """Erases a LoRA a new training replaced: its training's folder, every object version (the
+    erasure job sweeps the character's prefix in any case)."""
+    folder = lora_key.rsplit("/", 1)[0] + "/"
+    if not folder.startswith(f"{character.prefix}lora/"):
+        logger.error("Soul ID %s: a LoRA outside its lora/ folder is not deleted", character.pk)
+        return
+
+    def delete() -> None:
+        try:
+            get_storage().delete_prefix(folder)
+        except StorageError:
+            logger.exception("could not delete a replaced Soul ID LoRA")
+
+    transaction.on_commit(delete)
 
 
 # Training failure codes -> the reasons a push can name (apps/notifications/messages.py).
@@ -506,6 +542,9 @@ def character_training_event_apply(*, message: dict) -> str:
             if not str(lora["key"]).startswith(character.prefix):
                 raise contract.ContractError("the LoRA must be stored under the character's prefix")
             character.status = CharacterStatus.READY
+            previous = character.lora_key
+            if previous and previous != lora["key"]:
+                _delete_lora_on_commit(character, previous)
             character.lora_key = lora["key"]
             character.lora_metadata = {
                 "route": outputs.get("route"),
@@ -524,8 +563,7 @@ def character_training_event_apply(*, message: dict) -> str:
             character.training_progress = 1.0
             character.training_eta_seconds = None
             character.trained_at = timezone.now()
-            character.thumbnail_key = _thumbnail(character, storage)
-            fields += ["status", "lora_key", "lora_metadata", "trained_at", "thumbnail_key"]
+            fields += ["status", "lora_key", "lora_metadata", "trained_at", *_thumbnail(character, storage)]
             run.status = TrainingStatus.SUCCEEDED
             run.timings = event.timings
             run.finished_at = timezone.now()

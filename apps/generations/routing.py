@@ -24,6 +24,16 @@ from .models import CONTRACT_ASPECT_RATIOS, Lane, ModelRoute
 # How much of a completed job's timing the route's averages take (exponential moving average).
 TIMING_WEIGHT = 0.2
 
+SOUL_ID_ROUTE_MESSAGE = "This Soul ID cannot be used with this preset: it was made for another video model."
+
+
+def lora_fits(route: ModelRoute, lora: tuple[str, str] | None) -> bool:
+    """Whether a Soul ID's LoRA, given as (family, base checkpoint), may run on `route` (None: no LoRA)."""
+    if lora is None:
+        return True
+    family, base_checkpoint = lora
+    return contract.lora_fits_route(route.spec(), family=family, base_checkpoint=base_checkpoint)
+
 
 def _chain(start: ModelRoute | None, routes_by_id: dict) -> Iterator[ModelRoute]:
     seen = set()
@@ -35,9 +45,18 @@ def _chain(start: ModelRoute | None, routes_by_id: dict) -> Iterator[ModelRoute]
 
 
 def route_choose(
-    *, trend: Trend | None, quality: str, lane: str, needs_image: bool, needs_lora: bool
+    *,
+    trend: Trend | None,
+    quality: str,
+    lane: str,
+    needs_image: bool,
+    needs_lora: bool,
+    lora: tuple[str, str] | None = None,
 ) -> ModelRoute:
-    """The route a new generation runs on, or UnsupportedOption saying which choice to change."""
+    """The route a new generation runs on, or UnsupportedOption saying which choice to change.
+
+    `lora` is the (family, base checkpoint) a Soul ID's LoRA was trained for: only a route it fits
+    (gpu_worker.contract.lora_fits_route) is chosen, the first one in the chain."""
     routes = {route.pk: route for route in ModelRoute.objects.all()}
     by_name = {route.name: route for route in routes.values()}
     wanted = dict(quality=quality, lane=lane, needs_image=needs_image, needs_lora=needs_lora)
@@ -49,15 +68,21 @@ def route_choose(
             raise UnsupportedOption("No video model is available right now. Try again later.")
         if not (route.image_conditioning or not needs_image) or not (route.lora_support or not needs_lora):
             raise UnsupportedOption("This model cannot use your photo or Soul ID.", field="photoUploadId")
+        if not lora_fits(route, lora):
+            raise UnsupportedOption(SOUL_ID_ROUTE_MESSAGE, field="characterId")
         return route
 
     preferred = by_name.get(trend.preferred_model_route if trend else settings.GENERATIONS_DEFAULT_ROUTE)
     chain = [route for route in _chain(preferred, routes) if route.enabled]
     for route in chain:
-        if route.serves(**wanted):
+        if route.serves(**wanted) and lora_fits(route, lora):
             return route
     if not chain:
         raise UnsupportedOption("This video model is not available right now. Try again later.")
+    if lora is not None:
+        chain = [route for route in chain if lora_fits(route, lora)]
+        if not chain:
+            raise UnsupportedOption(SOUL_ID_ROUTE_MESSAGE, field="characterId")
 
     # Say what to change: the tier, the lane, or the inputs.
     usable = [
@@ -88,8 +113,11 @@ def route_choose(
     )
 
 
-def route_fallback(route: ModelRoute | None, *, needs_image: bool, needs_lora: bool) -> ModelRoute | None:
-    """The next enabled route in `route`'s fallback chain that can take the inputs, or None."""
+def route_fallback(
+    route: ModelRoute | None, *, needs_image: bool, needs_lora: bool, lora: tuple[str, str] | None = None
+) -> ModelRoute | None:
+    """The next enabled route in `route`'s fallback chain that can take the inputs (and that the Soul
+    ID's LoRA, `lora`, fits), or None."""
     if route is None:
         return None
     candidate = route.fallback
@@ -100,6 +128,7 @@ def route_fallback(route: ModelRoute | None, *, needs_image: bool, needs_lora: b
             candidate.enabled
             and (candidate.image_conditioning or not needs_image)
             and (candidate.lora_support or not needs_lora)
+            and lora_fits(candidate, lora)
         ):
             return candidate
         candidate = candidate.fallback

@@ -170,16 +170,25 @@ def _trend(slug: str) -> Trend:
     return trend
 
 
-def _character_lora_key(*, user, character_id: str) -> tuple[uuid.UUID, str]:
-    """The LoRA key of the caller's ready Soul ID: NotFound (missing, or someone else's) or
-    CHARACTER_NOT_READY (still training, failed)."""
-    from apps.characters.selectors import character_lora_key_for_user
+def _character_lora(*, user, character_id: str) -> tuple[uuid.UUID, str, tuple[str, str]]:
+    """The LoRA key of the caller's ready Soul ID and the (family, base checkpoint) it was trained for:
+    NotFound (missing, or someone else's) or CHARACTER_NOT_READY (still training, failed)."""
+    from apps.characters.selectors import character_lora_for_user
 
     try:
         pk = uuid.UUID(str(character_id))
     except ValueError:
         raise NotFound("This Soul ID does not exist.", field="characterId") from None
-    return pk, character_lora_key_for_user(user=user, character_id=pk)
+    return pk, *character_lora_for_user(user=user, character_id=pk)
+
+
+def _generation_lora(generation: Generation) -> tuple[str, str] | None:
+    """(family, base checkpoint) of a generation's Soul ID LoRA, for its fallback route; None: no LoRA."""
+    if not generation.lora_key:
+        return None
+    from apps.characters.selectors import character_lora_base_by_id
+
+    return character_lora_base_by_id(character_id=generation.character_id)
 
 
 def _upload(*, user, upload_id: str, verify: bool):
@@ -243,9 +252,9 @@ def _resolve(*, user, request: GenerationRequest, for_create: bool) -> Resolved:
         raise ValidationFailed(f"The seed is a whole number from 0 to {MAX_SEED}.", field="seed")
 
     # 3. Who is in the video: a Soul ID, a selfie, or nobody
-    character_id, lora_key = None, ""
+    character_id, lora_key, lora = None, "", None
     if request.character_id:
-        character_id, lora_key = _character_lora_key(user=user, character_id=request.character_id)
+        character_id, lora_key, lora = _character_lora(user=user, character_id=request.character_id)
     upload, image_key = None, ""
     if request.photo_upload_id:
         upload = _upload(user=user, upload_id=request.photo_upload_id, verify=for_create)
@@ -262,7 +271,7 @@ def _resolve(*, user, request: GenerationRequest, for_create: bool) -> Resolved:
 
     # 4. The model route, the job's size on it, and the price
     route = routing.route_choose(
-        trend=trend, quality=quality, lane=lane, needs_image=needs_image, needs_lora=needs_lora
+        trend=trend, quality=quality, lane=lane, needs_image=needs_image, needs_lora=needs_lora, lora=lora
     )
     width, height, num_frames = routing.job_size(route, aspect_ratio=aspect_ratio, duration_seconds=duration)
     if not routing.job_fits(route, width=width, height=height, num_frames=num_frames):
@@ -631,7 +640,9 @@ def _retry_or_fail(generation: Generation, *, code: str, message: str) -> None:
         delay = settings.GENERATIONS_RETRY_BACKOFF_SECONDS * 2 ** (generation.route_attempts - 1)
         generation.route_attempts += 1
     else:
-        fallback = routing.route_fallback(route, needs_image=needs_image, needs_lora=needs_lora)
+        fallback = routing.route_fallback(
+            route, needs_image=needs_image, needs_lora=needs_lora, lora=_generation_lora(generation)
+        )
         if fallback is None:
             return _finish(
                 generation, status=GenerationStatus.FAILED, code=code, message=message, retryable=True
@@ -947,7 +958,10 @@ def generation_retry_by_staff(*, generation_id) -> Generation:
         route = generation.route
         if route is None or not route.enabled:
             route = routing.route_fallback(
-                route, needs_image=bool(generation.image_key), needs_lora=bool(generation.lora_key)
+                route,
+                needs_image=bool(generation.image_key),
+                needs_lora=bool(generation.lora_key),
+                lora=_generation_lora(generation),
             )
             if route is None:
                 raise UnsupportedOption("No enabled model route can run this generation now.")

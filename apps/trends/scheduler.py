@@ -1,10 +1,14 @@
-"""Enqueues the trend rotation every `TRENDS_ROTATION_INTERVAL_SECONDS`, from any number of processes.
+"""Enqueues the periodic jobs (`JOBS`), each every its own interval, from any number of processes.
 
-Time is cut into slots of one interval. Each scheduler, at each slot, tries to claim the slot with an
-atomic add in the shared cache (`SET NX` in Redis); only the one that claims it sends the message. So with
-several servers, each running a scheduler, the job is enqueued once per slot. If a claim is ever lost
-(cache evicted, Redis restarted), the worst case is a second run in the same slot, which the job's
-compare-and-set updates make harmless.
+The jobs: the trend rotation (every `TRENDS_ROTATION_INTERVAL_SECONDS`), the Soul ID retention purge
+(`CHARACTERS_PURGE_INTERVAL_SECONDS`, daily by default) and the generation reaper sweep
+(`GENERATIONS_REAP_INTERVAL_SECONDS`, 10 minutes by default). An interval of 0 turns a job off.
+
+Time is cut into slots of one interval per job. Each scheduler, at each slot, tries to claim the job's slot
+with an atomic add in the shared cache (`SET NX` in Redis); only the one that claims it sends the message.
+So with several servers, each running a scheduler, each job is enqueued once per slot. If a claim is ever
+lost (cache evicted, Redis restarted), the worst case is a second run in the same slot, which every job
+tolerates (compare-and-set updates, idempotent sweeps).
 
 Embedded mode: a daemon thread started next to the embedded worker (`backend/broker.py`).
 Services mode: `python -m apps.trends.scheduler`, started by `manage.py serve` next to the backend worker.
@@ -18,8 +22,50 @@ import signal
 import sys
 import threading
 import time
+from dataclasses import dataclass
+from importlib import import_module
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PeriodicJob:
+    name: str  # also the slot key's prefix
+    actor: str  # "module:attribute" of a Dramatiq actor that takes no arguments
+    interval_setting: str
+    default_interval: int
+
+    def interval(self) -> int:
+        from django.conf import settings
+
+        return int(getattr(settings, self.interval_setting, self.default_interval))
+
+    def slot_key(self, slot: int) -> str:
+        return f"{self.name}:slot:{slot}"
+
+    def send(self) -> None:
+        module, attribute = self.actor.split(":")
+        getattr(import_module(module), attribute).send()
+
+
+ROTATION = PeriodicJob(
+    "trends:rotation", "apps.trends.tasks:trends_rotate_task", "TRENDS_ROTATION_INTERVAL_SECONDS", 300
+)
+JOBS: tuple[PeriodicJob, ...] = (
+    ROTATION,
+    PeriodicJob(
+        "characters:purge",
+        "apps.characters.tasks:characters_purge_task",
+        "CHARACTERS_PURGE_INTERVAL_SECONDS",
+        86_400,
+    ),
+    PeriodicJob(
+        "generations:reap",
+        "apps.generations.tasks:generations_reap_task",
+        "GENERATIONS_REAP_INTERVAL_SECONDS",
+        600,
+    ),
+)
 
 _thread: threading.Thread | None = None
 _stop = threading.Event()
@@ -27,37 +73,57 @@ _lock = threading.Lock()
 
 
 def slot_key(slot: int) -> str:
-    return f"trends:rotation:slot:{slot}"
+    return ROTATION.slot_key(slot)
+
+
+def tick_job(job: PeriodicJob, now: float | None = None) -> bool:
+    """Sends the job's message if this process claims the job's current slot. True when it did."""
+    from django.core.cache import cache
+
+    interval = job.interval()
+    if interval <= 0:
+        return False
+    now = time.time() if now is None else now
+    slot = int(now // interval)
+    if not cache.add(job.slot_key(slot), os.getpid(), timeout=interval * 2):
+        return False
+    job.send()
+    if job is ROTATION:
+        logger.info("trend rotation enqueued for slot %s", slot)
+    else:
+        logger.info("%s enqueued for slot %s", job.name, slot)
+    return True
 
 
 def tick(now: float | None = None) -> bool:
     """Sends the rotation message if this process claims the current slot. True when it did."""
-    from django.conf import settings
-    from django.core.cache import cache
+    return tick_job(ROTATION, now)
 
-    from .tasks import trends_rotate_task
 
-    interval = settings.TRENDS_ROTATION_INTERVAL_SECONDS
+def tick_all(now: float | None = None) -> dict[str, bool]:
+    """Ticks every job; one job's failure does not keep the others from being enqueued."""
+    sent = {}
+    for job in JOBS:
+        try:
+            sent[job.name] = tick_job(job, now)
+        except Exception:
+            logger.exception("the scheduler could not enqueue %s", job.name)
+            sent[job.name] = False
+    return sent
+
+
+def seconds_to_next_slot(now: float | None = None) -> float:
+    """Seconds until the soonest slot boundary of any job that is on (60 s when none is)."""
     now = time.time() if now is None else now
-    slot = int(now // interval)
-    if not cache.add(slot_key(slot), os.getpid(), timeout=interval * 2):
-        return False
-    trends_rotate_task.send()
-    logger.info("trend rotation enqueued for slot %s", slot)
-    return True
+    intervals = [interval for interval in (job.interval() for job in JOBS) if interval > 0]
+    return min((interval - now % interval for interval in intervals), default=60.0)
 
 
 def run(stop: threading.Event) -> None:
     """Ticks at the start of every slot until `stop` is set. Survives errors (Redis down, say)."""
-    from django.conf import settings
-
     while not stop.is_set():
-        try:
-            tick()
-        except Exception:
-            logger.exception("the trend rotation scheduler could not enqueue")
-        interval = settings.TRENDS_ROTATION_INTERVAL_SECONDS
-        stop.wait(interval - (time.time() % interval) + 0.05)
+        tick_all()
+        stop.wait(seconds_to_next_slot() + 0.05)
 
 
 def start_scheduler() -> threading.Thread | None:
@@ -73,7 +139,8 @@ def start_scheduler() -> threading.Thread | None:
             _thread = threading.Thread(target=run, args=(_stop,), name="trends-scheduler", daemon=True)
             _thread.start()
             logger.info(
-                "trend rotation scheduler started (every %s s)", settings.TRENDS_ROTATION_INTERVAL_SECONDS
+                "periodic job scheduler started (%s)",
+                ", ".join(f"{job.name} every {job.interval()} s" for job in JOBS),
             )
         return _thread
 

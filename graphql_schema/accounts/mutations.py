@@ -6,7 +6,7 @@ import strawberry
 from strawberry import Info
 from strawberry.relay import to_base64
 
-from apps.accounts import services
+from apps.accounts import erasure, services
 
 from ..errors import (
     EmailTaken,
@@ -34,7 +34,9 @@ AuthResult = Annotated[
     strawberry.union("AuthResult"),
 ]
 DeviceResult = Annotated[DevicePayload | ValidationError, strawberry.union("DeviceResult")]
-DeleteResult = Annotated[DeletePayload | NotFound | ValidationError, strawberry.union("DeleteResult")]
+DeleteResult = Annotated[
+    DeletePayload | NotFound | ValidationError | InvalidCredentials, strawberry.union("DeleteResult")
+]
 
 
 def _auth_payload(result: services.AuthTokens | Error) -> AuthResult:
@@ -101,3 +103,15 @@ class AccountMutations:
             if isinstance(result, Error)
             else DeletePayload(id=strawberry.ID(to_base64("Device", result)))
         )
+
+    @strawberry.mutation(
+        description="Delete your account and everything personal in it: Soul IDs, videos, uploads, devices "
+        "and sign-ins; videos still being made are canceled. An email account must give its password. "
+        "Every token stops working. This cannot be undone."
+    )
+    async def delete_account(self, info: Info, password: str | None = None) -> DeleteResult:
+        user = require_user(info)
+        result = await call_service(erasure.account_delete, user=user, password=password)
+        if isinstance(result, Error):
+            return result
+        return DeletePayload(id=strawberry.ID(to_base64("User", result)))

@@ -12,10 +12,12 @@ from datetime import datetime
 import strawberry
 import strawberry_django
 from django.conf import settings
-from strawberry import relay
+from strawberry import Info, relay
 
 from apps.characters import models
 from apps.characters.photo_checks import PhotoRules, Reason, reason_message
+
+from ..generations.types import MediaFile, _media
 
 
 @strawberry.enum(description="Where a Soul ID is.")
@@ -97,6 +99,23 @@ class CharacterType(relay.Node):
     @strawberry_django.field(description="Why the last training failed, for the user; null otherwise.")
     async def failure_message(self, root: strawberry.Parent[models.Character]) -> str | None:
         return root.failure_message or None if root.status == models.CharacterStatus.FAILED else None
+
+    @strawberry_django.field(
+        description="A face crop from the Soul ID's best photo (a JPEG), once trained; the URL expires."
+    )
+    async def thumbnail(self, root: strawberry.Parent[models.Character], info: Info) -> MediaFile | None:
+        if root.status == models.CharacterStatus.DELETING:
+            return None
+        return _media(
+            info,
+            key=root.thumbnail_key,
+            content_type="image/jpeg",
+            width=root.thumbnail_width,
+            height=root.thumbnail_height,
+            duration_seconds=None,
+            fps=None,
+            bytes=root.thumbnail_bytes,
+        )
 
     @strawberry_django.field(description="Every photo, in the order added.")
     def photos(self, root: strawberry.Parent[models.Character]) -> list[CharacterPhotoType]:

@@ -7,3 +7,8 @@ class RequestUploadsInput:
     content_type: str = strawberry.field(
         description="The type of every file: image/jpeg, image/png, image/heic or image/webp."
     )
+    character_id: strawberry.ID | None = strawberry.field(
+        default=None,
+        description="The Soul ID the photos are for. It must be yours and have your consent recorded "
+        "(NotFound, ConsentRequired otherwise). Leave it out for a generation selfie.",
+    )

@@ -9,22 +9,29 @@ from strawberry.relay.types import GlobalIDValueError
 from apps.core import errors as domain
 from apps.storage import services
 
-from ..errors import Error, NotFound, RateLimited, UploadInvalid, ValidationError, error_from
+from ..errors import ConsentRequired, Error, NotFound, RateLimited, UploadInvalid, ValidationError, error_from
 from ..permissions import require_user
 from ..services import call_service
 from .inputs import RequestUploadsInput
 from .types import NameValue, UploadPayload, UploadsPayload, UploadTarget, absolute_url
 
-UploadsResult = Annotated[UploadsPayload | ValidationError | RateLimited, strawberry.union("UploadsResult")]
+UploadsResult = Annotated[
+    UploadsPayload | ValidationError | RateLimited | NotFound | ConsentRequired,
+    strawberry.union("UploadsResult"),
+]
 UploadResult = Annotated[UploadPayload | UploadInvalid | NotFound, strawberry.union("UploadResult")]
 
 
-def _upload_pk(upload_id: str) -> str | None:
+def _node_pk(value: str, type_name: str) -> str | None:
     try:
-        global_id = relay.GlobalID.from_id(upload_id)
-    except GlobalIDValueError:
+        global_id = relay.GlobalID.from_id(value)
+    except (GlobalIDValueError, ValueError):
         return None
-    return global_id.node_id if global_id.type_name == "Upload" else None
+    return global_id.node_id if global_id.type_name == type_name else None
+
+
+def _upload_pk(upload_id: str) -> str | None:
+    return _node_pk(upload_id, "Upload")
 
 
 def _target(info: Info, issued: services.IssuedUpload) -> UploadTarget:
@@ -50,8 +57,17 @@ class StorageMutations:
     )
     async def request_uploads(self, info: Info, input: RequestUploadsInput) -> UploadsResult:
         user = require_user(info)
+        character_id = None
+        if input.character_id is not None:
+            character_id = _node_pk(input.character_id, "Character")
+            if character_id is None:
+                return error_from(domain.NotFound("This Soul ID does not exist.", field="characterId"))
         result = await call_service(
-            services.uploads_request, user=user, count=input.count, content_type=input.content_type
+            services.uploads_request,
+            user=user,
+            count=input.count,
+            content_type=input.content_type,
+            character_id=character_id,
         )
         if isinstance(result, Error):
             return result

@@ -352,7 +352,11 @@ def test_a_ready_soul_id_is_used_and_one_that_is_not_ready_is_refused(gql, alice
     token, user, _ = alice
     trend = a_trend(requires="SOUL_ID", price_standard=4)
     ready = Character.objects.create(
-        owner=user, name="me", status="READY", lora_key=f"characters/{user.pk}/x/lora.safetensors"
+        owner=user,
+        name="me",
+        status="READY",
+        lora_key=f"characters/{user.pk}/x/lora.safetensors",
+        lora_metadata={"family": "tiny-wan", "base_checkpoint": ""},  # made for the trend's route
     )
     training = Character.objects.create(owner=user, name="me too", status="TRAINING")
     bob = User.objects.get(email=sign_up()["user"]["email"])

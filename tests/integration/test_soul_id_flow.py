@@ -1,0 +1,117 @@
+"""Issue 5's "Done when", end to end in services mode: a user consents, uploads 12 photos of which 2 are
+rejected with the right reasons, replaces them, trains (tiny-wan, really, on the in-process GPU lanes),
+watches progress on a real websocket, gets READY and a push, makes a generation with the Soul ID, then
+deletes it, and a scan of storage finds nothing left under the Soul ID's prefix."""
+
+from __future__ import annotations
+
+import pytest
+from strawberry.relay import from_base64
+
+from apps.characters.models import Character, ErasureRecord
+from apps.credits.services import credits_grant
+from apps.notifications.models import PushMessage
+from apps.storage.backends import get_storage
+from tests.graphql.characters.conftest import ADD_PHOTOS, CREATE, DELETE, REMOVE_PHOTO, make_photos
+from tests.graphql.characters.test_training import TRAIN
+from tests.graphql.generations.helpers import a_trend, generation_from, shipped_routes, wait_for  # noqa: F401
+from tests.graphql.generations.stack import LiveUser
+from tests.integration.test_generation_flow import gpu_lanes  # noqa: F401
+
+pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
+
+WATCH = """subscription ($id: ID!) { characterUpdated(id: $id) { sequence character {
+  status trainingProgress trainingStep trainingTotalSteps photos { id status reasons } } } }"""
+
+
+@pytest.fixture
+def stack(asgi_server, django_worker, shipped_routes, settings):  # noqa: F811
+    settings.STORAGE_BACKEND = "local"
+    settings.CHARACTERS_TRAINING_ROUTE = "tiny-wan"
+    settings.GENERATIONS_ROUTE_OVERRIDE = ""
+    return asgi_server
+
+
+def test_consent_photos_training_generation_and_erasure(stack, gpu_lanes):  # noqa: F811
+    gpu_lanes()
+    alice = LiveUser(stack)
+    alice.register_device("alice-phone")
+    credits_grant(user=alice.user, amount=100, reason="test")
+    created = alice.gql(CREATE, {"name": "Me", "consent": True})["data"]["createCharacter"]
+    assert created["__typename"] == "CharacterPayload", created
+    character_id = created["character"]["id"]
+    socket = alice.socket()
+    socket.subscribe("c", WATCH, {"id": character_id})
+    assert socket.next_for("c", timeout=20)["payload"]["data"]["characterUpdated"]["character"]["status"] == (
+        "COLLECTING"
+    )
+
+    def until(condition, timeout: float = 120) -> list[dict]:
+        events = []
+        while True:
+            message = socket.next_for("c", timeout=timeout)
+            assert message["type"] == "next" and "errors" not in message["payload"], message
+            events.append(message["payload"]["data"]["characterUpdated"]["character"])
+            if condition(events[-1]):
+                return events
+
+    def checked(character: dict) -> bool:
+        return character["status"] != "VALIDATING" and all(
+            p["status"] != "PENDING" for p in character["photos"]
+        )
+
+    shots = make_photos.distinct_shots()
+    bad = [make_photos.no_face_jpeg(), make_photos.blurry_jpeg()]
+    uploads = [alice.upload_selfie(data) for data in [*shots[:10], *bad]]
+    added = alice.gql(ADD_PHOTOS, {"id": character_id, "uploads": uploads})["data"]["addCharacterPhotos"]
+    assert added["__typename"] == "CharacterPayload", added
+    state = until(checked)[-1]
+    verdicts = [(p["status"], p["reasons"]) for p in state["photos"]]
+    assert verdicts == [("ACCEPTED", [])] * 10 + [("REJECTED", ["NO_FACE"]), ("REJECTED", ["BLURRY"])]
+
+    for photo in state["photos"][10:]:
+        removed = alice.gql(REMOVE_PHOTO, {"id": character_id, "photo": photo["id"]})["data"]
+        assert removed["removeCharacterPhoto"]["__typename"] == "CharacterPayload", removed
+    more = [alice.upload_selfie(data) for data in shots[10:12]]
+    added = alice.gql(ADD_PHOTOS, {"id": character_id, "uploads": more})["data"]["addCharacterPhotos"]
+    assert added["__typename"] == "CharacterPayload", added
+    state = until(lambda c: len(c["photos"]) == 12 and checked(c))[-1]  # past the removals' events
+    assert [p["status"] for p in state["photos"]] == ["ACCEPTED"] * 12 and state["status"] == "COLLECTING"
+
+    trained = alice.gql(TRAIN, {"id": character_id})["data"]["trainCharacter"]
+    assert trained["__typename"] == "CharacterPayload", trained
+    events = until(lambda c: c["status"] in ("READY", "FAILED"), timeout=240)
+    assert events[-1]["status"] == "READY", events[-1]
+    progress = [e for e in events if e["status"] == "TRAINING" and e["trainingStep"] > 0]
+    assert progress, "no training progress was seen"
+    steps = [e["trainingStep"] for e in progress]
+    assert steps == sorted(steps) and progress[-1]["trainingTotalSteps"] == 30
+    pk = from_base64(character_id)[1]
+    character = Character.objects.get(pk=pk)
+    assert character.lora_metadata["family"] == "tiny-wan" and get_storage().head(character.lora_key)
+    wait_for(lambda: PushMessage.objects.filter(kind="CHARACTER_READY").exists(), what="the READY push")
+
+    trend = a_trend(requires="SOUL_ID", price_standard=4)
+    generation = alice.create(trendSlug=trend.slug, characterId=character_id)
+    done = wait_for(
+        lambda: (
+            generation_from(generation["id"]).status in ("SUCCEEDED", "FAILED")
+            and generation_from(generation["id"])
+        ),
+        timeout=240,
+        what="the generation",
+    )
+    assert done.status == "SUCCEEDED", (done.failure_code, done.failure_message)
+    assert done.lora_key == character.lora_key
+
+    deleted = alice.gql(DELETE, {"id": character_id})["data"]["deleteCharacter"]
+    assert deleted["__typename"] == "DeletePayload", deleted
+    record = wait_for(
+        lambda: ErasureRecord.objects.filter(character_ref=pk, status="DONE").first(),
+        timeout=60,
+        what="the erasure",
+    )
+    assert not Character.objects.filter(pk=pk).exists()
+    assert get_storage().list_keys(character.prefix) == []
+    assert {a["kind"] for a in record.artifacts} >= {"lora_weights", "thumbnail", "face_crop", "prefix"}
+    socket.close()
