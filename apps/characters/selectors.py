@@ -9,7 +9,7 @@ from django.db.models import QuerySet
 
 from apps.core.errors import CharacterNotReady, NotFound
 
-from .models import Character, CharacterStatus
+from .models import Character, CharacterPhoto, CharacterStatus, PhotoStatus
 
 
 def _pk(character_id) -> uuid.UUID:
@@ -64,3 +64,16 @@ def character_lora_base_by_id(*, character_id) -> tuple[str, str]:
     ("", "") when the Soul ID is gone."""
     character = Character.objects.filter(pk=character_id).only("lora_metadata").first()
     return character_lora_base(character) if character is not None else ("", "")
+
+
+def character_reference_photo_key(*, character_id) -> str:
+    """The clean (metadata-free, upright) key of the Soul ID's sharpest accepted photo, for routes that take
+    a first frame; "" when it has none."""
+    photos = (
+        CharacterPhoto.objects.filter(character_id=character_id, status=PhotoStatus.ACCEPTED)
+        .exclude(clean_key="")
+        .order_by("created_at")
+        .values_list("clean_key", "measurements")
+    )
+    best = max(photos, key=lambda row: float((row[1] or {}).get("sharpness") or 0.0), default=None)
+    return best[0] if best else ""

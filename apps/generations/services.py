@@ -273,6 +273,11 @@ def _resolve(*, user, request: GenerationRequest, for_create: bool) -> Resolved:
     route = routing.route_choose(
         trend=trend, quality=quality, lane=lane, needs_image=needs_image, needs_lora=needs_lora, lora=lora
     )
+    if character_id is not None and upload is None and route.image_conditioning:
+        # A Soul ID and no selfie: its sharpest accepted photo is the first frame, where the route takes one.
+        from apps.characters.selectors import character_reference_photo_key
+
+        image_key = character_reference_photo_key(character_id=character_id)
     width, height, num_frames = routing.job_size(route, aspect_ratio=aspect_ratio, duration_seconds=duration)
     if not routing.job_fits(route, width=width, height=height, num_frames=num_frames):
         raise UnsupportedOption(

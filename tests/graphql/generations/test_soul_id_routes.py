@@ -125,3 +125,27 @@ def test_a_fallback_route_is_taken_only_when_the_lora_fits_it(gql, alice, shippe
     ltx = routing.route_fallback(wan, needs_image=False, needs_lora=True, lora=tuple(LTX.values()))
     assert ltx == shipped_routes["ltx-video"]
     assert routing.route_fallback(wan, needs_image=False, needs_lora=False) == shipped_routes["ltx-video"]
+
+
+def test_a_soul_id_without_a_selfie_gives_its_sharpest_photo_as_the_first_frame(gql, alice, shipped_routes):
+    from apps.characters.models import CharacterPhoto
+    from apps.generations.models import ModelRoute
+
+    token, user = alice
+    soul_id = _soul_id(user, WAN)
+    character = Character.objects.get(owner=user)
+    for sharpness, status in ((0.3, "ACCEPTED"), (0.9, "ACCEPTED"), (2.0, "REJECTED")):
+        CharacterPhoto.objects.create(
+            character=character,
+            upload_key=f"uploads/{user.pk}/{key()}",
+            status=status,
+            clean_key=f"characters/{user.pk}/{character.pk}/photos/{sharpness}/clean.jpg",
+            crop_key=f"characters/{user.pk}/{character.pk}/photos/{sharpness}/crop.jpg",
+            measurements={"sharpness": sharpness},
+        )
+    made = _create(gql, token, trendSlug=_wan_trend().slug, characterId=soul_id)
+    assert made["__typename"] == "GenerationPayload", made
+    generation = generation_from(made["generation"]["id"])
+    assert ModelRoute.objects.get(name=generation.route_name).image_conditioning
+    assert generation.image_key == f"characters/{user.pk}/{character.pk}/photos/0.9/clean.jpg"
+    assert generation.lora_key
