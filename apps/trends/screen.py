@@ -212,8 +212,15 @@ def build_shared_screen(audience: Audience, now: datetime | None = None) -> tupl
 
 
 def user_has_soul_id(user) -> bool:
-    """Whether the user has a ready Soul ID. The characters app (issue 5) plugs in here; none exist yet."""
-    return False
+    """Whether the user has a Soul ID that can be used (trained, or being retrained with its LoRA kept)."""
+    from apps.characters.models import Character, CharacterStatus
+
+    return (
+        Character.objects.filter(owner=user)
+        .exclude(status=CharacterStatus.DELETING)
+        .exclude(lora_key="")
+        .exists()
+    )
 
 
 def _for_you(screen: SharedScreen, user, limit: int) -> tuple[Trend, ...]:

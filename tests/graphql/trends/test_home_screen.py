@@ -291,3 +291,21 @@ def test_cover_urls_serve_the_stored_file(client, catalogue):
     assert client.get("/media/trends/covers/missing.png").status_code == 404
     client.raise_request_exception = False
     assert client.get("/media/trends/../../db.sqlite3").status_code == 400  # refused, not served
+
+
+def test_the_soul_id_prompt_is_left_out_once_the_user_has_a_soul_id(gql, catalogue, sign_up):
+    from apps.accounts.models import User
+    from apps.characters.models import Character
+
+    auth = sign_up()
+    user = User.objects.get(email=auth["user"]["email"])
+    types = lambda: [s["__typename"] for s in home(gql, token=auth["accessToken"])["sections"]]  # noqa: E731
+    assert "SoulIdPromptSection" in types()
+    character = Character.objects.create(owner=user, name="me", status="TRAINING")
+    assert "SoulIdPromptSection" in types()  # not usable yet: keep inviting
+    character.status, character.lora_key = (
+        "READY",
+        f"characters/{user.pk}/{character.pk}/lora/1/w.safetensors",
+    )
+    character.save(update_fields=["status", "lora_key"])
+    assert "SoulIdPromptSection" not in types()

@@ -31,8 +31,8 @@ fragment card on Trend {
 
 # sections, section support, live trends (with categories), hand-picked items, categories
 SHARED_SCREEN_QUERIES = 5
-# the bearer token's user, the user's favorites (for you), favorited flags of the shown trends
-PER_USER_QUERIES = 3
+# the bearer token's user, the user's favorites (for you), whether they have a Soul ID, favorited flags
+PER_USER_QUERIES = 4
 
 
 def _screen(n_trends: int) -> None:
