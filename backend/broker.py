@@ -115,7 +115,7 @@ def start_embedded_gpu_worker() -> dramatiq.Worker:
     global _embedded_gpu_worker
     from django.conf import settings
 
-    from apps.core.dispatch import embedded_cancel_requested
+    from apps.jobs.dispatch import embedded_cancel_requested
     from gpu_worker.actors import start_embedded
 
     if _embedded_gpu_worker is None:

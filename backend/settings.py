@@ -15,6 +15,8 @@ from pathlib import Path
 
 import dj_database_url
 
+from gpu_worker.contract import TRAINING_MAX_PHOTOS, TRAINING_MIN_PHOTOS
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("VAR_DIR", BASE_DIR / "var"))
 VAR_DIR.mkdir(parents=True, exist_ok=True)  # SQLite file, local media, models (gitignored)
@@ -64,6 +66,7 @@ INSTALLED_APPS = [
     "apps.storage",
     "apps.trends",
     "apps.notifications",
+    "apps.jobs",
     "apps.generations",
     "apps.characters",
 ]
@@ -217,13 +220,17 @@ PUSH_DEEP_LINK_SCHEME = os.environ.get("PUSH_DEEP_LINK_SCHEME", "diffuse")
 CHARACTERS_CONSENT_VERSION = os.environ.get("CHARACTERS_CONSENT_VERSION", "2026-11-01")
 CHARACTERS_MAX_PER_USER = env_int("CHARACTERS_MAX_PER_USER", 3)
 # Photos of one Soul ID: the checked, distinct ones training needs, and the most it takes in all.
-CHARACTERS_MIN_PHOTOS = env_int("CHARACTERS_MIN_PHOTOS", 10)
-CHARACTERS_MAX_PHOTOS = env_int("CHARACTERS_MAX_PHOTOS", 20)
+CHARACTERS_MIN_PHOTOS = TRAINING_MIN_PHOTOS  # the GPU worker's limits: one source of truth
+CHARACTERS_MAX_PHOTOS = TRAINING_MAX_PHOTOS
 # Biometric data is erased after this long without use (BIPA: at most 3 years).
 CHARACTERS_RETENTION_DAYS = min(env_int("CHARACTERS_RETENTION_DAYS", 365), 3 * 365)
 # Training: its price (held at trainCharacter, charged at READY, released on failure) and the route the
 # LoRA is made for (a LoRA is used only on routes of the same base model).
 CHARACTERS_TRAINING_CREDITS = env_int("CHARACTERS_TRAINING_CREDITS", 40)
+# The one job watchdog (apps/jobs): a training silent this long lost its worker (the trainer reports
+# every step); one that waited this long in the training lane expires, released.
+CHARACTERS_TRAINING_STUCK_AFTER_SECONDS = env_int("CHARACTERS_TRAINING_STUCK_AFTER_SECONDS", 15 * 60)
+CHARACTERS_TRAINING_QUEUE_MAX_WAIT_SECONDS = env_int("CHARACTERS_TRAINING_QUEUE_MAX_WAIT_SECONDS", 6 * 3600)
 CHARACTERS_TRAINING_ROUTE = os.environ.get(
     "CHARACTERS_TRAINING_ROUTE", "tiny-wan" if DRAMATIQ_BROKER == "stub" else "wan2.2-ti2v-5b"
 )

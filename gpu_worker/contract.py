@@ -14,9 +14,10 @@ backend sets the Redis key `cancel_key(job_id)`; the worker checks it at every d
 
 Identity training (Soul ID) works the same way: the backend sends a `TrainingJob` to QUEUE_GPU_TRAINING
 (`training_message_fields`); the worker trains a LoRA on the photos and sends `JobEvent`s with
-`job_type == JOB_TYPE_TRAINING` to the same QUEUE_JOB_EVENTS as messages of actor `ACTOR_TRAINING_EVENT`
-(so the generations' handler never sees them). `cancel_key(character id)` stops a training within one
-step; the backend deletes that key before it queues a new training of the same character.
+`job_type == JOB_TYPE_TRAINING` to the same QUEUE_JOB_EVENTS as messages of the same actor
+`ACTOR_JOB_EVENT`: the backend has one job lifecycle, which routes every event by its `job_type`.
+`cancel_key(character id)` stops a training within one step; the backend deletes that key before it
+queues a new training of the same character.
 """
 
 from __future__ import annotations
@@ -48,8 +49,7 @@ QUEUE_JOB_EVENTS = "job-events"
 # --- Actor names ------------------------------------------------------------------------------
 ACTOR_RUN_GENERATION = "gpu_run_generation"
 ACTOR_TRAIN_CHARACTER = "gpu_train_character"
-ACTOR_JOB_EVENT = "backend_job_event"  # the events of generation jobs
-ACTOR_TRAINING_EVENT = "backend_training_event"  # the events of training jobs (also on QUEUE_JOB_EVENTS)
+ACTOR_JOB_EVENT = "backend_job_event"  # the events of every job, routed by their job_type
 
 # --- Lanes (API.md SpeedLane) -----------------------------------------------------------------
 LANE_INSTANT = "INSTANT"
@@ -380,8 +380,8 @@ def generation_message_fields(job: GenerationJob, *, lane: str) -> dict[str, Any
 JOB_TYPE_GENERATION = "generation"
 JOB_TYPE_TRAINING = "training"
 JOB_TYPES: tuple[str, ...] = (JOB_TYPE_GENERATION, JOB_TYPE_TRAINING)
-# The backend actor that receives the events of each job type (both on QUEUE_JOB_EVENTS).
-EVENT_ACTORS: dict[str, str] = {JOB_TYPE_GENERATION: ACTOR_JOB_EVENT, JOB_TYPE_TRAINING: ACTOR_TRAINING_EVENT}
+# The backend actor that receives the events of each job type: one for all (on QUEUE_JOB_EVENTS).
+EVENT_ACTORS: dict[str, str] = {job_type: ACTOR_JOB_EVENT for job_type in JOB_TYPES}
 
 
 class MediaOutput(TypedDict):

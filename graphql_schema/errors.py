@@ -188,11 +188,17 @@ ALL_ERROR_TYPES = (
 )
 
 
+class UnmappedDomainError(TypeError):
+    """A DomainError with no GraphQL error type: a bug to fix here, never a silent validation error."""
+
+
 def error_from(exc: domain.DomainError) -> Error:
+    """The GraphQL error type of a domain error (or of its nearest mapped base class). An error class
+    nobody mapped raises UnmappedDomainError, which the API masks as an unexpected error and logs."""
     for klass in type(exc).__mro__:
         if klass in _MAPPING:
             return _MAPPING[klass](exc)
-    return ValidationError(code=exc.code, message=exc.message, field=exc.field)
+    raise UnmappedDomainError(f"{type(exc).__qualname__} has no GraphQL error type in graphql_schema/errors.py")
 
 
 class PublicError(GraphQLError):

@@ -152,6 +152,10 @@ class TrainingRun(BaseModel):
     credits = models.PositiveIntegerField()
     photo_count = models.PositiveIntegerField()
     last_event_sequence = models.BigIntegerField(default=0)  # the worker's event sequence (microseconds)
+    job = models.JSONField(default=dict, blank=True)  # the TrainingJob message (gpu_worker.contract)
+    job_message_id = models.CharField(max_length=64, blank=True)  # set once the message reached the broker
+    started_at = models.DateTimeField(null=True, blank=True)  # the worker's first event
+    last_event_at = models.DateTimeField(null=True, blank=True)  # the worker's last sign of life
     failure_code = models.CharField(max_length=32, blank=True)
     timings = models.JSONField(default=dict, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)

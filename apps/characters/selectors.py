@@ -77,3 +77,10 @@ def character_reference_photo_key(*, character_id) -> str:
     )
     best = max(photos, key=lambda row: float((row[1] or {}).get("sharpness") or 0.0), default=None)
     return best[0] if best else ""
+
+
+def character_trigger_by_id(*, character_id) -> str:
+    """The trigger token a Soul ID's LoRA was trained with (what a generation's prompt must say to bind
+    the identity), no access check; "" when the Soul ID is gone or trained before it was recorded."""
+    character = Character.objects.filter(pk=character_id).only("lora_metadata").first()
+    return str((character.lora_metadata or {}).get("trigger") or "") if character is not None else ""

@@ -1,8 +1,9 @@
-"""The only publisher to the channel layer.
+"""The only publisher to the channel layer, and the one message every subscription understands.
 
-Services call `publish_on_commit` so that subscribers never hear of a change that was rolled back.
-Subscriptions (graphql_schema) listen to the group, then read the database for the current state; a
-message is only a hint that something changed, and it carries a `sequence` so stale ones can be dropped.
+Services call `publish_change_on_commit` so that subscribers never hear of a change that was rolled back.
+A message is `{kind, id, sequence}`: which object changed and the number of that change, never its
+state. A subscription (graphql_schema/live.py) joins the group first, reads the current state through
+the object's selector, then reads it again for every message with a higher sequence than it last sent.
 """
 
 from __future__ import annotations
@@ -23,6 +24,10 @@ def user_group(user_id: Any) -> str:
     return f"user.{user_id}"
 
 
+def change_message(*, kind: str, id: Any, sequence: int) -> dict[str, Any]:
+    return {"kind": kind, "id": str(id), "sequence": int(sequence)}
+
+
 def publish(group: str, payload: dict[str, Any]) -> None:
     layer = get_channel_layer()
     if layer is None:
@@ -33,5 +38,7 @@ def publish(group: str, payload: dict[str, Any]) -> None:
         logger.exception("could not publish an event to %s", group)
 
 
-def publish_on_commit(group: str, payload: dict[str, Any]) -> None:
+def publish_change_on_commit(group: str, *, kind: str, id: Any, sequence: int) -> None:
+    """Tells the group's subscribers, after the commit, that object `id` of `kind` reached `sequence`."""
+    payload = change_message(kind=kind, id=id, sequence=sequence)
     transaction.on_commit(lambda: publish(group, payload))

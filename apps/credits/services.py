@@ -11,6 +11,8 @@ from apps.core.errors import InsufficientCredits, ValidationFailed
 
 from .models import CreditEntry, CreditHold, EntryKind, HoldStatus, Wallet
 
+WALLET_EVENT_KIND = "wallet"
+
 
 def owner_reference(owner: models.Model) -> str:
     """`<app_label.model>:<pk>` of a saved row. UUID primary keys are set before saving, so without the
@@ -35,15 +37,8 @@ def _entry(wallet: Wallet, *, kind: str, amount: int, delta: int, reason: str, r
         reason=reason,
         reference=reference,
     )
-    events.publish_on_commit(
-        events.user_group(wallet.user_id),
-        {
-            "kind": "wallet",
-            "balance": wallet.balance,
-            "held": wallet.held,
-            "version": wallet.version,
-            "entryId": str(entry.id),
-        },
+    events.publish_change_on_commit(
+        events.user_group(wallet.user_id), kind=WALLET_EVENT_KIND, id=wallet.user_id, sequence=wallet.version
     )
     return entry
 

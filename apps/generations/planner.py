@@ -651,8 +651,11 @@ def _capitalised(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
-def _sentence(text: str) -> str:
-    text = _capitalised(text.strip().rstrip(",;:").strip())
+def _sentence(text: str, *, verbatim: str = "") -> str:
+    """`text` as a sentence: capitalised (unless it starts with the `verbatim` phrase) and ended."""
+    text = text.strip().rstrip(",;:").strip()
+    if not (verbatim and text.startswith(verbatim)):
+        text = _capitalised(text)
     return text if not text or text[-1] in ".!?" else text + "."
 
 
@@ -753,9 +756,13 @@ def plan_shot(
     subject: str,
     duration_seconds: float,
     aspect_ratio: str,
+    subject_is_token: bool = False,
 ) -> ShotPlan:
     """The shot plan for one generation. Raises ValueError for bad input (unknown family, movement,
-    aspect ratio; strength outside 0..1; a template that does not parse; nothing to describe)."""
+    aspect ratio; strength outside 0..1; a template that does not parse; nothing to describe).
+
+    `subject_is_token`: the subject is a trained trigger token (a Soul ID's "sks person"), written
+    exactly as trained, never capitalised at the start of a sentence (the tokenizer is case-sensitive)."""
     # 1. Check inputs
     style, trend_strength, trend_focal, trend_aperture = _check(
         defaults, model_family, duration_seconds, aspect_ratio
@@ -877,10 +884,11 @@ def plan_shot(
     user_part = _truncate(
         user_part, words=budget_words - len(action.split()), chars=budget_chars - len(action)
     )
+    verbatim = subject if subject_is_token else ""
     if style == "wan":
-        prompt = _sentence(", ".join(part for part in (action, user_part, tail) if part))
+        prompt = _sentence(", ".join(part for part in (action, user_part, tail) if part), verbatim=verbatim)
     else:
-        prompt = " ".join(_sentence(part) for part in (action, user_part, tail) if part)
+        prompt = " ".join(_sentence(part, verbatim=verbatim) for part in (action, user_part, tail) if part)
 
     negative_prompt = _merge_terms(
         NEGATIVE_BASE[style],

@@ -60,8 +60,8 @@ JOBS: tuple[PeriodicJob, ...] = (
         86_400,
     ),
     PeriodicJob(
-        "generations:reap",
-        "apps.generations.tasks:generations_reap_task",
+        "jobs:reap",
+        "apps.jobs.tasks:jobs_reap_task",
         "GENERATIONS_REAP_INTERVAL_SECONDS",
         600,
     ),

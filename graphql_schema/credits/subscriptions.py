@@ -8,7 +8,9 @@ from strawberry import Info
 
 from apps.core.events import user_group
 from apps.credits.selectors import wallet_state
+from apps.credits.services import WALLET_EVENT_KIND
 
+from ..live import follow
 from ..permissions import require_user
 from .types import Wallet
 
@@ -23,14 +25,12 @@ class CreditSubscriptions:
     @strawberry.subscription(description="The current balance at once, then after every change.")
     async def wallet_updated(self, info: Info) -> AsyncGenerator[Wallet, None]:
         user = require_user(info)
-        # Join first, then read: a change committed in between arrives as an event, none is missed.
-        async with info.context.ws.subscribe(user_group(user.pk)) as events:
-            snapshot, version = await sync_to_async(wallet_snapshot)(user)
-            yield snapshot
-            async for payload in events:
-                # Events carry the state as committed by the wallet's row-locked writer, with its version:
-                # one not newer than what was sent (reordered, or older than the snapshot) is dropped.
-                if payload.get("kind") != "wallet" or payload["version"] <= version:
-                    continue
-                version = payload["version"]
-                yield Wallet(balance=payload["balance"], held=payload["held"])
+        load = sync_to_async(wallet_snapshot)
+        async for wallet, _version in follow(
+            info,
+            group=user_group(user.pk),
+            kind=WALLET_EVENT_KIND,
+            load=lambda: load(user),
+            sequence=lambda snapshot: snapshot[1],
+        ):
+            yield wallet

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import copy
 from collections.abc import AsyncGenerator
 
 import strawberry
@@ -9,16 +8,17 @@ from strawberry import Info
 
 from apps.core.errors import NotFound as NotFoundError
 from apps.generations import selectors
-from apps.generations.events import EVENT_KIND, generation_apply_state, generation_group
+from apps.generations.events import EVENT_KIND, generation_group
 from apps.generations.models import Generation
 
 from ..errors import not_found
+from ..live import follow
 from ..permissions import require_user
 from .types import GenerationEvent, node_pk
 
 
-def _snapshot(user, pk) -> Generation:
-    return selectors.generation_get_for_user(user=user, generation_id=pk)
+def _finished(generation: Generation) -> bool:
+    return generation.is_terminal or generation.deleted_at is not None
 
 
 @strawberry.type
@@ -32,28 +32,17 @@ class GenerationSubscriptions:
     ) -> AsyncGenerator[GenerationEvent, None]:
         user = require_user(info)
         pk = node_pk(id, "Generation")
+        load = sync_to_async(selectors.generation_get_for_user)
         try:
-            await sync_to_async(_snapshot)(user, pk)  # another user's generation: no group is joined
+            await load(user=user, generation_id=pk)  # another user's generation: no group is joined
+            async for generation in follow(
+                info,
+                group=generation_group(pk),
+                kind=EVENT_KIND,
+                load=lambda: load(user=user, generation_id=pk),
+                sequence=lambda generation: generation.api_sequence,
+                finished=_finished,
+            ):
+                yield GenerationEvent(sequence=generation.api_sequence, generation=generation)
         except NotFoundError:
             raise not_found("generation") from None
-        # Join first, then read: a change committed in between arrives as a message, none is missed.
-        async with info.context.ws.subscribe(generation_group(pk)) as messages:
-            try:
-                current = await sync_to_async(_snapshot)(user, pk)
-            except NotFoundError:
-                raise not_found("generation") from None
-            yield GenerationEvent(sequence=current.api_sequence, generation=current)
-            if current.is_terminal or current.deleted_at is not None:
-                return
-            async for payload in messages:
-                # Messages carry the state as committed by the row-locked writer, with its sequence: one
-                # not newer than what was sent (reordered, or older than the snapshot) is dropped.
-                if payload.get("kind") != EVENT_KIND or payload["sequence"] <= current.api_sequence:
-                    continue
-                current = copy.copy(current)
-                current.__dict__.pop("_queue_estimate", None)
-                generation_apply_state(current, payload["state"])
-                current.api_sequence = payload["sequence"]
-                yield GenerationEvent(sequence=current.api_sequence, generation=current)
-                if current.is_terminal or current.deleted_at is not None:
-                    return

@@ -18,7 +18,6 @@ from dramatiq.brokers.stub import StubBroker
 from gpu_worker.actors import broker_sink, build_worker, redis_cancel_checker, start_embedded
 from gpu_worker.contract import (
     ACTOR_JOB_EVENT,
-    ACTOR_TRAINING_EVENT,
     BAD_INPUT,
     CANCELED,
     JOB_TYPE_GENERATION,
@@ -39,7 +38,7 @@ from tests.gpu_worker.conftest import make_job, tiny_route
 from tests.gpu_worker.test_actors import _message, lane_state
 from tests.gpu_worker.test_training import store_photos, training_job
 
-EXPECTED_ACTOR = {JOB_TYPE_GENERATION: ACTOR_JOB_EVENT, JOB_TYPE_TRAINING: ACTOR_TRAINING_EVENT}
+EXPECTED_ACTOR = {JOB_TYPE_GENERATION: ACTOR_JOB_EVENT, JOB_TYPE_TRAINING: ACTOR_JOB_EVENT}
 
 
 def _training_message(job, **fields) -> dramatiq.Message:

@@ -11,7 +11,6 @@ from gpu_worker import contract
 from gpu_worker.contract import (
     ACTOR_JOB_EVENT,
     ACTOR_TRAIN_CHARACTER,
-    ACTOR_TRAINING_EVENT,
     CONTRACT_VERSION,
     JOB_TYPE_GENERATION,
     JOB_TYPE_TRAINING,
@@ -181,7 +180,7 @@ def test_an_event_from_an_older_worker_reads_as_a_generation_event():
     )
     assert contract.EVENT_ACTORS == {
         JOB_TYPE_GENERATION: ACTOR_JOB_EVENT,
-        JOB_TYPE_TRAINING: ACTOR_TRAINING_EVENT,
+        JOB_TYPE_TRAINING: ACTOR_JOB_EVENT,
     }
 
 

@@ -21,13 +21,13 @@ class Rollback(Exception):
 
 def _publish_and_roll_back(group: str) -> None:
     with pytest.raises(Rollback), transaction.atomic():
-        events.publish_on_commit(group, {"n": 1})
+        events.publish_change_on_commit(group, kind="thing", id="a", sequence=1)
         raise Rollback
 
 
 def _publish_and_commit(group: str) -> None:
     with transaction.atomic():
-        events.publish_on_commit(group, {"n": 2})
+        events.publish_change_on_commit(group, kind="thing", id="a", sequence=2)
 
 
 async def test_an_event_of_a_rolled_back_transaction_is_never_published():
@@ -42,4 +42,4 @@ async def test_an_event_of_a_rolled_back_transaction_is_never_published():
         message = await asyncio.wait_for(layer.receive(channel), timeout=5)
     finally:
         await layer.group_discard(group, channel)
-    assert message == {"type": events.EVENT_TYPE, "group": group, "payload": {"n": 2}}
+    assert message == {"type": events.EVENT_TYPE, "group": group, "payload": {"kind": "thing", "id": "a", "sequence": 2}}

@@ -12,8 +12,9 @@ import pytest
 from django.db import transaction
 from django.utils import timezone
 
+from apps.jobs.lifecycle import job_event_apply, job_watchdog, jobs_reap
 from apps.accounts.models import User
-from apps.core.dispatch import cancel_flag_is_set
+from apps.jobs.dispatch import cancel_flag_is_set
 from apps.credits.services import credits_grant
 from apps.generations import services
 from apps.generations.models import Generation, GenerationStatus, ModelRoute
@@ -69,7 +70,7 @@ def event(generation: Generation, kind: str, *, attempt: int | None = None, **fi
 
 def apply(message: dict, capture) -> str:
     with capture(execute=True):
-        return services.generation_event_apply(message=message)
+        return job_event_apply(message=message)
 
 
 def completed(generation: Generation, **fields) -> dict:
@@ -112,7 +113,7 @@ def test_the_job_is_sent_only_after_the_commit(broker, make):
     assert Generation.objects.get(pk=generation.pk).job_message_id == message.message_id
     # Its watchdog waits on the maintenance queue's delay queue.
     (watchdog,) = _waiting(broker, "maintenance.DQ")
-    assert watchdog.args == (str(generation.pk), 1)
+    assert watchdog.args == ("generation", str(generation.pk), 1)
 
     class Rollback(Exception):
         pass
@@ -230,7 +231,7 @@ def test_an_earlier_attempts_late_result_is_accepted_and_stops_the_newer_one(
     first_attempt_done = completed(generation)  # the run we give up on below finishes after all
     later = timezone.now() + timedelta(seconds=settings.GENERATIONS_STUCK_AFTER_SECONDS + 1)
     with capture(execute=True):
-        services.generation_watchdog(generation_id=generation.pk, attempt=1, now=later)
+        job_watchdog(job_type="generation", job_id=str(generation.pk), attempt=1, now=later)
     assert Generation.objects.get(pk=generation.pk).attempt == 2
     assert apply(first_attempt_done, capture) == "applied"
     done = Generation.objects.get(pk=generation.pk)
@@ -275,10 +276,10 @@ def test_outputs_outside_the_generations_folder_are_refused(broker, make, django
 def test_events_of_unknown_jobs_and_broken_messages(broker, make, django_capture_on_commit_callbacks):
     generation = make()
     message = event(generation, "progress", progress=0.1)
-    assert apply({**message, "job_id": str(uuid.uuid4())}, django_capture_on_commit_callbacks) == "unknown"
-    assert apply({**message, "job_id": "not-a-uuid"}, django_capture_on_commit_callbacks) == "unknown"
+    assert apply({**message, "job_id": str(uuid.uuid4())}, django_capture_on_commit_callbacks) == "gone"
+    assert apply({**message, "job_id": "not-a-uuid"}, django_capture_on_commit_callbacks) == "gone"
     with pytest.raises(contract.ContractError):
-        services.generation_event_apply(message={**message, "version": 99})
+        job_event_apply(message={**message, "version": 99})
 
 
 def test_the_watchdog_retries_a_silent_running_job_and_expires_a_stale_queued_one(
@@ -291,21 +292,21 @@ def test_the_watchdog_retries_a_silent_running_job_and_expires_a_stale_queued_on
     apply(event(running, "progress", stage="DENOISING", progress=0.3), capture)
     now = timezone.now()
     # Not yet: both are checked again later.
-    assert services.generation_watchdog(generation_id=running.pk, attempt=1, now=now) == pytest.approx(
+    assert job_watchdog(job_type="generation", job_id=str(running.pk), attempt=1, now=now) == pytest.approx(
         60, abs=2
     )
-    assert services.generation_watchdog(generation_id=queued.pk, attempt=1, now=now) == pytest.approx(
+    assert job_watchdog(job_type="generation", job_id=str(queued.pk), attempt=1, now=now) == pytest.approx(
         60, abs=2
     )
     with capture(execute=True):
         assert (
-            services.generation_watchdog(generation_id=running.pk, attempt=1, now=now + timedelta(seconds=61))
+            job_watchdog(job_type="generation", job_id=str(running.pk), attempt=1, now=now + timedelta(seconds=61))
             is None
         )
     lost = Generation.objects.get(pk=running.pk)
     assert (lost.status, lost.attempt) == ("QUEUED", 2)  # WORKER_LOST is retryable: dispatched again
     with capture(execute=True):
-        changed = services.generations_reap(now=now + timedelta(seconds=601))
+        changed = jobs_reap(now=now + timedelta(seconds=601))
     assert changed >= 1
     expired = Generation.objects.get(pk=queued.pk)
     assert (expired.status, expired.failure_code) == ("FAILED", "EXPIRED")
@@ -322,7 +323,7 @@ def test_the_reaper_resends_a_job_that_never_reached_the_broker(
         job_message_id="", queued_at=timezone.now() - timedelta(minutes=5)
     )
     with django_capture_on_commit_callbacks(execute=True):
-        assert services.generations_reap() == 1
+        assert jobs_reap() == 1
     (message,) = _waiting(broker, contract.QUEUE_GPU_INSTANT)
     assert message.kwargs["job"]["job_id"] == str(generation.pk)
 

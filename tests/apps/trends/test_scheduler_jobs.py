@@ -7,7 +7,7 @@ import pytest
 
 from apps.characters.tasks import characters_purge_task
 from apps.core.queues import QUEUE_MAINTENANCE
-from apps.generations.tasks import generations_reap_task
+from apps.jobs.tasks import jobs_reap_task
 from apps.trends import scheduler
 from apps.trends.tasks import trends_rotate_task
 
@@ -46,7 +46,7 @@ def test_the_jobs_and_their_default_intervals():
     assert [(job.name, job.actor, job.default_interval) for job in scheduler.JOBS] == [
         ("trends:rotation", "apps.trends.tasks:trends_rotate_task", 300),
         ("characters:purge", "apps.characters.tasks:characters_purge_task", 86_400),
-        ("generations:reap", "apps.generations.tasks:generations_reap_task", 600),
+        ("jobs:reap", "apps.jobs.tasks:jobs_reap_task", 600),
     ]
 
 
@@ -60,11 +60,11 @@ def test_each_job_is_enqueued_once_per_its_interval(settings, queue):
         for offset in (0.0, 1.5):
             for name, did in scheduler.tick_all(now=START + minute * 60 + offset).items():
                 sent[name] += did
-    assert sent == {"trends:rotation": 36 * 12, "characters:purge": 2, "generations:reap": 36 * 6}
+    assert sent == {"trends:rotation": 36 * 12, "characters:purge": 2, "jobs:reap": 36 * 6}
     names = enqueued()
     assert names.count(trends_rotate_task.actor_name) == 36 * 12
     assert names.count(characters_purge_task.actor_name) == 2
-    assert names.count(generations_reap_task.actor_name) == 36 * 6
+    assert names.count(jobs_reap_task.actor_name) == 36 * 6
     assert len(names) == 36 * 12 + 2 + 36 * 6
 
 
@@ -72,15 +72,15 @@ def test_the_first_tick_of_a_slot_enqueues_and_the_others_do_not(settings, queue
     settings.CHARACTERS_PURGE_INTERVAL_SECONDS = 86_400
     first = scheduler.tick_all(now=START + 10)
     again = scheduler.tick_all(now=START + 20)
-    assert first == {"trends:rotation": True, "characters:purge": True, "generations:reap": True}
-    assert again == {"trends:rotation": False, "characters:purge": False, "generations:reap": False}
+    assert first == {"trends:rotation": True, "characters:purge": True, "jobs:reap": True}
+    assert again == {"trends:rotation": False, "characters:purge": False, "jobs:reap": False}
     assert scheduler.tick_all(now=START + 86_400)["characters:purge"] is True  # the next day
 
 
 def test_an_interval_of_zero_turns_a_job_off(settings, queue):
     settings.GENERATIONS_REAP_INTERVAL_SECONDS = 0
-    assert scheduler.tick_all(now=START)["generations:reap"] is False
-    assert generations_reap_task.actor_name not in enqueued()
+    assert scheduler.tick_all(now=START)["jobs:reap"] is False
+    assert jobs_reap_task.actor_name not in enqueued()
 
 
 def test_one_failing_job_does_not_stop_the_others(settings, queue, monkeypatch):
@@ -94,7 +94,7 @@ def test_one_failing_job_does_not_stop_the_others(settings, queue, monkeypatch):
     assert scheduler.tick_all(now=START) == {
         "trends:rotation": True,
         "characters:purge": False,
-        "generations:reap": True,
+        "jobs:reap": True,
     }
 
 

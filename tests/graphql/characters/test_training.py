@@ -66,7 +66,7 @@ def _send_event(job_id: str, sequence: int, kind: str, **fields) -> None:
     broker.enqueue(
         dramatiq.Message(
             queue_name=contract.QUEUE_JOB_EVENTS,
-            actor_name=contract.ACTOR_TRAINING_EVENT,
+            actor_name=contract.ACTOR_JOB_EVENT,
             args=(event.to_message(),),
             kwargs={},
             options={},

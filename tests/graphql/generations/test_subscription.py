@@ -9,7 +9,7 @@ import pytest
 
 from apps.core import events as core_events
 from apps.generations.events import generation_group
-from apps.generations.services import generation_event_apply
+from apps.jobs.lifecycle import job_event_apply
 from gpu_worker.contract import JobEvent
 from tests.graphql.generations.helpers import a_trend, generation_from
 from tests.graphql.generations.stack import LiveUser, subscribe
@@ -47,13 +47,13 @@ def test_first_the_current_state_then_every_change_then_the_end(users):
     assert first["sequence"] == generation_from(generation_id).api_sequence == 1
     assert (first["generation"]["status"], first["generation"]["queuePosition"]) == ("QUEUED", 1)
 
-    assert generation_event_apply(message=_event(generation_id, "stage", stage="LOADING_MODEL")) == "applied"
+    assert job_event_apply(message=_event(generation_id, "stage", stage="LOADING_MODEL")) == "applied"
     running = socket.next_for("g")["payload"]["data"]["generationUpdated"]
     assert running["sequence"] == 2
     assert (running["generation"]["status"], running["generation"]["stage"]) == ("RUNNING", "LOADING_MODEL")
     assert running["generation"]["queuePosition"] is None and running["generation"]["etaSeconds"] > 0
 
-    generation_event_apply(message=_event(generation_id, "progress", stage="DENOISING", progress=0.5))
+    job_event_apply(message=_event(generation_id, "progress", stage="DENOISING", progress=0.5))
     halfway = socket.next_for("g")["payload"]["data"]["generationUpdated"]
     assert (halfway["sequence"], halfway["generation"]["progress"]) == (3, 0.5)
 
@@ -70,9 +70,9 @@ def test_stale_and_repeated_worker_events_change_nothing(users):
     earlier = _event(
         generation_id, "progress", stage="DENOISING", progress=0.3, sequence=later["sequence"] - 5
     )
-    assert generation_event_apply(message=later) == "applied"
-    assert generation_event_apply(message=later) == "stale"
-    assert generation_event_apply(message=earlier) == "stale"
+    assert job_event_apply(message=later) == "applied"
+    assert job_event_apply(message=later) == "stale"
+    assert job_event_apply(message=earlier) == "stale"
     generation = generation_from(generation_id)
     assert (generation.progress, generation.api_sequence) == (0.6, 2)
 
@@ -84,8 +84,8 @@ def test_a_reconnecting_subscriber_gets_the_right_state_at_once(users):
     subscribe(socket, "g", generation_id)
     socket.close()
     # Changes while away (their messages reach nobody, as after a dropped channel-layer message).
-    generation_event_apply(message=_event(generation_id, "stage", stage="LOADING_MODEL"))
-    generation_event_apply(message=_event(generation_id, "progress", stage="DENOISING", progress=0.42))
+    job_event_apply(message=_event(generation_id, "stage", stage="LOADING_MODEL"))
+    job_event_apply(message=_event(generation_id, "progress", stage="DENOISING", progress=0.42))
     back = alice.socket()
     state = subscribe(back, "g", generation_id)
     assert state["sequence"] == 3
@@ -106,7 +106,7 @@ def test_an_older_message_than_the_snapshot_is_not_delivered(users):
     core_events.publish(
         generation_group(pk), {"kind": "generation", "id": str(pk), "sequence": 1, "state": {}}
     )
-    generation_event_apply(message=_event(generation_id, "progress", stage="DENOISING", progress=0.2))
+    job_event_apply(message=_event(generation_id, "progress", stage="DENOISING", progress=0.2))
     update = socket.next_for("g")["payload"]["data"]["generationUpdated"]
     assert (update["sequence"], update["generation"]["progress"]) == (2, 0.2)
 
@@ -137,7 +137,7 @@ def test_two_subscriptions_on_one_socket_keep_receiving_after_one_ends(users):
     alice.cancel(first)
     assert socket.next_for("a")["payload"]["data"]["generationUpdated"]["generation"]["status"] == "CANCELED"
     assert socket.next_for("a")["type"] == "complete"
-    generation_event_apply(message=_event(second, "stage", stage="LOADING_MODEL"))
+    job_event_apply(message=_event(second, "stage", stage="LOADING_MODEL"))
     update = socket.next_for("b")["payload"]["data"]["generationUpdated"]
     assert update["generation"]["status"] == "RUNNING"
 

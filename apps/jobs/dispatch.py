@@ -1,43 +1,41 @@
-"""The only producer of GPU jobs, and the cancel flags the GPU workers read.
+"""The only sender of GPU jobs, and the cancel flags the GPU workers read.
 
-Services call these after the database commit (`transaction.on_commit`), never inside the atomic block.
-A job is a `gpu_worker.contract.GenerationJob` sent as a message of actor ACTOR_RUN_GENERATION on its
-lane's queue; the actor itself lives only in the GPU worker processes, so nothing here declares it.
+Every kind of GPU job (a generation, a Soul ID training, the next kinds) is sent here, after the database
+commit (`transaction.on_commit`), never inside the atomic block. A job travels as the Dramatiq message
+that its contract builder (`gpu_worker.contract.*_message_fields`) describes; the actors themselves live
+only in the GPU worker processes, so nothing here declares them.
 
-Cancel flags: `cancel_key(job_id)` set in the broker's Redis (what `python -m gpu_worker` reads), or,
-with the in-process StubBroker of the embedded mode, in this process's cache (what
-`embedded_cancel_requested` reads for the embedded GPU lanes).
+Cancel flags: `cancel_key(job_id)` set in the broker's Redis (what `python -m gpu_worker` reads), or, with
+the in-process StubBroker of the embedded mode, in this process's cache (what `embedded_cancel_requested`
+reads for the embedded GPU lanes).
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import dramatiq
 from django.core.cache import cache
 
-from gpu_worker.contract import (
-    CANCEL_FLAG_TTL_SECONDS,
-    GenerationJob,
-    cancel_key,
-    generation_message_fields,
-)
+from gpu_worker.contract import CANCEL_FLAG_TTL_SECONDS, cancel_key
 
 logger = logging.getLogger(__name__)
 
 
-def generation_job_send(*, job: GenerationJob, lane: str, delay_seconds: float = 0) -> str:
-    """Queues `job` on `lane` (after `delay_seconds`: a retry's backoff). Returns the message id."""
-    fields = generation_message_fields(job, lane=lane)
+def job_send(*, fields: dict[str, Any], job_id: str, attempt: int, delay_seconds: float = 0) -> str:
+    """Queues one job message (`dramatiq.Message(**fields)`), after `delay_seconds` (a retry's backoff).
+    Returns the message id."""
     broker = dramatiq.get_broker()
     broker.declare_queue(fields["queue_name"])  # the StubBroker refuses unknown queues; Redis needs none
     message = dramatiq.Message(**fields)
     delay_ms = int(delay_seconds * 1000)
     broker.enqueue(message, delay=delay_ms if delay_ms > 0 else None)
     logger.info(
-        "generation job %s attempt %s queued on %s%s",
-        job.job_id,
-        job.attempt,
+        "%s job %s attempt %s queued on %s%s",
+        fields["actor_name"],
+        job_id,
+        attempt,
         fields["queue_name"],
         f" in {delay_ms} ms" if delay_ms > 0 else "",
     )
@@ -49,7 +47,7 @@ def _redis_client():
 
 
 def cancel_flag_set(job_id: str) -> None:
-    """Tells the GPU workers to stop `job_id` (at the next denoising step, or before it starts)."""
+    """Tells the GPU workers to stop `job_id` (at the next step, or before it starts)."""
     client = _redis_client()
     if client is not None:
         client.set(cancel_key(job_id), "1", ex=CANCEL_FLAG_TTL_SECONDS)
@@ -58,7 +56,7 @@ def cancel_flag_set(job_id: str) -> None:
 
 
 def cancel_flag_clear(job_id: str) -> None:
-    """Lets `job_id` run again (a staff retry of a generation that was stopped)."""
+    """Lets `job_id` run again (a new attempt of a job that was stopped)."""
     client = _redis_client()
     if client is not None:
         client.delete(cancel_key(job_id))

@@ -1,0 +1,49 @@
+"""What subscribers hear about a Soul ID: one hint per change, on the Soul ID's group.
+
+Every change the API can see (its own fields, its photos' verdicts, training progress) goes through
+`character_changed` under the row lock: it adds one to `sequence`, saves every field a change may touch
+(`STATE_FIELDS`, the one list) and publishes `{kind, id, sequence}` after the commit through
+apps/core/events.py. Subscriptions read the Soul ID again through its selector.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from apps.core import events
+
+from .models import Character
+
+EVENT_KIND = "character"
+
+STATE_FIELDS: tuple[str, ...] = (
+    "name",
+    "status",
+    "training_step",
+    "training_total",
+    "training_progress",
+    "training_eta_seconds",
+    "failure_message",
+    "lora_key",
+    "lora_metadata",
+    "thumbnail_key",
+    "thumbnail_width",
+    "thumbnail_height",
+    "thumbnail_bytes",
+    "trained_at",
+    "last_used_at",
+)
+
+
+def character_group(character_id: Any) -> str:
+    return f"character.{character_id}"
+
+
+def character_changed(character: Character) -> None:
+    """Saves the Soul ID's state with a new sequence and tells subscribers after the commit. Call with the
+    row locked."""
+    character.sequence += 1
+    character.save(update_fields=[*STATE_FIELDS, "sequence", "updated_at"])
+    events.publish_change_on_commit(
+        character_group(character.pk), kind=EVENT_KIND, id=character.pk, sequence=character.sequence
+    )

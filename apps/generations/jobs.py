@@ -1,0 +1,429 @@
+"""The generation kind of GPU job: how the one lifecycle (apps/jobs) reads, sends and changes a generation.
+
+A generation's job is its current attempt (`GenerationJob`, sent on its lane's queue). Retryable failures
+run again on the same route after a backoff (GENERATIONS_RETRIES_PER_ROUTE times), then on the route's
+fallback (re-planned when the fallback is of another model family), up to GENERATIONS_MAX_ATTEMPTS. An
+earlier attempt that completes after all still delivers (and the newer attempt is stopped).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import functools
+import logging
+import uuid
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+import gpu_worker.contract as contract
+from apps.characters.selectors import character_lora_base_by_id, character_trigger_by_id
+from apps.jobs.kinds import Job, JobKind, JobUnavailable, Outcome, register
+from apps.jobs.lifecycle import EXPIRED
+from apps.notifications.services import push_notify_generation_finished
+from apps.storage.backends import get_storage
+from apps.trends.models import Trend
+from apps.trends.services import trend_generation_record
+
+from . import routing
+from .events import generation_changed
+from .models import CONTRACT_ASPECT_RATIOS, Generation, GenerationStatus, ModelRoute, generation_prefix
+from .planner import ShotDefaults, plan_shot
+
+logger = logging.getLogger(__name__)
+
+SUBJECT_SELFIE = "the person in the photo"
+SUBJECT_SOUL_ID = "the person"  # a Soul ID without a recorded trigger token (trained before it was stored)
+
+# What a user is told when a generation fails, by reason code. BAD_INPUT uses the worker's own message
+# (the contract says it is safe to show).
+FAILURE_MESSAGES: dict[str, str] = {
+    contract.OUT_OF_MEMORY: "Our video servers were too busy to finish this video.",
+    contract.WORKER_LOST: "The server making this video stopped responding.",
+    contract.MODEL_UNAVAILABLE: "The video model is not available right now.",
+    contract.TIMED_OUT: "This video took too long to make.",
+    contract.INTERNAL: "Something went wrong while making this video.",
+    contract.BAD_INPUT: "The photo or the request could not be used.",
+    contract.MODERATION: "This request is not allowed by our content rules.",
+    contract.QUALITY_FAILED: "The video did not pass our quality check.",
+    contract.CANCELED: "This video was canceled.",
+    EXPIRED: "No video server was free in time.",
+}
+# Failure reasons a push can name (apps/notifications/messages.py REASON_CODES).
+PUSH_REASONS = {
+    contract.MODERATION: "MODERATION",
+    contract.QUALITY_FAILED: "QUALITY",
+    contract.TIMED_OUT: "TIMED_OUT",
+    contract.BAD_INPUT: "BAD_INPUT",
+}
+
+
+# --- Planning (also used when a request is created) ------------------------------------------------
+
+
+def generation_subject(*, lora_key: str, image_key: str, character_id: uuid.UUID | None) -> str:
+    """Who the prompt is about: a Soul ID's trigger token (what its LoRA was trained to bind), the person
+    in the selfie, or nobody."""
+    if lora_key:
+        trigger = character_trigger_by_id(character_id=character_id) if character_id else ""
+        return trigger or SUBJECT_SOUL_ID
+    return SUBJECT_SELFIE if image_key else ""
+
+
+def generation_plan(
+    *, trend: Trend | None, prompt: str, route: ModelRoute, subject: str, duration: int, aspect: str
+) -> dict:
+    """The shot plan for a route's model family (apps/generations/planner.py), as stored on a generation."""
+    defaults = ShotDefaults()
+    if trend is not None:
+        defaults = ShotDefaults(
+            prompt_template=trend.prompt_template,
+            negative_prompt=trend.negative_prompt,
+            camera_body=trend.camera_body,
+            lens=trend.lens,
+            focal_length_mm=trend.focal_length_mm,
+            aperture=trend.aperture,
+            camera_movement=trend.camera_movement,
+            movement_strength=trend.movement_strength,
+            lighting=trend.lighting,
+            mood=trend.mood,
+        )
+    plan = plan_shot(
+        defaults=defaults,
+        user_text=prompt,
+        model_family=route.family,
+        subject=subject,
+        duration_seconds=duration,
+        aspect_ratio=aspect,
+        subject_is_token=subject not in ("", SUBJECT_SELFIE, SUBJECT_SOUL_ID),
+    )
+    return dataclasses.asdict(plan)
+
+
+def generation_job(generation: Generation) -> contract.GenerationJob:
+    """The job message of the generation's current attempt."""
+    plan = generation.plan or {}
+    return contract.GenerationJob(
+        job_id=str(generation.pk),
+        route=generation.route.spec(),
+        prompt=plan.get("prompt") or generation.prompt,
+        negative_prompt=plan.get("negative_prompt", ""),
+        seed=int(generation.seed),
+        aspect_ratio=CONTRACT_ASPECT_RATIOS[generation.aspect_ratio],
+        width=generation.width,
+        height=generation.height,
+        num_frames=generation.num_frames,
+        output_prefix=generation.output_prefix,
+        attempt=generation.attempt,
+        image_key=generation.image_key or None,
+        lora_key=generation.lora_key or None,
+    )
+
+
+def count_trend(*, trend_id, succeeded: bool) -> None:
+    """Counts a generation of a trend (after the commit); a counter never fails a generation."""
+    try:
+        trend_generation_record(trend_id=trend_id, succeeded=succeeded)
+    except Exception:
+        logger.exception("could not count a generation of trend %s", trend_id)
+
+
+def delete_objects(keys: list[str]) -> None:
+    storage = get_storage()
+    for key in keys:
+        try:
+            storage.delete(key)
+        except Exception:
+            logger.exception("could not delete %s", key)
+
+
+def _valid_output(generation: Generation, output: Any, content_type: str) -> bool:
+    return (
+        isinstance(output, dict)
+        and isinstance(output.get("key"), str)
+        and output["key"].startswith(generation_prefix(generation))
+        and output.get("content_type") == content_type
+    )
+
+
+# --- The kind -------------------------------------------------------------------------------------
+
+
+class GenerationJobs(JobKind):
+    job_type = contract.JOB_TYPE_GENERATION
+    late_completion_wins = True
+
+    # 1. Rows and timing
+
+    def lock(self, job_id: str, *, attempt: int | None = None) -> Job | None:
+        try:
+            pk = uuid.UUID(str(job_id))
+        except ValueError:
+            return None
+        queryset = Generation.objects.select_for_update(of=("self",)).select_related(
+            "route", "trend", "owner"
+        )
+        queryset = queryset.filter(pk=pk)
+        if attempt is not None:
+            queryset = queryset.filter(attempt=attempt)
+        generation = queryset.first()
+        return self.job(generation) if generation is not None else None
+
+    @staticmethod
+    def job(generation: Generation) -> Job:
+        running = generation.status == GenerationStatus.RUNNING
+        since = (
+            (generation.last_event_at or generation.started_at or generation.queued_at) if running else None
+        )
+        return Job(
+            job_id=str(generation.pk),
+            attempt=generation.attempt,
+            last_sequence=generation.last_worker_sequence,
+            running=running,
+            finished=generation.is_terminal or generation.deleted_at is not None,
+            since=since or generation.queued_at,
+            hold_owner=generation,
+            row=generation,
+        )
+
+    def stuck_after(self) -> dt.timedelta:
+        return dt.timedelta(seconds=settings.GENERATIONS_STUCK_AFTER_SECONDS)
+
+    def max_wait(self) -> dt.timedelta:
+        return dt.timedelta(seconds=settings.GENERATIONS_QUEUE_MAX_WAIT_SECONDS)
+
+    def candidates(self, *, stuck_before, queued_before):
+        running_stuck = Q(status=GenerationStatus.RUNNING) & (
+            Q(last_event_at__lt=stuck_before) | Q(last_event_at__isnull=True, queued_at__lt=stuck_before)
+        )
+        queued_too_long = Q(status=GenerationStatus.QUEUED, queued_at__lt=queued_before)
+        rows = Generation.objects.filter(deleted_at__isnull=True).filter(running_stuck | queued_too_long)
+        return ((str(pk), attempt) for pk, attempt in rows.values_list("pk", "attempt"))
+
+    def unsent(self, *, queued_before):
+        rows = Generation.objects.filter(
+            status=GenerationStatus.QUEUED,
+            job_message_id="",
+            queued_at__lt=queued_before,
+            deleted_at__isnull=True,
+        )
+        return ((str(pk), attempt) for pk, attempt in rows.values_list("pk", "attempt"))
+
+    # 2. Messages
+
+    def message_fields(self, job_id: str, attempt: int) -> dict[str, Any] | None:
+        generation = Generation.objects.select_related("route").filter(pk=job_id).first()
+        if (
+            generation is None
+            or generation.attempt != attempt
+            or generation.status != GenerationStatus.QUEUED
+        ):
+            return None
+        if generation.route is None:  # the route was deleted meanwhile
+            raise JobUnavailable(contract.MODEL_UNAVAILABLE)
+        return contract.generation_message_fields(generation_job(generation), lane=generation.lane)
+
+    def sent(self, job_id: str, attempt: int, message_id: str) -> None:
+        Generation.objects.filter(pk=job_id, attempt=attempt).update(job_message_id=message_id)
+
+    # 3. Transitions (the row is locked)
+
+    def seen(self, job: Job, event: contract.JobEvent) -> None:
+        generation: Generation = job.row
+        generation.last_worker_sequence = event.sequence
+        generation.last_event_at = timezone.now()
+        if event.is_terminal:
+            generation.worker_outcome = "completed" if event.kind == "completed" else event.reason_code or ""
+        job.last_sequence = event.sequence
+
+    def progress(self, job: Job, event: contract.JobEvent) -> None:
+        generation: Generation = job.row
+        if generation.status == GenerationStatus.QUEUED:
+            generation.status = GenerationStatus.RUNNING
+            generation.started_at = generation.started_at or timezone.now()
+        if event.stage:
+            generation.stage = event.stage
+        generation.progress = min(max(float(event.progress), 0.0), 1.0)
+        generation_changed(generation)
+
+    def outputs_valid(self, job: Job, event: contract.JobEvent) -> bool:
+        outputs = event.outputs or {}
+        return _valid_output(job.row, outputs.get("video"), "video/mp4") and _valid_output(
+            job.row, outputs.get("poster"), "image/jpeg"
+        )
+
+    def succeed(self, job: Job, event: contract.JobEvent, *, charged: bool) -> None:
+        generation: Generation = job.row
+        outputs = event.outputs or {}
+        video, poster = outputs["video"], outputs["poster"]
+        now = timezone.now()
+        generation.status = GenerationStatus.SUCCEEDED
+        generation.stage = ""
+        generation.progress = 1.0
+        generation.finished_at = now
+        generation.started_at = generation.started_at or now
+        generation.video_key = video["key"]
+        generation.video_bytes = video.get("bytes")
+        generation.video_width = video.get("width")
+        generation.video_height = video.get("height")
+        generation.video_fps = video.get("fps")
+        generation.video_frames = video.get("num_frames")
+        generation.video_duration_seconds = video.get("duration_seconds")
+        generation.poster_key = poster["key"]
+        generation.poster_bytes = poster.get("bytes")
+        generation.poster_width = poster.get("width")
+        generation.poster_height = poster.get("height")
+        seed = outputs.get("seed")
+        generation.seed_used = seed if isinstance(seed, int) and not isinstance(seed, bool) else None
+        generation.timings = event.timings or {}
+        if charged:
+            generation.credits_charged = generation.quoted_credits
+        generation_changed(generation)
+        same_run = event.attempt == generation.attempt and outputs.get("route") == generation.route_name
+        if same_run and generation.route is not None:  # the route's measured speed, for ETAs
+            routing.route_record_timings(
+                route_id=generation.route_id,
+                timings=generation.timings,
+                width=generation.width,
+                height=generation.height,
+                num_frames=generation.num_frames,
+                route=generation.route,
+            )
+        if generation.trend_id:
+            transaction.on_commit(
+                functools.partial(count_trend, trend_id=generation.trend_id, succeeded=True)
+            )
+
+    def retry(self, job: Job, *, code: str, message: str) -> float | None:
+        """The same route again after a backoff, then the fallback route; None when neither is left."""
+        generation: Generation = job.row
+        route = generation.route
+        if generation.attempt >= settings.GENERATIONS_MAX_ATTEMPTS or route is None:
+            return None
+        delay = 0.0
+        if generation.route_attempts <= settings.GENERATIONS_RETRIES_PER_ROUTE and route.enabled:
+            delay = settings.GENERATIONS_RETRY_BACKOFF_SECONDS * 2 ** (generation.route_attempts - 1)
+            generation.route_attempts += 1
+        elif not self._move_to_fallback(generation):
+            return None
+        logger.warning(
+            "generation %s attempt %s failed (%s); attempt %s on %s in %.0f s",
+            generation.pk,
+            generation.attempt,
+            code,
+            generation.attempt + 1,
+            generation.route_name,
+            delay,
+        )
+        self.requeue(generation, at=timezone.now() + dt.timedelta(seconds=delay))
+        job.attempt = generation.attempt
+        return delay
+
+    def _move_to_fallback(self, generation: Generation) -> bool:
+        route = generation.route
+        lora = (
+            character_lora_base_by_id(character_id=generation.character_id) if generation.lora_key else None
+        )
+        fallback = routing.route_fallback(
+            route, needs_image=bool(generation.image_key), needs_lora=bool(generation.lora_key), lora=lora
+        )
+        if fallback is None:
+            return False
+        width, height, num_frames = routing.job_size(
+            fallback, aspect_ratio=generation.aspect_ratio, duration_seconds=generation.duration_seconds
+        )
+        if not routing.job_fits(fallback, width=width, height=height, num_frames=num_frames):
+            return False
+        if fallback.family != route.family:  # the prompt is written per model family
+            generation.plan = generation_plan(
+                trend=generation.trend,
+                prompt=generation.prompt,
+                route=fallback,
+                subject=generation_subject(
+                    lora_key=generation.lora_key,
+                    image_key=generation.image_key,
+                    character_id=generation.character_id,
+                ),
+                duration=generation.duration_seconds,
+                aspect=generation.aspect_ratio,
+            )
+        generation.route, generation.route_name = fallback, fallback.name
+        generation.width, generation.height, generation.num_frames = width, height, num_frames
+        generation.route_attempts = 1
+        return True
+
+    @staticmethod
+    def requeue(generation: Generation, *, at: dt.datetime) -> None:
+        """The next attempt, waiting in its lane from `at` (sent by the lifecycle after the commit)."""
+        generation.attempt += 1
+        generation.status = GenerationStatus.QUEUED
+        generation.stage = ""
+        generation.progress = 0.0
+        generation.queued_at = at
+        generation.job_message_id = ""
+        generation_changed(generation)
+
+    def end(self, job: Job, *, outcome: Outcome, code: str, message: str, retryable: bool) -> None:
+        generation: Generation = job.row
+        generation.status = GenerationStatus(outcome.value)
+        generation.stage = ""
+        generation.failure_code = code
+        text = message if message.endswith("not charged.") else message + " You were not charged."
+        generation.failure_message = text[:300]
+        generation.failure_retryable = retryable
+        generation.finished_at = timezone.now()
+        generation.credits_charged = 0
+        generation_changed(generation)
+
+    def failure_message(self, code: str, worker_message: str = "") -> str:
+        if code == contract.BAD_INPUT and worker_message:
+            text = worker_message.strip().rstrip(".")
+            return (text[:1].upper() + text[1:] + ".")[:250]
+        return FAILURE_MESSAGES.get(code, FAILURE_MESSAGES[contract.INTERNAL])
+
+    def final(self, job: Job, event: contract.JobEvent) -> None:
+        """A late event of a finished generation: its outcome is recorded and stray outputs are removed."""
+        generation: Generation = job.row
+        if event.is_terminal:
+            outcome = "completed" if event.kind == "completed" else (event.reason_code or "failed")
+            Generation.objects.filter(pk=generation.pk).update(worker_outcome=outcome)
+        if event.kind != "completed":
+            return
+        kept = {generation.video_key, generation.poster_key} - {""}
+        prefix = generation_prefix(generation)
+        stray = [
+            output["key"]
+            for output in (event.outputs or {}).values()
+            if isinstance(output, dict)
+            and isinstance(output.get("key"), str)
+            and output["key"].startswith(prefix)
+            and output["key"] not in kept
+        ]
+        if stray:
+            transaction.on_commit(functools.partial(delete_objects, stray))
+
+    def notify(self, job: Job, *, succeeded: bool) -> None:
+        """Records the push of a finished generation (sent after the commit); never fails the transition."""
+        generation: Generation = job.row
+        title = generation.trend.title if generation.trend_id and generation.trend else ""
+        if not title:
+            prompt = generation.prompt
+            title = (prompt[:40] + "…") if len(prompt) > 40 else (prompt or "Your video")
+        try:
+            with transaction.atomic():
+                push_notify_generation_finished(
+                    user=generation.owner,
+                    generation_id=generation.pk,
+                    succeeded=succeeded,
+                    trend_title=title,
+                    reason=None if succeeded else PUSH_REASONS.get(generation.failure_code),
+                )
+        except Exception:
+            logger.exception("could not record the push of generation %s", generation.pk)
+
+
+GENERATION_JOBS = register(GenerationJobs())

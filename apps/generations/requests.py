@@ -1,0 +1,416 @@
+"""A user's generation requests: checked and completed with defaults, quoted, created and held.
+
+`generation_quote` prices a request and changes nothing; `generation_create` is idempotent per user and key,
+holds the price in the same transaction as the row, and hands the first attempt to the one job lifecycle
+(apps/jobs) after the commit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import re
+import secrets
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.cache import cache
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from apps.characters.selectors import character_lora_for_user, character_reference_photo_key
+from apps.characters.services import character_mark_used
+from apps.core.errors import (
+    IdempotencyInProgress,
+    IdempotencyKeyReused,
+    NotFound,
+    RateLimited,
+    UnsupportedOption,
+    UploadInvalid,
+    ValidationFailed,
+)
+from apps.credits.selectors import credits_balance
+from apps.credits.services import credits_hold
+from apps.jobs.lifecycle import job_dispatch_on_commit
+from apps.storage.models import UploadStatus
+from apps.storage.selectors import upload_get_for_user
+from apps.storage.services import upload_verify
+from apps.trends.models import AspectRatio, QualityTier, Requirement, Trend, TrendStatus
+
+from . import routing
+from .jobs import GENERATION_JOBS, count_trend, generation_plan, generation_subject
+from .models import Generation, GenerationStatus, Lane, ModelRoute
+from .pricing import price_credits
+from .selectors import new_job_eta_seconds
+
+IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")  # visible ASCII, like a UUID
+MAX_SEED = 2**31 - 1  # a GraphQL Int
+
+# --- Requests -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """What the app asked for (API.md GenerationInput); None means "the default"."""
+
+    trend_slug: str | None = None
+    prompt: str | None = None
+    character_id: str | None = None
+    photo_upload_id: str | None = None
+    aspect_ratio: str | None = None
+    duration_seconds: int | None = None
+    quality: str | None = None
+    speed: str | None = None
+    seed: int | None = None
+    idempotency_key: str | None = None
+
+    def fingerprint(self) -> str:
+        """The request without its key: two requests are "the same" when these are equal."""
+        fields = {k: v for k, v in dataclasses.asdict(self).items() if k != "idempotency_key"}
+        return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A request checked and completed with defaults, a route, a size and a price."""
+
+    trend: Trend | None
+    prompt: str
+    aspect_ratio: str
+    duration_seconds: int
+    quality: str
+    lane: str
+    seed: int | None
+    upload: Any
+    image_key: str
+    character_id: uuid.UUID | None
+    lora_key: str
+    route: ModelRoute
+    width: int
+    height: int
+    num_frames: int
+    credits: int
+
+
+@dataclass(frozen=True)
+class Quote:
+    credits: int
+    eta_seconds: int
+    balance: int
+    route: ModelRoute
+    quality: str
+    lane: str
+    aspect_ratio: str
+    duration_seconds: int
+
+
+def _choice(value: str | None, choices, *, default: str, field: str, what: str) -> str:
+    if value is None or value == "":
+        return default
+    if value not in choices.values:
+        raise ValidationFailed(f"Choose a {what}: one of {', '.join(choices.values)}.", field=field)
+    return value
+
+
+def _trend(slug: str) -> Trend:
+    trend = Trend.objects.select_related("category").filter(slug=slug.strip()).first()
+    if trend is None or trend.status in (TrendStatus.DRAFT, TrendStatus.SCHEDULED):
+        raise NotFound("This trend does not exist.", field="trendSlug")
+    if trend.status == TrendStatus.RETIRED or (trend.retire_at and trend.retire_at <= timezone.now()):
+        raise NotFound("This trend is no longer available. Pick another one.", field="trendSlug")
+    return trend
+
+
+def _character_lora(*, user, character_id: str) -> tuple[uuid.UUID, str, tuple[str, str]]:
+    """The LoRA key of the caller's ready Soul ID and the (family, base checkpoint) it was trained for:
+    NotFound (missing, or someone else's) or CHARACTER_NOT_READY (still training, failed)."""
+    try:
+        pk = uuid.UUID(str(character_id))
+    except ValueError:
+        raise NotFound("This Soul ID does not exist.", field="characterId") from None
+    return pk, *character_lora_for_user(user=user, character_id=pk)
+
+
+def _upload(*, user, upload_id: str, verify: bool):
+    """The caller's selfie upload: verified now if it is still pending (when `verify`)."""
+    try:
+        upload = upload_get_for_user(user=user, upload_id=upload_id)
+    except NotFound:
+        raise NotFound("This photo upload does not exist.", field="photoUploadId") from None
+    if verify and upload.status != UploadStatus.VERIFIED:
+        try:
+            upload = upload_verify(user=user, upload_id=upload.pk)
+        except UploadInvalid as exc:
+            raise UploadInvalid(exc.message, field="photoUploadId", **exc.extra) from None
+    elif upload.status == UploadStatus.REJECTED:
+        raise UploadInvalid(upload.reject_message, field="photoUploadId", reason=upload.reject_reason)
+    return upload
+
+
+def _resolve(*, user, request: GenerationRequest, for_create: bool) -> Resolved:
+    """Checks a request and fills in its defaults; a typed error names the input to fix.
+
+    A quote (`for_create=False`) may come before the user picked a selfie or a Soul ID: it is priced as
+    if the trend's requirement were met, and an upload is not verified yet."""
+    # 1. A trend, or a prompt
+    trend = _trend(request.trend_slug) if request.trend_slug else None
+    prompt = (request.prompt or "").strip()
+    most = settings.GENERATIONS_PROMPT_MAX_CHARS
+    if len(prompt) > most:
+        raise ValidationFailed(f"Keep the prompt to {most} characters; it has {len(prompt)}.", field="prompt")
+    if trend is None and not prompt:
+        raise ValidationFailed("Choose a trend or write a prompt.", field="trendSlug")
+
+    # 2. The options, within what the trend offers
+    aspect_ratio = _choice(
+        request.aspect_ratio,
+        AspectRatio,
+        default=trend.default_aspect_ratio if trend else AspectRatio.PORTRAIT_9_16,
+        field="aspectRatio",
+        what="aspect ratio",
+    )
+    allowed = trend.aspect_ratios if trend else list(AspectRatio.values)
+    if aspect_ratio not in allowed:
+        labels = " or ".join(AspectRatio(value).label for value in allowed)
+        raise UnsupportedOption(f"This trend is made in {labels}. Choose one of those.", field="aspectRatio")
+    durations = list(trend.durations) if trend else list(settings.GENERATIONS_PROMPT_DURATIONS)
+    duration = request.duration_seconds
+    if duration is None:
+        duration = trend.default_duration_seconds if trend else durations[0]
+    if duration not in durations:
+        choices = " or ".join(f"{value} s" for value in durations)
+        raise UnsupportedOption(f"Choose a length of {choices}.", field="durationSeconds")
+    quality = _choice(
+        request.quality,
+        QualityTier,
+        default=trend.default_quality if trend else QualityTier.STANDARD,
+        field="quality",
+        what="quality",
+    )
+    lane = _choice(request.speed, Lane, default=Lane.INSTANT, field="speed", what="speed")
+    if request.seed is not None and not 0 <= request.seed <= MAX_SEED:
+        raise ValidationFailed(f"The seed is a whole number from 0 to {MAX_SEED}.", field="seed")
+
+    # 3. Who is in the video: a Soul ID, a selfie, or nobody
+    character_id, lora_key, lora = None, "", None
+    if request.character_id:
+        character_id, lora_key, lora = _character_lora(user=user, character_id=request.character_id)
+    upload, image_key = None, ""
+    if request.photo_upload_id:
+        upload = _upload(user=user, upload_id=request.photo_upload_id, verify=for_create)
+        image_key = upload.key if upload.status == UploadStatus.VERIFIED else ""
+    requires = trend.requires if trend else Requirement.NONE
+    if for_create and requires == Requirement.SOUL_ID and character_id is None:
+        raise ValidationFailed(
+            "This trend needs your Soul ID. Create one, then try again.", field="characterId"
+        )
+    if for_create and requires == Requirement.SELFIE and upload is None and character_id is None:
+        raise ValidationFailed("This trend needs a selfie. Add one, then try again.", field="photoUploadId")
+    needs_image = upload is not None or (requires == Requirement.SELFIE and character_id is None)
+    needs_lora = bool(lora_key) or requires == Requirement.SOUL_ID
+
+    # 4. The model route, the job's size on it, and the price
+    route = routing.route_choose(
+        trend=trend, quality=quality, lane=lane, needs_image=needs_image, needs_lora=needs_lora, lora=lora
+    )
+    if character_id is not None and upload is None and route.image_conditioning:
+        # A Soul ID and no selfie: its sharpest accepted photo is the first frame, where the route takes one.
+        image_key = character_reference_photo_key(character_id=character_id)
+    width, height, num_frames = routing.job_size(route, aspect_ratio=aspect_ratio, duration_seconds=duration)
+    if not routing.job_fits(route, width=width, height=height, num_frames=num_frames):
+        raise UnsupportedOption(
+            "This length is too long for this model. Choose a shorter one.", field="durationSeconds"
+        )
+    credits = price_credits(trend=trend, route=route, quality=quality, duration_seconds=duration, lane=lane)
+    return Resolved(
+        trend=trend,
+        prompt=prompt,
+        aspect_ratio=aspect_ratio,
+        duration_seconds=duration,
+        quality=quality,
+        lane=lane,
+        seed=request.seed,
+        upload=upload,
+        image_key=image_key,
+        character_id=character_id,
+        lora_key=lora_key,
+        route=route,
+        width=width,
+        height=height,
+        num_frames=num_frames,
+        credits=credits,
+    )
+
+
+def _plan(resolved: Resolved) -> dict:
+    subject = generation_subject(
+        lora_key=resolved.lora_key, image_key=resolved.image_key, character_id=resolved.character_id
+    )
+    try:
+        return generation_plan(
+            trend=resolved.trend,
+            prompt=resolved.prompt,
+            route=resolved.route,
+            subject=subject,
+            duration=resolved.duration_seconds,
+            aspect=resolved.aspect_ratio,
+        )
+    except ValueError as exc:
+        raise ValidationFailed(f"This request cannot be planned: {exc}", field="prompt") from None
+
+
+# --- Quote ----------------------------------------------------------------------------------------
+
+
+def generation_quote(*, user, request: GenerationRequest) -> Quote:
+    """The price in credits and the ETA of a request, with the caller's balance. Changes nothing."""
+    resolved = _resolve(user=user, request=request, for_create=False)
+    eta = new_job_eta_seconds(
+        route=resolved.route,
+        lane=resolved.lane,
+        width=resolved.width,
+        height=resolved.height,
+        num_frames=resolved.num_frames,
+    )
+    return Quote(
+        credits=resolved.credits,
+        eta_seconds=eta,
+        balance=credits_balance(user=user),
+        route=resolved.route,
+        quality=resolved.quality,
+        lane=resolved.lane,
+        aspect_ratio=resolved.aspect_ratio,
+        duration_seconds=resolved.duration_seconds,
+    )
+
+
+# --- Create ---------------------------------------------------------------------------------------
+
+
+def _idempotency_key(value: str | None) -> str:
+    if not isinstance(value, str) or not IDEMPOTENCY_KEY.match(value):
+        raise ValidationFailed(
+            "Send an idempotency key: 1 to 255 visible characters, like a UUID made when the user taps.",
+            field="idempotencyKey",
+        )
+    return value
+
+
+def _replay(*, user, key: str, fingerprint: str) -> Generation | None:
+    """The generation made earlier with this key: the same one for the same request."""
+    existing = (
+        Generation.objects.filter(owner=user, idempotency_key=key)
+        .select_related("trend__category", "route")
+        .first()
+    )
+    if existing is None:
+        return None
+    if existing.request_hash != fingerprint:
+        raise IdempotencyKeyReused(
+            "This idempotency key was used for a different request. Send a new key for a new video.",
+            field="idempotencyKey",
+        )
+    if existing.deleted_at is not None:
+        raise NotFound("The video made with this key was deleted.", field="idempotencyKey")
+    return existing
+
+
+def _check_active_limit(user) -> None:
+    most = settings.GENERATIONS_MAX_ACTIVE_PER_USER
+    active = Generation.objects.filter(
+        owner=user, status__in=[GenerationStatus.QUEUED, GenerationStatus.RUNNING], deleted_at__isnull=True
+    ).count()
+    if active >= most:
+        raise RateLimited(
+            retry_after_seconds=30,
+            message=f"You have {active} videos in progress, the most at once. Wait for one to finish.",
+        )
+
+
+def generation_create(*, user, request: GenerationRequest) -> Generation:
+    """Creates a generation, holds its price and queues its job after the commit.
+
+    Idempotent per user and key: the same key with the same request returns the first generation (charged
+    once); with another request it is IDEMPOTENCY_KEY_REUSED; while the first is still being handled,
+    IDEMPOTENCY_IN_PROGRESS. Keys live with their generations (never purged), so well over 24 hours.
+    """
+    key = _idempotency_key(request.idempotency_key)
+    fingerprint = request.fingerprint()
+    replay = _replay(user=user, key=key, fingerprint=fingerprint)
+    if replay is not None:
+        return replay
+    claim = f"generations:idempotency:{user.pk}:{hashlib.sha256(key.encode()).hexdigest()}"
+    if not cache.add(claim, 1, timeout=settings.GENERATIONS_IDEMPOTENCY_CLAIM_SECONDS):
+        replay = _replay(user=user, key=key, fingerprint=fingerprint)
+        if replay is not None:
+            return replay
+        raise IdempotencyInProgress(field="idempotencyKey")
+    try:
+        resolved = _resolve(user=user, request=request, for_create=True)
+        plan = _plan(resolved)
+        try:
+            return _create(user=user, key=key, fingerprint=fingerprint, resolved=resolved, plan=plan)
+        except IntegrityError:  # the same key committed by a request that outlived its claim
+            replay = _replay(user=user, key=key, fingerprint=fingerprint)
+            if replay is None:
+                raise
+            return replay
+    finally:
+        cache.delete(claim)
+
+
+@transaction.atomic
+def _create(*, user, key: str, fingerprint: str, resolved: Resolved, plan: dict) -> Generation:
+    # One user's creates run one at a time: the active-job limit and the key check cannot race.
+    list(get_user_model().objects.select_for_update().filter(pk=user.pk).values_list("pk", flat=True))
+    replay = _replay(user=user, key=key, fingerprint=fingerprint)
+    if replay is not None:
+        return replay
+    _check_active_limit(user)
+    now = timezone.now()
+    trend, route = resolved.trend, resolved.route
+    generation = Generation(
+        owner=user,
+        trend=trend,
+        trend_slug=trend.slug if trend else "",
+        prompt=resolved.prompt,
+        character_id=resolved.character_id,
+        photo_upload=resolved.upload,
+        image_key=resolved.image_key,
+        lora_key=resolved.lora_key,
+        aspect_ratio=resolved.aspect_ratio,
+        duration_seconds=resolved.duration_seconds,
+        quality=resolved.quality,
+        lane=resolved.lane,
+        seed=resolved.seed if resolved.seed is not None else secrets.randbelow(MAX_SEED + 1),
+        quoted_credits=resolved.credits,
+        plan=plan,
+        route=route,
+        route_name=route.name,
+        width=resolved.width,
+        height=resolved.height,
+        num_frames=resolved.num_frames,
+        status=GenerationStatus.QUEUED,
+        queued_at=now,
+        idempotency_key=key,
+        request_hash=fingerprint,
+        api_sequence=1,
+    )
+    # The related rows were just read; checking them again would cost a query each.
+    generation.full_clean(
+        exclude=["owner", "trend", "photo_upload", "route"], validate_unique=False, validate_constraints=False
+    )
+    with transaction.atomic():  # a duplicate key surfaces here as IntegrityError, the outer block intact
+        generation.save(force_insert=True)
+    credits_hold(user=user, amount=resolved.credits, owner=generation, reason="generation")
+    if resolved.character_id is not None:
+        character_mark_used(character_id=resolved.character_id)  # retention counts from the last use
+    job_dispatch_on_commit(GENERATION_JOBS, job_id=str(generation.pk), attempt=1)
+    if trend is not None:
+        transaction.on_commit(functools.partial(count_trend, trend_id=trend.pk, succeeded=False))
+    return generation

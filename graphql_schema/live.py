@@ -1,0 +1,51 @@
+"""The one subscription protocol: join the object's group, read it through its selector, then read it again
+for every newer change.
+
+Services publish `{kind, id, sequence}` after each commit (apps/core/events.py). A subscription joins the
+group first, so a change committed while it reads is not missed, then yields the current state read
+through the selector (which checks access), then, for every message of its kind with a higher sequence
+than the last state it sent, reads the state again. A message that is not newer (reordered, older than
+the last read, or coalesced into an earlier read) is dropped; no state is ever rebuilt from a message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from typing import TypeVar
+
+from strawberry import Info
+
+from apps.core.errors import NotFound
+
+T = TypeVar("T")
+
+
+async def follow(
+    info: Info,
+    *,
+    group: str,
+    kind: str,
+    load: Callable[[], Awaitable[T]],
+    sequence: Callable[[T], int],
+    finished: Callable[[T], bool] = lambda _: False,
+) -> AsyncGenerator[T, None]:
+    """Yields the current state, then each newer one, until `finished` is true of one or the object is
+    gone (NotFound on a later read). NotFound on the first read propagates: the caller answers it."""
+    async with info.context.ws.subscribe(group) as messages:
+        current = await load()
+        yield current
+        if finished(current):
+            return
+        async for payload in messages:
+            if payload.get("kind") != kind or int(payload.get("sequence") or 0) <= sequence(current):
+                continue
+            try:
+                latest = await load()
+            except NotFound:
+                return
+            if sequence(latest) <= sequence(current):
+                continue
+            current = latest
+            yield current
+            if finished(current):
+                return
