@@ -33,7 +33,7 @@ import traceback
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar
 
 import torch
 
@@ -135,11 +135,6 @@ class JobEvents:
 
 
 # --- Kinds and runs -----------------------------------------------------------------------------
-
-
-class JobMessage(Protocol):
-    job_id: str
-    attempt: int
 
 
 @dataclass(frozen=True)

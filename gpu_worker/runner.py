@@ -246,7 +246,7 @@ class Runner:
         # 2. Load the model, fetch the inputs, apply the user's LoRA
         events.stage(STAGE_LOADING_MODEL)
         with run.timed("load"):
-            model = self._model(job.route)
+            model = self.load_model(job.route)
             image = self._input_image(job)
             pipe = model.pipeline_for(job)
             self.lora.apply(pipe, job.lora_key, job.lora_scale)
@@ -348,7 +348,9 @@ class Runner:
             # A raise from the callback skips the pipeline's own clean-up: free offload hooks here.
             pipe.maybe_free_model_hooks()
 
-    def _model(self, route: RouteSpec) -> pipelines.VideoModel:
+    def load_model(self, route: RouteSpec) -> pipelines.VideoModel:
+        """The route's model, loaded once and kept (the least recently used goes past
+        `max_loaded_models`); a training on this runner adapts the same one."""
         key = (route.name, route.family, route.checkpoint)
         if key in self.models:
             self.models.move_to_end(key)

@@ -15,8 +15,8 @@ Training happens in place on the cached generation transformer, on the runner's 
 job at a time; gpu_worker/execution.py): the users' adapters are unloaded first, the training adapter
 is removed afterwards (also on a cancel or an error) and the transformer is back in eval mode with its
 base weights untouched, so the next generation runs exactly as before and no second copy of a 5B
-transformer is needed. Everything
-random comes from the job's seed: on a CPU the same job gives the same file, byte for byte.
+transformer is needed. Everything random comes from the job's seed: on a CPU the same job gives the
+same file, byte for byte.
 
     trainer = Trainer(runner)          # shares the runner's executor, storage and models
     event = trainer.run(job)           # the terminal event: completed, or failed with a reason code
@@ -155,7 +155,7 @@ class Trainer:
         run.check_cancel()
         events.stage(STAGE_LOADING_MODEL)
         with run.timed("load"):
-            model = self.runner._model(job.route)
+            model = self.runner.load_model(job.route)
             pipe = model.t2v  # Wan families: the text-to-video pipeline holds the transformer to adapt
             self.runner.lora.apply(pipe, None, 1.0)
 

@@ -78,7 +78,7 @@ def test_a_generation_and_a_training_fail_alike_for_the_same_cause(
     def load(route):
         raise error
 
-    monkeypatch.setattr(runner, "_model", load)  # both kinds load the route's model through the runner
+    monkeypatch.setattr(runner, "load_model", load)  # both kinds load the route's model through the runner
 
     terminals = _run_both(runner, trainer, storage)
 
@@ -94,7 +94,7 @@ def test_a_retry_is_announced_alike_at_the_stage_each_kind_starts_at(
     def load(route):
         raise torch.OutOfMemoryError("CUDA out of memory")
 
-    monkeypatch.setattr(runner, "_model", load)
+    monkeypatch.setattr(runner, "load_model", load)
 
     terminals = _run_both(runner, trainer, storage, final_attempt=False)
 
