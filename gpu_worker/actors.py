@@ -16,13 +16,18 @@ One worker serves all three lanes with one slot per GPU (gpu_worker/lanes.py): I
 then TRAINING (a training waiting past GPU_TRAINING_MAX_WAIT_S goes ahead of ECONOMY). Training has its
 own time limit (GPU_TRAINING_TIME_LIMIT_S, longer than a generation's) and fewer retries; a training that
 runs past its limit is reported TIMED_OUT at once rather than run again for as long.
+
+Every kind of job has the same actor, declared by `declare_lane_actor` from its `LaneActor` (actor
+name, lanes, job kind, retry policy) and its handler (a `Runner`, a `Trainer`: `run` and
+`report_failure`). A new kind of GPU job adds a `LaneActor` and one line in `build_worker`.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import dramatiq
 from dramatiq.middleware import CurrentMessage
@@ -38,18 +43,16 @@ from gpu_worker.contract import (
     FAMILY_TINY_WAN,
     GENERATION_QUEUES_BY_PRIORITY,
     GPU_QUEUES_BY_PRIORITY,
-    QUEUE_GPU_INSTANT,
     QUEUE_GPU_TRAINING,
     QUEUE_JOB_EVENTS,
     TIMED_OUT,
     ContractError,
-    GenerationJob,
     JobEvent,
-    TrainingJob,
     cancel_key,
 )
+from gpu_worker.execution import JobKind
 from gpu_worker.lanes import LaneGate
-from gpu_worker.runner import CancelChecker, EventSink, Runner
+from gpu_worker.runner import GENERATION, CancelChecker, EventSink, Runner
 from gpu_worker.settings import (
     DEFAULT_TIME_LIMIT_S,
     DEFAULT_TRAINING_MAX_WAIT_S,
@@ -57,7 +60,7 @@ from gpu_worker.settings import (
     WorkerSettings,
 )
 from gpu_worker.storage import Storage
-from gpu_worker.training import Trainer
+from gpu_worker.training import TRAINING, Trainer
 
 logger = logging.getLogger(__name__)
 
@@ -106,110 +109,100 @@ def redis_cancel_checker(client: Any) -> CancelChecker:
     return canceled
 
 
-def declare_generation_actor(
-    broker: dramatiq.Broker, runner: Runner, *, time_limit_s: int = DEFAULT_TIME_LIMIT_S
+@dataclass(frozen=True)
+class LaneActor:
+    """How one kind of job sits on the GPU lanes."""
+
+    actor_name: str
+    queues: tuple[str, ...]  # the lanes it serves; the first is the actor's (messages name their own)
+    kind: JobKind
+    max_retries: int  # of a retryable failure, within one backend attempt
+    retry_past_time_limit: bool  # False: a run past the time limit is reported TIMED_OUT at once
+    message_noun: str  # in "the {message_noun} message is malformed"
+
+
+GENERATION_LANES = LaneActor(
+    actor_name=ACTOR_RUN_GENERATION,
+    queues=GENERATION_QUEUES_BY_PRIORITY,
+    kind=GENERATION,
+    max_retries=MAX_RETRIES,
+    retry_past_time_limit=True,
+    message_noun="job",
+)
+TRAINING_LANE = LaneActor(
+    actor_name=ACTOR_TRAIN_CHARACTER,
+    queues=(QUEUE_GPU_TRAINING,),
+    kind=TRAINING,
+    max_retries=MAX_TRAINING_RETRIES,
+    retry_past_time_limit=False,  # another run would take as long
+    message_noun="training job",
+)
+
+
+class JobHandler(Protocol):
+    """What runs a lane's jobs: a `Runner`, a `Trainer`."""
+
+    def run(self, job: Any, *, final_attempt: bool = True) -> JobEvent: ...
+
+    def report_failure(
+        self, job_id: str, reason_code: str, message: str, *, attempt: int = 1
+    ) -> JobEvent: ...
+
+
+def declare_lane_actor(
+    broker: dramatiq.Broker, lane: LaneActor, handler: JobHandler, *, time_limit_s: int
 ) -> dramatiq.Actor:
-    """Declares ACTOR_RUN_GENERATION on `broker` (both generation lanes) and returns it."""
+    """Declares `lane.actor_name` on `broker` (on every queue of the lane) and returns it."""
     if not any(isinstance(m, CurrentMessage) for m in broker.middleware):
         broker.add_middleware(CurrentMessage())
+    noun = lane.kind.noun
 
-    def run_generation(job: dict[str, Any] | None = None) -> None:
+    def run_job(job: dict[str, Any] | None = None) -> None:
         message = CurrentMessage.get_current_message()
         options = message.options if message is not None else {}
-        retries = options.get("retries", 0)
-        final_attempt = retries >= options.get("max_retries", MAX_RETRIES)
+        final_attempt = options.get("retries", 0) >= options.get("max_retries", lane.max_retries)
 
         # 1. Read the job; a message that breaks the contract fails at once (and says so when it can)
         try:
-            parsed = GenerationJob.from_message(job)
-        except ContractError as exc:
-            job_id = job.get("job_id") if isinstance(job, dict) else None
-            if isinstance(job_id, str) and job_id:
-                runner.report_failure(job_id, BAD_INPUT, f"the job message is malformed: {exc}")
-            raise JobFailed(f"malformed job message: {exc}") from None
-
-        # 2. Run it; a time limit is retried like any retryable failure, then reported
-        try:
-            event = runner.run(parsed, final_attempt=final_attempt)
-        except TimeLimitExceeded:
-            if not final_attempt:
-                raise
-            runner.report_failure(parsed.job_id, TIMED_OUT, "the job took too long", attempt=parsed.attempt)
-            raise JobFailed(f"job {parsed.job_id} ran past the time limit") from None
-
-        # 3. Tell Dramatiq: done, retry, or failed for good (the terminal event is already sent)
-        if event.kind == "completed" or event.reason_code == CANCELED:
-            return
-        if event.retryable and not final_attempt:
-            raise RetryableJobFailure(f"job {parsed.job_id}: {event.reason_code}")
-        raise JobFailed(f"job {parsed.job_id}: {event.reason_code}: {event.message}")
-
-    for queue in GENERATION_QUEUES_BY_PRIORITY:
-        broker.declare_queue(queue)
-    return dramatiq.actor(
-        run_generation,
-        actor_name=ACTOR_RUN_GENERATION,
-        queue_name=QUEUE_GPU_INSTANT,  # the actor serves both lanes: messages name their own queue
-        broker=broker,
-        max_retries=MAX_RETRIES,
-        min_backoff=MIN_BACKOFF_MS,
-        max_backoff=MAX_BACKOFF_MS,
-        time_limit=time_limit_s * 1000,
-        throws=(JobFailed,),
-    )
-
-
-def declare_training_actor(
-    broker: dramatiq.Broker, trainer: Trainer, *, time_limit_s: int = DEFAULT_TRAINING_TIME_LIMIT_S
-) -> dramatiq.Actor:
-    """Declares ACTOR_TRAIN_CHARACTER on `broker` (the training lane) and returns it."""
-    if not any(isinstance(m, CurrentMessage) for m in broker.middleware):
-        broker.add_middleware(CurrentMessage())
-
-    def train_character(job: dict[str, Any] | None = None) -> None:
-        message = CurrentMessage.get_current_message()
-        options = message.options if message is not None else {}
-        retries = options.get("retries", 0)
-        final_attempt = retries >= options.get("max_retries", MAX_TRAINING_RETRIES)
-
-        # 1. Read the job; a message that breaks the contract fails at once (and says so when it can)
-        try:
-            parsed = TrainingJob.from_message(job)
+            parsed = lane.kind.job_class.from_message(job)
         except ContractError as exc:
             job_id = job.get("job_id") if isinstance(job, dict) else None
             attempt = job.get("attempt") if isinstance(job, dict) else None
             if isinstance(job_id, str) and job_id:
-                trainer.report_failure(
+                handler.report_failure(
                     job_id,
                     BAD_INPUT,
-                    f"the training job message is malformed: {exc}",
+                    f"the {lane.message_noun} message is malformed: {exc}",
                     attempt=attempt if isinstance(attempt, int) and attempt >= 1 else 1,
                 )
-            raise JobFailed(f"malformed training job message: {exc}") from None
+            raise JobFailed(f"malformed {lane.message_noun} message: {exc}") from None
 
-        # 2. Run it; past the time limit it is reported at once (another run would take as long)
+        # 2. Run it; past the time limit it is retried like any retryable failure, or reported at once
         try:
-            event = trainer.run(parsed, final_attempt=final_attempt)
+            event = handler.run(parsed, final_attempt=final_attempt)
         except TimeLimitExceeded:
-            trainer.report_failure(
-                parsed.job_id, TIMED_OUT, "the training took too long", attempt=parsed.attempt
+            if lane.retry_past_time_limit and not final_attempt:
+                raise
+            handler.report_failure(
+                parsed.job_id, TIMED_OUT, f"the {noun} took too long", attempt=parsed.attempt
             )
-            raise JobFailed(f"training {parsed.job_id} ran past the time limit") from None
+            raise JobFailed(f"{noun} {parsed.job_id} ran past the time limit") from None
 
         # 3. Tell Dramatiq: done, retry, or failed for good (the terminal event is already sent)
         if event.kind == "completed" or event.reason_code == CANCELED:
             return
         if event.retryable and not final_attempt:
-            raise RetryableJobFailure(f"training {parsed.job_id}: {event.reason_code}")
-        raise JobFailed(f"training {parsed.job_id}: {event.reason_code}: {event.message}")
+            raise RetryableJobFailure(f"{noun} {parsed.job_id}: {event.reason_code}")
+        raise JobFailed(f"{noun} {parsed.job_id}: {event.reason_code}: {event.message}")
 
-    broker.declare_queue(QUEUE_GPU_TRAINING)
+    for queue in lane.queues:
+        broker.declare_queue(queue)
     return dramatiq.actor(
-        train_character,
-        actor_name=ACTOR_TRAIN_CHARACTER,
-        queue_name=QUEUE_GPU_TRAINING,
+        run_job,
+        actor_name=lane.actor_name,
+        queue_name=lane.queues[0],
         broker=broker,
-        max_retries=MAX_TRAINING_RETRIES,
+        max_retries=lane.max_retries,
         min_backoff=MIN_BACKOFF_MS,
         max_backoff=MAX_BACKOFF_MS,
         time_limit=time_limit_s * 1000,
@@ -232,8 +225,8 @@ def build_worker(
     `training_max_wait_s` goes ahead of ECONOMY), nothing prefetched while busy (gpu_worker/lanes.py),
     prefetch equal to the thread count (one thread per GPU). Training runs on `trainer` (by default one
     on `runner`'s models, so a GPU holds one copy of each model)."""
-    declare_generation_actor(broker, runner, time_limit_s=time_limit_s)
-    declare_training_actor(broker, trainer or Trainer(runner), time_limit_s=training_time_limit_s)
+    declare_lane_actor(broker, GENERATION_LANES, runner, time_limit_s=time_limit_s)
+    declare_lane_actor(broker, TRAINING_LANE, trainer or Trainer(runner), time_limit_s=training_time_limit_s)
     LaneGate(
         broker,
         GPU_QUEUES_BY_PRIORITY,

@@ -227,6 +227,44 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
+# What every kind of job does (GenerationJob, TrainingJob), each in its own order.
+
+
+def _job_from_message(cls: Any, data: Any, what: str) -> Any:
+    _check_version(data, what)
+    try:
+        return cls(**_known_fields(cls, data))
+    except TypeError as exc:  # a missing required field
+        raise ContractError(f"malformed {what} message: {exc}") from None
+
+
+def _read_route(job: Any) -> None:
+    """Turns the `route` of a job built from a message into a RouteSpec, in place."""
+    if isinstance(job.route, dict):  # built from a message
+        try:
+            route = RouteSpec(**_known_fields(RouteSpec, job.route))
+        except TypeError as exc:  # a missing field
+            raise ContractError(f"malformed route: {exc}") from None
+        object.__setattr__(job, "route", route)
+    _require(isinstance(job.route, RouteSpec), "route must be a RouteSpec")
+
+
+def _require_identity(job: Any) -> None:
+    _require(isinstance(job.job_id, str) and bool(job.job_id), "job_id must be a non-empty string")
+    _require(_is_int(job.attempt) and job.attempt >= 1, "attempt must be an integer >= 1")
+
+
+def _require_output_prefix(prefix: Any) -> None:
+    _require(
+        isinstance(prefix, str) and bool(KEY_PATTERN.match(prefix.rstrip("/"))),
+        f"output_prefix is not a valid storage key prefix: {prefix!r}",
+    )
+
+
+def _require_seed(seed: Any) -> None:
+    _require(_is_int(seed) and 0 <= seed <= MAX_SEED, f"seed must be an integer in 0..{MAX_SEED}")
+
+
 @dataclass(frozen=True)
 class RouteSpec:
     """The resolved model route a job runs on (a row of the backend's ModelRoute table).
@@ -297,15 +335,8 @@ class GenerationJob:
     version: int = CONTRACT_VERSION
 
     def __post_init__(self) -> None:
-        if isinstance(self.route, dict):  # built from a message
-            try:
-                route = RouteSpec(**_known_fields(RouteSpec, self.route))
-            except TypeError as exc:  # a missing field
-                raise ContractError(f"malformed route: {exc}") from None
-            object.__setattr__(self, "route", route)
-        _require(isinstance(self.route, RouteSpec), "route must be a RouteSpec")
-        _require(isinstance(self.job_id, str) and bool(self.job_id), "job_id must be a non-empty string")
-        _require(_is_int(self.attempt) and self.attempt >= 1, "attempt must be an integer >= 1")
+        _read_route(self)
+        _require_identity(self)
         _require(
             isinstance(self.prompt, str) and bool(self.prompt.strip()), "prompt must be a non-empty string"
         )
@@ -314,17 +345,12 @@ class GenerationJob:
             len(self.prompt) <= MAX_PROMPT_CHARS and len(self.negative_prompt) <= MAX_PROMPT_CHARS,
             f"prompts are limited to {MAX_PROMPT_CHARS} characters",
         )
-        _require(
-            _is_int(self.seed) and 0 <= self.seed <= MAX_SEED, f"seed must be an integer in 0..{MAX_SEED}"
-        )
+        _require_seed(self.seed)
         _require(self.aspect_ratio in ASPECT_RATIOS, f"unknown aspect ratio {self.aspect_ratio!r}")
         for name in ("width", "height", "num_frames"):
             value = getattr(self, name)
             _require(_is_int(value) and value > 0, f"{name} must be a positive integer, got {value!r}")
-        _require(
-            isinstance(self.output_prefix, str) and bool(KEY_PATTERN.match(self.output_prefix.rstrip("/"))),
-            f"output_prefix is not a valid storage key prefix: {self.output_prefix!r}",
-        )
+        _require_output_prefix(self.output_prefix)
         for name in ("image_key", "lora_key"):
             value = getattr(self, name)
             _require(
@@ -354,11 +380,7 @@ class GenerationJob:
 
     @classmethod
     def from_message(cls, data: dict[str, Any]) -> GenerationJob:
-        _check_version(data, "job")
-        try:
-            return cls(**_known_fields(cls, data))
-        except TypeError as exc:  # a missing required field
-            raise ContractError(f"malformed job message: {exc}") from None
+        return _job_from_message(cls, data, "job")
 
 
 def generation_message_fields(job: GenerationJob, *, lane: str) -> dict[str, Any]:
@@ -557,20 +579,13 @@ class TrainingJob:
     version: int = CONTRACT_VERSION
 
     def __post_init__(self) -> None:
-        if isinstance(self.route, dict):  # built from a message
-            try:
-                route = RouteSpec(**_known_fields(RouteSpec, self.route))
-            except TypeError as exc:
-                raise ContractError(f"malformed route: {exc}") from None
-            object.__setattr__(self, "route", route)
-        _require(isinstance(self.route, RouteSpec), "route must be a RouteSpec")
+        _read_route(self)
         _require(
             self.route.family in TRAINABLE_FAMILIES,
             f"no LoRA training for family {self.route.family!r}; trainable: {TRAINABLE_FAMILIES}",
         )
         _require(self.route.lora_support, f"route {self.route.name} takes no LoRA")
-        _require(isinstance(self.job_id, str) and bool(self.job_id), "job_id must be a non-empty string")
-        _require(_is_int(self.attempt) and self.attempt >= 1, "attempt must be an integer >= 1")
+        _require_identity(self)
         _require(isinstance(self.photo_keys, list | tuple), "photo_keys must be a list of storage keys")
         keys = tuple(self.photo_keys)
         for key in keys:
@@ -581,13 +596,8 @@ class TrainingJob:
         _require(len(set(keys)) == len(keys), "photo_keys must not repeat a key")
         _require(len(keys) <= TRAINING_MAX_PHOTOS, f"at most {TRAINING_MAX_PHOTOS} photos, got {len(keys)}")
         object.__setattr__(self, "photo_keys", keys)
-        _require(
-            isinstance(self.output_prefix, str) and bool(KEY_PATTERN.match(self.output_prefix.rstrip("/"))),
-            f"output_prefix is not a valid storage key prefix: {self.output_prefix!r}",
-        )
-        _require(
-            _is_int(self.seed) and 0 <= self.seed <= MAX_SEED, f"seed must be an integer in 0..{MAX_SEED}"
-        )
+        _require_output_prefix(self.output_prefix)
+        _require_seed(self.seed)
         _require(
             _is_int(self.steps) and 1 <= self.steps <= MAX_TRAINING_STEPS,
             f"steps must be an integer in 1..{MAX_TRAINING_STEPS}",
@@ -648,11 +658,7 @@ class TrainingJob:
 
     @classmethod
     def from_message(cls, data: dict[str, Any]) -> TrainingJob:
-        _check_version(data, "training job")
-        try:
-            return cls(**_known_fields(cls, data))
-        except TypeError as exc:  # a missing required field
-            raise ContractError(f"malformed training job message: {exc}") from None
+        return _job_from_message(cls, data, "training job")
 
 
 def training_message_fields(job: TrainingJob) -> dict[str, Any]:

@@ -3,7 +3,9 @@
 It keeps models loaded between jobs (cached by route), keeps users' LoRA adapters loaded while the next
 jobs use them, reports progress from `callback_on_step_end` (throttled) and checks for a cancel at every
 denoising step. Nothing here knows about Dramatiq or Django: events go to an injected `sink`, cancel
-flags come from an injected `cancel_checker`, files from an injected `storage`.
+flags come from an injected `cancel_checker`, files from an injected `storage`. The lock, timings,
+reason codes and retry announcements are the executor's (gpu_worker/execution.py), shared with training;
+this module holds the steps of a generation.
 
     runner = Runner(storage=LocalStorage(root), sink=events.append, model_root=Path("var/models"))
     event = runner.run(job)            # the terminal event: completed, or failed with a reason code
@@ -12,16 +14,12 @@ flags come from an injected `cancel_checker`, files from an injected `storage`.
 from __future__ import annotations
 
 import contextlib
-import gc
 import hashlib
 import io
 import logging
-import tempfile
-import threading
-import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +28,7 @@ import torch
 
 from gpu_worker import pipelines, quality, video
 from gpu_worker.contract import (
-    BAD_INPUT,
-    CANCELED,
     FAMILY_TINY_WAN,
-    INTERNAL,
-    MODEL_UNAVAILABLE,
-    OUT_OF_MEMORY,
     QUALITY_FAILED,
     STAGE_DECODING,
     STAGE_DENOISING,
@@ -46,15 +39,21 @@ from gpu_worker.contract import (
     GenerationJob,
     JobEvent,
     RouteSpec,
-    is_retryable,
 )
-from gpu_worker.pipelines import ModelUnavailable
+from gpu_worker.execution import (
+    BadInput,
+    CancelChecker,
+    EventSink,
+    GpuExecutor,
+    JobCanceled,
+    JobEvents,
+    JobKind,
+    JobRun,
+    free_memory,
+)
 from gpu_worker.storage import MissingObject, ObjectTooLarge, Storage
 
 logger = logging.getLogger(__name__)
-
-EventSink = Callable[[JobEvent], None]
-CancelChecker = Callable[[str], bool]
 
 # Where each stage sits on the job's 0..1 progress.
 PROGRESS = {
@@ -70,66 +69,22 @@ MAX_LORA_BYTES = 1024 * 1024 * 1024
 MAX_IMAGE_PIXELS = 40_000_000  # as the backend's UPLOAD_MAX_PIXELS
 
 
-class JobCanceled(Exception):
-    pass
-
-
-class BadInput(Exception):
-    """The job cannot run as asked; the message is safe to show."""
-
-
 # --- Events -----------------------------------------------------------------------------------
 
 
-class EventEmitter:
-    """Numbers and sends one run's events.
+class EventEmitter(JobEvents):
+    """Numbers and sends one generation run's events (gpu_worker/execution.py `JobEvents`)."""
 
-    Sequences start at the current time in microseconds, so a later run of the same job (a retry, a
-    redelivery on another worker) always numbers its events above every earlier run's.
-    """
-
-    def __init__(self, job_id: str, attempt: int, sink: EventSink) -> None:
-        self.job_id = job_id
-        self.attempt = attempt
-        self.sink = sink
-        self._sequence = time.time_ns() // 1_000
-        self._last_progress_at: float | None = None
-
-    def build(self, kind: str, **fields: Any) -> JobEvent:
-        self._sequence += 1
-        return JobEvent(
-            job_id=self.job_id,
-            sequence=self._sequence,
-            kind=kind,
-            attempt=self.attempt,
-            emitted_at=time.time(),
-            **fields,
-        )
-
-    def send(self, event: JobEvent) -> None:
-        """Terminal events must arrive: a sink failure propagates (the broker then retries the job)."""
-        self.sink(event)
-
-    def send_best_effort(self, event: JobEvent) -> None:
-        try:
-            self.sink(event)
-        except Exception:
-            logger.warning("could not send a %s event of job %s", event.kind, self.job_id, exc_info=True)
-
-    def stage(self, stage: str, **fields: Any) -> None:
-        fields.setdefault("progress", PROGRESS[stage])
-        self.send_best_effort(self.build("stage", stage=stage, **fields))
+    stage_progress = PROGRESS
 
     def progress(self, value: float, *, interval: float, force: bool = False) -> None:
-        now = time.monotonic()
-        if force or self._last_progress_at is None or now - self._last_progress_at >= interval:
-            self._last_progress_at = now
+        if self._progress_due(interval, force=force):
             self.send_best_effort(self.build("progress", stage=STAGE_DENOISING, progress=round(value, 4)))
 
-    def failed(self, reason_code: str, message: str, **fields: Any) -> JobEvent:
-        return self.build(
-            "failed", reason_code=reason_code, retryable=is_retryable(reason_code), message=message, **fields
-        )
+
+GENERATION = JobKind(
+    noun="job", job_class=GenerationJob, events=EventEmitter, retry_stage=STAGE_LOADING_MODEL
+)
 
 
 # --- LoRA adapters ----------------------------------------------------------------------------
@@ -228,7 +183,8 @@ def prepare_image(data: bytes, *, width: int, height: int) -> Any:
 
 
 class Runner:
-    """Runs generation jobs one at a time (one GPU, one job)."""
+    """Runs generation jobs one at a time (one GPU, one job): `executor` is the GPU's, and a `Trainer`
+    on this runner shares it with the runner's models."""
 
     def __init__(
         self,
@@ -244,9 +200,8 @@ class Runner:
         quality_gate: Callable[..., quality.QualityReport] = quality.check_video_file,
     ) -> None:
         self.storage = storage
-        self.sink = sink
+        self.executor = GpuExecutor(sink=sink, cancel_checker=cancel_checker)
         self.model_root = Path(model_root)
-        self.cancel_checker = cancel_checker or (lambda job_id: False)
         self.device = device
         self.tiny_device = tiny_device
         self.progress_interval = progress_interval
@@ -254,7 +209,6 @@ class Runner:
         self.quality_gate = quality_gate
         self.models: OrderedDict[tuple[str, str, str], pipelines.VideoModel] = OrderedDict()
         self.lora = LoraAdapters(storage)
-        self._lock = threading.Lock()  # one job at a time per runner: the pipelines are not thread-safe
 
     # Public API
 
@@ -264,68 +218,26 @@ class Runner:
         With `final_attempt=False` a retryable failure is not sent as terminal (the caller retries the
         job); a non-terminal event with the reason says a retry is coming.
         """
-        if isinstance(job, dict):
-            job = GenerationJob.from_message(job)
-        events = EventEmitter(job.job_id, job.attempt, self.sink)
-        with self._lock:
-            outcome = self._execute(job, events)
-        if outcome.kind == "failed" and outcome.retryable and not final_attempt:
-            events.send_best_effort(
-                events.build(
-                    "stage",
-                    stage=STAGE_LOADING_MODEL,
-                    reason_code=outcome.reason_code,
-                    retryable=True,
-                    message=f"{outcome.message}; retrying",
-                )
-            )
-            return outcome
-        events.send(outcome)
-        return outcome
+        return self.executor.run(GENERATION, job, self._generate, final_attempt=final_attempt)
 
     def report_failure(self, job_id: str, reason_code: str, message: str, *, attempt: int = 1) -> JobEvent:
         """Sends a terminal failure decided outside a run (a time limit, a refused message)."""
-        events = EventEmitter(job_id, attempt, self.sink)
-        event = events.failed(reason_code, message)
-        events.send(event)
-        return event
+        return self.executor.report_failure(GENERATION, job_id, reason_code, message, attempt=attempt)
 
     def cancel_requested(self, job_id: str) -> bool:
-        try:
-            return bool(self.cancel_checker(job_id))
-        except Exception:  # the flag store is down: keep going rather than fail the job
-            logger.warning("could not read the cancel flag of job %s", job_id, exc_info=True)
-            return False
+        return self.executor.cancel_requested(job_id)
+
+    @property
+    def sink(self) -> EventSink:
+        return self.executor.sink
 
     # The steps of one job
 
-    def _execute(self, job: GenerationJob, events: EventEmitter) -> JobEvent:
-        timings: dict[str, float] = {}
-        started = time.perf_counter()
-        try:
-            with tempfile.TemporaryDirectory(prefix="gpu-job-") as work:
-                return self._generate(job, events, timings, Path(work), started)
-        except JobCanceled:
-            return events.failed(CANCELED, "canceled", timings=_rounded(timings))
-        except BadInput as exc:
-            return events.failed(BAD_INPUT, str(exc), timings=_rounded(timings))
-        except ModelUnavailable as exc:
-            logger.error("job %s: %s", job.job_id, exc)
-            return events.failed(MODEL_UNAVAILABLE, "the model is not available on this worker")
-        except torch.OutOfMemoryError:
-            logger.warning("job %s ran out of GPU memory", job.job_id, exc_info=True)
-            _free_memory()
-            return events.failed(OUT_OF_MEMORY, "the GPU ran out of memory", timings=_rounded(timings))
-        except Exception:
-            logger.exception("job %s failed", job.job_id)
-            return events.failed(INTERNAL, "internal error", timings=_rounded(timings))
-
-    def _generate(
-        self, job: GenerationJob, events: EventEmitter, timings: dict[str, float], work: Path, started: float
-    ) -> JobEvent:
+    def _generate(self, run: JobRun) -> JobEvent:
+        job: GenerationJob = run.job
+        events = run.events
         # 1. Check inputs
-        if self.cancel_requested(job.job_id):
-            raise JobCanceled
+        run.check_cancel()
         try:
             pipelines.check_inputs(job)
         except ValueError as exc:  # ContractError included
@@ -333,8 +245,8 @@ class Runner:
 
         # 2. Load the model, fetch the inputs, apply the user's LoRA
         events.stage(STAGE_LOADING_MODEL)
-        with _timed(timings, "load"):
-            model = self._model(job.route)
+        with run.timed("load"):
+            model = self.load_model(job.route)
             image = self._input_image(job)
             pipe = model.pipeline_for(job)
             self.lora.apply(pipe, job.lora_key, job.lora_scale)
@@ -344,27 +256,27 @@ class Runner:
             # 3. Denoise (cancel checked at every step)
             events.stage(STAGE_DENOISING)
             generator = torch.Generator("cpu").manual_seed(seed)
-            with _timed(timings, "denoise"):
-                latents = self._denoise(job, events, model, pipe, image, generator)
+            with run.timed("denoise"):
+                latents = self._denoise(run, model, pipe, image, generator)
 
             # 4. Decode
-            self._check_cancel(job)
+            run.check_cancel()
             events.stage(STAGE_DECODING)
-            with _timed(timings, "decode"):
+            with run.timed("decode"):
                 frames = video.frames_to_uint8(np.asarray(model.decode(pipe, latents, generator)))
             del latents
 
             # 5. Encode the video and the poster
-            self._check_cancel(job)
+            run.check_cancel()
             events.stage(STAGE_ENCODING)
-            video_path, poster_path = work / "video.mp4", work / "poster.jpg"
-            with _timed(timings, "encode"):
+            video_path, poster_path = run.work / "video.mp4", run.work / "poster.jpg"
+            with run.timed("encode"):
                 video.encode_mp4(frames, video_path, fps=job.fps)
                 video.write_jpeg(frames[video.poster_index(frames)], poster_path)
 
             # 6. Quality gate on what the user would get: the MP4 decoded back
             events.stage(STAGE_QUALITY_CHECK)
-            with _timed(timings, "quality"):
+            with run.timed("quality"):
                 report = self.quality_gate(
                     video_path, width=job.width, height=job.height, num_frames=job.num_frames
                 )
@@ -375,7 +287,7 @@ class Runner:
                 return events.failed(
                     QUALITY_FAILED,
                     f"the video failed the quality check: {report.message}",
-                    timings=_rounded(timings),
+                    timings=run.rounded_timings(),
                 )
             seed = _next_seed(seed)
             events.stage(
@@ -385,14 +297,12 @@ class Runner:
             )
 
         # 7. Upload
-        self._check_cancel(job)
+        run.check_cancel()
         events.stage(STAGE_UPLOADING)
-        with _timed(timings, "upload"):
+        with run.timed("upload"):
             video_bytes = self.storage.write_file(job.video_key, video_path, content_type="video/mp4")
             poster_bytes = self.storage.write_file(job.poster_key, poster_path, content_type="image/jpeg")
 
-        timings["total"] = time.perf_counter() - started
-        timings["seconds_per_step"] = timings["denoise"] / (job.route.steps * quality_attempt)
         outputs = {
             "video": {
                 "key": job.video_key,
@@ -414,11 +324,13 @@ class Runner:
             "seed": seed,
             "route": job.route.name,
         }
-        return events.build("completed", progress=1.0, outputs=outputs, timings=_rounded(timings))
+        return run.completed(
+            seconds_per_step=run.timings["denoise"] / (job.route.steps * quality_attempt), outputs=outputs
+        )
 
-    def _denoise(
-        self, job: GenerationJob, events: EventEmitter, model: Any, pipe: Any, image: Any, generator: Any
-    ) -> torch.Tensor:
+    def _denoise(self, run: JobRun, model: Any, pipe: Any, image: Any, generator: Any) -> torch.Tensor:
+        job: GenerationJob = run.job
+        events = run.events
         steps = job.route.steps
         start, end = PROGRESS[STAGE_DENOISING], PROGRESS[STAGE_DECODING]
 
@@ -436,18 +348,16 @@ class Runner:
             # A raise from the callback skips the pipeline's own clean-up: free offload hooks here.
             pipe.maybe_free_model_hooks()
 
-    def _check_cancel(self, job: GenerationJob) -> None:
-        if self.cancel_requested(job.job_id):
-            raise JobCanceled
-
-    def _model(self, route: RouteSpec) -> pipelines.VideoModel:
+    def load_model(self, route: RouteSpec) -> pipelines.VideoModel:
+        """The route's model, loaded once and kept (the least recently used goes past
+        `max_loaded_models`); a training on this runner adapts the same one."""
         key = (route.name, route.family, route.checkpoint)
         if key in self.models:
             self.models.move_to_end(key)
             return self.models[key]
         while len(self.models) >= self.max_loaded_models:
             self.models.popitem(last=False)
-            _free_memory()
+            free_memory()
         device = self.tiny_device if route.family == FAMILY_TINY_WAN else self.device
         model = pipelines.load_model(route, model_root=self.model_root, device=device)
         self.models[key] = model
@@ -468,28 +378,19 @@ class Runner:
 # --- Helpers ----------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _timed(timings: dict[str, float], name: str) -> Iterator[None]:
-    start = time.perf_counter()
-    try:
-        yield
-    finally:
-        timings[name] = timings.get(name, 0.0) + time.perf_counter() - start
-
-
-def _rounded(timings: dict[str, float]) -> dict[str, float]:
-    return {name: round(value, 4) for name, value in timings.items()}
-
-
 def _next_seed(seed: int) -> int:
     """A different, reproducible seed for the quality-gate retry."""
     return int.from_bytes(hashlib.sha256(str(seed).encode()).digest()[:7], "big")
 
 
-def _free_memory() -> None:
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
-__all__ = ["BadInput", "EventEmitter", "JobCanceled", "LoraAdapters", "Runner", "prepare_image"]
+__all__ = [
+    "GENERATION",
+    "BadInput",
+    "CancelChecker",
+    "EventEmitter",
+    "EventSink",
+    "JobCanceled",
+    "LoraAdapters",
+    "Runner",
+    "prepare_image",
+]

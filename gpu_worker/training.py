@@ -11,13 +11,14 @@ transformer's attention projections (to_q, to_k, to_v, to_out.0 of attn1 and att
 The file is what `WanPipeline.save_lora_weights` writes (`transformer.blocks.N.attn1.to_q.lora_A.weight`
 ...), so `load_lora_weights` in the generation runner takes it by key.
 
-Training happens in place on the cached generation transformer, under the runner's lock (one GPU, one
-job): the users' adapters are unloaded first, the training adapter is removed afterwards (also on a
-cancel or an error) and the transformer is back in eval mode with its base weights untouched, so the
-next generation runs exactly as before and no second copy of a 5B transformer is needed. Everything
-random comes from the job's seed: on a CPU the same job gives the same file, byte for byte.
+Training happens in place on the cached generation transformer, on the runner's executor (one GPU, one
+job at a time; gpu_worker/execution.py): the users' adapters are unloaded first, the training adapter
+is removed afterwards (also on a cancel or an error) and the transformer is back in eval mode with its
+base weights untouched, so the next generation runs exactly as before and no second copy of a 5B
+transformer is needed. Everything random comes from the job's seed: on a CPU the same job gives the
+same file, byte for byte.
 
-    trainer = Trainer(runner)          # shares the runner's storage, events, cancel flags and models
+    trainer = Trainer(runner)          # shares the runner's executor, storage and models
     event = trainer.run(job)           # the terminal event: completed, or failed with a reason code
 """
 
@@ -28,7 +29,6 @@ import hashlib
 import json
 import logging
 import math
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -40,15 +40,10 @@ import torch
 
 from gpu_worker import pipelines
 from gpu_worker.contract import (
-    BAD_INPUT,
-    CANCELED,
     FAMILY_TINY_WAN,
-    INTERNAL,
     JOB_TYPE_TRAINING,
     LORA_CONTENT_TYPE,
     LORA_FILE_NAME,
-    MODEL_UNAVAILABLE,
-    OUT_OF_MEMORY,
     STAGE_LOADING_MODEL,
     STAGE_PREPARING,
     STAGE_SAVING,
@@ -58,17 +53,8 @@ from gpu_worker.contract import (
     JobEvent,
     TrainingJob,
 )
-from gpu_worker.pipelines import ModelUnavailable
-from gpu_worker.runner import (
-    MAX_IMAGE_BYTES,
-    BadInput,
-    EventEmitter,
-    JobCanceled,
-    Runner,
-    _rounded,
-    _timed,
-    prepare_image,
-)
+from gpu_worker.execution import BadInput, JobError, JobEvents, JobKind, JobRun
+from gpu_worker.runner import MAX_IMAGE_BYTES, Runner, prepare_image
 from gpu_worker.storage import MissingObject, ObjectTooLarge
 
 logger = logging.getLogger(__name__)
@@ -94,29 +80,25 @@ class PhotosUnreadable(BadInput):
     """Some photos are missing, too large or not images; `keys` names them."""
 
     def __init__(self, keys: list[str], total: int) -> None:
-        super().__init__(f"{len(keys)} of {total} photos are missing or cannot be read")
+        super().__init__(
+            f"{len(keys)} of {total} photos are missing or cannot be read", outputs={"bad_photo_keys": keys}
+        )
         self.keys = keys
 
 
-class TrainingDiverged(RuntimeError):
-    pass
+class TrainingDiverged(JobError):
+    public_message = "the training diverged"
 
 
-class TrainingEvents(EventEmitter):
+class TrainingEvents(JobEvents):
     """The events of one training run (job_type training; stages and progress of a training)."""
 
-    def build(self, kind: str, **fields: Any) -> JobEvent:
-        return super().build(kind, job_type=JOB_TYPE_TRAINING, **fields)
-
-    def stage(self, stage: str, **fields: Any) -> None:
-        fields.setdefault("progress", PROGRESS[stage])
-        self.send_best_effort(self.build("stage", stage=stage, **fields))
+    job_type = JOB_TYPE_TRAINING
+    stage_progress = PROGRESS
 
     def step(self, step: int, total: int, *, eta_seconds: float, interval: float) -> None:
-        now = time.monotonic()
-        if self._last_progress_at is not None and now - self._last_progress_at < interval:
+        if not self._progress_due(interval):
             return
-        self._last_progress_at = now
         start, end = PROGRESS[STAGE_TRAINING], PROGRESS[STAGE_SAVING]
         self.send_best_effort(
             self.build(
@@ -130,6 +112,9 @@ class TrainingEvents(EventEmitter):
         )
 
 
+TRAINING = JobKind(noun="training", job_class=TrainingJob, events=TrainingEvents, retry_stage=STAGE_PREPARING)
+
+
 @dataclass
 class Trained:
     state_dict: dict[str, torch.Tensor]
@@ -141,118 +126,65 @@ class Trainer:
 
     def __init__(self, runner: Runner, *, gradient_checkpointing: bool | None = None) -> None:
         self.runner = runner
+        self.executor = runner.executor  # one executor per GPU: a training never runs beside a generation
         # None: on for the real families (activations of a 5B transformer), off for tiny-wan.
         self.gradient_checkpointing = gradient_checkpointing
 
     # Public API
 
     def run(self, job: TrainingJob | dict[str, Any], *, final_attempt: bool = True) -> JobEvent:
-        """Runs a training job and returns its terminal event (completed or failed), which it has sent.
-
-        With `final_attempt=False` a retryable failure is not sent as terminal (the caller retries the
-        job); a non-terminal event with the reason says a retry is coming.
-        """
-        if isinstance(job, dict):
-            job = TrainingJob.from_message(job)
-        events = TrainingEvents(job.job_id, job.attempt, self.runner.sink)
-        with self.runner._lock:
-            outcome = self._execute(job, events)
-        if outcome.kind == "failed" and outcome.retryable and not final_attempt:
-            events.send_best_effort(
-                events.build(
-                    "stage",
-                    stage=STAGE_PREPARING,
-                    reason_code=outcome.reason_code,
-                    retryable=True,
-                    message=f"{outcome.message}; retrying",
-                )
-            )
-            return outcome
-        events.send(outcome)
-        return outcome
+        """As `Runner.run`, for a training job (on the runner's executor: never beside a generation)."""
+        return self.executor.run(TRAINING, job, self._train_job, final_attempt=final_attempt)
 
     def report_failure(self, job_id: str, reason_code: str, message: str, *, attempt: int = 1) -> JobEvent:
         """Sends a terminal failure decided outside a run (a time limit, a refused message)."""
-        events = TrainingEvents(job_id, attempt, self.runner.sink)
-        event = events.failed(reason_code, message)
-        events.send(event)
-        return event
+        return self.executor.report_failure(TRAINING, job_id, reason_code, message, attempt=attempt)
 
     # The steps of one job
 
-    def _execute(self, job: TrainingJob, events: TrainingEvents) -> JobEvent:
-        timings: dict[str, float] = {}
-        started = time.perf_counter()
-        try:
-            with tempfile.TemporaryDirectory(prefix="gpu-train-") as work:
-                return self._train_job(job, events, timings, Path(work), started)
-        except JobCanceled:
-            return events.failed(CANCELED, "canceled", timings=_rounded(timings))
-        except PhotosUnreadable as exc:
-            return events.failed(
-                BAD_INPUT, str(exc), outputs={"bad_photo_keys": exc.keys}, timings=_rounded(timings)
-            )
-        except BadInput as exc:
-            return events.failed(BAD_INPUT, str(exc), timings=_rounded(timings))
-        except ModelUnavailable as exc:
-            logger.error("training %s: %s", job.job_id, exc)
-            return events.failed(MODEL_UNAVAILABLE, "the model is not available on this worker")
-        except torch.OutOfMemoryError:
-            logger.warning("training %s ran out of GPU memory", job.job_id, exc_info=True)
-            _empty_cuda_cache()
-            return events.failed(OUT_OF_MEMORY, "the GPU ran out of memory", timings=_rounded(timings))
-        except TrainingDiverged as exc:
-            logger.error("training %s: %s", job.job_id, exc)
-            return events.failed(INTERNAL, "the training diverged", timings=_rounded(timings))
-        except Exception:
-            logger.exception("training %s failed", job.job_id)
-            return events.failed(INTERNAL, "internal error", timings=_rounded(timings))
-
-    def _train_job(
-        self, job: TrainingJob, events: TrainingEvents, timings: dict[str, float], work: Path, started: float
-    ) -> JobEvent:
+    def _train_job(self, run: JobRun) -> JobEvent:
+        job: TrainingJob = run.job
+        events = run.events
         # 1. The photos: read, decoded, cropped square at the resolution (BAD_INPUT before any loading)
-        self._check_cancel(job)
+        run.check_cancel()
         events.stage(STAGE_PREPARING)
-        with _timed(timings, "prepare"):
+        with run.timed("prepare"):
             photos = self._read_photos(job)
 
         # 2. The base model (cached between jobs), without any user's adapter
-        self._check_cancel(job)
+        run.check_cancel()
         events.stage(STAGE_LOADING_MODEL)
-        with _timed(timings, "load"):
-            model = self.runner._model(job.route)
+        with run.timed("load"):
+            model = self.runner.load_model(job.route)
             pipe = model.t2v  # Wan families: the text-to-video pipeline holds the transformer to adapt
             self.runner.lora.apply(pipe, None, 1.0)
 
         # 3. Photos to latents and the caption to embeddings, once
         generator = torch.Generator("cpu").manual_seed(job.seed)
-        with _timed(timings, "encode"):
+        with run.timed("encode"):
             latents, embeddings = self._encode(pipe, job, photos, generator)
         del photos
 
         # 4. Train (progress and a cancel check at every step)
-        self._check_cancel(job)
+        run.check_cancel()
         events.stage(STAGE_TRAINING, total_steps=job.steps)
-        with _timed(timings, "train"):
-            trained = self._optimise(job, events, pipe, latents, embeddings, generator)
+        with run.timed("train"):
+            trained = self._optimise(run, pipe, latents, embeddings, generator)
         del latents, embeddings
 
         # 5. Save in diffusers' LoRA format
-        self._check_cancel(job)
+        run.check_cancel()
         events.stage(STAGE_SAVING)
-        with _timed(timings, "save"):
-            path = self._save(job, pipe, trained.state_dict, work)
+        with run.timed("save"):
+            path = self._save(job, pipe, trained.state_dict, run.work)
             digest = _sha256(path)
 
         # 6. Upload (nothing is written to storage before this point)
-        self._check_cancel(job)
+        run.check_cancel()
         events.stage(STAGE_UPLOADING)
-        with _timed(timings, "upload"):
+        with run.timed("upload"):
             size = self.runner.storage.write_file(job.lora_key, path, content_type=LORA_CONTENT_TYPE)
 
-        timings["total"] = time.perf_counter() - started
-        timings["seconds_per_step"] = timings["train"] / job.steps
         window = trained.losses[-FINAL_LOSS_WINDOW:]
         outputs = {
             "lora": {"key": job.lora_key, "content_type": LORA_CONTENT_TYPE, "bytes": size, "sha256": digest},
@@ -269,13 +201,11 @@ class Trainer:
             "first_loss": round(trained.losses[0], 6),
             "final_loss": round(sum(window) / len(window), 6),
         }
-        return events.build(
-            "completed",
-            progress=1.0,
+        return run.completed(
+            seconds_per_step=run.timings["train"] / job.steps,
             step=len(trained.losses),
             total_steps=job.steps,
             outputs=outputs,
-            timings=_rounded(timings),
         )
 
     def _read_photos(self, job: TrainingJob) -> list[Any]:
@@ -322,8 +252,7 @@ class Trainer:
 
     def _optimise(
         self,
-        job: TrainingJob,
-        events: TrainingEvents,
+        run: JobRun,
         pipe: Any,
         latents: torch.Tensor,
         embeddings: torch.Tensor,
@@ -331,6 +260,7 @@ class Trainer:
     ) -> Trained:
         from peft.utils import get_peft_model_state_dict
 
+        job: TrainingJob = run.job
         transformer = pipe.transformer
         dtype, device = transformer.dtype, latents.device
         count, batch = len(latents), min(job.batch_size, len(latents))
@@ -368,10 +298,10 @@ class Trainer:
 
                 done = step + 1
                 elapsed = time.perf_counter() - started
-                events.step(
+                run.events.step(
                     done, job.steps, eta_seconds=elapsed / done * (job.steps - done), interval=interval
                 )
-                self._check_cancel(job)
+                run.check_cancel()
             del optimizer
             state = get_peft_model_state_dict(transformer, adapter_name=TRAINING_ADAPTER)
             # Saved in the base transformer's dtype (bfloat16 on the real route: half the file).
@@ -398,10 +328,6 @@ class Trainer:
         if self.gradient_checkpointing is not None:
             return self.gradient_checkpointing
         return job.family != FAMILY_TINY_WAN
-
-    def _check_cancel(self, job: TrainingJob) -> None:
-        if self.runner.cancel_requested(job.job_id):
-            raise JobCanceled
 
 
 @contextlib.contextmanager

@@ -318,7 +318,7 @@ def test_a_message_that_breaks_the_contract_fails_once_with_bad_input(
     worker = build_worker(stub_broker, runner)
     worker.start()
     try:
-        job = make_job()
+        job = make_job(attempt=2, output_prefix="generations/g1/a2")  # reported under its own attempt
         message = _message(job)
         message.kwargs["job"].update(change)
         stub_broker.enqueue(message)
@@ -327,11 +327,12 @@ def test_a_message_that_breaks_the_contract_fails_once_with_bad_input(
         worker.stop(timeout=10_000)
 
     [event] = stub_events(stub_broker)
-    assert (event.job_id, event.kind, event.reason_code, event.retryable) == (
+    assert (event.job_id, event.kind, event.reason_code, event.retryable, event.attempt) == (
         job.job_id,
         "failed",
         BAD_INPUT,
         False,
+        2,  # the backend ignores a failure of an earlier attempt: as attempt 1 it would be lost
     )
     assert expected in event.message
     assert len(stub_broker.dead_letters) == 1  # kept for inspection, never retried

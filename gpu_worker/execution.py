@@ -1,0 +1,286 @@
+"""One GPU job of any kind, from its message to its terminal event.
+
+A generation (gpu_worker/runner.py) and a Soul ID training (gpu_worker/training.py) are two kinds of one
+thing: a job that holds the GPU, reports stages and progress, stops at a cancel flag and ends in exactly
+one terminal event. This module is that thing, once. `GpuExecutor` runs one job at a time (the pipelines
+are not thread-safe and a training adapts the generation transformer in place, so one executor per GPU
+is shared by every kind), numbers the run's events, times its steps, turns what went wrong into a reason
+code, frees GPU memory after an out-of-memory error, and announces a retry instead of a terminal failure
+when the caller will run the job again. A kind brings a `JobKind` and its own steps, nothing else:
+
+    executor = GpuExecutor(sink=events.append, cancel_checker=flags)
+    event = executor.run(GENERATION, job, steps)     # steps(run: JobRun) -> the completed event
+
+What a step raises, and the terminal event it becomes:
+
+    JobCanceled              CANCELED            the cancel flag was seen (between stages or at a step)
+    BadInput                 BAD_INPUT           the job cannot run as asked: its message (and outputs)
+    ModelUnavailable         MODEL_UNAVAILABLE   the checkpoint is not on this worker (retryable)
+    torch.OutOfMemoryError   OUT_OF_MEMORY       retryable; memory is freed once the traceback is gone
+    JobError                 its reason code     a kind's own failure, with a message safe to show
+    anything else            INTERNAL            logged with its traceback; the event says no more
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import logging
+import tempfile
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+
+from gpu_worker.contract import (
+    BAD_INPUT,
+    CANCELED,
+    INTERNAL,
+    JOB_TYPE_GENERATION,
+    MODEL_UNAVAILABLE,
+    OUT_OF_MEMORY,
+    JobEvent,
+    is_retryable,
+)
+from gpu_worker.pipelines import ModelUnavailable
+
+logger = logging.getLogger(__name__)
+
+EventSink = Callable[[JobEvent], None]
+CancelChecker = Callable[[str], bool]
+
+
+class JobCanceled(Exception):
+    pass
+
+
+class BadInput(Exception):
+    """The job cannot run as asked; the message is safe to show, `outputs` go into the failed event."""
+
+    def __init__(self, message: str, *, outputs: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.outputs = outputs or {}
+
+
+class JobError(Exception):
+    """A failure a kind names itself: `public_message` is shown, the exception's text only logged."""
+
+    reason_code: ClassVar[str] = INTERNAL
+    public_message: ClassVar[str] = "internal error"
+
+
+# --- Events -----------------------------------------------------------------------------------
+
+
+class JobEvents:
+    """Numbers and sends one run's events; a kind sets `job_type` and where its stages sit.
+
+    Sequences start at the current time in microseconds, so a later run of the same job (a retry, a
+    redelivery on another worker) always numbers its events above every earlier run's.
+    """
+
+    job_type: ClassVar[str] = JOB_TYPE_GENERATION
+    stage_progress: ClassVar[Mapping[str, float]] = {}  # where each stage sits on the job's 0..1 progress
+
+    def __init__(self, job_id: str, attempt: int, sink: EventSink) -> None:
+        self.job_id = job_id
+        self.attempt = attempt
+        self.sink = sink
+        self._sequence = time.time_ns() // 1_000
+        self._last_progress_at: float | None = None
+
+    def build(self, kind: str, **fields: Any) -> JobEvent:
+        self._sequence += 1
+        return JobEvent(
+            job_id=self.job_id,
+            sequence=self._sequence,
+            kind=kind,
+            attempt=self.attempt,
+            emitted_at=time.time(),
+            job_type=self.job_type,
+            **fields,
+        )
+
+    def send(self, event: JobEvent) -> None:
+        """Terminal events must arrive: a sink failure propagates (the broker then retries the job)."""
+        self.sink(event)
+
+    def send_best_effort(self, event: JobEvent) -> None:
+        try:
+            self.sink(event)
+        except Exception:
+            logger.warning("could not send a %s event of job %s", event.kind, self.job_id, exc_info=True)
+
+    def stage(self, stage: str, **fields: Any) -> None:
+        fields.setdefault("progress", self.stage_progress[stage])
+        self.send_best_effort(self.build("stage", stage=stage, **fields))
+
+    def failed(self, reason_code: str, message: str, **fields: Any) -> JobEvent:
+        return self.build(
+            "failed", reason_code=reason_code, retryable=is_retryable(reason_code), message=message, **fields
+        )
+
+    def _progress_due(self, interval: float, *, force: bool = False) -> bool:
+        """Throttles progress events: True (and the clock restarts) at most once per `interval`."""
+        now = time.monotonic()
+        if force or self._last_progress_at is None or now - self._last_progress_at >= interval:
+            self._last_progress_at = now
+            return True
+        return False
+
+
+# --- Kinds and runs -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JobKind:
+    """What the executor (and the lane actor, gpu_worker/actors.py) needs to know of one kind of job."""
+
+    noun: str  # in logs and failure messages: "job", "training"
+    job_class: Any  # the contract class: `job_class.from_message(dict)` reads a message, or refuses it
+    events: type[JobEvents]
+    retry_stage: str  # the stage a retry is announced at: where the next run starts
+
+
+@dataclass
+class JobRun:
+    """One run of one job: what its steps share with the executor."""
+
+    job: Any
+    events: JobEvents
+    cancel_requested: Callable[[str], bool]
+    work: Path = Path()  # a private folder (set by the executor), removed after the run
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per step name
+    started: float = field(default_factory=time.perf_counter)
+
+    @contextlib.contextmanager
+    def timed(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - start
+
+    def check_cancel(self) -> None:
+        if self.cancel_requested(self.job.job_id):
+            raise JobCanceled
+
+    def rounded_timings(self) -> dict[str, float]:
+        return {name: round(value, 4) for name, value in self.timings.items()}
+
+    def completed(self, *, seconds_per_step: float, **fields: Any) -> JobEvent:
+        """The completed event; its timings end with the `total` and `seconds_per_step`."""
+        self.timings["total"] = time.perf_counter() - self.started
+        self.timings["seconds_per_step"] = seconds_per_step
+        return self.events.build("completed", progress=1.0, timings=self.rounded_timings(), **fields)
+
+
+JobSteps = Callable[[JobRun], JobEvent]
+
+
+# --- The executor -------------------------------------------------------------------------------
+
+
+class GpuExecutor:
+    """Runs GPU jobs of every kind one at a time: share one per GPU between the kinds."""
+
+    def __init__(self, *, sink: EventSink, cancel_checker: CancelChecker | None = None) -> None:
+        self.sink = sink
+        self.cancel_checker = cancel_checker or (lambda job_id: False)
+        self.lock = threading.Lock()
+
+    def run(self, kind: JobKind, job: Any, steps: JobSteps, *, final_attempt: bool = True) -> JobEvent:
+        """Runs `steps` on a job of `kind` (or its message) under the lock and returns the terminal
+        event (completed or failed), which it has sent.
+
+        With `final_attempt=False` a retryable failure is not sent as terminal (the caller retries the
+        job); a non-terminal event with the reason says a retry is coming.
+        """
+        if isinstance(job, dict):
+            job = kind.job_class.from_message(job)
+        events = kind.events(job.job_id, job.attempt, self.sink)
+        with self.lock:
+            outcome = self._execute(kind, job, events, steps)
+        if outcome.kind == "failed" and outcome.retryable and not final_attempt:
+            events.send_best_effort(
+                events.build(
+                    "stage",
+                    stage=kind.retry_stage,
+                    reason_code=outcome.reason_code,
+                    retryable=True,
+                    message=f"{outcome.message}; retrying",
+                )
+            )
+            return outcome
+        events.send(outcome)
+        return outcome
+
+    def report_failure(
+        self, kind: JobKind, job_id: str, reason_code: str, message: str, *, attempt: int = 1
+    ) -> JobEvent:
+        """Sends a terminal failure decided outside a run (a time limit, a refused message)."""
+        events = kind.events(job_id, attempt, self.sink)
+        event = events.failed(reason_code, message)
+        events.send(event)
+        return event
+
+    def cancel_requested(self, job_id: str) -> bool:
+        try:
+            return bool(self.cancel_checker(job_id))
+        except Exception:  # the flag store is down: keep going rather than fail the job
+            logger.warning("could not read the cancel flag of job %s", job_id, exc_info=True)
+            return False
+
+    def _execute(self, kind: JobKind, job: Any, events: JobEvents, steps: JobSteps) -> JobEvent:
+        what = f"{kind.noun} {job.job_id}"
+        run = JobRun(job, events, self.cancel_requested)
+        try:
+            with tempfile.TemporaryDirectory(prefix=f"gpu-{kind.noun}-") as work:
+                run.work = Path(work)
+                return steps(run)
+        except JobCanceled:
+            return events.failed(CANCELED, "canceled", timings=run.rounded_timings())
+        except BadInput as exc:
+            return events.failed(BAD_INPUT, str(exc), outputs=exc.outputs, timings=run.rounded_timings())
+        except ModelUnavailable as exc:
+            logger.error("%s: %s", what, exc)
+            return events.failed(MODEL_UNAVAILABLE, "the model is not available on this worker")
+        except JobError as exc:
+            logger.error("%s: %s", what, exc)
+            return events.failed(exc.reason_code, exc.public_message, timings=run.rounded_timings())
+        except torch.OutOfMemoryError:
+            # The traceback as text: a handler that keeps records (pytest's, a memory handler) would
+            # otherwise keep the failed step's frames, and their tensors, alive.
+            logger.warning("%s ran out of GPU memory\n%s", what, traceback.format_exc())
+        except Exception:
+            logger.exception("%s failed", what)
+            return events.failed(INTERNAL, "internal error", timings=run.rounded_timings())
+        # Out of memory. Freed here, not in the except block: there the traceback still holds the
+        # failed step's frames and every tensor they reference.
+        free_memory()
+        return events.failed(OUT_OF_MEMORY, "the GPU ran out of memory", timings=run.rounded_timings())
+
+
+def free_memory() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+__all__ = [
+    "BadInput",
+    "CancelChecker",
+    "EventSink",
+    "GpuExecutor",
+    "JobCanceled",
+    "JobError",
+    "JobEvents",
+    "JobKind",
+    "JobRun",
+    "free_memory",
+]
