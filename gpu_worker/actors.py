@@ -8,8 +8,8 @@ Two ways to start it, one code path:
 - `start_embedded(broker, storage=...)`: inside another process on the broker it is given (the backend's
   embedded mode, a StubBroker), running the tiny-wan route on the CPU.
 
-Events go back on QUEUE_JOB_EVENTS through `broker.enqueue`, as messages of actor ACTOR_JOB_EVENT (a
-generation's) or ACTOR_TRAINING_EVENT (a training's), so this module needs no backend import. The actors
+Events go back on QUEUE_JOB_EVENTS through `broker.enqueue`, as messages of the backend's one job-events
+actor (ACTOR_JOB_EVENT, which routes by job type), so this module needs no backend import. The actors
 are declared on the broker they are given, never on the global one.
 
 One worker serves all three lanes with one slot per GPU (gpu_worker/lanes.py): INSTANT, then ECONOMY,
@@ -83,7 +83,7 @@ class RetryableJobFailure(Exception):
 
 def broker_sink(broker: dramatiq.Broker) -> EventSink:
     """Sends events on QUEUE_JOB_EVENTS as messages of the backend's actor for their job type
-    (ACTOR_JOB_EVENT for a generation, ACTOR_TRAINING_EVENT for a training)."""
+    (ACTOR_JOB_EVENT, one for every job type)."""
     broker.declare_queue(QUEUE_JOB_EVENTS)
 
     def send(event: JobEvent) -> None:

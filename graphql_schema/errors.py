@@ -198,7 +198,8 @@ def error_from(exc: domain.DomainError) -> Error:
     for klass in type(exc).__mro__:
         if klass in _MAPPING:
             return _MAPPING[klass](exc)
-    raise UnmappedDomainError(f"{type(exc).__qualname__} has no GraphQL error type in graphql_schema/errors.py")
+    name = type(exc).__qualname__
+    raise UnmappedDomainError(f"{name} has no GraphQL error type in graphql_schema/errors.py")
 
 
 class PublicError(GraphQLError):

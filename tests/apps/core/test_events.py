@@ -42,4 +42,8 @@ async def test_an_event_of_a_rolled_back_transaction_is_never_published():
         message = await asyncio.wait_for(layer.receive(channel), timeout=5)
     finally:
         await layer.group_discard(group, channel)
-    assert message == {"type": events.EVENT_TYPE, "group": group, "payload": {"kind": "thing", "id": "a", "sequence": 2}}
+    assert message == {
+        "type": events.EVENT_TYPE,
+        "group": group,
+        "payload": {"kind": "thing", "id": "a", "sequence": 2},
+    }

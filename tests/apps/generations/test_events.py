@@ -12,12 +12,12 @@ import pytest
 from django.db import transaction
 from django.utils import timezone
 
-from apps.jobs.lifecycle import job_event_apply, job_watchdog, jobs_reap
 from apps.accounts.models import User
-from apps.jobs.dispatch import cancel_flag_is_set
 from apps.credits.services import credits_grant
 from apps.generations import services
 from apps.generations.models import Generation, GenerationStatus, ModelRoute
+from apps.jobs.dispatch import cancel_flag_is_set
+from apps.jobs.lifecycle import job_event_apply, job_watchdog, jobs_reap
 from apps.storage.backends import get_storage
 from gpu_worker import contract
 from tests.graphql.generations.helpers import a_trend, ledger, shipped_routes, wallet  # noqa: F401
@@ -300,7 +300,9 @@ def test_the_watchdog_retries_a_silent_running_job_and_expires_a_stale_queued_on
     )
     with capture(execute=True):
         assert (
-            job_watchdog(job_type="generation", job_id=str(running.pk), attempt=1, now=now + timedelta(seconds=61))
+            job_watchdog(
+                job_type="generation", job_id=str(running.pk), attempt=1, now=now + timedelta(seconds=61)
+            )
             is None
         )
     lost = Generation.objects.get(pk=running.pk)
