@@ -17,6 +17,8 @@ from strawberry import Info
 
 from apps.core.errors import NotFound
 
+from .errors import not_found
+
 T = TypeVar("T")
 
 
@@ -28,11 +30,20 @@ async def follow(
     load: Callable[[], Awaitable[T]],
     sequence: Callable[[T], int],
     finished: Callable[[T], bool] = lambda _: False,
+    what: str = "object",
 ) -> AsyncGenerator[T, None]:
     """Yields the current state, then each newer one, until `finished` is true of one or the object is
-    gone (NotFound on a later read). NotFound on the first read propagates: the caller answers it."""
+    gone (NotFound on a later read). An object the caller may not see (NotFound on the first read) is a
+    NOT_FOUND operation error naming `what`, and no group is joined for it."""
+    try:
+        await load()
+    except NotFound:
+        raise not_found(what) from None
     async with info.context.ws.subscribe(group) as messages:
-        current = await load()
+        try:
+            current = await load()
+        except NotFound:
+            raise not_found(what) from None
         yield current
         if finished(current):
             return

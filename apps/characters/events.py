@@ -42,8 +42,10 @@ def character_group(character_id: Any) -> str:
 def character_changed(character: Character) -> None:
     """Saves the Soul ID's state with a new sequence and tells subscribers after the commit. Call with the
     row locked."""
-    character.sequence += 1
-    character.save(update_fields=[*STATE_FIELDS, "sequence", "updated_at"])
-    events.publish_change_on_commit(
-        character_group(character.pk), kind=EVENT_KIND, id=character.pk, sequence=character.sequence
+    events.save_change_on_commit(
+        character,
+        fields=STATE_FIELDS,
+        sequence_field="sequence",
+        group=character_group(character.pk),
+        kind=EVENT_KIND,
     )

@@ -76,6 +76,7 @@ def _thumbnail(character: Character) -> None:
 
 class TrainingJobs(JobKind):
     job_type = contract.JOB_TYPE_TRAINING
+    job_id_field = "character_id"
 
     # 1. Rows and timing
 
@@ -110,25 +111,13 @@ class TrainingJobs(JobKind):
         return dt.timedelta(seconds=settings.CHARACTERS_TRAINING_QUEUE_MAX_WAIT_SECONDS)
 
     def candidates(self, *, stuck_before, queued_before):
-        silent = Q(started_at__isnull=False) & Q(last_event_at__lt=stuck_before)
+        silent = Q(started_at__isnull=False, last_event_at__lt=stuck_before)
         waiting = Q(started_at__isnull=True, created_at__lt=queued_before)
-        rows = TrainingRun.objects.filter(status=TrainingStatus.RUNNING).filter(silent | waiting)
-        return (
-            (str(character_id), attempt)
-            for character_id, attempt in rows.values_list("character_id", "attempt")
-        )
+        return TrainingRun.objects.filter(silent | waiting, status=TrainingStatus.RUNNING)
 
     def unsent(self, *, queued_before):
-        rows = TrainingRun.objects.filter(
-            status=TrainingStatus.RUNNING,
-            job_message_id="",
-            started_at__isnull=True,
-            created_at__lt=queued_before,
-        )
-        return (
-            (str(character_id), attempt)
-            for character_id, attempt in rows.values_list("character_id", "attempt")
-        )
+        waiting = Q(started_at__isnull=True, created_at__lt=queued_before)
+        return TrainingRun.objects.filter(waiting, status=TrainingStatus.RUNNING, job_message_id="")
 
     # 2. Messages
 

@@ -9,6 +9,7 @@ the object's selector, then reads it again for every message with a higher seque
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 from asgiref.sync import async_to_sync
@@ -36,6 +37,16 @@ def publish(group: str, payload: dict[str, Any]) -> None:
         async_to_sync(layer.group_send)(group, {"type": EVENT_TYPE, "group": group, "payload": payload})
     except Exception:  # best-effort: the database is the truth, a lost hint is re-synced on reconnect
         logger.exception("could not publish an event to %s", group)
+
+
+def save_change_on_commit(
+    row: Any, *, fields: Iterable[str], sequence_field: str, group: str, kind: str
+) -> None:
+    """Saves `fields` of a row the caller holds locked with the next number in `sequence_field`, and tells
+    `group` of that change after the commit."""
+    setattr(row, sequence_field, getattr(row, sequence_field) + 1)
+    row.save(update_fields=[*fields, sequence_field, "updated_at"])
+    publish_change_on_commit(group, kind=kind, id=row.pk, sequence=getattr(row, sequence_field))
 
 
 def publish_change_on_commit(group: str, *, kind: str, id: Any, sequence: int) -> None:

@@ -66,8 +66,10 @@ def generation_group(generation_id: Any) -> str:
 def generation_changed(generation: Generation) -> None:
     """Saves the generation's state, numbers the change and tells subscribers after the commit. Call with
     the row locked."""
-    generation.api_sequence += 1
-    generation.save(update_fields=[*STATE_FIELDS, "api_sequence", "updated_at"])
-    events.publish_change_on_commit(
-        generation_group(generation.pk), kind=EVENT_KIND, id=generation.pk, sequence=generation.api_sequence
+    events.save_change_on_commit(
+        generation,
+        fields=STATE_FIELDS,
+        sequence_field="api_sequence",
+        group=generation_group(generation.pk),
+        kind=EVENT_KIND,
     )

@@ -197,21 +197,15 @@ class GenerationJobs(JobKind):
         return dt.timedelta(seconds=settings.GENERATIONS_QUEUE_MAX_WAIT_SECONDS)
 
     def candidates(self, *, stuck_before, queued_before):
-        running_stuck = Q(status=GenerationStatus.RUNNING) & (
+        silent = Q(status=GenerationStatus.RUNNING) & (
             Q(last_event_at__lt=stuck_before) | Q(last_event_at__isnull=True, queued_at__lt=stuck_before)
         )
-        queued_too_long = Q(status=GenerationStatus.QUEUED, queued_at__lt=queued_before)
-        rows = Generation.objects.filter(deleted_at__isnull=True).filter(running_stuck | queued_too_long)
-        return ((str(pk), attempt) for pk, attempt in rows.values_list("pk", "attempt"))
+        waiting = Q(status=GenerationStatus.QUEUED, queued_at__lt=queued_before)
+        return Generation.objects.filter(silent | waiting, deleted_at__isnull=True)
 
     def unsent(self, *, queued_before):
-        rows = Generation.objects.filter(
-            status=GenerationStatus.QUEUED,
-            job_message_id="",
-            queued_at__lt=queued_before,
-            deleted_at__isnull=True,
-        )
-        return ((str(pk), attempt) for pk, attempt in rows.values_list("pk", "attempt"))
+        waiting = Q(status=GenerationStatus.QUEUED, queued_at__lt=queued_before)
+        return Generation.objects.filter(waiting, job_message_id="", deleted_at__isnull=True)
 
     # 2. Messages
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,6 +51,7 @@ class JobKind:
     transaction that holds the job's rows locked."""
 
     job_type: str = ""
+    job_id_field: str = "pk"  # the field of the rows of `candidates` and `unsent` that holds the job id
     # An earlier attempt's `completed` event still counts (the later attempt is stopped).
     late_completion_wins: bool = False
 
@@ -68,16 +68,14 @@ class JobKind:
         """A job waiting in its lane for this long expires."""
         raise NotImplementedError
 
-    def candidates(
-        self, *, stuck_before: dt.datetime, queued_before: dt.datetime
-    ) -> Iterable[tuple[str, int]]:
-        """(job_id, attempt) of running jobs silent since `stuck_before` and of jobs waiting since
-        `queued_before` (the reaper's sweep)."""
-        return ()
+    def candidates(self, *, stuck_before: dt.datetime, queued_before: dt.datetime) -> models.QuerySet:
+        """The rows of running jobs silent since `stuck_before` and of jobs waiting since `queued_before`
+        (the reaper's sweep), with the fields `job_id_field` and `attempt`."""
+        raise NotImplementedError
 
-    def unsent(self, *, queued_before: dt.datetime) -> Iterable[tuple[str, int]]:
-        """(job_id, attempt) of jobs queued before then whose message never reached the broker."""
-        return ()
+    def unsent(self, *, queued_before: dt.datetime) -> models.QuerySet:
+        """The rows of jobs queued before then whose message never reached the broker."""
+        raise NotImplementedError
 
     # 2. Messages
     def message_fields(self, job_id: str, attempt: int) -> dict[str, Any] | None:

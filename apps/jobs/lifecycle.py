@@ -209,10 +209,12 @@ def jobs_reap(*, now: dt.datetime | None = None) -> int:
         candidates = kind.candidates(
             stuck_before=now - kind.stuck_after(), queued_before=now - kind.max_wait()
         )
-        for job_id, attempt in list(candidates):
-            if job_watchdog(job_type=kind.job_type, job_id=job_id, attempt=attempt, now=now) is None:
+        for job_id, attempt in candidates.values_list(kind.job_id_field, "attempt"):
+            if job_watchdog(job_type=kind.job_type, job_id=str(job_id), attempt=attempt, now=now) is None:
                 changed += 1
-        for job_id, attempt in list(kind.unsent(queued_before=now - UNSENT_AFTER)):
-            job_dispatch(job_type=kind.job_type, job_id=job_id, attempt=attempt)
+        for job_id, attempt in kind.unsent(queued_before=now - UNSENT_AFTER).values_list(
+            kind.job_id_field, "attempt"
+        ):
+            job_dispatch(job_type=kind.job_type, job_id=str(job_id), attempt=attempt)
             changed += 1
     return changed

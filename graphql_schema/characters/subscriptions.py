@@ -7,9 +7,7 @@ from asgiref.sync import sync_to_async
 from strawberry import Info
 
 from apps.characters.events import EVENT_KIND, character_group
-from apps.core.errors import NotFound as NotFoundError
 
-from ..errors import not_found
 from ..generations.types import node_pk
 from ..live import follow
 from ..permissions import require_user
@@ -27,15 +25,12 @@ class CharacterSubscriptions:
         user = require_user(info)
         pk = node_pk(id, "Character")
         load = sync_to_async(character_for_api)
-        try:
-            await load(user=user, character_id=pk)  # another user's Soul ID: no group is joined
-            async for character in follow(
-                info,
-                group=character_group(pk),
-                kind=EVENT_KIND,
-                load=lambda: load(user=user, character_id=pk),
-                sequence=lambda character: character.sequence,
-            ):
-                yield CharacterEvent(sequence=character.sequence, character=character)
-        except NotFoundError:
-            raise not_found("Soul ID") from None
+        async for character in follow(
+            info,
+            group=character_group(pk),
+            kind=EVENT_KIND,
+            load=lambda: load(user=user, character_id=pk),
+            sequence=lambda character: character.sequence,
+            what="Soul ID",
+        ):
+            yield CharacterEvent(sequence=character.sequence, character=character)

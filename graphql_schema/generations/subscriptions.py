@@ -6,12 +6,10 @@ import strawberry
 from asgiref.sync import sync_to_async
 from strawberry import Info
 
-from apps.core.errors import NotFound as NotFoundError
 from apps.generations import selectors
 from apps.generations.events import EVENT_KIND, generation_group
 from apps.generations.models import Generation
 
-from ..errors import not_found
 from ..live import follow
 from ..permissions import require_user
 from .types import GenerationEvent, node_pk
@@ -33,16 +31,13 @@ class GenerationSubscriptions:
         user = require_user(info)
         pk = node_pk(id, "Generation")
         load = sync_to_async(selectors.generation_get_for_user)
-        try:
-            await load(user=user, generation_id=pk)  # another user's generation: no group is joined
-            async for generation in follow(
-                info,
-                group=generation_group(pk),
-                kind=EVENT_KIND,
-                load=lambda: load(user=user, generation_id=pk),
-                sequence=lambda generation: generation.api_sequence,
-                finished=_finished,
-            ):
-                yield GenerationEvent(sequence=generation.api_sequence, generation=generation)
-        except NotFoundError:
-            raise not_found("generation") from None
+        async for generation in follow(
+            info,
+            group=generation_group(pk),
+            kind=EVENT_KIND,
+            load=lambda: load(user=user, generation_id=pk),
+            sequence=lambda generation: generation.api_sequence,
+            finished=_finished,
+            what="generation",
+        ):
+            yield GenerationEvent(sequence=generation.api_sequence, generation=generation)
