@@ -16,6 +16,7 @@ from typing import TypeVar
 from strawberry import Info
 
 from apps.core.errors import NotFound
+from apps.core.events import ChangeFeed
 
 from .errors import not_found
 
@@ -60,3 +61,24 @@ async def follow(
             yield current
             if finished(current):
                 return
+
+
+def follow_row(
+    info: Info,
+    feed: ChangeFeed,
+    row_id: str,
+    load: Callable[[], Awaitable[T]],
+    *,
+    what: str,
+    finished: Callable[[T], bool] = lambda _: False,
+) -> AsyncGenerator[T, None]:
+    """`follow` for a row of a ChangeFeed (a generation, a Soul ID): its group, kind and sequence."""
+    return follow(
+        info,
+        group=feed.group(row_id),
+        kind=feed.kind,
+        load=load,
+        sequence=feed.sequence,
+        finished=finished,
+        what=what,
+    )

@@ -35,17 +35,14 @@ STATE_FIELDS: tuple[str, ...] = (
 )
 
 
+FEED = events.ChangeFeed(kind=EVENT_KIND, sequence_field="sequence", fields=STATE_FIELDS)
+
+
 def character_group(character_id: Any) -> str:
-    return f"character.{character_id}"
+    return FEED.group(character_id)
 
 
 def character_changed(character: Character) -> None:
     """Saves the Soul ID's state with a new sequence and tells subscribers after the commit. Call with the
     row locked."""
-    events.save_change_on_commit(
-        character,
-        fields=STATE_FIELDS,
-        sequence_field="sequence",
-        group=character_group(character.pk),
-        kind=EVENT_KIND,
-    )
+    FEED.save(character)

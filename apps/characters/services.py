@@ -14,7 +14,6 @@ from .erasure import (
     characters_erase_for_user,
     characters_purge_expired,
 )
-from .events import EVENT_KIND, character_group
 from .jobs import TRAINING_JOBS
 from .photos import (
     EDITABLE,
@@ -28,14 +27,12 @@ from .training import character_train
 
 __all__ = [
     "EDITABLE",
-    "EVENT_KIND",
     "TRAINING_JOBS",
     "Trigger",
     "character_add_photos",
     "character_create",
     "character_delete",
     "character_erase",
-    "character_group",
     "character_mark_used",
     "character_photo_check",
     "character_remove_photo",

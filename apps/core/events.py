@@ -9,7 +9,7 @@ the object's selector, then reads it again for every message with a higher seque
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from asgiref.sync import async_to_sync
@@ -39,14 +39,26 @@ def publish(group: str, payload: dict[str, Any]) -> None:
         logger.exception("could not publish an event to %s", group)
 
 
-def save_change_on_commit(
-    row: Any, *, fields: Iterable[str], sequence_field: str, group: str, kind: str
-) -> None:
-    """Saves `fields` of a row the caller holds locked with the next number in `sequence_field`, and tells
-    `group` of that change after the commit."""
-    setattr(row, sequence_field, getattr(row, sequence_field) + 1)
-    row.save(update_fields=[*fields, sequence_field, "updated_at"])
-    publish_change_on_commit(group, kind=kind, id=row.pk, sequence=getattr(row, sequence_field))
+@dataclass(frozen=True)
+class ChangeFeed:
+    """The changes of one kind of row that subscriptions follow: each change is saved under the row lock
+    with the next number in `sequence_field` and told, after the commit, to the row's own group."""
+
+    kind: str
+    sequence_field: str
+    fields: tuple[str, ...]
+
+    def group(self, row_id: Any) -> str:
+        return f"{self.kind}.{row_id}"
+
+    def sequence(self, row: Any) -> int:
+        return getattr(row, self.sequence_field)
+
+    def save(self, row: Any) -> None:
+        """Saves `fields` of a row the caller holds locked as a new change and tells its group."""
+        setattr(row, self.sequence_field, self.sequence(row) + 1)
+        row.save(update_fields=[*self.fields, self.sequence_field, "updated_at"])
+        publish_change_on_commit(self.group(row.pk), kind=self.kind, id=row.pk, sequence=self.sequence(row))
 
 
 def publish_change_on_commit(group: str, *, kind: str, id: Any, sequence: int) -> None:

@@ -59,17 +59,14 @@ STATE_FIELDS: tuple[str, ...] = (
 )
 
 
+FEED = events.ChangeFeed(kind=EVENT_KIND, sequence_field="api_sequence", fields=STATE_FIELDS)
+
+
 def generation_group(generation_id: Any) -> str:
-    return f"generation.{generation_id}"
+    return FEED.group(generation_id)
 
 
 def generation_changed(generation: Generation) -> None:
     """Saves the generation's state, numbers the change and tells subscribers after the commit. Call with
     the row locked."""
-    events.save_change_on_commit(
-        generation,
-        fields=STATE_FIELDS,
-        sequence_field="api_sequence",
-        group=generation_group(generation.pk),
-        kind=EVENT_KIND,
-    )
+    FEED.save(generation)

@@ -6,10 +6,10 @@ import strawberry
 from asgiref.sync import sync_to_async
 from strawberry import Info
 
-from apps.characters.events import EVENT_KIND, character_group
+from apps.characters.events import FEED
 
 from ..generations.types import node_pk
-from ..live import follow
+from ..live import follow_row
 from ..permissions import require_user
 from .queries import character_for_api
 from .types import CharacterEvent
@@ -25,12 +25,7 @@ class CharacterSubscriptions:
         user = require_user(info)
         pk = node_pk(id, "Character")
         load = sync_to_async(character_for_api)
-        async for character in follow(
-            info,
-            group=character_group(pk),
-            kind=EVENT_KIND,
-            load=lambda: load(user=user, character_id=pk),
-            sequence=lambda character: character.sequence,
-            what="Soul ID",
+        async for character in follow_row(
+            info, FEED, pk, lambda: load(user=user, character_id=pk), what="Soul ID"
         ):
             yield CharacterEvent(sequence=character.sequence, character=character)

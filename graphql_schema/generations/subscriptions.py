@@ -7,10 +7,10 @@ from asgiref.sync import sync_to_async
 from strawberry import Info
 
 from apps.generations import selectors
-from apps.generations.events import EVENT_KIND, generation_group
+from apps.generations.events import FEED
 from apps.generations.models import Generation
 
-from ..live import follow
+from ..live import follow_row
 from ..permissions import require_user
 from .types import GenerationEvent, node_pk
 
@@ -31,13 +31,8 @@ class GenerationSubscriptions:
         user = require_user(info)
         pk = node_pk(id, "Generation")
         load = sync_to_async(selectors.generation_get_for_user)
-        async for generation in follow(
-            info,
-            group=generation_group(pk),
-            kind=EVENT_KIND,
-            load=lambda: load(user=user, generation_id=pk),
-            sequence=lambda generation: generation.api_sequence,
-            finished=_finished,
-            what="generation",
-        ):
+        feed = follow_row(
+            info, FEED, pk, lambda: load(user=user, generation_id=pk), what="generation", finished=_finished
+        )
+        async for generation in feed:
             yield GenerationEvent(sequence=generation.api_sequence, generation=generation)
