@@ -20,13 +20,8 @@ from django.db import models
 from django.db.models import Q
 
 import gpu_worker.contract as contract
+from apps.core.choices import AspectRatio, Lane, QualityTier  # Lane: also re-exported from its old home
 from apps.core.models import BaseModel
-from apps.trends.models import AspectRatio, QualityTier
-
-
-class Lane(models.TextChoices):
-    INSTANT = contract.LANE_INSTANT, "Instant"
-    ECONOMY = contract.LANE_ECONOMY, "Economy (cheaper, lower priority)"
 
 
 class Device(models.TextChoices):
