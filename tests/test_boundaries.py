@@ -45,9 +45,9 @@ def test_gpu_worker_imports_no_django_and_no_backend_code():
     assert _violations("gpu_worker", forbidden) == []
 
 
-# The one exception: backend/broker.py starts the GPU lanes inside the server in the embedded mode
+# The one exception: backend/embedded.py starts the GPU lanes inside the server in the embedded mode
 # (gpu_worker.actors.start_embedded, with a gpu_worker.storage view of the configured storage).
-EMBEDDED_GPU_IMPORTS = {"backend/broker.py": {"gpu_worker.actors", "gpu_worker.storage"}}
+EMBEDDED_GPU_IMPORTS = {"backend/embedded.py": {"gpu_worker.actors", "gpu_worker.storage"}}
 
 
 @pytest.mark.parametrize("folder", ["apps", "backend", "graphql_schema"])
