@@ -75,3 +75,83 @@ def test_the_contract_is_standard_library_only():
 
     allowed = set(sys.stdlib_module_names) | {"__future__"}
     assert {n.split(".")[0] for n in _imports(ROOT / "gpu_worker" / "contract.py")} <= allowed
+
+
+# --- Rules import-linter cannot express (it sees modules, not names) -----------------------------------
+
+
+def _names(path: Path) -> list[tuple[int, str]]:
+    """(line, name) for every name, imported name and attribute in the file; an attribute is `.attr`, and
+    also `module.attr` when read from a plain name (`dramatiq.Message`)."""
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Name):
+            found.append((node.lineno, node.id))
+        elif isinstance(node, ast.Attribute):
+            found.append((node.lineno, f".{node.attr}"))
+            if isinstance(node.value, ast.Name):
+                found.append((node.lineno, f"{node.value.id}.{node.attr}"))
+        elif isinstance(node, ast.ImportFrom):
+            found.extend((node.lineno, f"{node.module}.{alias.name}") for alias in node.names)
+            found.extend((node.lineno, alias.name) for alias in node.names)
+        elif isinstance(node, ast.Import):
+            found.extend((node.lineno, alias.name) for alias in node.names)
+    return found
+
+
+def _uses(folders: tuple[str, ...], is_forbidden, allowed: set[str]) -> dict[str, list[str]]:
+    uses: dict[str, list[str]] = {}
+    for folder in folders:
+        for path in _files(folder):
+            relative = path.relative_to(ROOT).as_posix()
+            if relative in allowed:
+                continue
+            hits = sorted({f"{line}: {name}" for line, name in _names(path) if is_forbidden(name)})
+            if hits:
+                uses[relative] = hits
+    return uses
+
+
+# Sending a GPU job: naming a GPU actor, building a job message (`*_message_fields`, `dramatiq.Message`),
+# enqueueing it on the broker, or setting a job's cancel flag.
+GPU_SEND_NAMES = {"ACTOR_RUN_GENERATION", "ACTOR_TRAIN_CHARACTER", "cancel_key"}
+GPU_JOB_MODULE = "apps/core/jobs.py"
+
+
+def _gpu_job_senders() -> dict[str, list[str]]:
+    def forbidden(name: str) -> bool:
+        bare = name.lstrip(".")
+        return (
+            bare in GPU_SEND_NAMES
+            or bare.endswith("_message_fields")
+            or name in {".enqueue", "dramatiq.Message"}
+        )
+
+    return _uses(("apps", "backend", "graphql_schema"), forbidden, allowed={GPU_JOB_MODULE})
+
+
+@pytest.mark.xfail(strict=False, reason="until apps/core/jobs.py lands")
+def test_only_the_job_module_sends_gpu_jobs():
+    assert _gpu_job_senders() == {}
+
+
+# The senders of today, until apps/core/jobs.py replaces them (issue 8): the list may only shrink.
+GPU_JOB_SENDERS_TO_MOVE = {"apps/core/dispatch.py", "apps/characters/services.py"}
+
+
+def test_no_new_module_sends_gpu_jobs():
+    assert set(_gpu_job_senders()) <= GPU_JOB_SENDERS_TO_MOVE
+
+
+def test_only_the_events_module_talks_to_the_channel_layer():
+    """The import-linter contract sees the `channels` package as one node; this sees the names.
+    Subscriptions listen through strawberry's consumer (graphql_schema/ws.py), which names none of them."""
+
+    def forbidden(name: str) -> bool:
+        return name.startswith("channels.layers") or name.lstrip(".") in {
+            "get_channel_layer",
+            "channel_layer",
+            "group_send",
+        }
+
+    assert _uses(("apps", "backend", "graphql_schema"), forbidden, allowed={"apps/core/events.py"}) == {}
