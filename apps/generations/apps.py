@@ -9,7 +9,10 @@ class GenerationsConfig(AppConfig):
     def ready(self) -> None:
         # Imported here: an AppConfig module is imported before the models are ready.
         from apps.accounts.erasure import erasure_step_register
+        from apps.trends.services import model_route_names_source_set
 
         from .account_erasure import ERASURE_STEP
+        from .models import model_route_names
 
         erasure_step_register(ERASURE_STEP)
+        model_route_names_source_set(model_route_names)  # the routes a trend may prefer

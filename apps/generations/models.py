@@ -23,6 +23,8 @@ import gpu_worker.contract as contract
 from apps.core.choices import AspectRatio, Lane, QualityTier  # Lane: also re-exported from its old home
 from apps.core.models import BaseModel
 
+from .shipped import SHIPPED_ROUTE_NAMES
+
 
 class Device(models.TextChoices):
     CPU = "cpu", "CPU"
@@ -68,6 +70,12 @@ ROUTE_NAME = RegexValidator(
     re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$"),
     "Lowercase letters, digits, dots, dashes and underscores, like wan2.2-ti2v-5b.",
 )
+
+
+def model_route_names() -> set[str]:
+    """The names in the ModelRoute table (the shipped ones when it is empty, as in a test database that
+    was flushed). apps.trends asks it through `known_model_routes` (registered in apps.py)."""
+    return set(ModelRoute.objects.values_list("name", flat=True)) or set(SHIPPED_ROUTE_NAMES)
 
 
 def _all_tiers() -> list[str]:
