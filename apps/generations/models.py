@@ -39,7 +39,6 @@ class GenerationStatus(models.TextChoices):
     CANCELED = "CANCELED", "Canceled"
 
 
-ACTIVE_STATUSES = frozenset({GenerationStatus.QUEUED, GenerationStatus.RUNNING})
 TERMINAL_STATUSES = frozenset(
     {GenerationStatus.SUCCEEDED, GenerationStatus.FAILED, GenerationStatus.CANCELED}
 )

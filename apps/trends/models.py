@@ -407,10 +407,6 @@ class TrendChange(models.Model):
     def __str__(self) -> str:
         return f"{self.trend_slug}: {self.get_action_display()}"
 
-    @property
-    def automatic(self) -> bool:
-        return self.actor == self.AUTOMATIC
-
 
 class RotationRun(models.Model):
     """One run of the periodic rotation job: what it did and how long it took."""

@@ -145,15 +145,6 @@ def start_scheduler() -> threading.Thread | None:
         return _thread
 
 
-def stop_scheduler() -> None:
-    global _thread
-    with _lock:
-        _stop.set()
-        if _thread is not None:
-            _thread.join(timeout=5)
-            _thread = None
-
-
 def main() -> int:
     """`python -m apps.trends.scheduler`: the scheduler as its own process (services mode)."""
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "backend.settings")

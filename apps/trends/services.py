@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from datetime import datetime
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
@@ -140,25 +139,6 @@ def trend_publish(*, trend: Trend, actor: str) -> bool:
     )
     screen_cache_invalidate_on_commit()
     return True
-
-
-@transaction.atomic
-def trend_schedule(*, trend: Trend, publish_at: datetime, actor: str) -> Trend:
-    trend = Trend.objects.select_for_update().get(pk=trend.pk)
-    if trend.status == TrendStatus.LIVE:
-        raise ValidationFailed(f"{trend.title} is already live.", field="status")
-    _check_publishable(trend)
-    trend.status, trend.publish_at = TrendStatus.SCHEDULED, publish_at
-    _full_clean(trend)
-    trend.save(update_fields=["status", "publish_at", "updated_at"])
-    _record(
-        trend=trend,
-        action=ChangeAction.SCHEDULED,
-        reason=f"Scheduled to go live at {publish_at.isoformat()}.",
-        actor=actor,
-    )
-    screen_cache_invalidate_on_commit()
-    return trend
 
 
 @transaction.atomic
