@@ -16,13 +16,14 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("apps", "backend", "gpu_worker", "graphql_schema")
 LINT_IMPORTS = str(Path(sys.executable).with_name("lint-imports"))
 
-# Every contract in pyproject.toml passes today. A contract that cannot pass until other work lands is
-# left out of this selection (and of `make lint`) rather than weakened; none is, at present.
+# Every contract in pyproject.toml passes today (app-layers with its list of known upward imports). A
+# contract that cannot pass until other work lands is left out of this selection rather than weakened.
 CONTRACTS = (
     "gpu-worker-standalone",
     "apps-below-graphql",
     "core-imports-no-app",
     "one-channel-layer-publisher",
+    "app-layers",
 )
 
 
