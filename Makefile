@@ -71,6 +71,7 @@ bench: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports --no-logo pyproject.toml
 
 format: $(STAMP)
 	$(VENV)/bin/ruff format .
@@ -80,4 +81,4 @@ schema: $(STAMP)
 	$(PY) manage.py export_schema graphql_schema.schema:schema --path graphql_schema/schema.graphql
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .ruff_cache $(AUDIT_DIR)/node_modules
+	rm -rf $(VENV) var .pytest_cache .ruff_cache .import_linter_cache $(AUDIT_DIR)/node_modules

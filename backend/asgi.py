@@ -22,7 +22,7 @@ from django.core.exceptions import ImproperlyConfigured  # noqa: E402
 from django.urls import re_path  # noqa: E402
 
 from apps.core.checks import production_errors  # noqa: E402
-from backend.broker import start_embedded_worker, stop_embedded_worker  # noqa: E402
+from backend.embedded import start_embedded_worker, stop_embedded_worker  # noqa: E402
 from graphql_schema.schema import schema  # noqa: E402
 from graphql_schema.ws import GraphQLSocket  # noqa: E402
 

@@ -309,8 +309,6 @@ def env_float(name: str, default: float) -> float:
 TRENDS_DEFAULT_LOCALE = os.environ.get("TRENDS_DEFAULT_LOCALE", "en")
 # Trend media in the local folder are served here (apps/trends/media.py; S3 gives its own URLs).
 TRENDS_MEDIA_URL = "/media/trends/"
-# Model routes a trend may prefer, until the generations app's ModelRoute table replaces the list.
-TRENDS_MODEL_ROUTES = env_list("TRENDS_MODEL_ROUTES", "tiny-wan,wan2.2-ti2v-5b,ltx-video")
 TRENDS_SCREEN_CACHE_SECONDS = env_int("TRENDS_SCREEN_CACHE_SECONDS", 300)
 TRENDS_NEW_TODAY_HOURS = env_int("TRENDS_NEW_TODAY_HOURS", 24)
 TRENDS_IMPRESSIONS_MAX_BATCH = env_int("TRENDS_IMPRESSIONS_MAX_BATCH", 100)

@@ -2,8 +2,8 @@ from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path
 
-from apps.core.health import healthz, readyz
 from apps.trends.views import trend_media
+from backend.health import healthz, readyz
 from graphql_schema.views import graphql_view
 
 urlpatterns = [
@@ -17,6 +17,6 @@ urlpatterns = [
 ]
 
 if settings.BENCH_ENDPOINTS:  # bench/http_me.py compares GraphQL with a plain Django view
-    from apps.core.bench_views import bench_me
+    from backend.bench_views import bench_me
 
     urlpatterns.append(path("bench/me", bench_me))

@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import sys
 
+from apps.core.queues import DJANGO_QUEUES
+
 
 def setup() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "backend.settings")
@@ -20,9 +22,7 @@ def setup() -> None:
 
 def main() -> int:
     setup()
-    from dramatiq.cli import main as dramatiq_main
-
-    from apps.core.queues import DJANGO_QUEUES
+    from dramatiq.cli import main as dramatiq_main  # read at call time: tests replace dramatiq.cli.main
 
     threads = os.environ.get("DRAMATIQ_WORKER_THREADS", "4")
     sys.argv = [

@@ -5,7 +5,7 @@
 Starts the embedded stack (SQLite, in-process broker, in a temporary VAR_DIR) under uvicorn with
 BENCH_ENDPOINTS=1, signs up one user, then drives 20 concurrent keep-alive clients (httpx, async) at
     POST /graphql   {"query": "{ me { id email credits } }"}      Authorization: Bearer <token>
-    GET  /bench/me  (apps/core/bench_views.py: same data, same auth, same two reads)
+    GET  /bench/me  (backend/bench_views.py: same data, same auth, same two reads)
 in alternating rounds, and prints requests/s, p50/p99 latency and the server's CPU time per request.
 
 Environment: BENCH_SECONDS (per round and endpoint, default 8), BENCH_ROUNDS (default 2),

@@ -45,9 +45,9 @@ def test_gpu_worker_imports_no_django_and_no_backend_code():
     assert _violations("gpu_worker", forbidden) == []
 
 
-# The one exception: backend/broker.py starts the GPU lanes inside the server in the embedded mode
+# The one exception: backend/embedded.py starts the GPU lanes inside the server in the embedded mode
 # (gpu_worker.actors.start_embedded, with a gpu_worker.storage view of the configured storage).
-EMBEDDED_GPU_IMPORTS = {"backend/broker.py": {"gpu_worker.actors", "gpu_worker.storage"}}
+EMBEDDED_GPU_IMPORTS = {"backend/embedded.py": {"gpu_worker.actors", "gpu_worker.storage"}}
 
 
 @pytest.mark.parametrize("folder", ["apps", "backend", "graphql_schema"])
@@ -75,3 +75,70 @@ def test_the_contract_is_standard_library_only():
 
     allowed = set(sys.stdlib_module_names) | {"__future__"}
     assert {n.split(".")[0] for n in _imports(ROOT / "gpu_worker" / "contract.py")} <= allowed
+
+
+# --- Rules import-linter cannot express (it sees modules, not names) -----------------------------------
+
+
+def _names(path: Path) -> list[tuple[int, str]]:
+    """(line, name) for every name, imported name and attribute in the file; an attribute is `.attr`, and
+    also `module.attr` when read from a plain name (`dramatiq.Message`)."""
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Name):
+            found.append((node.lineno, node.id))
+        elif isinstance(node, ast.Attribute):
+            found.append((node.lineno, f".{node.attr}"))
+            if isinstance(node.value, ast.Name):
+                found.append((node.lineno, f"{node.value.id}.{node.attr}"))
+        elif isinstance(node, ast.ImportFrom):
+            found.extend((node.lineno, f"{node.module}.{alias.name}") for alias in node.names)
+            found.extend((node.lineno, alias.name) for alias in node.names)
+        elif isinstance(node, ast.Import):
+            found.extend((node.lineno, alias.name) for alias in node.names)
+    return found
+
+
+def _uses(folders: tuple[str, ...], is_forbidden, allowed: set[str]) -> dict[str, list[str]]:
+    uses: dict[str, list[str]] = {}
+    for folder in folders:
+        for path in _files(folder):
+            relative = path.relative_to(ROOT).as_posix()
+            if relative in allowed:
+                continue
+            hits = sorted({f"{line}: {name}" for line, name in _names(path) if is_forbidden(name)})
+            if hits:
+                uses[relative] = hits
+    return uses
+
+
+# Sending a GPU job: naming a GPU actor, making or enqueueing a Dramatiq message, or touching a job's
+# cancel flag. A kind of job (apps/<domain>/jobs.py) only describes its message (`*_message_fields`);
+# apps/jobs/dispatch.py is the one module that sends it and sets or clears its cancel flag.
+GPU_SEND_NAMES = {"ACTOR_RUN_GENERATION", "ACTOR_TRAIN_CHARACTER", "cancel_key"}
+GPU_JOB_MODULE = "apps/jobs/dispatch.py"
+
+
+def _gpu_job_senders() -> dict[str, list[str]]:
+    def forbidden(name: str) -> bool:
+        return name.lstrip(".") in GPU_SEND_NAMES or name in {".enqueue", "dramatiq.Message"}
+
+    return _uses(("apps", "backend", "graphql_schema"), forbidden, allowed={GPU_JOB_MODULE})
+
+
+def test_only_the_job_module_sends_gpu_jobs():
+    assert _gpu_job_senders() == {}
+
+
+def test_only_the_events_module_talks_to_the_channel_layer():
+    """The import-linter contract sees the `channels` package as one node; this sees the names.
+    Subscriptions listen through strawberry's consumer (graphql_schema/ws.py), which names none of them."""
+
+    def forbidden(name: str) -> bool:
+        return name.startswith("channels.layers") or name.lstrip(".") in {
+            "get_channel_layer",
+            "channel_layer",
+            "group_send",
+        }
+
+    assert _uses(("apps", "backend", "graphql_schema"), forbidden, allowed={"apps/core/events.py"}) == {}

@@ -1,21 +1,32 @@
 """Account deletion: every personal artifact of a user goes, the ledger stays.
 
-Order matters: the password is checked first; Soul IDs are erased (raises if any artifact is left, so
-nothing else is touched); the user's generations are canceled (holds released) and hidden; every object
-under the user's storage prefixes is deleted and the prefixes are scanned empty; then in one transaction
-upload rows, devices and refresh tokens go, the user row is deactivated and anonymised (kept, not
-deleted: the credit ledger and the wallet reference it), and one AccountErasure records what was removed.
+Deleting an account crosses the apps that keep personal data. Storage sits below this app and is used
+directly; the Soul ID and generations apps sit above it (they import `User`), so this app does not import
+them: each registers an `ErasureStep` from its `AppConfig.ready`, and `account_delete` runs the steps.
+
+Order matters: the password is checked first; each step's `erase` runs in `order` (Soul IDs first: that
+raises if any artifact is left, so nothing else is touched; then the user's generations are canceled,
+holds released, and hidden); every object under the user's storage prefixes (the steps' and the
+uploads') is deleted and the prefixes are scanned empty; then in one transaction upload rows, devices and
+refresh tokens go, the user row is deactivated and anonymised (kept, not deleted: the credit ledger and
+the wallet reference it), and one AccountErasure records what was removed.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 
+from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 from django.utils import timezone
 
 from apps.core.errors import InvalidCredentials
+from apps.storage.backends import get_storage
+from apps.storage.models import Upload
+from apps.storage.selectors import upload_prefixes_for_user
 
 from .models import AccountErasure, Device, RefreshToken, User
 
@@ -24,35 +35,51 @@ logger = logging.getLogger(__name__)
 ANONYMOUS_EMAIL_DOMAIN = "deleted.invalid"  # RFC 2606: never deliverable
 
 
+@dataclass(frozen=True)
+class ErasureStep:
+    """One app's part in deleting an account. Every callable takes the user; the counts they return are
+    recorded under `key` in `AccountErasure.removed`."""
+
+    key: str
+    order: int  # lower runs first
+    # Before the storage sweep, outside any transaction; raises to stop the deletion there.
+    erase: Callable[[User], int] | None = None
+    # Prefixes whose every object is deleted, then scanned empty, after every `erase` ran.
+    storage_prefixes: Callable[[User], list[str]] | None = None
+
+
+_steps: dict[str, ErasureStep] = {}
+
+
+def erasure_step_register(step: ErasureStep) -> None:
+    """Adds an app's step (from its AppConfig.ready; registering the same step again changes nothing)."""
+    if _steps.get(step.key, step) != step:
+        raise ImproperlyConfigured(f"two account erasure steps are named {step.key!r}")
+    _steps[step.key] = step
+
+
+def erasure_steps() -> list[ErasureStep]:
+    return sorted(_steps.values(), key=lambda step: step.order)
+
+
 def user_storage_prefixes(*, user) -> list[str]:
     """Every storage prefix that holds a user's objects outside their Soul IDs."""
-    from apps.generations.models import user_generations_prefix
-    from apps.storage.selectors import upload_prefixes_for_user
-
-    return [user_generations_prefix(user.id), *upload_prefixes_for_user(user=user)]
-
-
-def _cancel_and_hide_generations(*, user) -> int:
-    from apps.generations.models import Generation
-    from apps.generations.services import generation_delete
-
-    ids = list(Generation.objects.filter(owner=user, deleted_at__isnull=True).values_list("pk", flat=True))
-    for generation_id in ids:
-        generation_delete(user=user, generation_id=generation_id)  # cancels a running one first
-    return len(ids)
+    steps = [step for step in erasure_steps() if step.storage_prefixes]
+    return [
+        *(prefix for step in steps for prefix in step.storage_prefixes(user)),
+        *upload_prefixes_for_user(user=user),
+    ]
 
 
 def account_delete(*, user: User, password: str | None = None) -> uuid.UUID:
     """Deletes the caller's account. A password account must give its password (InvalidCredentials)."""
-    from apps.characters.services import characters_erase_for_user
-    from apps.storage.backends import get_storage
-    from apps.storage.models import Upload
-
     if user.has_usable_password() and not (password and user.check_password(password)):
         raise InvalidCredentials("The password is not right.")
 
-    erasures = characters_erase_for_user(user=user)
-    generations = _cancel_and_hide_generations(user=user)
+    removed: dict[str, int] = {}
+    for step in erasure_steps():
+        if step.erase:
+            removed[step.key] = step.erase(user)
 
     storage = get_storage()
     objects = 0
@@ -76,8 +103,7 @@ def account_delete(*, user: User, password: str | None = None) -> uuid.UUID:
         AccountErasure.objects.create(
             user_ref=user_id,
             removed={
-                "soul_ids": len(erasures),
-                "generations": generations,
+                **removed,
                 "storage_objects": objects,
                 "uploads": uploads,
                 "devices": devices,

@@ -214,10 +214,6 @@ def _placeholder_email(uid: str) -> str:
     return f"firebase-{hashlib.sha256(uid.encode()).hexdigest()[:32]}@{PLACEHOLDER_EMAIL_DOMAIN}"
 
 
-def user_sign_out_everywhere(*, user: User) -> None:
-    RefreshToken.objects.filter(user=user, revoked_at__isnull=True).update(revoked_at=timezone.now())
-
-
 @transaction.atomic
 def device_register(*, user: User, token: str, platform: str, app_version: str, locale: str | None) -> Device:
     """One row per FCM token: a token seen before moves to this user (a shared phone, a new sign-in)."""

@@ -2,14 +2,14 @@ import importlib
 
 from django.apps import AppConfig, apps
 
+from backend.broker import configure_broker
+
 
 class CoreConfig(AppConfig):
     name = "apps.core"
     label = "core"
 
     def ready(self) -> None:
-        from backend.broker import configure_broker
-
         from . import checks  # noqa: F401  (registers the production safety checks)
 
         configure_broker()

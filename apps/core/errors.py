@@ -52,11 +52,6 @@ class NotFound(DomainError):
     default_message = "Not found."
 
 
-class Unauthenticated(DomainError):
-    code = ErrorCode.UNAUTHENTICATED
-    default_message = "Sign in to do this."
-
-
 class InvalidCredentials(DomainError):
     code = ErrorCode.INVALID_CREDENTIALS
     default_message = "The email or password is not right."

@@ -5,7 +5,7 @@ from django.contrib import admin, messages
 from django.shortcuts import render
 
 from .models import CreditEntry, CreditHold, Wallet
-from .services import credits_schedule_grant
+from .tasks import credits_schedule_grant
 
 
 class GrantForm(forms.Form):

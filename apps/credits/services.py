@@ -130,16 +130,3 @@ def credits_capture(*, owner: models.Model) -> bool:
 def credits_release(*, owner: models.Model) -> bool:
     """Gives the held credits back. True the first time; False if already settled or never held."""
     return _settle(owner=owner, to=HoldStatus.RELEASED)
-
-
-def credits_schedule_grant(*, user, amount: int, reason: str, reference: str) -> None:
-    """Grants credits from a backend worker after the current transaction commits (admin, promotions)."""
-    from .tasks import credits_grant_task
-
-    if amount <= 0:
-        raise ValidationFailed("A grant must be a positive number of credits.", field="amount")
-    # The id is read now: at the commit `user.pk` may be None (deleted in the same transaction).
-    user_id = str(user.pk)
-    transaction.on_commit(
-        lambda: credits_grant_task.send(user_id=user_id, amount=amount, reason=reason, reference=reference)
-    )

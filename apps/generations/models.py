@@ -20,13 +20,10 @@ from django.db import models
 from django.db.models import Q
 
 import gpu_worker.contract as contract
+from apps.core.choices import AspectRatio, Lane, QualityTier  # Lane: also re-exported from its old home
 from apps.core.models import BaseModel
-from apps.trends.models import AspectRatio, QualityTier
 
-
-class Lane(models.TextChoices):
-    INSTANT = contract.LANE_INSTANT, "Instant"
-    ECONOMY = contract.LANE_ECONOMY, "Economy (cheaper, lower priority)"
+from .shipped import SHIPPED_ROUTE_NAMES
 
 
 class Device(models.TextChoices):
@@ -42,7 +39,6 @@ class GenerationStatus(models.TextChoices):
     CANCELED = "CANCELED", "Canceled"
 
 
-ACTIVE_STATUSES = frozenset({GenerationStatus.QUEUED, GenerationStatus.RUNNING})
 TERMINAL_STATUSES = frozenset(
     {GenerationStatus.SUCCEEDED, GenerationStatus.FAILED, GenerationStatus.CANCELED}
 )
@@ -73,6 +69,12 @@ ROUTE_NAME = RegexValidator(
     re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$"),
     "Lowercase letters, digits, dots, dashes and underscores, like wan2.2-ti2v-5b.",
 )
+
+
+def model_route_names() -> set[str]:
+    """The names in the ModelRoute table (the shipped ones when it is empty, as in a test database that
+    was flushed). apps.trends asks it through `known_model_routes` (registered in apps.py)."""
+    return set(ModelRoute.objects.values_list("name", flat=True)) or set(SHIPPED_ROUTE_NAMES)
 
 
 def _all_tiers() -> list[str]:

@@ -2,7 +2,7 @@
 
 A sender takes one message and the device's current token and says what happened as a `SendOutcome`;
 it never raises for a delivery problem. What an outcome means for the row and the device is decided in
-`services.push_message_deliver`:
+`delivery.push_message_deliver`:
 
 - accepted (FCM returns the message name): SENT, with that name as the provider message id.
 - `UnregisteredError`, `SenderIdMismatchError`: DEAD, and the device row is deleted.
@@ -27,6 +27,10 @@ from typing import TYPE_CHECKING, Protocol
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+from firebase_admin import exceptions, messaging
+from google.auth import exceptions as auth_exceptions
+
+from apps.accounts.firebase import firebase_app
 
 if TYPE_CHECKING:
     from .models import PushMessage
@@ -110,8 +114,6 @@ class FcmSender:
 
     @staticmethod
     def build_message(*, push: PushMessage, token: str):
-        from firebase_admin import messaging
-
         group = _group(push.kind)
         with warnings.catch_warnings():
             # firebase-admin 7.7 deprecates `token` for `fid` (Firebase installation ids); devices register
@@ -137,11 +139,6 @@ class FcmSender:
             )
 
     def send(self, *, push: PushMessage, token: str) -> SendOutcome:
-        from firebase_admin import exceptions, messaging
-        from google.auth import exceptions as auth_exceptions
-
-        from apps.accounts.firebase import firebase_app
-
         try:
             if not settings.FIREBASE_CREDENTIALS:
                 raise ImproperlyConfigured(

@@ -2,7 +2,7 @@ import dramatiq
 
 from apps.core.queues import QUEUE_PUSH
 
-from .services import MAX_ATTEMPTS_CEILING, push_message_deliver
+from .delivery import MAX_ATTEMPTS_CEILING, push_message_deliver
 
 PUSH_DELIVER_ACTOR = "push_deliver"
 

@@ -16,12 +16,13 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
+from apps.accounts.models import Platform
+from apps.core.choices import AspectRatio
 from apps.core.errors import ValidationFailed
 
 from . import services
 from .media import image_inspect, media_save, media_url, video_inspect
 from .models import (
-    AspectRatio,
     Category,
     FeedSection,
     FeedSectionItem,
@@ -41,12 +42,6 @@ def _split(text: str) -> list[str]:
     return [part.strip() for part in (text or "").replace("\n", ",").split(",") if part.strip()]
 
 
-def _platform_choices() -> list[tuple[str, str]]:
-    from apps.accounts.models import Platform
-
-    return list(Platform.choices)
-
-
 class TrendAdminForm(forms.ModelForm):
     """Friendlier inputs than raw JSON: comma lists, checkboxes, a route menu, and media uploads."""
 
@@ -56,7 +51,7 @@ class TrendAdminForm(forms.ModelForm):
     )
     durations = forms.CharField(help_text="Seconds, comma-separated, like: 5, 8")
     platforms = forms.MultipleChoiceField(
-        choices=_platform_choices, widget=forms.CheckboxSelectMultiple, required=False, help_text="None: all."
+        choices=Platform.choices, widget=forms.CheckboxSelectMultiple, required=False, help_text="None: all."
     )
     locales = forms.CharField(required=False, help_text="Comma-separated, like: en, pt-BR. Empty: all.")
     preferred_model_route = forms.ChoiceField(choices=())
@@ -442,7 +437,7 @@ class FeedSectionItemInline(admin.TabularInline):
 
 
 class PreviewForm(forms.Form):
-    platform = forms.ChoiceField(choices=_platform_choices)
+    platform = forms.ChoiceField(choices=Platform.choices)
     app_version = forms.CharField(initial="2.0.0")
     locale = forms.CharField(initial="en", required=False)
 

@@ -8,21 +8,11 @@ from django.core.validators import MaxValueValidator, MinValueValidator, validat
 from django.db import models
 from django.db.models import Q
 
+from apps.accounts.models import Platform
+from apps.core.choices import AspectRatio, QualityTier  # also re-exported from here, their old home
 from apps.core.models import BaseModel
 
 from .targeting import validate_app_version, validate_locales, validate_translations
-
-
-class AspectRatio(models.TextChoices):
-    PORTRAIT_9_16 = "PORTRAIT_9_16", "9:16 portrait"
-    SQUARE_1_1 = "SQUARE_1_1", "1:1 square"
-    LANDSCAPE_16_9 = "LANDSCAPE_16_9", "16:9 landscape"
-
-
-class QualityTier(models.TextChoices):
-    DRAFT = "DRAFT", "Draft"
-    STANDARD = "STANDARD", "Standard"
-    CINEMA = "CINEMA", "Cinema"
 
 
 class CameraMovement(models.TextChoices):
@@ -50,15 +40,9 @@ class TrendStatus(models.TextChoices):
     RETIRED = "retired", "Retired"
 
 
-def _platform_choices() -> list[str]:
-    from apps.accounts.models import Platform
-
-    return list(Platform.values)
-
-
 def validate_platforms(value: list) -> None:
-    if not isinstance(value, list) or any(item not in _platform_choices() for item in value):
-        raise ValidationError(f"A list of platforms out of {', '.join(_platform_choices())} (empty: all).")
+    if not isinstance(value, list) or any(item not in Platform.values for item in value):
+        raise ValidationError(f"A list of platforms out of {', '.join(Platform.values)} (empty: all).")
 
 
 def validate_tags(value: list) -> None:
@@ -422,10 +406,6 @@ class TrendChange(models.Model):
 
     def __str__(self) -> str:
         return f"{self.trend_slug}: {self.get_action_display()}"
-
-    @property
-    def automatic(self) -> bool:
-        return self.actor == self.AUTOMATIC
 
 
 class RotationRun(models.Model):

@@ -10,7 +10,7 @@ So with several servers, each running a scheduler, each job is enqueued once per
 lost (cache evicted, Redis restarted), the worst case is a second run in the same slot, which every job
 tolerates (compare-and-set updates, idempotent sweeps).
 
-Embedded mode: a daemon thread started next to the embedded worker (`backend/broker.py`).
+Embedded mode: a daemon thread started next to the embedded worker (`backend/embedded.py`).
 Services mode: `python -m apps.trends.scheduler`, started by `manage.py serve` next to the backend worker.
 """
 
@@ -143,15 +143,6 @@ def start_scheduler() -> threading.Thread | None:
                 ", ".join(f"{job.name} every {job.interval()} s" for job in JOBS),
             )
         return _thread
-
-
-def stop_scheduler() -> None:
-    global _thread
-    with _lock:
-        _stop.set()
-        if _thread is not None:
-            _thread.join(timeout=5)
-            _thread = None
 
 
 def main() -> int:

@@ -7,10 +7,10 @@ and the shared home screen is invalidated after the transaction commits.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
-from datetime import datetime
+from collections.abc import Callable, Iterable
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F
@@ -26,13 +26,21 @@ from .prompts import template_problems
 # --- Curating --------------------------------------------------------------------------------------
 
 
-def known_model_routes() -> set[str]:
-    """Model routes a trend may prefer: the names in the generations app's ModelRoute table (the shipped
-    ones when the table is empty, as in a test database that was flushed)."""
-    from apps.generations.models import ModelRoute
-    from apps.generations.shipped import SHIPPED_ROUTE_NAMES
+# Which model routes exist is the generations app's to say, and that app sits above this one (it makes
+# videos from trends), so it hands its reader over from its AppConfig.ready instead of being imported.
+_model_route_names: Callable[[], set[str]] | None = None
 
-    return set(ModelRoute.objects.values_list("name", flat=True)) or set(SHIPPED_ROUTE_NAMES)
+
+def model_route_names_source_set(source: Callable[[], set[str]]) -> None:
+    global _model_route_names
+    _model_route_names = source
+
+
+def known_model_routes() -> set[str]:
+    """Model routes a trend may prefer (the generations app's ModelRoute names)."""
+    if _model_route_names is None:
+        raise ImproperlyConfigured("no app told apps.trends which model routes exist (apps.generations does)")
+    return _model_route_names()
 
 
 def trend_publish_problems(*, trend: Trend) -> list[str]:
@@ -131,25 +139,6 @@ def trend_publish(*, trend: Trend, actor: str) -> bool:
     )
     screen_cache_invalidate_on_commit()
     return True
-
-
-@transaction.atomic
-def trend_schedule(*, trend: Trend, publish_at: datetime, actor: str) -> Trend:
-    trend = Trend.objects.select_for_update().get(pk=trend.pk)
-    if trend.status == TrendStatus.LIVE:
-        raise ValidationFailed(f"{trend.title} is already live.", field="status")
-    _check_publishable(trend)
-    trend.status, trend.publish_at = TrendStatus.SCHEDULED, publish_at
-    _full_clean(trend)
-    trend.save(update_fields=["status", "publish_at", "updated_at"])
-    _record(
-        trend=trend,
-        action=ChangeAction.SCHEDULED,
-        reason=f"Scheduled to go live at {publish_at.isoformat()}.",
-        actor=actor,
-    )
-    screen_cache_invalidate_on_commit()
-    return trend
 
 
 @transaction.atomic

@@ -34,7 +34,7 @@ def test_django_actors_never_sit_on_a_gpu_lane():
 
     from apps.core.queues import DJANGO_QUEUES
 
-    # In the embedded mode the GPU actor is declared on the same broker (backend/broker.py), so the
+    # In the embedded mode the GPU actor is declared on the same broker (backend/embedded.py), so the
     # guarantee is about Django's actors and the queue list Django workers consume.
     broker = dramatiq.get_broker()
     actors = [broker.get_actor(name) for name in broker.get_declared_actors()]

@@ -12,8 +12,8 @@ from django.db import transaction
 from apps.accounts.models import Device, User
 from apps.core.queues import QUEUE_DEFAULT
 from apps.credits.models import CreditEntry, EntryKind, Wallet
-from apps.credits.services import credits_hold, credits_schedule_grant
-from apps.credits.tasks import credits_grant_task
+from apps.credits.services import credits_hold
+from apps.credits.tasks import credits_grant_task, credits_schedule_grant
 from tests.conftest import PASSWORD, SIGN_UP, http_graphql
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]

@@ -154,7 +154,7 @@ def test_make_run_in_services_mode_runs_separate_workers(make_run_services):
         # Another process enqueues a grant on Redis; a backend worker process applies it; the server
         # hears of it through the Redis channel layer and the subscriber gets the new balance.
         script = (
-            "from apps.accounts.models import User; from apps.credits.services import credits_schedule_grant;"
+            "from apps.accounts.models import User; from apps.credits.tasks import credits_schedule_grant;"
             "from django.db import transaction\n"
             "with transaction.atomic():\n"
             f"    credits_schedule_grant(user=User.objects.get(email='{DEMO['email']}'), amount=7,"

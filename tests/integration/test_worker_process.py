@@ -24,7 +24,7 @@ from django.db import connection, transaction
 from apps.accounts.models import User
 from apps.core.queues import DJANGO_QUEUES
 from apps.credits.models import CreditEntry, Wallet
-from apps.credits.services import credits_schedule_grant
+from apps.credits.tasks import credits_schedule_grant
 from gpu_worker.contract import ACTOR_RUN_GENERATION, GPU_QUEUES, QUEUE_GPU_INSTANT
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]

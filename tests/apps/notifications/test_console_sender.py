@@ -57,7 +57,7 @@ from apps.accounts.models import User
 from apps.accounts.services import device_register
 from apps.notifications.models import PushMessage
 from apps.notifications.services import push_notify_generation_finished
-from backend.broker import start_embedded_worker, stop_embedded_worker
+from backend.embedded import start_embedded_worker, stop_embedded_worker
 
 user = User.objects.create_user("embedded@example.com", "a-long-test-password-42")
 device_register(user=user, token="embedded-secret-token", platform="IOS", app_version="1.0", locale="es")

@@ -1,4 +1,7 @@
-"""Health endpoints: /healthz says the process is alive; /readyz that its dependencies answer."""
+"""Health endpoints: /healthz says the process is alive; /readyz that its dependencies answer.
+
+They probe the whole deployment (database, broker, embedded worker, storage), so they live in the project
+layer, which may import any app, rather than in apps.core, which imports no other app."""
 
 from __future__ import annotations
 
@@ -9,7 +12,8 @@ from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
 
-from backend.broker import embedded_worker_running
+from apps.storage.backends import get_storage
+from backend.embedded import embedded_worker_running
 
 logger = logging.getLogger(__name__)
 
@@ -33,8 +37,6 @@ def _broker() -> None:
 
 
 def _storage() -> None:
-    from apps.storage.backends import get_storage
-
     get_storage().check()
 
 
