@@ -1,25 +1,27 @@
+"""GraphQL types of accounts (API.md): User, Device, and the payloads of the account mutations."""
+
 from __future__ import annotations
 
 from datetime import datetime
 
 import strawberry
 import strawberry_django
-from strawberry import relay
 
 from apps.accounts import models
 from apps.credits.models import Wallet
 
-from ..scalars import Platform
+from ..enums import Platform
+from ..toolkit import ModelNode
 
 
 @strawberry_django.type(models.User, name="User")
-class UserType(relay.Node):
+class UserType(ModelNode):
     email: str
 
     @strawberry_django.field(
         description="Credits the user can spend now.", select_related=["wallet"], only=["wallet__balance"]
     )
-    def credits(self, root: models.User) -> int:
+    def credits(self, root: strawberry.Parent[models.User]) -> int:
         try:
             return root.wallet.balance
         except Wallet.DoesNotExist:
@@ -33,9 +35,9 @@ class UserType(relay.Node):
 
 
 @strawberry_django.type(models.Device, name="Device")
-class DeviceType(relay.Node):
+class DeviceType(ModelNode):
     token: str
-    platform: Platform
+    platform: Platform  # type: ignore[valid-type]
     app_version: str
     locale: str
     last_seen_at: datetime

@@ -9,8 +9,8 @@ from apps.characters import selectors
 from apps.core.errors import NotFound as NotFoundError
 
 from ..errors import not_found
-from ..generations.types import node_pk
 from ..permissions import require_user
+from ..toolkit import node_pk
 from .types import CharacterType
 
 
