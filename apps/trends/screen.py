@@ -14,6 +14,10 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.utils import timezone
 
+from apps.characters.selectors import character_usable_exists_for_user
+from apps.generations.selectors import generations_to_continue_exist
+
+from .cache import screen_cache_get_or_build
 from .models import (
     FIRST_APP_VERSIONS,
     PERSONAL_SECTION_TYPES,
@@ -211,18 +215,6 @@ def build_shared_screen(audience: Audience, now: datetime | None = None) -> tupl
 # --- Per user --------------------------------------------------------------------------------------
 
 
-def user_has_soul_id(user) -> bool:
-    """Whether the user has a Soul ID that can be used (trained, or being retrained with its LoRA kept)."""
-    from apps.characters.models import Character, CharacterStatus
-
-    return (
-        Character.objects.filter(owner=user)
-        .exclude(status=CharacterStatus.DELETING)
-        .exclude(lora_key="")
-        .exists()
-    )
-
-
 def _for_you(screen: SharedScreen, user, limit: int) -> tuple[Trend, ...]:
     """Trends from the categories the user favorited (not the favorites themselves), then trending ones."""
     if user is None:
@@ -237,12 +229,6 @@ def _for_you(screen: SharedScreen, user, limit: int) -> tuple[Trend, ...]:
     return tuple((first + rest)[:limit])
 
 
-def _has_recent_generations(user) -> bool:
-    from apps.generations.selectors import generations_to_continue_exist
-
-    return generations_to_continue_exist(user=user)
-
-
 def resolve_personal(screen: SharedScreen, user) -> list[SectionEntry]:
     """The sections this user gets: shared ones as cached, personal ones resolved now."""
     resolved: list[SectionEntry] = []
@@ -250,12 +236,12 @@ def resolve_personal(screen: SharedScreen, user) -> list[SectionEntry]:
         if not section.personal:
             resolved.append(section)
         elif section.section_type == SectionType.SOUL_ID_PROMPT:
-            if user is None or not user_has_soul_id(user):
+            if user is None or not character_usable_exists_for_user(user=user):
                 resolved.append(section)
         elif section.section_type == SectionType.CONTINUE:
             # Shown when the user has a video in progress or ready to watch; the app lists them with the
             # `generations` query (the section carries no items). Left out for anyone else.
-            if user is not None and _has_recent_generations(user):
+            if user is not None and generations_to_continue_exist(user=user):
                 resolved.append(section)
         elif section.source == SectionSource.FOR_YOU:
             trends = _for_you(screen, user, section.max_items)
@@ -265,8 +251,6 @@ def resolve_personal(screen: SharedScreen, user) -> list[SectionEntry]:
 
 
 def shared_screen(audience: Audience) -> SharedScreen:
-    from .cache import screen_cache_get_or_build
-
     return screen_cache_get_or_build(f"home:{audience.cache_key}", lambda: build_shared_screen(audience))
 
 

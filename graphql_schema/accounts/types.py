@@ -7,7 +7,7 @@ from datetime import datetime
 import strawberry
 import strawberry_django
 
-from apps.accounts import models
+from apps.accounts import models, selectors
 from apps.credits.models import Wallet
 
 from ..enums import Platform
@@ -29,9 +29,7 @@ class UserType(ModelNode):
 
     @classmethod
     def get_queryset(cls, queryset, info, **kwargs):
-        # Global IDs (`node`) never reveal another account: only the caller's own row is visible.
-        user = info.context.user
-        return queryset.filter(pk=user.pk) if user is not None else queryset.none()
+        return queryset & selectors.users_visible_to(user=info.context.user)
 
 
 @strawberry_django.type(models.Device, name="Device")
@@ -44,8 +42,7 @@ class DeviceType(ModelNode):
 
     @classmethod
     def get_queryset(cls, queryset, info, **kwargs):
-        user = info.context.user
-        return queryset.filter(user=user) if user is not None else queryset.none()
+        return queryset & selectors.devices_visible_to(user=info.context.user)
 
 
 @strawberry.type

@@ -28,7 +28,7 @@ class CharacterQueries:
         user = require_user(info)
 
         def load() -> list:
-            return list(selectors.characters_for_user(user=user).prefetch_related("photos"))
+            return list(selectors.characters_visible_to(user=user).prefetch_related("photos"))
 
         return await sync_to_async(load)()
 

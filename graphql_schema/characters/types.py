@@ -13,7 +13,7 @@ import strawberry_django
 from django.conf import settings
 from strawberry import Info
 
-from apps.characters import models
+from apps.characters import models, selectors
 from apps.characters.photo_checks import PhotoRules, reason_message
 
 from ..enums import CharacterPhotoStatus, CharacterStatus, PhotoReason
@@ -45,12 +45,7 @@ class CharacterPhotoType(ModelNode):
 
     @classmethod
     def get_queryset(cls, queryset, info, **kwargs):
-        user = info.context.user
-        if user is None:
-            return queryset.none()
-        return queryset.filter(character__owner=user).exclude(
-            character__status=models.CharacterStatus.DELETING
-        )
+        return queryset & selectors.character_photos_visible_to(user=info.context.user)
 
 
 @strawberry_django.type(
@@ -104,15 +99,8 @@ class CharacterType(ModelNode):
 
     @classmethod
     def get_queryset(cls, queryset, info, **kwargs):
-        # Global IDs (`node`) never reveal another user's Soul ID, nor one being erased.
-        user = info.context.user
-        if user is None:
-            return queryset.none()
-        return (
-            queryset.filter(owner=user)
-            .exclude(status=models.CharacterStatus.DELETING)
-            .prefetch_related("photos")
-        )
+        visible = queryset & selectors.characters_visible_to(user=info.context.user)
+        return visible.prefetch_related("photos")
 
 
 @strawberry.type(description="A Soul ID after a change: photo verdicts, training progress, ready or failed.")

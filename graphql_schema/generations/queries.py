@@ -74,7 +74,7 @@ class GenerationQueries:
         user = require_user(info)
 
         def page() -> GenerationConnection:
-            queryset = selectors.generations_visible(user=user).select_related("trend__category", "route")
+            queryset = selectors.generations_visible_to(user=user).select_related("trend__category", "route")
             connection = GenerationConnection.resolve_connection(
                 queryset, info=info, first=first, after=after, last=last, before=before
             )

@@ -12,7 +12,7 @@ import strawberry_django
 from asgiref.sync import sync_to_async
 from strawberry import Info, relay
 
-from apps.generations import models
+from apps.generations import models, selectors
 from apps.generations.planner import ShotPlan as ShotPlanData
 from apps.generations.selectors import QueueEstimate, generation_estimate
 
@@ -180,11 +180,8 @@ class GenerationType(ModelNode):
 
     @classmethod
     def get_queryset(cls, queryset, info, **kwargs):
-        # Global IDs (`node`) never reveal another user's generation, nor a deleted one.
-        user = info.context.user
-        if user is None:
-            return queryset.none()
-        return queryset.filter(owner=user, deleted_at__isnull=True).select_related("trend__category", "route")
+        visible = queryset & selectors.generations_visible_to(user=info.context.user)
+        return visible.select_related("trend__category", "route")
 
 
 GenerationConnection = relay.ListConnection[GenerationType]

@@ -8,7 +8,7 @@ import strawberry
 import strawberry_django
 from strawberry import Info
 
-from apps.storage import models
+from apps.storage import models, selectors
 
 from ..enums import UploadRejectReason, UploadStatus
 from ..toolkit import ModelNode, download_url
@@ -36,9 +36,7 @@ class UploadType(ModelNode):
 
     @classmethod
     def get_queryset(cls, queryset, info, **kwargs):
-        # Global IDs (`node`) never reveal another user's upload.
-        user = info.context.user
-        return queryset.filter(user=user) if user is not None else queryset.none()
+        return queryset & selectors.uploads_visible_to(user=info.context.user)
 
 
 @strawberry.type(description="A name and a value: one form field or one HTTP header.")
