@@ -4,8 +4,9 @@ the one media-file type and its builder, and the one way to make a URL the app c
 One strawberry style per kind of type; follow it in `graphql_schema/<domain>/types.py`:
 
 - **A model the API hands out by id** (Generation, Character, CharacterPhoto, Upload, User, Device):
-  `@strawberry_django.type(Model, name=..., description=...)` over `relay.Node`. Columns shown as they
-  are stored are plain annotations (`created_at: datetime`); anything computed is a
+  `@strawberry_django.type(Model, name=..., description=...)` over `ModelNode` (below). Columns shown as
+  they are stored are plain annotations (`created_at: datetime`, and a choices column as its API enum,
+  `status: UploadStatus`, which serializes the stored value); anything computed is a
   `@strawberry_django.field` method taking `root: strawberry.Parent[Model]`, `async def` when it cannot
   touch the database, plain `def` (strawberry-django runs it in a worker thread) when it may.
   `get_queryset` narrows to what the caller may see by calling the domain's selector
