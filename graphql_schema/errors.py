@@ -8,7 +8,6 @@ with the request id, and logged with it.
 
 from __future__ import annotations
 
-import enum
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -18,7 +17,8 @@ from graphql import GraphQLError
 from strawberry.extensions import MaskErrors
 
 from apps.core import errors as domain
-from apps.storage.models import RejectReason
+
+from .enums import UploadRejectReason
 
 logger = logging.getLogger("graphql_schema")
 
@@ -72,19 +72,6 @@ class RateLimited(Error):
 class InsufficientCredits(Error):
     required: int
     balance: int
-
-
-@strawberry.enum(description="Why an uploaded file was refused.")
-class UploadRejectReason(enum.Enum):
-    NOT_UPLOADED = RejectReason.NOT_UPLOADED.value
-    EXPIRED = RejectReason.EXPIRED.value
-    EMPTY = RejectReason.EMPTY.value
-    TOO_LARGE = RejectReason.TOO_LARGE.value
-    UNSUPPORTED_TYPE = RejectReason.UNSUPPORTED_TYPE.value
-    TYPE_MISMATCH = RejectReason.TYPE_MISMATCH.value
-    ANIMATED = RejectReason.ANIMATED.value
-    TOO_MANY_PIXELS = RejectReason.TOO_MANY_PIXELS.value
-    CORRUPT = RejectReason.CORRUPT.value
 
 
 @strawberry.type
@@ -254,6 +241,12 @@ class MaskUnexpectedErrors(MaskErrors):
     def _process_errors(self, errors: list[GraphQLError]) -> list[GraphQLError]:
         processed = super()._process_errors(errors)
         for error in processed:
+            if isinstance(error.original_error, domain.DomainError):
+                # Raised by a resolver without a result union (a bad ID in a subscription): its own code.
+                error.extensions = {
+                    **(error.extensions or {}),
+                    **domain_error_extensions(error.original_error),
+                }
             if not (error.extensions or {}).get("code"):
                 code = (
                     "GRAPHQL_PARSE_FAILED"

@@ -10,6 +10,7 @@ the last read, or coalesced into an earlier read) is dropped; no state is ever r
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import TypeVar
 
@@ -19,6 +20,7 @@ from apps.core.errors import NotFound
 from apps.core.events import ChangeFeed
 
 from .errors import not_found
+from .toolkit import node_pk
 
 T = TypeVar("T")
 
@@ -63,22 +65,29 @@ async def follow(
                 return
 
 
-def follow_row(
+async def follow_row(
     info: Info,
     feed: ChangeFeed,
-    row_id: str,
-    load: Callable[[], Awaitable[T]],
+    id: str,
+    load: Callable[[uuid.UUID], Awaitable[T]],
     *,
+    type_name: str,
     what: str,
     finished: Callable[[T], bool] = lambda _: False,
 ) -> AsyncGenerator[T, None]:
-    """`follow` for a row of a ChangeFeed (a generation, a Soul ID): its group, kind and sequence."""
-    return follow(
+    """`follow` for the row of a ChangeFeed (a generation, a Soul ID) named by a global ID of `type_name`:
+    an ID that names nothing the caller may see is the same NOT_FOUND as a missing row."""
+    try:
+        pk = node_pk(id, type_name)
+    except NotFound:
+        raise not_found(what) from None
+    async for row in follow(
         info,
-        group=feed.group(row_id),
+        group=feed.group(pk),
         kind=feed.kind,
-        load=load,
+        load=lambda: load(pk),
         sequence=feed.sequence,
         finished=finished,
         what=what,
-    )
+    ):
+        yield row

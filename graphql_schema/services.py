@@ -15,7 +15,11 @@ T = TypeVar("T")
 
 
 async def call_service(service: Callable[..., T], **kwargs: Any) -> T | Error:
-    """Runs a (sync, atomic) service in a worker thread; a DomainError becomes its GraphQL error type."""
+    """Runs a (sync, atomic) service in a worker thread; a DomainError becomes its GraphQL error type.
+
+    Pass a lambda (`call_service(lambda: service(user=user, x_id=node_pk(...)))`) when arguments are
+    parsed too: a DomainError from parsing them (a bad ID) is then the same typed error as the service's.
+    """
     try:
         return await sync_to_async(service)(**kwargs)
     except DomainError as exc:

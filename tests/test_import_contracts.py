@@ -50,11 +50,11 @@ def test_an_app_importing_the_graphql_layer_is_reported(tmp_path):
     for package in PACKAGES:
         shutil.copytree(ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
-    (tmp_path / "apps" / "trends" / "leak.py").write_text("from graphql_schema import errors  # noqa\n")
+    (tmp_path / "apps" / "generations" / "leak.py").write_text("from graphql_schema import errors  # noqa\n")
 
     result = _lint_imports(tmp_path)
 
     assert result.returncode == 1, result.stdout + result.stderr
     assert "apps never import graphql_schema BROKEN" in result.stdout
-    assert "apps.trends.leak -> graphql_schema.errors (l.1)" in result.stdout
+    assert "apps.generations.leak -> graphql_schema.errors (l.1)" in result.stdout
     assert f"Contracts: {len(CONTRACTS) - 1} kept, 1 broken." in result.stdout

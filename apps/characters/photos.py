@@ -22,7 +22,7 @@ from apps.core.errors import ConsentRequired, NotFound, TooManyPhotos, UploadInv
 from apps.storage.backends import ObjectNotFound, ObjectTooLarge, StorageError, get_storage
 from apps.storage.models import Upload, UploadStatus
 from apps.storage.selectors import upload_get_for_user
-from apps.storage.services import upload_verify
+from apps.storage.services import IssuedUpload, upload_verify, uploads_request
 from gpu_worker.contract import TRAINING_MAX_PHOTOS, TRAINING_MIN_PHOTOS
 
 from .consent import SIGNATURE_METHOD, consent_text
@@ -104,6 +104,17 @@ def character_create(
         user_agent=(user_agent or "")[:255],
     )
     return character
+
+
+def character_uploads_request(*, user, character_id, count: int, content_type: str) -> list[IssuedUpload]:
+    """Upload targets for photos of a Soul ID: it must be the caller's (NotFound otherwise) with a stored,
+    not withdrawn biometric consent record (ConsentRequired otherwise): nothing is issued before that."""
+    character = character_get_for_user(user=user, character_id=character_id)
+    if not ConsentRecord.objects.filter(character=character, user=user, withdrawn_at__isnull=True).exists():
+        raise ConsentRequired(
+            "Agree to the use of your photos for this Soul ID before uploading them.", field="characterId"
+        )
+    return uploads_request(user=user, count=count, content_type=content_type)
 
 
 # --- Photos -----------------------------------------------------------------------------------------

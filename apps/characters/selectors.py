@@ -19,14 +19,29 @@ def _pk(character_id) -> uuid.UUID:
         raise NotFound("This Soul ID does not exist.", field="characterId") from None
 
 
-def characters_for_user(*, user) -> QuerySet[Character]:
+def characters_visible_to(*, user) -> QuerySet[Character]:
+    """The user's Soul IDs that are not being erased, newest first; none when signed out."""
+    if user is None:
+        return Character.objects.none()
     return (
         Character.objects.filter(owner=user).exclude(status=CharacterStatus.DELETING).order_by("-created_at")
     )
 
 
+def character_photos_visible_to(*, user) -> QuerySet[CharacterPhoto]:
+    """The photos of the user's Soul IDs that are not being erased; none when signed out."""
+    if user is None:
+        return CharacterPhoto.objects.none()
+    return CharacterPhoto.objects.filter(character__in=characters_visible_to(user=user).order_by())
+
+
+def character_usable_exists_for_user(*, user) -> bool:
+    """Whether the user has a Soul ID that can be used: trained, or being retrained with its LoRA kept."""
+    return characters_visible_to(user=user).exclude(lora_key="").exists()
+
+
 def character_get_for_user(*, user, character_id, for_update: bool = False) -> Character:
-    queryset = characters_for_user(user=user).filter(pk=_pk(character_id))
+    queryset = characters_visible_to(user=user).filter(pk=_pk(character_id))
     if for_update:
         queryset = queryset.select_for_update()
     character = queryset.first()

@@ -21,6 +21,7 @@ from .photos import (
     character_create,
     character_photo_check,
     character_remove_photo,
+    character_uploads_request,
     photo_rules,
 )
 from .training import character_train
@@ -37,6 +38,7 @@ __all__ = [
     "character_photo_check",
     "character_remove_photo",
     "character_train",
+    "character_uploads_request",
     "characters_erase_for_user",
     "characters_purge_expired",
     "photo_rules",

@@ -7,6 +7,7 @@ Progress, READY or FAILED come back as GPU worker events, applied by the trainin
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 
 from django.conf import settings
 from django.db import transaction
@@ -15,7 +16,6 @@ from django.utils import timezone
 import gpu_worker.contract as contract
 from apps.core.errors import NotEnoughPhotos, TooManyPhotos, UnsupportedOption, ValidationFailed
 from apps.credits.services import credits_hold
-from apps.generations.models import ModelRoute
 from apps.jobs import dispatch
 from apps.jobs.lifecycle import job_dispatch_on_commit
 
@@ -25,9 +25,18 @@ from .models import Character, CharacterStatus, PhotoStatus, TrainingRun
 from .photos import EDITABLE
 from .selectors import character_get_for_user
 
+# The model routes live in apps.generations, above this app: it tells which route a name stands for
+# (an enabled one, as a contract RouteSpec) from its AppConfig.ready.
+_route_source: Callable[[str], contract.RouteSpec | None] | None = None
 
-def _training_route() -> ModelRoute:
-    route = ModelRoute.objects.filter(name=settings.CHARACTERS_TRAINING_ROUTE, enabled=True).first()
+
+def training_route_source_set(source: Callable[[str], contract.RouteSpec | None]) -> None:
+    global _route_source
+    _route_source = source
+
+
+def _training_route() -> contract.RouteSpec:
+    route = _route_source(settings.CHARACTERS_TRAINING_ROUTE) if _route_source is not None else None
     if route is None or not route.lora_support or route.family not in contract.TRAINABLE_FAMILIES:
         raise UnsupportedOption("Soul ID training is not available right now. Try again later.")
     return route
@@ -56,7 +65,7 @@ def character_train(*, user, character_id) -> Character:
     attempt = character.training_runs.count() + 1
     job = contract.TrainingJob(
         job_id=str(character.pk),
-        route=route.spec(),
+        route=route,
         photo_keys=tuple(photo.crop_key for photo in usable),
         output_prefix=f"{character.prefix}lora/{attempt}",
         seed=secrets.randbelow(contract.MAX_SEED + 1),

@@ -11,5 +11,5 @@ from typing import Any
 import dramatiq
 
 
-def actor_send(actor_name: str, *args: Any, **kwargs: Any) -> dramatiq.Message:
-    return dramatiq.get_broker().get_actor(actor_name).send(*args, **kwargs)
+def actor_send(actor_name: str, *args: Any, **kwargs: Any) -> None:
+    dramatiq.get_broker().get_actor(actor_name).send(*args, **kwargs)

@@ -192,3 +192,9 @@ def route_record_timings(
         overhead_seconds=F("overhead_seconds") * (1 - w) + overhead * w,
         timing_samples=F("timing_samples") + 1,
     )
+
+
+def route_spec_enabled(name: str) -> contract.RouteSpec | None:
+    """The enabled route of that name as the GPU contract describes it (Soul ID training asks for it)."""
+    route = ModelRoute.objects.filter(name=name, enabled=True).first()
+    return route.spec() if route is not None else None

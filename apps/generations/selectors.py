@@ -24,8 +24,8 @@ def parse_generation_id(generation_id) -> uuid.UUID:
         raise NotFound(NOT_FOUND_MESSAGE, field="id") from None
 
 
-def generations_visible(*, user) -> QuerySet[Generation]:
-    """A user's generations that were not deleted, newest first."""
+def generations_visible_to(*, user) -> QuerySet[Generation]:
+    """A user's generations that were not deleted, newest first; none when signed out."""
     if user is None:
         return Generation.objects.none()
     return Generation.objects.filter(owner=user, deleted_at__isnull=True).order_by("-created_at", "-id")
@@ -33,7 +33,7 @@ def generations_visible(*, user) -> QuerySet[Generation]:
 
 def generation_get_for_user(*, user, generation_id, for_update: bool = False) -> Generation:
     pk = parse_generation_id(generation_id)
-    queryset = generations_visible(user=user).filter(pk=pk)
+    queryset = generations_visible_to(user=user).filter(pk=pk)
     if for_update:
         queryset = queryset.select_for_update(of=("self",))
     generation = queryset.select_related("trend__category", "route").first()
@@ -45,7 +45,7 @@ def generation_get_for_user(*, user, generation_id, for_update: bool = False) ->
 def generations_to_continue_exist(*, user) -> bool:
     """Whether the user has a video in progress or ready to watch (the home screen's continue section)."""
     return (
-        generations_visible(user=user)
+        generations_visible_to(user=user)
         .filter(status__in=[GenerationStatus.QUEUED, GenerationStatus.RUNNING, GenerationStatus.SUCCEEDED])
         .exists()
     )

@@ -11,7 +11,7 @@ from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
 
-from apps.core.errors import ConsentRequired, RateLimited, UploadInvalid, ValidationFailed
+from apps.core.errors import RateLimited, UploadInvalid, ValidationFailed
 
 from .backends import ObjectNotFound, ObjectTooLarge, Storage, UploadTarget, get_storage
 from .images import ALLOWED_CONTENT_TYPES, ImageRejected, inspect_image
@@ -52,24 +52,9 @@ def _issuance_allow(*, user, count: int) -> None:
         )
 
 
-def _require_character_consent(*, user, character_id) -> None:
-    """Uploads for a Soul ID need the caller's Soul ID (NotFound otherwise) with a stored, not withdrawn
-    biometric consent record (ConsentRequired otherwise): nothing is issued before that consent."""
-    from apps.characters.models import ConsentRecord  # characters imports this module
-    from apps.characters.selectors import character_get_for_user
-
-    character = character_get_for_user(user=user, character_id=character_id)
-    if not ConsentRecord.objects.filter(character=character, user=user, withdrawn_at__isnull=True).exists():
-        raise ConsentRequired(
-            "Agree to the use of your photos for this Soul ID before uploading them.", field="characterId"
-        )
-
-
-def uploads_request(*, user, count: int, content_type: str, character_id=None) -> list[IssuedUpload]:
-    """Creates `count` pending uploads with server-chosen keys and a presigned target for each.
-
-    With `character_id` (photos for a Soul ID), the Soul ID must be the caller's and have a consent
-    record; without it (a generation selfie) no Soul ID is involved."""
+def uploads_request(*, user, count: int, content_type: str) -> list[IssuedUpload]:
+    """Creates `count` pending uploads with server-chosen keys and a presigned target for each. Photos for
+    a Soul ID are asked through apps.characters (`character_uploads_request`), which checks consent first."""
     most = settings.UPLOADS_PER_REQUEST_MAX
     if not 1 <= count <= most:
         raise ValidationFailed(f"Ask for 1 to {most} uploads at a time.", field="count")
@@ -80,8 +65,6 @@ def uploads_request(*, user, count: int, content_type: str, character_id=None) -
             "image/heic or image/webp.",
             field="contentType",
         )
-    if character_id is not None:
-        _require_character_consent(user=user, character_id=character_id)
     _issuance_allow(user=user, count=count)
 
     storage = get_storage()

@@ -8,12 +8,14 @@ then fills the sections that depend on the user (for you, Soul ID prompt, contin
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.utils import timezone
 
+from .cache import screen_cache_get_or_build
 from .models import (
     FIRST_APP_VERSIONS,
     PERSONAL_SECTION_TYPES,
@@ -211,18 +213,6 @@ def build_shared_screen(audience: Audience, now: datetime | None = None) -> tupl
 # --- Per user --------------------------------------------------------------------------------------
 
 
-def user_has_soul_id(user) -> bool:
-    """Whether the user has a Soul ID that can be used (trained, or being retrained with its LoRA kept)."""
-    from apps.characters.models import Character, CharacterStatus
-
-    return (
-        Character.objects.filter(owner=user)
-        .exclude(status=CharacterStatus.DELETING)
-        .exclude(lora_key="")
-        .exists()
-    )
-
-
 def _for_you(screen: SharedScreen, user, limit: int) -> tuple[Trend, ...]:
     """Trends from the categories the user favorited (not the favorites themselves), then trending ones."""
     if user is None:
@@ -237,10 +227,21 @@ def _for_you(screen: SharedScreen, user, limit: int) -> tuple[Trend, ...]:
     return tuple((first + rest)[:limit])
 
 
-def _has_recent_generations(user) -> bool:
-    from apps.generations.selectors import generations_to_continue_exist
+# What the personal sections ask of the apps above trends (they register the answer in their
+# AppConfig.ready): does the user have a usable Soul ID (apps.characters), a video to continue
+# (apps.generations)? Unregistered: the section is left out.
+_personal_checks: dict[str, Callable[..., bool]] = {}
 
-    return generations_to_continue_exist(user=user)
+
+def personal_check_register(section_type: str, check: Callable[..., bool]) -> None:
+    """`check(user=...)` decides a personal section: SOUL_ID_PROMPT is shown when it is false (no usable
+    Soul ID yet), CONTINUE when it is true (a video in progress or ready)."""
+    _personal_checks[section_type] = check
+
+
+def _personal(section_type: str, user) -> bool | None:
+    check = _personal_checks.get(section_type)
+    return None if check is None or user is None else check(user=user)
 
 
 def resolve_personal(screen: SharedScreen, user) -> list[SectionEntry]:
@@ -250,12 +251,12 @@ def resolve_personal(screen: SharedScreen, user) -> list[SectionEntry]:
         if not section.personal:
             resolved.append(section)
         elif section.section_type == SectionType.SOUL_ID_PROMPT:
-            if user is None or not user_has_soul_id(user):
+            if user is None or _personal(SectionType.SOUL_ID_PROMPT, user) is False:
                 resolved.append(section)
         elif section.section_type == SectionType.CONTINUE:
             # Shown when the user has a video in progress or ready to watch; the app lists them with the
             # `generations` query (the section carries no items). Left out for anyone else.
-            if user is not None and _has_recent_generations(user):
+            if _personal(SectionType.CONTINUE, user):
                 resolved.append(section)
         elif section.source == SectionSource.FOR_YOU:
             trends = _for_you(screen, user, section.max_items)
@@ -265,8 +266,6 @@ def resolve_personal(screen: SharedScreen, user) -> list[SectionEntry]:
 
 
 def shared_screen(audience: Audience) -> SharedScreen:
-    from .cache import screen_cache_get_or_build
-
     return screen_cache_get_or_build(f"home:{audience.cache_key}", lambda: build_shared_screen(audience))
 
 

@@ -1,6 +1,6 @@
 import strawberry
 
-from ..scalars import Platform
+from ..enums import Platform
 
 
 @strawberry.input

@@ -1,25 +1,27 @@
+"""GraphQL types of accounts (API.md): User, Device, and the payloads of the account mutations."""
+
 from __future__ import annotations
 
 from datetime import datetime
 
 import strawberry
 import strawberry_django
-from strawberry import relay
 
-from apps.accounts import models
+from apps.accounts import models, selectors
 from apps.credits.models import Wallet
 
-from ..scalars import Platform
+from ..enums import Platform
+from ..toolkit import ModelNode
 
 
 @strawberry_django.type(models.User, name="User")
-class UserType(relay.Node):
+class UserType(ModelNode):
     email: str
 
     @strawberry_django.field(
         description="Credits the user can spend now.", select_related=["wallet"], only=["wallet__balance"]
     )
-    def credits(self, root: models.User) -> int:
+    def credits(self, root: strawberry.Parent[models.User]) -> int:
         try:
             return root.wallet.balance
         except Wallet.DoesNotExist:
@@ -27,23 +29,20 @@ class UserType(relay.Node):
 
     @classmethod
     def get_queryset(cls, queryset, info, **kwargs):
-        # Global IDs (`node`) never reveal another account: only the caller's own row is visible.
-        user = info.context.user
-        return queryset.filter(pk=user.pk) if user is not None else queryset.none()
+        return queryset & selectors.users_visible_to(user=info.context.user)
 
 
 @strawberry_django.type(models.Device, name="Device")
-class DeviceType(relay.Node):
+class DeviceType(ModelNode):
     token: str
-    platform: Platform
+    platform: Platform  # type: ignore[valid-type]
     app_version: str
     locale: str
     last_seen_at: datetime
 
     @classmethod
     def get_queryset(cls, queryset, info, **kwargs):
-        user = info.context.user
-        return queryset.filter(user=user) if user is not None else queryset.none()
+        return queryset & selectors.devices_visible_to(user=info.context.user)
 
 
 @strawberry.type

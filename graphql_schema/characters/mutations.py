@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import uuid
 from typing import Annotated
 
 import strawberry
@@ -22,9 +23,9 @@ from ..errors import (
     UploadInvalid,
     ValidationError,
 )
-from ..generations.types import node_pk
 from ..permissions import require_user
 from ..services import call_service
+from ..toolkit import node_pk
 from .inputs import CreateCharacterInput
 from .queries import character_for_api
 from .types import CharacterPayload
@@ -42,6 +43,10 @@ CharacterResult = Annotated[
     | UnsupportedOption,
     strawberry.union("CharacterResult"),
 ]
+
+
+def _character_pk(character_id: strawberry.ID) -> uuid.UUID:
+    return node_pk(character_id, "Character", field="characterId")
 
 
 def _user_agent(info: Info) -> str:
@@ -85,10 +90,11 @@ class CharacterMutations:
     ) -> CharacterResult:
         user = require_user(info)
         result = await call_service(
-            services.character_add_photos,
-            user=user,
-            character_id=node_pk(character_id, "Character"),
-            upload_ids=[node_pk(upload_id, "Upload") for upload_id in upload_ids],
+            lambda: services.character_add_photos(
+                user=user,
+                character_id=_character_pk(character_id),
+                upload_ids=[node_pk(upload_id, "Upload", field="uploadIds") for upload_id in upload_ids],
+            )
         )
         return await _payload(user, result)
 
@@ -98,10 +104,11 @@ class CharacterMutations:
     ) -> CharacterResult:
         user = require_user(info)
         result = await call_service(
-            services.character_remove_photo,
-            user=user,
-            character_id=node_pk(character_id, "Character"),
-            photo_id=node_pk(photo_id, "CharacterPhoto"),
+            lambda: services.character_remove_photo(
+                user=user,
+                character_id=_character_pk(character_id),
+                photo_id=node_pk(photo_id, "CharacterPhoto", field="photoId"),
+            )
         )
         return await _payload(user, result)
 
@@ -112,7 +119,7 @@ class CharacterMutations:
     async def train_character(self, info: Info, character_id: strawberry.ID) -> CharacterResult:
         user = require_user(info)
         result = await call_service(
-            services.character_train, user=user, character_id=node_pk(character_id, "Character")
+            lambda: services.character_train(user=user, character_id=_character_pk(character_id))
         )
         return await _payload(user, result)
 
@@ -123,7 +130,7 @@ class CharacterMutations:
     async def delete_character(self, info: Info, character_id: strawberry.ID) -> DeleteResult:
         user = require_user(info)
         result = await call_service(
-            services.character_delete, user=user, character_id=node_pk(character_id, "Character")
+            lambda: services.character_delete(user=user, character_id=_character_pk(character_id))
         )
         if isinstance(result, Error):
             return result

@@ -9,8 +9,8 @@ from apps.characters import selectors
 from apps.core.errors import NotFound as NotFoundError
 
 from ..errors import not_found
-from ..generations.types import node_pk
 from ..permissions import require_user
+from ..toolkit import node_pk
 from .types import CharacterType
 
 
@@ -28,7 +28,7 @@ class CharacterQueries:
         user = require_user(info)
 
         def load() -> list:
-            return list(selectors.characters_for_user(user=user).prefetch_related("photos"))
+            return list(selectors.characters_visible_to(user=user).prefetch_related("photos"))
 
         return await sync_to_async(load)()
 

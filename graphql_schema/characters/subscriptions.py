@@ -8,7 +8,6 @@ from strawberry import Info
 
 from apps.characters.events import FEED
 
-from ..generations.types import node_pk
 from ..live import follow_row
 from ..permissions import require_user
 from .queries import character_for_api
@@ -23,9 +22,8 @@ class CharacterSubscriptions:
     )
     async def character_updated(self, info: Info, id: strawberry.ID) -> AsyncGenerator[CharacterEvent, None]:
         user = require_user(info)
-        pk = node_pk(id, "Character")
         load = sync_to_async(character_for_api)
         async for character in follow_row(
-            info, FEED, pk, lambda: load(user=user, character_id=pk), what="Soul ID"
+            info, FEED, id, lambda pk: load(user=user, character_id=pk), type_name="Character", what="Soul ID"
         ):
             yield CharacterEvent(sequence=character.sequence, character=character)

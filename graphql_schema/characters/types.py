@@ -6,40 +6,18 @@ a constant number of queries.
 
 from __future__ import annotations
 
-import enum
 from datetime import datetime
 
 import strawberry
 import strawberry_django
 from django.conf import settings
-from strawberry import Info, relay
+from strawberry import Info
 
-from apps.characters import models
-from apps.characters.photo_checks import PhotoRules, Reason, reason_message
+from apps.characters import models, selectors
+from apps.characters.photo_checks import PhotoRules, reason_message
 
-from ..generations.types import MediaFile, _media
-
-
-@strawberry.enum(description="Where a Soul ID is.")
-class CharacterStatus(enum.Enum):
-    COLLECTING = models.CharacterStatus.COLLECTING.value
-    VALIDATING = models.CharacterStatus.VALIDATING.value
-    NEEDS_PHOTOS = models.CharacterStatus.NEEDS_PHOTOS.value
-    TRAINING = models.CharacterStatus.TRAINING.value
-    READY = models.CharacterStatus.READY.value
-    FAILED = models.CharacterStatus.FAILED.value
-    DELETING = models.CharacterStatus.DELETING.value
-
-
-@strawberry.enum(description="The verdict on one photo of a Soul ID.")
-class CharacterPhotoStatus(enum.Enum):
-    PENDING = models.PhotoStatus.PENDING.value
-    ACCEPTED = models.PhotoStatus.ACCEPTED.value
-    REJECTED = models.PhotoStatus.REJECTED.value
-    DUPLICATE = models.PhotoStatus.DUPLICATE.value
-
-
-PhotoReason = strawberry.enum(Reason, name="PhotoReason", description="Why a photo cannot be used.")
+from ..enums import CharacterPhotoStatus, CharacterStatus, PhotoReason
+from ..toolkit import MediaFile, ModelNode, media_file
 
 
 def _rules() -> PhotoRules:
@@ -47,16 +25,16 @@ def _rules() -> PhotoRules:
 
 
 @strawberry_django.type(models.CharacterPhoto, name="CharacterPhoto", description="One selfie of a Soul ID.")
-class CharacterPhotoType(relay.Node):
+class CharacterPhotoType(ModelNode):
     created_at: datetime
 
     @strawberry_django.field
-    async def status(self, root: strawberry.Parent[models.CharacterPhoto]) -> CharacterPhotoStatus:
+    async def status(self, root: strawberry.Parent[models.CharacterPhoto]) -> CharacterPhotoStatus:  # type: ignore[valid-type]
         return CharacterPhotoStatus(root.status)
 
     @strawberry_django.field(description="Why the photo is not used; empty when accepted or pending.")
     async def reasons(self, root: strawberry.Parent[models.CharacterPhoto]) -> list[PhotoReason]:  # type: ignore[valid-type]
-        return [Reason(reason) for reason in root.reasons]
+        return [PhotoReason(reason) for reason in root.reasons]
 
     @strawberry_django.field(description="What to do about it, for the user; null when nothing is wrong.")
     async def message(self, root: strawberry.Parent[models.CharacterPhoto]) -> str | None:
@@ -67,12 +45,7 @@ class CharacterPhotoType(relay.Node):
 
     @classmethod
     def get_queryset(cls, queryset, info, **kwargs):
-        user = info.context.user
-        if user is None:
-            return queryset.none()
-        return queryset.filter(character__owner=user).exclude(
-            character__status=models.CharacterStatus.DELETING
-        )
+        return queryset & selectors.character_photos_visible_to(user=info.context.user)
 
 
 @strawberry_django.type(
@@ -81,7 +54,7 @@ class CharacterPhotoType(relay.Node):
     description="A Soul ID: a user's identity, made from their selfies, to appear in videos.",
     disable_optimization=True,  # every query path loads it with its photos
 )
-class CharacterType(relay.Node):
+class CharacterType(ModelNode):
     name: str
     created_at: datetime
     updated_at: datetime
@@ -93,7 +66,7 @@ class CharacterType(relay.Node):
     )
 
     @strawberry_django.field
-    async def status(self, root: strawberry.Parent[models.Character]) -> CharacterStatus:
+    async def status(self, root: strawberry.Parent[models.Character]) -> CharacterStatus:  # type: ignore[valid-type]
         return CharacterStatus(root.status)
 
     @strawberry_django.field(description="Why the last training failed, for the user; null otherwise.")
@@ -106,16 +79,7 @@ class CharacterType(relay.Node):
     async def thumbnail(self, root: strawberry.Parent[models.Character], info: Info) -> MediaFile | None:
         if root.status == models.CharacterStatus.DELETING:
             return None
-        return _media(
-            info,
-            key=root.thumbnail_key,
-            content_type="image/jpeg",
-            width=root.thumbnail_width,
-            height=root.thumbnail_height,
-            duration_seconds=None,
-            fps=None,
-            bytes=root.thumbnail_bytes,
-        )
+        return media_file(info, root, "thumbnail", content_type="image/jpeg")
 
     @strawberry_django.field(description="Every photo, in the order added.")
     def photos(self, root: strawberry.Parent[models.Character]) -> list[CharacterPhotoType]:
@@ -135,15 +99,8 @@ class CharacterType(relay.Node):
 
     @classmethod
     def get_queryset(cls, queryset, info, **kwargs):
-        # Global IDs (`node`) never reveal another user's Soul ID, nor one being erased.
-        user = info.context.user
-        if user is None:
-            return queryset.none()
-        return (
-            queryset.filter(owner=user)
-            .exclude(status=models.CharacterStatus.DELETING)
-            .prefetch_related("photos")
-        )
+        visible = queryset & selectors.characters_visible_to(user=info.context.user)
+        return visible.prefetch_related("photos")
 
 
 @strawberry.type(description="A Soul ID after a change: photo verdicts, training progress, ready or failed.")

@@ -2,8 +2,7 @@ from __future__ import annotations
 
 import strawberry
 
-from ..trends.types import AspectRatio, QualityTier
-from .types import SpeedLane
+from ..enums import AspectRatio, QualityTier, SpeedLane
 
 
 @strawberry.input(description="What to make: a trend or a prompt (or both), who is in it, and how.")

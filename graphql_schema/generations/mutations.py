@@ -23,8 +23,9 @@ from ..errors import (
 )
 from ..permissions import require_user
 from ..services import call_service
+from ..toolkit import node_pk
 from .inputs import GenerationInput
-from .types import GenerationPayload, SharePayload, node_pk
+from .types import GenerationPayload, SharePayload
 
 GenerationResult = Annotated[
     GenerationPayload
@@ -43,11 +44,16 @@ ShareResult = Annotated[SharePayload | NotFound | ValidationError, strawberry.un
 
 
 def generation_request(input: GenerationInput) -> services.GenerationRequest:
+    """The request of a GenerationInput; NotFound for an ID that names nothing (call it in `call_service`)."""
     return services.GenerationRequest(
         trend_slug=input.trend_slug,
         prompt=input.prompt,
-        character_id=node_pk(input.character_id, "Character") if input.character_id else None,
-        photo_upload_id=node_pk(input.photo_upload_id, "Upload") if input.photo_upload_id else None,
+        character_id=str(node_pk(input.character_id, "Character", field="characterId"))
+        if input.character_id
+        else None,
+        photo_upload_id=str(node_pk(input.photo_upload_id, "Upload", field="photoUploadId"))
+        if input.photo_upload_id
+        else None,
         aspect_ratio=input.aspect_ratio.value if input.aspect_ratio else None,
         duration_seconds=input.duration_seconds,
         quality=input.quality.value if input.quality else None,
@@ -65,7 +71,9 @@ class GenerationMutations:
     )
     async def create_generation(self, info: Info, input: GenerationInput) -> GenerationResult:
         user = require_user(info)
-        result = await call_service(services.generation_create, user=user, request=generation_request(input))
+        result = await call_service(
+            lambda: services.generation_create(user=user, request=generation_request(input))
+        )
         return result if isinstance(result, Error) else GenerationPayload(generation=result)
 
     @strawberry.mutation(
@@ -75,7 +83,7 @@ class GenerationMutations:
     async def cancel_generation(self, info: Info, id: strawberry.ID) -> GenerationResult:
         user = require_user(info)
         result = await call_service(
-            services.generation_cancel, user=user, generation_id=node_pk(id, "Generation")
+            lambda: services.generation_cancel(user=user, generation_id=node_pk(id, "Generation"))
         )
         return result if isinstance(result, Error) else GenerationPayload(generation=result)
 
@@ -83,7 +91,7 @@ class GenerationMutations:
     async def delete_generation(self, info: Info, id: strawberry.ID) -> DeleteResult:
         user = require_user(info)
         result = await call_service(
-            services.generation_delete, user=user, generation_id=node_pk(id, "Generation")
+            lambda: services.generation_delete(user=user, generation_id=node_pk(id, "Generation"))
         )
         return result if isinstance(result, Error) else DeletePayload(id=id)
 
@@ -93,9 +101,8 @@ class GenerationMutations:
     ) -> ShareResult:
         user = require_user(info)
         result = await call_service(
-            services.generation_share_record,
-            user=user,
-            generation_id=node_pk(generation_id, "Generation"),
-            channel=channel,
+            lambda: services.generation_share_record(
+                user=user, generation_id=node_pk(generation_id, "Generation"), channel=channel
+            )
         )
         return result if isinstance(result, Error) else SharePayload(generation=result)

@@ -9,6 +9,7 @@ from strawberry import Info
 from apps.core.errors import NotFound as NotFoundError
 from apps.generations import selectors, services
 
+from ..enums import AspectRatio, QualityTier, SpeedLane
 from ..errors import (
     CharacterNotReady,
     Error,
@@ -20,10 +21,10 @@ from ..errors import (
 )
 from ..permissions import require_user
 from ..services import call_service
-from ..trends.types import AspectRatio, QualityTier
+from ..toolkit import node_pk
 from .inputs import GenerationInput
 from .mutations import generation_request
-from .types import GenerationConnection, GenerationType, QuotePayload, SpeedLane, node_pk
+from .types import GenerationConnection, GenerationType, QuotePayload
 
 QuoteResult = Annotated[
     QuotePayload | ValidationError | NotFound | UnsupportedOption | UploadInvalid | CharacterNotReady,
@@ -36,7 +37,9 @@ class GenerationQueries:
     @strawberry.field(description="The price in credits and the ETA of a generation, before creating it.")
     async def generation_quote(self, info: Info, input: GenerationInput) -> QuoteResult:
         user = require_user(info)
-        result = await call_service(services.generation_quote, user=user, request=generation_request(input))
+        result = await call_service(
+            lambda: services.generation_quote(user=user, request=generation_request(input))
+        )
         if isinstance(result, Error):
             return result
         return QuotePayload(
@@ -71,7 +74,7 @@ class GenerationQueries:
         user = require_user(info)
 
         def page() -> GenerationConnection:
-            queryset = selectors.generations_visible(user=user).select_related("trend__category", "route")
+            queryset = selectors.generations_visible_to(user=user).select_related("trend__category", "route")
             connection = GenerationConnection.resolve_connection(
                 queryset, info=info, first=first, after=after, last=last, before=before
             )

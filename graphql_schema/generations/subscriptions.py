@@ -12,7 +12,7 @@ from apps.generations.models import Generation
 
 from ..live import follow_row
 from ..permissions import require_user
-from .types import GenerationEvent, node_pk
+from .types import GenerationEvent
 
 
 def _finished(generation: Generation) -> bool:
@@ -29,10 +29,14 @@ class GenerationSubscriptions:
         self, info: Info, id: strawberry.ID
     ) -> AsyncGenerator[GenerationEvent, None]:
         user = require_user(info)
-        pk = node_pk(id, "Generation")
         load = sync_to_async(selectors.generation_get_for_user)
-        feed = follow_row(
-            info, FEED, pk, lambda: load(user=user, generation_id=pk), what="generation", finished=_finished
-        )
-        async for generation in feed:
+        async for generation in follow_row(
+            info,
+            FEED,
+            id,
+            lambda pk: load(user=user, generation_id=pk),
+            type_name="Generation",
+            what="generation",
+            finished=_finished,
+        ):
             yield GenerationEvent(sequence=generation.api_sequence, generation=generation)

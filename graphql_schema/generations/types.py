@@ -1,77 +1,37 @@
-"""GraphQL types of generations (API.md): Generation, GenerationEvent, MediaFile, Failure, ShotPlan.
-
-Resolvers that cannot touch the database are `async def` (no thread hop); the ones that may are plain
-functions, which strawberry-django runs in a worker thread. Every query path loads a generation with its
-trend (and the trend's category) and its route, so listing them costs a constant number of queries.
+"""GraphQL types of generations (API.md): Generation, GenerationEvent, Failure, ShotPlan; written in the
+toolkit's style (graphql_schema/toolkit.py). Every query path loads a generation with its trend (and the
+trend's category) and its route, so listing them costs a constant number of queries.
 """
 
 from __future__ import annotations
 
-import enum
 from datetime import datetime
 
 import strawberry
 import strawberry_django
 from asgiref.sync import sync_to_async
 from strawberry import Info, relay
-from strawberry.relay.types import GlobalIDValueError
 
-from apps.generations import models
+from apps.generations import models, selectors
 from apps.generations.planner import ShotPlan as ShotPlanData
 from apps.generations.selectors import QueueEstimate, generation_estimate
-from apps.storage.backends import get_storage
 
-from ..storage.types import absolute_url
-from ..trends.types import AspectRatio, CameraMovement, QualityTier, TrendType
-
-
-@strawberry.enum(description="Where a generation is.")
-class GenerationStatus(enum.Enum):
-    QUEUED = models.GenerationStatus.QUEUED.value
-    RUNNING = models.GenerationStatus.RUNNING.value
-    SUCCEEDED = models.GenerationStatus.SUCCEEDED.value
-    FAILED = models.GenerationStatus.FAILED.value
-    CANCELED = models.GenerationStatus.CANCELED.value
-
-
-@strawberry.enum(description="What a running generation is doing.")
-class GenerationStage(enum.Enum):
-    PLANNING = models.GenerationStage.PLANNING.value
-    LOADING_MODEL = models.GenerationStage.LOADING_MODEL.value
-    DENOISING = models.GenerationStage.DENOISING.value
-    DECODING = models.GenerationStage.DECODING.value
-    ENCODING = models.GenerationStage.ENCODING.value
-    UPLOADING = models.GenerationStage.UPLOADING.value
-    QUALITY_CHECK = models.GenerationStage.QUALITY_CHECK.value
-
-
-@strawberry.enum(description="How soon a video is made: INSTANT, or ECONOMY (cheaper, waits for free GPUs).")
-class SpeedLane(enum.Enum):
-    INSTANT = models.Lane.INSTANT.value
-    ECONOMY = models.Lane.ECONOMY.value
-
-
-FailureCode = strawberry.enum(
-    enum.Enum("GenerationFailureCode", {code: code for code in models.FAILURE_CODES}),
-    name="GenerationFailureCode",
-    description="Why a generation did not succeed.",
+from ..enums import (
+    AspectRatio,
+    CameraMovement,
+    GenerationFailureCode,
+    GenerationStage,
+    GenerationStatus,
+    QualityTier,
+    SpeedLane,
 )
-
-
-@strawberry.type(description="A file to download: an expiring URL and what it holds.")
-class MediaFile:
-    url: str = strawberry.field(description="Works for a few minutes; query again for a fresh one.")
-    width: int
-    height: int
-    duration_seconds: float | None = strawberry.field(description="Videos only.")
-    fps: int | None = strawberry.field(description="Videos only.")
-    bytes: int
-    content_type: str
+from ..toolkit import MediaFile, ModelNode, media_file
+from ..trends.types import TrendType
 
 
 @strawberry.type(description="Why a generation failed or was canceled. Credits are never charged for it.")
 class Failure:
-    code: FailureCode  # type: ignore[valid-type]
+    code: GenerationFailureCode  # type: ignore[valid-type]
     message: str = strawberry.field(description="Safe to show to the user.")
     retryable: bool = strawberry.field(description="Trying again later may work.")
 
@@ -82,7 +42,7 @@ class ShotPlan:
     lens: str
     focal_length_mm: int
     aperture: float = strawberry.field(description="The f-number, like 1.8.")
-    movement: CameraMovement
+    movement: CameraMovement  # type: ignore[valid-type]
     movement_strength: float = strawberry.field(description="0 (subtle) to 1 (strong).")
     lighting: str
     color_mood: str
@@ -122,34 +82,13 @@ async def _related(root: models.Generation, name: str):
     return await sync_to_async(getattr)(root, name)
 
 
-def _absolute(info: Info, url: str) -> str:
-    """An absolute URL, over HTTP (the request) and over a websocket (its Host header) alike."""
-    url = absolute_url(info, url)
-    if "://" in url:
-        return url
-    scope = getattr(info.context.ws, "scope", None) or {}
-    headers = dict(scope.get("headers") or ())
-    host = headers.get(b"host", b"").decode("latin-1")
-    if not host:
-        return url
-    secure = scope.get("scheme") in ("wss", "https")
-    return f"{'https' if secure else 'http'}://{host}{url}"
-
-
-def _media(info: Info, *, key: str, content_type: str, **facts) -> MediaFile | None:
-    if not key:
-        return None
-    url = _absolute(info, get_storage().download_url(key))
-    return MediaFile(url=url, content_type=content_type, **facts)
-
-
 @strawberry_django.type(
     models.Generation,
     name="Generation",
     description="A video being made from a trend or a prompt, and the result.",
     disable_optimization=True,  # every query path loads it with its trend and route (get_queryset)
 )
-class GenerationType(relay.Node):
+class GenerationType(ModelNode):
     progress: float = strawberry_django.field(description="0 to 1 across the whole job.")
     credits_charged: int = strawberry_django.field(description="Charged only when the video is ready.")
     created_at: datetime
@@ -178,7 +117,7 @@ class GenerationType(relay.Node):
         if not root.failure_code:
             return None
         return Failure(
-            code=FailureCode[root.failure_code],
+            code=GenerationFailureCode(root.failure_code),
             message=root.failure_message,
             retryable=root.failure_retryable,
         )
@@ -230,39 +169,18 @@ class GenerationType(relay.Node):
     async def video(self, root: strawberry.Parent[models.Generation], info: Info) -> MediaFile | None:
         if root.status != models.GenerationStatus.SUCCEEDED:
             return None
-        return _media(
-            info,
-            key=root.video_key,
-            content_type="video/mp4",
-            width=root.video_width or 0,
-            height=root.video_height or 0,
-            duration_seconds=root.video_duration_seconds,
-            fps=root.video_fps,
-            bytes=root.video_bytes or 0,
-        )
+        return media_file(info, root, "video", content_type="video/mp4")
 
     @strawberry_django.field(description="A JPEG still of the video, once succeeded.")
     async def poster(self, root: strawberry.Parent[models.Generation], info: Info) -> MediaFile | None:
         if root.status != models.GenerationStatus.SUCCEEDED:
             return None
-        return _media(
-            info,
-            key=root.poster_key,
-            content_type="image/jpeg",
-            width=root.poster_width or 0,
-            height=root.poster_height or 0,
-            duration_seconds=None,
-            fps=None,
-            bytes=root.poster_bytes or 0,
-        )
+        return media_file(info, root, "poster", content_type="image/jpeg")
 
     @classmethod
     def get_queryset(cls, queryset, info, **kwargs):
-        # Global IDs (`node`) never reveal another user's generation, nor a deleted one.
-        user = info.context.user
-        if user is None:
-            return queryset.none()
-        return queryset.filter(owner=user, deleted_at__isnull=True).select_related("trend__category", "route")
+        visible = queryset & selectors.generations_visible_to(user=info.context.user)
+        return visible.select_related("trend__category", "route")
 
 
 GenerationConnection = relay.ListConnection[GenerationType]
@@ -293,13 +211,3 @@ class QuotePayload:
 @strawberry.type
 class SharePayload:
     generation: GenerationType
-
-
-def node_pk(value: str, type_name: str) -> str:
-    """The primary key in a global ID of `type_name` (a raw UUID is accepted too); anything else is
-    returned as given, for the service to answer NotFound."""
-    try:
-        global_id = relay.GlobalID.from_id(value)
-    except (GlobalIDValueError, ValueError):
-        return value
-    return global_id.node_id if global_id.type_name == type_name else value

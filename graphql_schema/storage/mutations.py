@@ -3,17 +3,17 @@ from __future__ import annotations
 from typing import Annotated
 
 import strawberry
-from strawberry import Info, relay
-from strawberry.relay.types import GlobalIDValueError
+from strawberry import Info
 
-from apps.core import errors as domain
+from apps.characters.services import character_uploads_request
 from apps.storage import services
 
-from ..errors import ConsentRequired, Error, NotFound, RateLimited, UploadInvalid, ValidationError, error_from
+from ..errors import ConsentRequired, Error, NotFound, RateLimited, UploadInvalid, ValidationError
 from ..permissions import require_user
 from ..services import call_service
+from ..toolkit import absolute_url, node_id, node_pk
 from .inputs import RequestUploadsInput
-from .types import NameValue, UploadPayload, UploadsPayload, UploadTarget, absolute_url
+from .types import NameValue, UploadPayload, UploadsPayload, UploadTarget
 
 UploadsResult = Annotated[
     UploadsPayload | ValidationError | RateLimited | NotFound | ConsentRequired,
@@ -22,22 +22,10 @@ UploadsResult = Annotated[
 UploadResult = Annotated[UploadPayload | UploadInvalid | NotFound, strawberry.union("UploadResult")]
 
 
-def _node_pk(value: str, type_name: str) -> str | None:
-    try:
-        global_id = relay.GlobalID.from_id(value)
-    except (GlobalIDValueError, ValueError):
-        return None
-    return global_id.node_id if global_id.type_name == type_name else None
-
-
-def _upload_pk(upload_id: str) -> str | None:
-    return _node_pk(upload_id, "Upload")
-
-
 def _target(info: Info, issued: services.IssuedUpload) -> UploadTarget:
     target = issued.target
     return UploadTarget(
-        upload_id=strawberry.ID(relay.to_base64("Upload", issued.upload.pk)),
+        upload_id=node_id("Upload", issued.upload.pk),
         url=absolute_url(info, target.url),
         method=target.method,
         fields=[NameValue(name=name, value=value) for name, value in target.fields],
@@ -57,18 +45,17 @@ class StorageMutations:
     )
     async def request_uploads(self, info: Info, input: RequestUploadsInput) -> UploadsResult:
         user = require_user(info)
-        character_id = None
-        if input.character_id is not None:
-            character_id = _node_pk(input.character_id, "Character")
-            if character_id is None:
-                return error_from(domain.NotFound("This Soul ID does not exist.", field="characterId"))
-        result = await call_service(
-            services.uploads_request,
-            user=user,
-            count=input.count,
-            content_type=input.content_type,
-            character_id=character_id,
-        )
+
+        def request() -> list:
+            if input.character_id is None:  # a selfie for a generation
+                return services.uploads_request(user=user, count=input.count, content_type=input.content_type)
+            # Photos for a Soul ID: its consent is checked first.
+            character_id = node_pk(input.character_id, "Character", field="characterId")
+            return character_uploads_request(
+                user=user, character_id=character_id, count=input.count, content_type=input.content_type
+            )
+
+        result = await call_service(request)
         if isinstance(result, Error):
             return result
         return UploadsPayload(uploads=[_target(info, issued) for issued in result])
@@ -79,8 +66,9 @@ class StorageMutations:
     )
     async def complete_upload(self, info: Info, upload_id: strawberry.ID) -> UploadResult:
         user = require_user(info)
-        pk = _upload_pk(upload_id)
-        if pk is None:
-            return error_from(domain.NotFound("This upload does not exist.", field="uploadId"))
-        result = await call_service(services.upload_verify, user=user, upload_id=pk)
+        result = await call_service(
+            lambda: services.upload_verify(
+                user=user, upload_id=node_pk(upload_id, "Upload", field="uploadId")
+            )
+        )
         return result if isinstance(result, Error) else UploadPayload(upload=result)

@@ -1,65 +1,42 @@
+"""GraphQL types of uploads (API.md): Upload and the upload targets `requestUploads` hands out."""
+
 from __future__ import annotations
 
-import enum
 from datetime import datetime
 
 import strawberry
 import strawberry_django
-from strawberry import Info, relay
+from strawberry import Info
 
-from apps.storage import models
-from apps.storage.backends import get_storage
+from apps.storage import models, selectors
 
-from ..errors import UploadRejectReason
-
-
-def absolute_url(info: Info, url: str) -> str:
-    """Storage URLs served by this server are paths unless PUBLIC_BASE_URL is set: resolve them
-    against the request the app made, so the app always gets a URL it can call."""
-    if "://" in url:
-        return url
-    request = getattr(info.context, "request", None)
-    build = getattr(request, "build_absolute_uri", None)
-    return build(url) if build is not None else url
-
-
-@strawberry.enum(description="Where an upload is: waiting for its file and check, usable, or refused.")
-class UploadStatus(enum.Enum):
-    PENDING = models.UploadStatus.PENDING.value
-    VERIFIED = models.UploadStatus.VERIFIED.value
-    REJECTED = models.UploadStatus.REJECTED.value
+from ..enums import UploadRejectReason, UploadStatus
+from ..toolkit import ModelNode, download_url
 
 
 @strawberry_django.type(models.Upload, name="Upload", description="A file the app uploaded.")
-class UploadType(relay.Node):
+class UploadType(ModelNode):
     content_type: str
     bytes: int | None = strawberry_django.field(description="Size in bytes, once verified.")
     width: int | None = strawberry_django.field(description="Pixels, once verified.")
     height: int | None = strawberry_django.field(description="Pixels, once verified.")
     expires_at: datetime = strawberry_django.field(description="When the upload URL stops working.")
     created_at: datetime
-
-    @strawberry_django.field(only=["status"])
-    def status(self, root: models.Upload) -> UploadStatus:
-        return UploadStatus(root.status)
+    status: UploadStatus  # type: ignore[valid-type]
 
     @strawberry_django.field(only=["reject_reason"], description="Why the file was refused, if it was.")
-    def reject_reason(self, root: models.Upload) -> UploadRejectReason | None:
+    async def reject_reason(self, root: strawberry.Parent[models.Upload]) -> UploadRejectReason | None:  # type: ignore[valid-type]
         return UploadRejectReason(root.reject_reason) if root.reject_reason else None
 
     @strawberry_django.field(
         only=["status", "key"], description="An expiring URL of the verified file; null until verified."
     )
-    def url(self, root: models.Upload, info: Info) -> str | None:
-        if root.status != models.UploadStatus.VERIFIED:
-            return None
-        return absolute_url(info, get_storage().download_url(root.key))
+    async def url(self, root: strawberry.Parent[models.Upload], info: Info) -> str | None:
+        return download_url(info, root.key) if root.status == models.UploadStatus.VERIFIED else None
 
     @classmethod
     def get_queryset(cls, queryset, info, **kwargs):
-        # Global IDs (`node`) never reveal another user's upload.
-        user = info.context.user
-        return queryset.filter(user=user) if user is not None else queryset.none()
+        return queryset & selectors.uploads_visible_to(user=info.context.user)
 
 
 @strawberry.type(description="A name and a value: one form field or one HTTP header.")

@@ -7,8 +7,8 @@ from strawberry import Info
 from apps.core.errors import ValidationFailed
 from apps.trends import selectors
 
+from ..enums import Platform
 from ..errors import public_error
-from ..scalars import Platform
 from .types import Screen, TrendConnection, TrendType, section_from
 
 SCREEN_ID = "home"

@@ -2,14 +2,11 @@
 
 `Trend` is a plain Strawberry type over the `apps.trends.models.Trend` row (not a strawberry-django type):
 the home screen hands out cached rows, and plain attribute resolvers read them without a database query
-or a thread hop. `AspectRatio`, `QualityTier` and `CameraMovement` are defined here once; other domains
-(generations) import them rather than declare their own.
+or a thread hop (the toolkit's style for cached rows, graphql_schema/toolkit.py).
 """
 
 from __future__ import annotations
 
-import enum
-import uuid
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Annotated, Any
@@ -24,48 +21,8 @@ from apps.trends.media import media_url
 from apps.trends.screen import CategoryEntry, SectionEntry
 from apps.trends.targeting import localized
 
-
-@strawberry.enum(description="The shape of a video.")
-class AspectRatio(enum.Enum):
-    PORTRAIT_9_16 = models.AspectRatio.PORTRAIT_9_16.value
-    SQUARE_1_1 = models.AspectRatio.SQUARE_1_1.value
-    LANDSCAPE_16_9 = models.AspectRatio.LANDSCAPE_16_9.value
-
-
-@strawberry.enum(description="How much care (and credits) a video gets.")
-class QualityTier(enum.Enum):
-    DRAFT = models.QualityTier.DRAFT.value
-    STANDARD = models.QualityTier.STANDARD.value
-    CINEMA = models.QualityTier.CINEMA.value
-
-
-@strawberry.enum(description="How the camera moves through the shot.")
-class CameraMovement(enum.Enum):
-    STATIC = models.CameraMovement.STATIC.value
-    DOLLY_IN = models.CameraMovement.DOLLY_IN.value
-    DOLLY_OUT = models.CameraMovement.DOLLY_OUT.value
-    DRONE = models.CameraMovement.DRONE.value
-    ORBIT = models.CameraMovement.ORBIT.value
-    ROLL_360 = models.CameraMovement.ROLL_360.value
-    FPV_ARC = models.CameraMovement.FPV_ARC.value
-    HANDHELD = models.CameraMovement.HANDHELD.value
-    CRANE = models.CameraMovement.CRANE.value
-
-
-@strawberry.enum(description="What a trend needs from the user.")
-class TrendRequirement(enum.Enum):
-    NONE = models.Requirement.NONE.value
-    SELFIE = models.Requirement.SELFIE.value
-    SOUL_ID = models.Requirement.SOUL_ID.value
-
-
-@strawberry.enum(description="Where the trends of a section come from.")
-class SectionSource(enum.Enum):
-    MANUAL = models.SectionSource.MANUAL.value
-    TRENDING = models.SectionSource.TRENDING.value
-    NEW_TODAY = models.SectionSource.NEW_TODAY.value
-    CATEGORY = models.SectionSource.CATEGORY.value
-    FOR_YOU = models.SectionSource.FOR_YOU.value
+from ..enums import AspectRatio, CameraMovement, QualityTier, SectionSource, TrendRequirement
+from ..toolkit import node_key
 
 
 @strawberry.type(description="An image to download: its URL and size in pixels.")
@@ -229,12 +186,7 @@ class TrendType(relay.Node):
     @classmethod
     def resolve_nodes(cls, *, info: Info, node_ids: Iterable[str], required: bool = False):
         # Sync on purpose: the `node` field (strawberry-django) runs it in a worker thread.
-        wanted = []
-        for node_id in node_ids:
-            try:
-                wanted.append(uuid.UUID(node_id))
-            except ValueError:
-                wanted.append(None)
+        wanted = [node_key(node_id) for node_id in node_ids]
         found = {trend.pk: trend for trend in selectors.trends_get_live_by_ids(ids=[w for w in wanted if w])}
         return [found.get(trend_id) for trend_id in wanted]
 
