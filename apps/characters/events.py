@@ -8,11 +8,7 @@ apps/core/events.py. Subscriptions read the Soul ID again through its selector.
 
 from __future__ import annotations
 
-from typing import Any
-
 from apps.core import events
-
-from .models import Character
 
 EVENT_KIND = "character"
 
@@ -36,13 +32,6 @@ STATE_FIELDS: tuple[str, ...] = (
 
 
 FEED = events.ChangeFeed(kind=EVENT_KIND, sequence_field="sequence", fields=STATE_FIELDS)
-
-
-def character_group(character_id: Any) -> str:
-    return FEED.group(character_id)
-
-
-def character_changed(character: Character) -> None:
-    """Saves the Soul ID's state with a new sequence and tells subscribers after the commit. Call with the
-    row locked."""
-    FEED.save(character)
+# `character_changed(character)`: saves a row the caller holds locked as a new change and tells its
+# subscribers after the commit (FEED.group: the Soul ID's group).
+character_changed = FEED.save

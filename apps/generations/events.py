@@ -8,11 +8,7 @@ when a hint is newer than what it last sent; no state travels in the message.
 
 from __future__ import annotations
 
-from typing import Any
-
 from apps.core import events
-
-from .models import Generation
 
 EVENT_KIND = "generation"
 
@@ -60,13 +56,6 @@ STATE_FIELDS: tuple[str, ...] = (
 
 
 FEED = events.ChangeFeed(kind=EVENT_KIND, sequence_field="api_sequence", fields=STATE_FIELDS)
-
-
-def generation_group(generation_id: Any) -> str:
-    return FEED.group(generation_id)
-
-
-def generation_changed(generation: Generation) -> None:
-    """Saves the generation's state, numbers the change and tells subscribers after the commit. Call with
-    the row locked."""
-    FEED.save(generation)
+# `generation_changed(generation)`: saves a row the caller holds locked as a new change and tells its
+# subscribers after the commit (FEED.group: the generation's group).
+generation_changed = FEED.save

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from apps.core import events as core_events
-from apps.generations.events import generation_group
+from apps.generations.events import FEED
 from apps.jobs.lifecycle import job_event_apply
 from gpu_worker.contract import JobEvent
 from tests.graphql.generations.helpers import a_trend, generation_from
@@ -103,9 +103,7 @@ def test_an_older_message_than_the_snapshot_is_not_delivered(users):
     subscribe(socket, "g", generation_id)
     pk = generation_from(generation_id).pk
     # A reordered hint from before the snapshot: dropped.
-    core_events.publish(
-        generation_group(pk), {"kind": "generation", "id": str(pk), "sequence": 1, "state": {}}
-    )
+    core_events.publish(FEED.group(pk), {"kind": "generation", "id": str(pk), "sequence": 1, "state": {}})
     job_event_apply(message=_event(generation_id, "progress", stage="DENOISING", progress=0.2))
     update = socket.next_for("g")["payload"]["data"]["generationUpdated"]
     assert (update["sequence"], update["generation"]["progress"]) == (2, 0.2)
