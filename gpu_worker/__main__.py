@@ -5,8 +5,9 @@ broker at REDIS_URL with one thread per GPU, runs each generation (gpu_worker/ru
 training (gpu_worker/training.py, on the same loaded models) and sends events to the backend's
 job-events queue. SIGTERM or SIGINT stops it gracefully: the running job may finish (up to
 GPU_STOP_TIMEOUT_S), the lanes keep their other messages; a second signal exits at once, and Redis
-redelivers an unfinished job to another worker once this one's heartbeat times out. Settings:
-gpu_worker/settings.py.
+redelivers an unfinished job to another worker once this one's heartbeat times out. After a fatal CUDA
+error (the job is reported retryable, for another worker) it stops the same way and exits with
+EXIT_GPU_FAULT, so its supervisor starts a fresh process. Settings: gpu_worker/settings.py.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import sys
 import threading
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # GPU workers load local folders only
+
+EXIT_GPU_FAULT = 3  # the CUDA context broke: restart the process (a supervisor restarts on non-zero)
 
 
 def main() -> int:
@@ -53,6 +56,13 @@ def main() -> int:
         device=settings.device,
         progress_interval=settings.progress_interval_s,
     )
+    stop = threading.Event()
+    gpu_fault = threading.Event()
+
+    def on_gpu_fault() -> None:
+        gpu_fault.set()
+        stop.set()
+
     worker = build_worker(
         broker,
         runner,
@@ -60,9 +70,8 @@ def main() -> int:
         time_limit_s=settings.time_limit_s,
         training_time_limit_s=settings.training_time_limit_s,
         training_max_wait_s=settings.training_max_wait_s,
+        on_gpu_fault=on_gpu_fault,
     )
-
-    stop = threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:
         if stop.is_set():
@@ -87,6 +96,9 @@ def main() -> int:
     )
     worker.stop(timeout=settings.stop_timeout_s * 1000)
     broker.close()
+    if gpu_fault.is_set():
+        logging.getLogger("gpu_worker").critical("exiting after a fatal GPU error")
+        return EXIT_GPU_FAULT
     return 0
 
 

@@ -257,3 +257,100 @@ def test_a_new_kind_declares_its_lane_actor_with_one_call():
     )
     assert refused.message == "the echo job message is malformed: broken on purpose"
     assert len(broker.dead_letters) == 1  # the refused message, never retried
+
+
+# --- A fatal GPU error ends the worker -----------------------------------------------------------
+
+FATAL_GPU_ERRORS = [
+    "CUDA error: an illegal memory access was encountered",
+    "CUDA error: device-side assert triggered\nCompile with `TORCH_USE_CUDA_DSA` to enable DSA.",
+    "CUDA error: uncorrectable ECC error encountered",
+    "CUDA error: unspecified launch failure",
+]
+
+
+@pytest.mark.parametrize("text", FATAL_GPU_ERRORS)
+def test_a_fatal_cuda_error_fails_the_job_retryable_and_refuses_every_later_job(
+    runner, trainer, storage, event_log, monkeypatch, text
+):
+    loads = []
+
+    def load(route):
+        loads.append(route)
+        raise RuntimeError(text)
+
+    monkeypatch.setattr(runner, "load_model", load)
+    keys = store_photos(storage, 10)
+
+    failed = runner.run(make_job(), final_attempt=False)  # sent as terminal all the same
+    refused = [runner.run(make_job()), trainer.run(training_job(keys))]
+
+    assert (failed.kind, failed.reason_code, failed.retryable) == ("failed", INTERNAL, True)
+    assert failed.message == "the GPU failed; the job will run on another worker"
+    assert runner.executor.broken == f"RuntimeError: {text}"
+    assert [(e.kind, e.reason_code, e.retryable) for e in refused] == [("failed", INTERNAL, True)] * 2
+    assert len(loads) == 1  # nothing ran after the fault
+    assert [e for e in event_log.events if e.is_terminal] == [failed, *refused]
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        RuntimeError("cuDNN error: CUDNN_STATUS_NOT_SUPPORTED"),
+        ValueError("an illegal memory access, says a message that is not from CUDA"),
+        torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+    ],
+    ids=["other-runtime-error", "not-a-runtime-error", "out-of-memory"],
+)
+def test_other_errors_leave_the_gpu_usable(error):
+    assert not execution.is_fatal_gpu_error(error)
+
+
+class FaultyEcho(Echo):
+    """An echo whose first job hits a fatal CUDA error."""
+
+    def __init__(self, executor: GpuExecutor) -> None:
+        super().__init__(executor)
+        self.ran: list[str] = []
+
+    def _echo(self, run: JobRun) -> JobEvent:
+        self.ran.append(run.job.job_id)
+        if len(self.ran) == 1:
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+        return super()._echo(run)
+
+
+def test_the_lane_actor_asks_the_worker_to_stop_after_a_fatal_gpu_error_and_runs_nothing_more():
+    broker = StubBroker()
+    broker.emit_after("process_boot")
+    sent: list[JobEvent] = []
+    faults: list[int] = []
+    lane = LaneActor(
+        actor_name="gpu_test_echo",
+        queues=("gpu-test-echo",),
+        kind=ECHO,
+        max_retries=2,  # attempts left: the fatal job is still reported, not retried on this worker
+        retry_past_time_limit=False,
+        message_noun="echo job",
+    )
+    handler = FaultyEcho(GpuExecutor(sink=sent.append))
+    declare_lane_actor(broker, lane, handler, time_limit_s=30, on_gpu_fault=lambda: faults.append(1))
+    worker = dramatiq.Worker(broker, worker_threads=1, worker_timeout=50)
+    worker.start()
+    try:
+        for job_id in ("e1", "e2"):
+            broker.enqueue(
+                dramatiq.Message("gpu-test-echo", "gpu_test_echo", (), {"job": {"job_id": job_id}}, {})
+            )
+        broker.join("gpu-test-echo", timeout=30_000, fail_fast=False)
+    finally:
+        worker.stop(timeout=10_000)
+        broker.close()
+
+    assert handler.ran == ["e1"]
+    assert [(e.job_id, e.kind, e.reason_code, e.retryable) for e in sent] == [
+        ("e1", "failed", INTERNAL, True),
+        ("e2", "failed", INTERNAL, True),
+    ]
+    assert faults == [1, 1]  # asked after each job that found the GPU broken
+    assert len(broker.dead_letters) == 2  # neither retried here: the backend retries them elsewhere

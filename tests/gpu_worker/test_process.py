@@ -79,7 +79,9 @@ def test_the_worker_process_runs_a_job_and_stops_on_sigterm(broker, tmp_path, wa
     assert (broker.client.llen(lane), broker.client.hlen(f"{lane}.msgs")) == (0, 0)  # taken and acked
 
 
-def _start_process(tmp_path, name: str) -> tuple[subprocess.Popen, Path]:
+def _start_process(
+    tmp_path, name: str, *, argv: tuple[str, ...] = ("-m", "gpu_worker")
+) -> tuple[subprocess.Popen, Path]:
     env = {
         **os.environ,
         "STORAGE_BACKEND": "local",
@@ -92,7 +94,7 @@ def _start_process(tmp_path, name: str) -> tuple[subprocess.Popen, Path]:
     log_path = tmp_path / f"{name}.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "gpu_worker"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+            [sys.executable, *argv], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
         )
     return process, log_path
 
@@ -149,3 +151,41 @@ def test_a_job_whose_worker_dies_is_redelivered_and_finishes_once(broker, tmp_pa
     second_run = events[len(first_run) :]
     assert min(e.sequence for e in second_run) > max(e.sequence for e in first_run)
     assert (tmp_path / "media" / job.video_key).stat().st_size == terminal[0].outputs["video"]["bytes"]
+
+
+# `python -m gpu_worker` whose generations hit the error a broken CUDA context raises.
+FATAL_WORKER = """
+import runpy
+from gpu_worker.runner import Runner
+
+def _generate(self, run):
+    raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+Runner._generate = _generate
+runpy.run_module("gpu_worker", run_name="__main__")
+"""
+
+
+def test_a_fatal_gpu_error_reports_the_job_retryable_and_the_process_exits_non_zero(
+    broker, tmp_path, wait_for
+):
+    from gpu_worker.__main__ import EXIT_GPU_FAULT
+
+    first, second = make_job(), make_job()
+    process, log_path = _start_process(tmp_path, "faulty", argv=("-c", FATAL_WORKER))
+    try:
+        broker.enqueue(dramatiq.Message(**generation_message_fields(first, lane=LANE_ECONOMY)))
+        assert process.wait(timeout=90) == EXIT_GPU_FAULT, log_path.read_text()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
+    broker.enqueue(dramatiq.Message(**generation_message_fields(second, lane=LANE_ECONOMY)))
+
+    terminal = [e for e in _events(broker) if e.is_terminal]
+    assert [(e.job_id, e.kind, e.reason_code, e.retryable) for e in terminal] == [
+        (first.job_id, "failed", "INTERNAL", True)
+    ]
+    assert "exiting after a fatal GPU error" in log_path.read_text()
+    lane = f"{broker.namespace}:{QUEUE_GPU_ECONOMY}"
+    assert broker.client.llen(lane) == 1  # the next job waits for a healthy worker
