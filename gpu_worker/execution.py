@@ -293,14 +293,15 @@ class GpuExecutor:
             return False
 
     def _execute(self, kind: JobKind, job: Any, events: JobEvents, steps: JobSteps) -> JobEvent:
-        outcome = self._attempt(kind, job, events, steps, low_memory=False)
+        run = JobRun(job, events, self.cancel_requested)
+        outcome = self._attempt(kind, run, steps)
         if outcome is not None:
             return outcome
         # Out of memory. Freed here, not in the except block: there the traceback still holds the
         # failed step's frames and every tensor they reference.
         free_memory()
         if not kind.low_memory_retry:
-            return events.failed(OUT_OF_MEMORY, OUT_OF_MEMORY_MESSAGE)
+            return events.failed(OUT_OF_MEMORY, OUT_OF_MEMORY_MESSAGE, timings=run.rounded_timings())
         events.send_best_effort(
             events.build(
                 "stage",
@@ -310,18 +311,19 @@ class GpuExecutor:
                 message=f"{OUT_OF_MEMORY_MESSAGE}; retrying once with less memory",
             )
         )
-        outcome = self._attempt(kind, job, events, steps, low_memory=True)
+        run = JobRun(job, events, self.cancel_requested, low_memory=True, started=run.started)
+        outcome = self._attempt(kind, run, steps)
         if outcome is not None:
             return outcome
         free_memory()
-        return events.failed(OUT_OF_MEMORY, f"{OUT_OF_MEMORY_MESSAGE} {LOW_MEMORY_RETRIED}")
+        return events.failed(
+            OUT_OF_MEMORY, f"{OUT_OF_MEMORY_MESSAGE} {LOW_MEMORY_RETRIED}", timings=run.rounded_timings()
+        )
 
-    def _attempt(
-        self, kind: JobKind, job: Any, events: JobEvents, steps: JobSteps, *, low_memory: bool
-    ) -> JobEvent | None:
+    def _attempt(self, kind: JobKind, run: JobRun, steps: JobSteps) -> JobEvent | None:
         """One run of the steps: its outcome, or None when the GPU ran out of memory (not yet freed)."""
-        what = f"{kind.noun} {job.job_id}"
-        run = JobRun(job, events, self.cancel_requested, low_memory=low_memory)
+        events = run.events
+        what = f"{kind.noun} {run.job.job_id}"
         try:
             with tempfile.TemporaryDirectory(prefix=f"gpu-{kind.noun}-") as work:
                 run.work = Path(work)

@@ -19,7 +19,7 @@ import io
 import logging
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -82,8 +82,14 @@ class EventEmitter(JobEvents):
             self.send_best_effort(self.build("progress", stage=STAGE_DENOISING, progress=round(value, 4)))
 
 
+# After running out of memory a generation runs once more with its VAE decoding in tiles and no other
+# model loaded (`run.low_memory`); if that runs out too, OUT_OF_MEMORY is final on this worker.
 GENERATION = JobKind(
-    noun="job", job_class=GenerationJob, events=EventEmitter, retry_stage=STAGE_LOADING_MODEL
+    noun="job",
+    job_class=GenerationJob,
+    events=EventEmitter,
+    retry_stage=STAGE_LOADING_MODEL,
+    low_memory_retry=True,
 )
 
 
@@ -246,11 +252,19 @@ class Runner:
         # 2. Load the model, fetch the inputs, apply the user's LoRA
         events.stage(STAGE_LOADING_MODEL)
         with run.timed("load"):
+            if run.low_memory:
+                self.unload_models(keep=job.route)
             model = self.load_model(job.route)
             image = self._input_image(job)
             pipe = model.pipeline_for(job)
             self.lora.apply(pipe, job.lora_key, job.lora_scale)
 
+        with vae_tiling(pipe) if run.low_memory else contextlib.nullcontext():
+            return self._render(run, model, pipe, image)
+
+    def _render(self, run: JobRun, model: Any, pipe: Any, image: Any) -> JobEvent:
+        job: GenerationJob = run.job
+        events = run.events
         seed = job.seed
         for quality_attempt in (1, 2):
             # 3. Denoise (cancel checked at every step)
@@ -351,7 +365,7 @@ class Runner:
     def load_model(self, route: RouteSpec) -> pipelines.VideoModel:
         """The route's model, loaded once and kept (the least recently used goes past
         `max_loaded_models`); a training on this runner adapts the same one."""
-        key = (route.name, route.family, route.checkpoint)
+        key = _model_key(route)
         if key in self.models:
             self.models.move_to_end(key)
             return self.models[key]
@@ -362,6 +376,14 @@ class Runner:
         model = pipelines.load_model(route, model_root=self.model_root, device=device)
         self.models[key] = model
         return model
+
+    def unload_models(self, *, keep: RouteSpec | None = None) -> None:
+        """Drops every loaded model but `keep`'s (all without it) and frees their memory."""
+        others = [key for key in self.models if keep is None or key != _model_key(keep)]
+        for key in others:
+            del self.models[key]
+        if others:
+            free_memory()
 
     def _input_image(self, job: GenerationJob) -> Any:
         if job.image_key is None:
@@ -376,6 +398,23 @@ class Runner:
 
 
 # --- Helpers ----------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def vae_tiling(pipe: Any) -> Iterator[None]:
+    """The pipeline's VAE decodes in tiles (less memory) inside the block, then as it did before."""
+    vae = pipe.vae
+    was_tiling = bool(getattr(vae, "use_tiling", False))
+    vae.enable_tiling()
+    try:
+        yield
+    finally:
+        if not was_tiling:
+            vae.disable_tiling()
+
+
+def _model_key(route: RouteSpec) -> tuple[str, str, str]:
+    return (route.name, route.family, route.checkpoint)
 
 
 def _next_seed(seed: int) -> int:

@@ -23,6 +23,7 @@ from gpu_worker.contract import (
     LANE_ECONOMY,
     LANE_INSTANT,
     MODEL_UNAVAILABLE,
+    OUT_OF_MEMORY,
     QUEUE_GPU_ECONOMY,
     QUEUE_GPU_INSTANT,
     QUEUE_GPU_TRAINING,
@@ -336,3 +337,28 @@ def test_a_message_that_breaks_the_contract_fails_once_with_bad_input(
     )
     assert expected in event.message
     assert len(stub_broker.dead_letters) == 1  # kept for inspection, never retried
+
+
+def test_out_of_memory_runs_twice_at_most_then_goes_back_to_the_backend(stub_broker, storage, tmp_path):
+    """One run, one low-memory run, then a terminal OUT_OF_MEMORY: not three more blind runs of the
+    same shape on this worker (the backend's retry and fallback route decide what comes next)."""
+    from tests.gpu_worker.test_runner import OutOfMemoryOnDecode, _prime_with
+
+    runner = Runner(storage=storage, sink=broker_sink(stub_broker), model_root=tmp_path, device="cpu")
+    _prime_with(runner, lambda model: OutOfMemoryOnDecode(model, 99))
+    stub_broker.queues[QUEUE_JOB_EVENTS].queue.clear()  # the priming job's events
+    wrapped = runner.models[("tiny-wan", "tiny-wan", "")]
+    worker = build_worker(stub_broker, runner)
+    worker.start()
+    try:
+        job = make_job()
+        stub_broker.enqueue(_message(job, max_retries=2, min_backoff=10, max_backoff=20))
+        stub_broker.join(QUEUE_GPU_INSTANT, timeout=60_000, fail_fast=False)
+    finally:
+        worker.stop(timeout=10_000)
+
+    assert wrapped.tiling == [False, True]
+    terminal = [e for e in stub_events(stub_broker) if e.is_terminal]
+    assert [(e.job_id, e.reason_code, e.retryable) for e in terminal] == [(job.job_id, OUT_OF_MEMORY, True)]
+    assert "already retried once with less memory" in terminal[0].message
+    assert len(stub_broker.dead_letters) == 1

@@ -23,6 +23,7 @@ from gpu_worker.contract import (
     STAGE_QUALITY_CHECK,
     STAGE_UPLOADING,
 )
+from gpu_worker.runner import GENERATION
 from tests.gpu_worker.conftest import (
     decoded_frames,
     ffmpeg_stream_info,
@@ -464,3 +465,54 @@ def test_prepare_image_reads_a_heic_selfie_and_turns_it_upright():
     landscape.save(buffer, format="JPEG", exif=exif)
     upright = np.asarray(prepare_image(buffer.getvalue(), width=48, height=64)).mean(axis=(0, 2))
     assert upright[-8:].mean() > 200 and upright[:8].mean() < 50  # the white half is now on the right
+
+
+# --- Out of memory: once more with less memory, then final -----------------------------------------
+
+
+class OutOfMemoryOnDecode(BlackOnFirstDecode):
+    """Runs out of memory in the first `failures` decodes; records whether the VAE decoded in tiles."""
+
+    def __init__(self, model, failures: int) -> None:
+        super().__init__(model, 0)
+        self.failures = failures
+        self.tiling: list[bool] = []
+
+    def decode(self, pipe, latents, generator):
+        self.tiling.append(pipe.vae.use_tiling)
+        if len(self.tiling) <= self.failures:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return super().decode(pipe, latents, generator)
+
+
+def test_out_of_memory_is_retried_once_in_process_with_vae_tiling_and_alone(make_runner, event_log):
+    runner = make_runner(max_loaded_models=2)
+    runner.load_model(tiny_route(name="tiny-other"))
+    _prime_with(runner, lambda model: OutOfMemoryOnDecode(model, 1))
+    wrapped = runner.models[("tiny-wan", "tiny-wan", "")]
+    assert len(runner.models) == 2
+    job = make_job()
+
+    terminal = runner.run(job, final_attempt=False)
+
+    assert terminal.kind == "completed"
+    assert wrapped.tiling == [False, True]  # the second run decoded in tiles
+    assert list(runner.models) == [("tiny-wan", "tiny-wan", "")]  # and with no other model loaded
+    assert wrapped.model.pipeline_for(job).vae.use_tiling is False  # back as it was for the next job
+    [retry] = [e for e in event_log.of(job.job_id) if e.reason_code == OUT_OF_MEMORY]
+    assert (retry.kind, retry.stage, retry.retryable) == ("stage", STAGE_LOADING_MODEL, True)
+    assert retry.message == "the GPU ran out of memory; retrying once with less memory"
+
+
+def test_out_of_memory_after_the_low_memory_run_is_final_on_this_worker(runner, event_log):
+    _prime_with(runner, lambda model: OutOfMemoryOnDecode(model, 2))
+    wrapped = runner.models[("tiny-wan", "tiny-wan", "")]
+    job = make_job()
+
+    terminal = runner.run(job, final_attempt=False)  # attempts left: sent as terminal all the same
+
+    assert (terminal.kind, terminal.reason_code, terminal.retryable) == ("failed", OUT_OF_MEMORY, True)
+    assert terminal.message == "the GPU ran out of memory (already retried once with less memory)"
+    assert wrapped.tiling == [False, True]
+    assert [e for e in event_log.of(job.job_id) if e.is_terminal] == [terminal]
+    assert not runner.executor.retries_here(GENERATION, terminal, final_attempt=False)  # no blind rerun
