@@ -131,10 +131,12 @@ class LoraAdapters:
             weights = self._read(key)
             try:
                 pipe.load_lora_weights(dict(weights), adapter_name=name)
-            except (ValueError, KeyError, RuntimeError) as exc:
+            except Exception as exc:
                 with contextlib.suppress(Exception):
                     pipe.delete_adapters([name])
-                raise BadInput("the LoRA weights do not fit this model") from exc
+                if lora_does_not_fit(exc):
+                    raise BadInput("the LoRA weights do not fit this model") from exc
+                raise  # out of memory, a CUDA error, a bug: the executor classifies it
             loaded[key] = name
             while len(loaded) > self.max_loaded:
                 _, oldest = loaded.popitem(last=False)
@@ -161,6 +163,18 @@ class LoraAdapters:
         while len(self._weights) > self.max_cached_weights:
             self._weights.popitem(last=False)
         return weights
+
+
+def lora_does_not_fit(error: BaseException) -> bool:
+    """Whether loading a LoRA failed because of the weights themselves (keys or shapes that are not
+    this model's): the user's input, never retried. Out of memory, CUDA errors and other runtime errors
+    are the worker's (OUT_OF_MEMORY, INTERNAL; gpu_worker/execution.py)."""
+    if isinstance(error, ValueError | KeyError):
+        return True
+    if isinstance(error, RuntimeError) and not isinstance(error, torch.OutOfMemoryError):
+        text = str(error)
+        return "size mismatch" in text or "Error(s) in loading" in text
+    return False
 
 
 # --- Inputs -----------------------------------------------------------------------------------

@@ -516,3 +516,68 @@ def test_out_of_memory_after_the_low_memory_run_is_final_on_this_worker(runner, 
     assert wrapped.tiling == [False, True]
     assert [e for e in event_log.of(job.job_id) if e.is_terminal] == [terminal]
     assert not runner.executor.retries_here(GENERATION, terminal, final_attempt=False)  # no blind rerun
+
+
+# --- A user's LoRA that does not load: whose fault --------------------------------------------------
+
+
+def _store_lora(storage, lora_file, change) -> str:
+    from safetensors.torch import load, save
+
+    key = "characters/c9/lora.safetensors"
+    storage.write(key, save(change(load(lora_file))), content_type="application/octet-stream")
+    return key
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda w: {k: torch.zeros(v.shape[0] + 3, v.shape[1]) if "lora_A" in k else v for k, v in w.items()},
+        lambda w: {k.replace(".attn", ".zz"): v for k, v in w.items()},
+    ],
+    ids=["shape-mismatch", "unknown-modules"],
+)
+def test_a_lora_of_another_model_is_bad_input(runner, storage, lora_file, change):
+    job = make_job(lora_key=_store_lora(storage, lora_file, change))
+
+    terminal = runner.run(job)
+
+    assert (terminal.kind, terminal.reason_code, terminal.retryable) == ("failed", BAD_INPUT, False)
+    assert terminal.message == "the LoRA weights do not fit this model"
+    assert runner.run(make_job()).kind == "completed"  # nothing of it left on the model
+
+
+@pytest.mark.parametrize(
+    ("error", "reason", "message"),
+    [
+        (
+            torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20 MiB"),
+            OUT_OF_MEMORY,
+            "ran out of memory",
+        ),
+        (RuntimeError("CUDA error: an illegal memory access was encountered"), INTERNAL, "the GPU failed"),
+        (
+            RuntimeError("CUBLAS_STATUS_EXECUTION_FAILED when calling cublasGemmEx"),
+            INTERNAL,
+            "internal error",
+        ),
+    ],
+    ids=["out-of-memory", "fatal-cuda", "other-runtime-error"],
+)
+def test_a_lora_that_fails_to_load_for_the_workers_reasons_is_retryable(
+    runner, storage, lora_file, monkeypatch, error, reason, message
+):
+    job = make_job(lora_key=_store_lora(storage, lora_file, dict))
+    runner.run(make_job())  # the model is loaded
+    pipe = runner.models[("tiny-wan", "tiny-wan", "")].pipeline_for(job)
+
+    def load_lora_weights(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(pipe, "load_lora_weights", load_lora_weights)
+
+    terminal = runner.run(job)
+
+    assert (terminal.kind, terminal.reason_code, terminal.retryable) == ("failed", reason, True)
+    assert message in terminal.message
+    assert pipe.get_list_adapters() == {}
