@@ -29,7 +29,7 @@ def main() -> int:
     )
     from dramatiq.brokers.redis import RedisBroker
 
-    from gpu_worker.actors import broker_sink, build_worker, redis_cancel_checker
+    from gpu_worker.actors import broker_sink, build_worker, redis_cancel_checker, redis_signal_client
     from gpu_worker.runner import Runner
     from gpu_worker.settings import WorkerSettings
     from gpu_worker.storage import storage_from_env
@@ -48,10 +48,13 @@ def main() -> int:
         pipelines.family_module(family)
 
     broker = RedisBroker(url=settings.redis_url)
+    # What a running job sends and reads from its steps goes through a client whose calls time out
+    # (GPU_REDIS_TIMEOUT_S): a network partition must not hang a denoising loop.
+    signals = RedisBroker(client=redis_signal_client(settings.redis_url, timeout_s=settings.redis_timeout_s))
     runner = Runner(
         storage=storage_from_env(),
-        sink=broker_sink(broker),
-        cancel_checker=redis_cancel_checker(broker.client),
+        sink=broker_sink(signals),
+        cancel_checker=redis_cancel_checker(signals.client),
         model_root=settings.model_root,
         device=settings.device,
         progress_interval=settings.progress_interval_s,
@@ -95,6 +98,7 @@ def main() -> int:
         "stopping: waiting up to %ss for the running job", settings.stop_timeout_s
     )
     worker.stop(timeout=settings.stop_timeout_s * 1000)
+    signals.close()
     broker.close()
     if gpu_fault.is_set():
         logging.getLogger("gpu_worker").critical("exiting after a fatal GPU error")

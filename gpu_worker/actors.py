@@ -36,8 +36,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import dramatiq
+import redis
 from dramatiq.middleware import CurrentMessage
 from dramatiq.middleware.time_limit import TimeLimitExceeded
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from gpu_worker import pipelines
 from gpu_worker.contract import (
@@ -104,6 +107,19 @@ def broker_sink(broker: dramatiq.Broker) -> EventSink:
         )
 
     return send
+
+
+def redis_signal_client(url: str, *, timeout_s: float) -> redis.Redis:
+    """A Redis client for what a running job sends and reads from its steps (events, cancel flags): a
+    call gives up after `timeout_s` to connect and `timeout_s` to answer, without retrying, so a network
+    partition costs a denoising loop a bounded wait (and gpu_worker/execution.py then skips such calls
+    for a while) instead of hanging it."""
+    return redis.Redis.from_url(
+        url,
+        socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s,
+        retry=Retry(NoBackoff(), retries=0),
+    )
 
 
 def redis_cancel_checker(client: Any) -> CancelChecker:

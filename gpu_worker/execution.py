@@ -60,6 +60,10 @@ logger = logging.getLogger(__name__)
 
 EventSink = Callable[[JobEvent], None]
 CancelChecker = Callable[[str], bool]
+# After a best-effort call to the event sink or the cancel flags failed (a timeout, a refused
+# connection), such calls are skipped for this long: a network partition then costs a denoising loop
+# one timeout per period, not one per step. Terminal events are always sent.
+SIGNAL_BACKOFF_S = 10.0
 
 
 # Errors after which the process's CUDA context is unusable (every later CUDA call fails or returns
@@ -125,6 +129,7 @@ class JobEvents:
         self.sink = sink
         self._sequence = time.time_ns() // 1_000
         self._last_progress_at: float | None = None
+        self._sink_down_until = 0.0
 
     def build(self, kind: str, **fields: Any) -> JobEvent:
         self._sequence += 1
@@ -143,9 +148,12 @@ class JobEvents:
         self.sink(event)
 
     def send_best_effort(self, event: JobEvent) -> None:
+        if time.monotonic() < self._sink_down_until:
+            return
         try:
             self.sink(event)
         except Exception:
+            self._sink_down_until = time.monotonic() + SIGNAL_BACKOFF_S
             logger.warning("could not send a %s event of job %s", event.kind, self.job_id, exc_info=True)
 
     def stage(self, stage: str, **fields: Any) -> None:
@@ -234,6 +242,7 @@ class GpuExecutor:
         self.cancel_checker = cancel_checker or (lambda job_id: False)
         self.lock = threading.Lock()
         self.broken: str | None = None
+        self._flags_down_until = 0.0
 
     def run(self, kind: JobKind, job: Any, steps: JobSteps, *, final_attempt: bool = True) -> JobEvent:
         """Runs `steps` on a job of `kind` (or its message) under the lock and returns the terminal
@@ -286,9 +295,12 @@ class GpuExecutor:
         return event
 
     def cancel_requested(self, job_id: str) -> bool:
+        if time.monotonic() < self._flags_down_until:
+            return False
         try:
             return bool(self.cancel_checker(job_id))
         except Exception:  # the flag store is down: keep going rather than fail the job
+            self._flags_down_until = time.monotonic() + SIGNAL_BACKOFF_S
             logger.warning("could not read the cancel flag of job %s", job_id, exc_info=True)
             return False
 

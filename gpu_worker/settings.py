@@ -11,6 +11,7 @@ GPU_TRAINING_MAX_WAIT_S  how long a training waits behind ECONOMY before it goes
 GPU_PROGRESS_INTERVAL_S  minimum seconds between two progress events of a job (0.25)
 GPU_STOP_TIMEOUT_S  how long SIGTERM waits for the running job before the process exits (600)
 GPU_CPU_OFFLOAD    1: model CPU offload for GPUs with less memory than the route needs
+GPU_REDIS_TIMEOUT_S  how long one Redis call of a running job (an event, a cancel-flag read) may take (2)
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ DEFAULT_TIME_LIMIT_S = 30 * 60
 # Above the longest legitimate training (Wan 2.2 TI2V-5B, about 1,000 steps at 512 px; to be measured).
 DEFAULT_TRAINING_TIME_LIMIT_S = 2 * 60 * 60
 DEFAULT_TRAINING_MAX_WAIT_S = 10 * 60
+DEFAULT_REDIS_TIMEOUT_S = 2.0
 
 
 def _int(environ: Mapping[str, str], name: str, default: int) -> int:
@@ -44,6 +46,7 @@ class WorkerSettings:
     stop_timeout_s: int
     training_time_limit_s: int = DEFAULT_TRAINING_TIME_LIMIT_S
     training_max_wait_s: float = DEFAULT_TRAINING_MAX_WAIT_S
+    redis_timeout_s: float = DEFAULT_REDIS_TIMEOUT_S
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> WorkerSettings:
@@ -59,4 +62,5 @@ class WorkerSettings:
             stop_timeout_s=_int(environ, "GPU_STOP_TIMEOUT_S", 600),
             training_time_limit_s=_int(environ, "GPU_TRAINING_TIME_LIMIT_S", DEFAULT_TRAINING_TIME_LIMIT_S),
             training_max_wait_s=float(environ.get("GPU_TRAINING_MAX_WAIT_S") or DEFAULT_TRAINING_MAX_WAIT_S),
+            redis_timeout_s=float(environ.get("GPU_REDIS_TIMEOUT_S") or DEFAULT_REDIS_TIMEOUT_S),
         )
