@@ -30,11 +30,15 @@ def main() -> int:
     from dramatiq.brokers.redis import RedisBroker
 
     from gpu_worker.actors import broker_sink, build_worker, redis_cancel_checker, redis_signal_client
-    from gpu_worker.runner import Runner
+    from gpu_worker.runner import Runner, default_max_loaded_models
     from gpu_worker.settings import WorkerSettings
     from gpu_worker.storage import storage_from_env
 
-    settings = WorkerSettings.from_env()
+    try:
+        settings = WorkerSettings.from_env()
+    except ValueError as exc:
+        print(f"gpu_worker: {exc}", file=sys.stderr)
+        return 2
     if not settings.redis_url:
         print("gpu_worker: REDIS_URL is not set", file=sys.stderr)
         return 2
@@ -58,7 +62,12 @@ def main() -> int:
         model_root=settings.model_root,
         device=settings.device,
         progress_interval=settings.progress_interval_s,
+        max_loaded_models=settings.max_loaded_models or default_max_loaded_models(settings.device),
     )
+    if settings.preload_routes:
+        logging.getLogger("gpu_worker").info(
+            "preloaded routes: %s", ", ".join(runner.preload(settings.preload_routes)) or "none"
+        )
     stop = threading.Event()
     gpu_fault = threading.Event()
 
@@ -88,10 +97,11 @@ def main() -> int:
     broker.emit_after("process_boot")
     worker.start()
     logging.getLogger("gpu_worker").info(
-        "GPU worker ready: lanes %s, %d thread(s), models in %s",
+        "GPU worker ready: lanes %s, %d thread(s), models in %s, up to %d loaded",
         ", ".join(sorted(worker.consumer_whitelist or ())),
         settings.threads,
         settings.model_root,
+        runner.max_loaded_models,
     )
     stop.wait()
     logging.getLogger("gpu_worker").info(

@@ -241,11 +241,7 @@ def _job_from_message(cls: Any, data: Any, what: str) -> Any:
 def _read_route(job: Any) -> None:
     """Turns the `route` of a job built from a message into a RouteSpec, in place."""
     if isinstance(job.route, dict):  # built from a message
-        try:
-            route = RouteSpec(**_known_fields(RouteSpec, job.route))
-        except TypeError as exc:  # a missing field
-            raise ContractError(f"malformed route: {exc}") from None
-        object.__setattr__(job, "route", route)
+        object.__setattr__(job, "route", RouteSpec.from_dict(job.route))
     _require(isinstance(job.route, RouteSpec), "route must be a RouteSpec")
 
 
@@ -305,6 +301,15 @@ class RouteSpec:
     @property
     def rules(self) -> FamilyRules:
         return FAMILIES[self.family]
+
+    @classmethod
+    def from_dict(cls, data: Any) -> RouteSpec:
+        """A route from its message form (unknown fields ignored); ContractError says what is wrong."""
+        _require(isinstance(data, dict), f"a route must be a mapping, got {type(data).__name__}")
+        try:
+            return cls(**_known_fields(cls, data))
+        except TypeError as exc:  # a missing field
+            raise ContractError(f"malformed route: {exc}") from None
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ import io
 import logging
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -391,6 +391,18 @@ class Runner:
         self.models[key] = model
         return model
 
+    def preload(self, routes: Sequence[RouteSpec]) -> list[str]:
+        """Loads `routes` before the first job (at most `max_loaded_models` of them stay: the last ones);
+        returns the names of those loaded now. One that cannot load is logged and skipped: a job on it
+        loads it (or fails) as without preloading."""
+        for route in routes:
+            with self.executor.lock:
+                try:
+                    self.load_model(route)
+                except Exception:
+                    logger.exception("could not preload route %s", route.name)
+        return [route.name for route in routes if _model_key(route) in self.models]
+
     def unload_models(self, *, keep: RouteSpec | None = None) -> None:
         """Drops every loaded model but `keep`'s (all without it) and frees their memory."""
         others = [key for key in self.models if keep is None or key != _model_key(keep)]
@@ -412,6 +424,16 @@ class Runner:
 
 
 # --- Helpers ----------------------------------------------------------------------------------
+
+
+LARGE_GPU_BYTES = 80 * 10**9  # an 80 GB card (H100, A100 80GB, H200) holds two 5B-class routes
+
+
+def default_max_loaded_models(device: str) -> int:
+    """GPU_MAX_LOADED_MODELS when unset: 2 on a GPU with 80 GB or more, else 1 (and 1 on a CPU)."""
+    if not device.startswith("cuda") or not torch.cuda.is_available():
+        return 1
+    return 2 if torch.cuda.get_device_properties(torch.device(device)).total_memory >= LARGE_GPU_BYTES else 1
 
 
 @contextlib.contextmanager
@@ -445,5 +467,6 @@ __all__ = [
     "JobCanceled",
     "LoraAdapters",
     "Runner",
+    "default_max_loaded_models",
     "prepare_image",
 ]

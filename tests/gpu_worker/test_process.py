@@ -3,6 +3,7 @@ the backend's events queue, writes the files, and stops cleanly on SIGTERM."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -21,7 +22,7 @@ from gpu_worker.contract import (
     JobEvent,
     generation_message_fields,
 )
-from tests.gpu_worker.conftest import make_job
+from tests.gpu_worker.conftest import make_job, tiny_route
 
 pytestmark = pytest.mark.services
 
@@ -51,7 +52,8 @@ def _events(broker) -> list[JobEvent]:
 
 
 def test_the_worker_process_runs_a_job_and_stops_on_sigterm(broker, tmp_path, wait_for):
-    process, log_path = _start_process(tmp_path, "worker")
+    settings = {"GPU_PRELOAD_ROUTES": json.dumps([tiny_route().__dict__]), "GPU_MAX_LOADED_MODELS": "2"}
+    process, log_path = _start_process(tmp_path, "worker", extra_env=settings)
     try:
         job = make_job()
         broker.enqueue(dramatiq.Message(**generation_message_fields(job, lane=LANE_ECONOMY)))
@@ -74,13 +76,19 @@ def test_the_worker_process_runs_a_job_and_stops_on_sigterm(broker, tmp_path, wa
         if process.poll() is None:
             process.kill()
             process.wait(timeout=10)
-    assert "GPU worker ready" in log_path.read_text()
+    log = log_path.read_text()
+    assert "preloaded routes: tiny-wan" in log and "up to 2 loaded" in log
+    assert log.index("preloaded routes") < log.index("GPU worker ready")
     lane = f"{broker.namespace}:{QUEUE_GPU_ECONOMY}"
     assert (broker.client.llen(lane), broker.client.hlen(f"{lane}.msgs")) == (0, 0)  # taken and acked
 
 
 def _start_process(
-    tmp_path, name: str, *, argv: tuple[str, ...] = ("-m", "gpu_worker")
+    tmp_path,
+    name: str,
+    *,
+    argv: tuple[str, ...] = ("-m", "gpu_worker"),
+    extra_env: dict[str, str] | None = None,
 ) -> tuple[subprocess.Popen, Path]:
     env = {
         **os.environ,
@@ -90,6 +98,7 @@ def _start_process(
         "GPU_DEVICE": "cpu",
         "GPU_PROGRESS_INTERVAL_S": "0",
         "PYTHONUNBUFFERED": "1",
+        **(extra_env or {}),
     }
     log_path = tmp_path / f"{name}.log"
     with log_path.open("wb") as log:
@@ -106,7 +115,6 @@ def test_a_job_whose_worker_dies_is_redelivered_and_finishes_once(broker, tmp_pa
     from gpu_worker.actors import broker_sink, build_worker, redis_cancel_checker
     from gpu_worker.runner import Runner
     from gpu_worker.storage import LocalStorage
-    from tests.gpu_worker.conftest import tiny_route
 
     job = make_job(route=tiny_route(steps=150))
     doomed, log_path = _start_process(tmp_path, "doomed")

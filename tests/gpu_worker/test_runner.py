@@ -581,3 +581,39 @@ def test_a_lora_that_fails_to_load_for_the_workers_reasons_is_retryable(
     assert (terminal.kind, terminal.reason_code, terminal.retryable) == ("failed", reason, True)
     assert message in terminal.message
     assert pipe.get_list_adapters() == {}
+
+
+# --- Models kept loaded -------------------------------------------------------------------------------
+
+
+def test_preloaded_routes_are_loaded_before_the_first_job_and_stay(make_runner, monkeypatch):
+    from gpu_worker import pipelines
+
+    loads = []
+    real_load = pipelines.load_model
+
+    def load_model(route, **kwargs):
+        loads.append(route.name)
+        return real_load(route, **kwargs)
+
+    monkeypatch.setattr(pipelines, "load_model", load_model)
+    runner = make_runner(max_loaded_models=2)
+    missing = tiny_route(name="wan22-missing", family="wan22", checkpoint="nowhere")
+
+    loaded = runner.preload([tiny_route(name="tiny-a"), missing, tiny_route(name="tiny-b")])
+    assert loaded == ["tiny-a", "tiny-b"]  # the missing checkpoint is logged and skipped
+
+    for name in ("tiny-a", "tiny-b", "tiny-a"):
+        assert runner.run(make_job(route=tiny_route(name=name))).kind == "completed"
+    assert loads == ["tiny-a", "wan22-missing", "tiny-b"]  # no job loaded anything again
+
+
+def test_past_max_loaded_models_the_least_recently_used_model_goes(make_runner):
+    runner = make_runner(max_loaded_models=2)
+    assert runner.preload([tiny_route(name=name) for name in ("tiny-a", "tiny-b", "tiny-c")]) == [
+        "tiny-b",
+        "tiny-c",
+    ]
+    runner.run(make_job(route=tiny_route(name="tiny-b")))
+    runner.run(make_job(route=tiny_route(name="tiny-a")))
+    assert [key[0] for key in runner.models] == ["tiny-b", "tiny-a"]
