@@ -199,7 +199,7 @@ class JobRun:
     cancel_requested: Callable[[str], bool]
     work: Path = Path()  # a private folder (set by the executor), removed after the run
     low_memory: bool = False  # the run after an out-of-memory error: use less memory (kind.low_memory_retry)
-    timings: dict[str, float] = field(default_factory=dict)  # seconds per step name
+    timings: dict[str, Any] = field(default_factory=dict)  # seconds per step name; `speed_profile`
     started: float = field(default_factory=time.perf_counter)
 
     @contextlib.contextmanager
@@ -215,7 +215,10 @@ class JobRun:
             raise JobCanceled
 
     def rounded_timings(self) -> dict[str, float]:
-        return {name: round(value, 4) for name, value in self.timings.items()}
+        return {
+            name: round(value, 4) if isinstance(value, float) else value
+            for name, value in self.timings.items()
+        }
 
     def completed(self, *, seconds_per_step: float, **fields: Any) -> JobEvent:
         """The completed event; its timings end with the `total` and `seconds_per_step`."""

@@ -51,6 +51,7 @@ from gpu_worker.execution import (
     JobRun,
     free_memory,
 )
+from gpu_worker.speedups import apply_speedups
 from gpu_worker.storage import MissingObject, ObjectTooLarge, Storage
 
 logger = logging.getLogger(__name__)
@@ -229,6 +230,7 @@ class Runner:
         self.quality_gate = quality_gate
         self.models: OrderedDict[tuple[str, str, str], pipelines.VideoModel] = OrderedDict()
         self.lora = LoraAdapters(storage)
+        self._sped_up: weakref.WeakSet[Any] = weakref.WeakSet()  # pipelines a speed profile changed
 
     # Public API
 
@@ -272,6 +274,7 @@ class Runner:
             image = self._input_image(job)
             pipe = model.pipeline_for(job)
             self.lora.apply(pipe, job.lora_key, job.lora_scale)
+            self._apply_speed_profile(run, pipe)
 
         with vae_tiling(pipe) if run.low_memory else contextlib.nullcontext():
             return self._render(run, model, pipe, image)
@@ -355,6 +358,22 @@ class Runner:
         return run.completed(
             seconds_per_step=run.timings["denoise"] / (job.route.steps * quality_attempt), outputs=outputs
         )
+
+    def _apply_speed_profile(self, run: JobRun, pipe: Any) -> None:
+        """Puts the pipeline in the state its route's speed profile says and records what was applied.
+        A route without a profile runs on diffusers' defaults, set again only where a profile was
+        applied before (so a worker that never saw a profile never touches its pipelines)."""
+        route: RouteSpec = run.job.route
+        if not route.speed_profile and pipe not in self._sped_up:
+            return
+        applied = apply_speedups(pipe, route.speedups, num_inference_steps=route.steps)
+        if route.speed_profile:
+            self._sped_up.add(pipe)
+        else:
+            self._sped_up.discard(pipe)
+        if run.low_memory:
+            applied["vae_tiling"] = True  # set on top of the profile for this run (vae_tiling below)
+        run.timings["speed_profile"] = applied
 
     def _denoise(self, run: JobRun, model: Any, pipe: Any, image: Any, generator: Any) -> torch.Tensor:
         job: GenerationJob = run.job
