@@ -298,6 +298,27 @@ def test_a_fatal_cuda_error_fails_the_job_retryable_and_refuses_every_later_job(
     assert [e for e in event_log.events if e.is_terminal] == [failed, *refused]
 
 
+# As torch 2.11 raised them on an H200 (index out of bounds in a CUDA kernel; 200 GiB asked for): after
+# the first every CUDA call failed the same way, after the second the GPU worked on.
+REAL_DEVICE_SIDE_ASSERT = (
+    "CUDA error: device-side assert triggered\nSearch for `cudaErrorAssert' in https://docs.nvidia.com/cuda/"
+    "cuda-runtime-api/group__CUDART__TYPES.html for more information.\nCUDA kernel errors might be "
+    "asynchronously reported at some other API call, so the stacktrace below might be incorrect.\nFor "
+    "debugging consider passing CUDA_LAUNCH_BLOCKING=1\nCompile with `TORCH_USE_CUDA_DSA` to enable "
+    "device-side assertions.\n"
+)
+REAL_OUT_OF_MEMORY = (
+    "CUDA out of memory. Tried to allocate 200.00 GiB. GPU 0 has a total capacity of 139.80 GiB of which "
+    "139.29 GiB is free. Including non-PyTorch memory, this process has 518.00 MiB memory in use. Of the "
+    "allocated memory 0 bytes is allocated by PyTorch, and 0 bytes is reserved by PyTorch but unallocated."
+)
+
+
+def test_the_errors_torch_raises_on_a_gpu_are_classified():
+    assert execution.is_fatal_gpu_error(torch.AcceleratorError(REAL_DEVICE_SIDE_ASSERT))
+    assert not execution.is_fatal_gpu_error(torch.OutOfMemoryError(REAL_OUT_OF_MEMORY))
+
+
 @pytest.mark.parametrize(
     "error",
     [
