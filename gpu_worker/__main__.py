@@ -5,8 +5,9 @@ broker at REDIS_URL with one thread per GPU, runs each generation (gpu_worker/ru
 training (gpu_worker/training.py, on the same loaded models) and sends events to the backend's
 job-events queue. SIGTERM or SIGINT stops it gracefully: the running job may finish (up to
 GPU_STOP_TIMEOUT_S), the lanes keep their other messages; a second signal exits at once, and Redis
-redelivers an unfinished job to another worker once this one's heartbeat times out. Settings:
-gpu_worker/settings.py.
+redelivers an unfinished job to another worker once this one's heartbeat times out. After a fatal CUDA
+error (the job is reported retryable, for another worker) it stops the same way and exits with
+EXIT_GPU_FAULT, so its supervisor starts a fresh process. Settings: gpu_worker/settings.py.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import threading
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # GPU workers load local folders only
 
+EXIT_GPU_FAULT = 3  # the CUDA context broke: restart the process (a supervisor restarts on non-zero)
+
 
 def main() -> int:
     logging.basicConfig(
@@ -26,12 +29,16 @@ def main() -> int:
     )
     from dramatiq.brokers.redis import RedisBroker
 
-    from gpu_worker.actors import broker_sink, build_worker, redis_cancel_checker
-    from gpu_worker.runner import Runner
+    from gpu_worker.actors import broker_sink, build_worker, redis_cancel_checker, redis_signal_client
+    from gpu_worker.runner import Runner, default_max_loaded_models
     from gpu_worker.settings import WorkerSettings
     from gpu_worker.storage import storage_from_env
 
-    settings = WorkerSettings.from_env()
+    try:
+        settings = WorkerSettings.from_env()
+    except ValueError as exc:
+        print(f"gpu_worker: {exc}", file=sys.stderr)
+        return 2
     if not settings.redis_url:
         print("gpu_worker: REDIS_URL is not set", file=sys.stderr)
         return 2
@@ -45,14 +52,29 @@ def main() -> int:
         pipelines.family_module(family)
 
     broker = RedisBroker(url=settings.redis_url)
+    # What a running job sends and reads from its steps goes through a client whose calls time out
+    # (GPU_REDIS_TIMEOUT_S): a network partition must not hang a denoising loop.
+    signals = RedisBroker(client=redis_signal_client(settings.redis_url, timeout_s=settings.redis_timeout_s))
     runner = Runner(
         storage=storage_from_env(),
-        sink=broker_sink(broker),
-        cancel_checker=redis_cancel_checker(broker.client),
+        sink=broker_sink(signals),
+        cancel_checker=redis_cancel_checker(signals.client),
         model_root=settings.model_root,
         device=settings.device,
         progress_interval=settings.progress_interval_s,
+        max_loaded_models=settings.max_loaded_models or default_max_loaded_models(settings.device),
     )
+    if settings.preload_routes:
+        logging.getLogger("gpu_worker").info(
+            "preloaded routes: %s", ", ".join(runner.preload(settings.preload_routes)) or "none"
+        )
+    stop = threading.Event()
+    gpu_fault = threading.Event()
+
+    def on_gpu_fault() -> None:
+        gpu_fault.set()
+        stop.set()
+
     worker = build_worker(
         broker,
         runner,
@@ -60,9 +82,8 @@ def main() -> int:
         time_limit_s=settings.time_limit_s,
         training_time_limit_s=settings.training_time_limit_s,
         training_max_wait_s=settings.training_max_wait_s,
+        on_gpu_fault=on_gpu_fault,
     )
-
-    stop = threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:
         if stop.is_set():
@@ -76,17 +97,22 @@ def main() -> int:
     broker.emit_after("process_boot")
     worker.start()
     logging.getLogger("gpu_worker").info(
-        "GPU worker ready: lanes %s, %d thread(s), models in %s",
+        "GPU worker ready: lanes %s, %d thread(s), models in %s, up to %d loaded",
         ", ".join(sorted(worker.consumer_whitelist or ())),
         settings.threads,
         settings.model_root,
+        runner.max_loaded_models,
     )
     stop.wait()
     logging.getLogger("gpu_worker").info(
         "stopping: waiting up to %ss for the running job", settings.stop_timeout_s
     )
     worker.stop(timeout=settings.stop_timeout_s * 1000)
+    signals.close()
     broker.close()
+    if gpu_fault.is_set():
+        logging.getLogger("gpu_worker").critical("exiting after a fatal GPU error")
+        return EXIT_GPU_FAULT
     return 0
 
 

@@ -20,18 +20,27 @@ runs past its limit is reported TIMED_OUT at once rather than run again for as l
 Every kind of job has the same actor, declared by `declare_lane_actor` from its `LaneActor` (actor
 name, lanes, job kind, retry policy) and its handler (a `Runner`, a `Trainer`: `run` and
 `report_failure`). A new kind of GPU job adds a `LaneActor` and one line in `build_worker`.
+
+After a fatal CUDA error (gpu_worker/execution.py `is_fatal_gpu_error`) the job is reported failed and
+retryable (the backend runs it again, on another worker), the executor refuses every later job and the
+actor calls `on_gpu_fault`: `python -m gpu_worker` then stops and exits non-zero, so its supervisor
+starts a new process with a new CUDA context.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import dramatiq
+import redis
 from dramatiq.middleware import CurrentMessage
 from dramatiq.middleware.time_limit import TimeLimitExceeded
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from gpu_worker import pipelines
 from gpu_worker.contract import (
@@ -50,7 +59,7 @@ from gpu_worker.contract import (
     JobEvent,
     cancel_key,
 )
-from gpu_worker.execution import JobKind
+from gpu_worker.execution import GpuExecutor, JobKind
 from gpu_worker.lanes import LaneGate
 from gpu_worker.runner import GENERATION, CancelChecker, EventSink, Runner
 from gpu_worker.settings import (
@@ -100,6 +109,19 @@ def broker_sink(broker: dramatiq.Broker) -> EventSink:
     return send
 
 
+def redis_signal_client(url: str, *, timeout_s: float) -> redis.Redis:
+    """A Redis client for what a running job sends and reads from its steps (events, cancel flags): a
+    call gives up after `timeout_s` to connect and `timeout_s` to answer, without retrying, so a network
+    partition costs a denoising loop a bounded wait (and gpu_worker/execution.py then skips such calls
+    for a while) instead of hanging it."""
+    return redis.Redis.from_url(
+        url,
+        socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s,
+        retry=Retry(NoBackoff(), retries=0),
+    )
+
+
 def redis_cancel_checker(client: Any) -> CancelChecker:
     """Reads the cancel flag the backend sets (contract.cancel_key) in Redis."""
 
@@ -140,7 +162,9 @@ TRAINING_LANE = LaneActor(
 
 
 class JobHandler(Protocol):
-    """What runs a lane's jobs: a `Runner`, a `Trainer`."""
+    """What runs a lane's jobs: a `Runner`, a `Trainer` (on the GPU's executor)."""
+
+    executor: GpuExecutor
 
     def run(self, job: Any, *, final_attempt: bool = True) -> JobEvent: ...
 
@@ -150,9 +174,17 @@ class JobHandler(Protocol):
 
 
 def declare_lane_actor(
-    broker: dramatiq.Broker, lane: LaneActor, handler: JobHandler, *, time_limit_s: int
+    broker: dramatiq.Broker,
+    lane: LaneActor,
+    handler: JobHandler,
+    *,
+    time_limit_s: int,
+    on_gpu_fault: Callable[[], None] | None = None,
 ) -> dramatiq.Actor:
-    """Declares `lane.actor_name` on `broker` (on every queue of the lane) and returns it."""
+    """Declares `lane.actor_name` on `broker` (on every queue of the lane) and returns it.
+
+    `on_gpu_fault` is called (from the worker thread) after a job found the GPU broken: it should stop
+    the worker and end the process."""
     if not any(isinstance(m, CurrentMessage) for m in broker.middleware):
         broker.add_middleware(CurrentMessage())
     noun = lane.kind.noun
@@ -188,10 +220,16 @@ def declare_lane_actor(
             )
             raise JobFailed(f"{noun} {parsed.job_id} ran past the time limit") from None
 
-        # 3. Tell Dramatiq: done, retry, or failed for good (the terminal event is already sent)
+        # 3. A broken GPU: the job is reported (retryable, for another worker); this process must end
+        if handler.executor.broken is not None:
+            logger.critical("the GPU is broken (%s): stopping this worker", handler.executor.broken)
+            if on_gpu_fault is not None:
+                on_gpu_fault()
+
+        # 4. Tell Dramatiq: done, retry, or failed for good (the terminal event is already sent)
         if event.kind == "completed" or event.reason_code == CANCELED:
             return
-        if event.retryable and not final_attempt:
+        if handler.executor.retries_here(lane.kind, event, final_attempt=final_attempt):
             raise RetryableJobFailure(f"{noun} {parsed.job_id}: {event.reason_code}")
         raise JobFailed(f"{noun} {parsed.job_id}: {event.reason_code}: {event.message}")
 
@@ -220,13 +258,21 @@ def build_worker(
     trainer: Trainer | None = None,
     training_time_limit_s: int = DEFAULT_TRAINING_TIME_LIMIT_S,
     training_max_wait_s: float = DEFAULT_TRAINING_MAX_WAIT_S,
+    on_gpu_fault: Callable[[], None] | None = None,
 ) -> dramatiq.Worker:
     """A Worker on every GPU lane: INSTANT, then ECONOMY, then TRAINING (a training waiting longer than
     `training_max_wait_s` goes ahead of ECONOMY), nothing prefetched while busy (gpu_worker/lanes.py),
     prefetch equal to the thread count (one thread per GPU). Training runs on `trainer` (by default one
-    on `runner`'s models, so a GPU holds one copy of each model)."""
-    declare_lane_actor(broker, GENERATION_LANES, runner, time_limit_s=time_limit_s)
-    declare_lane_actor(broker, TRAINING_LANE, trainer or Trainer(runner), time_limit_s=training_time_limit_s)
+    on `runner`'s models, so a GPU holds one copy of each model). `on_gpu_fault`: see
+    `declare_lane_actor`."""
+    declare_lane_actor(broker, GENERATION_LANES, runner, time_limit_s=time_limit_s, on_gpu_fault=on_gpu_fault)
+    declare_lane_actor(
+        broker,
+        TRAINING_LANE,
+        trainer or Trainer(runner),
+        time_limit_s=training_time_limit_s,
+        on_gpu_fault=on_gpu_fault,
+    )
     LaneGate(
         broker,
         GPU_QUEUES_BY_PRIORITY,

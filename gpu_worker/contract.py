@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
@@ -207,6 +208,175 @@ def _known_fields(cls: type, data: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in data.items() if k in names}
 
 
+# --- Speed profiles (a route's speed-ups; applied by gpu_worker/speedups.py) ---------------------
+# What each field turns on, and through which diffusers hook: gpu_worker/speedups.py. Here: the values a
+# profile may hold, checked the same way by the backend (a route's admin) and by the worker.
+
+# Backends that run from what is installed (no Hub download). Those whose package is missing fail in
+# `apply_speedups` with diffusers' own message; the profile itself is still valid.
+ATTENTION_BACKENDS: tuple[str, ...] = (
+    "native",
+    "_native_cudnn",
+    "_native_efficient",
+    "_native_flash",
+    "_native_math",
+    "flex",
+    "flash",
+    "flash_varlen",
+    "_flash_3",
+    "_flash_varlen_3",
+    "sage",
+    "sage_varlen",
+    "xformers",
+)
+CACHE_FIRST_BLOCK = "first_block"
+CACHE_MAG = "mag"
+CACHE_TAYLORSEER = "taylorseer"
+CACHES: tuple[str, ...] = (CACHE_FIRST_BLOCK, CACHE_MAG, CACHE_TAYLORSEER)
+
+# Each cache's parameters: name -> (kind, default). Kinds: "pos_float", "ratio", "pos_int", "nonneg_int",
+# "opt_pos_int", "bool", "floats" (a list of positive numbers) or "order" (1..4).
+CACHE_PARAMS: dict[str, dict[str, tuple[str, Any]]] = {
+    CACHE_FIRST_BLOCK: {"threshold": ("pos_float", 0.05)},
+    CACHE_MAG: {
+        "threshold": ("pos_float", 0.06),
+        "max_skip_steps": ("pos_int", 3),
+        "retention_ratio": ("ratio", 0.2),
+        "mag_ratios": ("floats", None),
+        "calibrate": ("bool", False),
+    },
+    CACHE_TAYLORSEER: {
+        "cache_interval": ("pos_int", 5),
+        "disable_cache_before_step": ("nonneg_int", 3),
+        "disable_cache_after_step": ("opt_pos_int", None),
+        "max_order": ("order", 1),
+        "lite": ("bool", True),
+    },
+}
+_SPEED_PROFILE_FIELDS = ("attention_backend", "compile_blocks", "cache", "cache_params", "vae_tiling", "tf32")
+
+
+def _check_cache_param(cache: str, name: str, kind: str, value: Any) -> Any:
+    where = f"cache_params.{name} of cache {cache!r}"
+    if kind == "pos_float" and _is_number(value) and value > 0:
+        return float(value)
+    if kind == "ratio" and _is_number(value) and 0 <= value <= 1:
+        return float(value)
+    if kind == "pos_int" and _is_int(value) and value >= 1:
+        return value
+    if kind == "nonneg_int" and _is_int(value) and value >= 0:
+        return value
+    if kind == "opt_pos_int" and (value is None or (_is_int(value) and value >= 1)):
+        return value
+    if kind == "order" and _is_int(value) and 1 <= value <= 4:
+        return value
+    if kind == "bool" and isinstance(value, bool):
+        return value
+    if kind == "floats" and value is None:
+        return None
+    if (
+        kind == "floats"
+        and isinstance(value, list | tuple)
+        and len(value) >= 2
+        and all(_is_number(v) and v > 0 for v in value)
+    ):
+        return tuple(float(v) for v in value)
+    expected = {
+        "pos_float": "a number > 0",
+        "ratio": "a number in 0..1",
+        "pos_int": "an integer >= 1",
+        "nonneg_int": "an integer >= 0",
+        "opt_pos_int": "null or an integer >= 1",
+        "order": "an integer in 1..4",
+        "bool": "true or false",
+        "floats": "null or a list of at least 2 numbers > 0",
+    }[kind]
+    raise ValueError(f"{where} must be {expected}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class SpeedProfile:
+    """What to speed up on a pipeline. The default is diffusers' default: nothing."""
+
+    attention_backend: str | None = None
+    compile_blocks: bool = False
+    cache: str | None = None
+    cache_params: Mapping[str, Any] = field(default_factory=dict)
+    vae_tiling: bool = False
+    tf32: bool = False
+
+    def __post_init__(self) -> None:
+        backend = self.attention_backend
+        if backend is not None and (
+            not isinstance(backend, str) or backend.lower() not in ATTENTION_BACKENDS
+        ):
+            raise ValueError(
+                f"attention_backend must be null or one of {', '.join(ATTENTION_BACKENDS)}, got {backend!r}"
+            )
+        if backend is not None:
+            object.__setattr__(self, "attention_backend", backend.lower())
+        for name in ("compile_blocks", "vae_tiling", "tf32"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if self.cache is not None and self.cache not in CACHES:
+            raise ValueError(f"cache must be null or one of {', '.join(CACHES)}, got {self.cache!r}")
+        if not isinstance(self.cache_params, Mapping):
+            raise ValueError(f"cache_params must be a mapping, got {type(self.cache_params).__name__}")
+        if self.cache is None:
+            if self.cache_params:
+                raise ValueError("cache_params are given but no cache is chosen")
+            object.__setattr__(self, "cache_params", {})
+            return
+        known = CACHE_PARAMS[self.cache]
+        unknown = sorted(set(self.cache_params) - set(known))
+        if unknown:
+            raise ValueError(
+                f"unknown cache_params for cache {self.cache!r}: {', '.join(map(str, unknown))}; "
+                f"expected some of {', '.join(known)}"
+            )
+        params = {
+            name: _check_cache_param(self.cache, name, kind, self.cache_params.get(name, default))
+            for name, (kind, default) in known.items()
+        }
+        if self.cache == CACHE_MAG and params["mag_ratios"] is None and not params["calibrate"]:
+            raise ValueError("cache 'mag' needs cache_params.mag_ratios (the checkpoint's) or calibrate=true")
+        object.__setattr__(self, "cache_params", params)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> SpeedProfile:
+        """A profile from its JSON form (a route's render profile); ValueError says what is wrong."""
+        if data is None:
+            return cls()
+        if not isinstance(data, Mapping):
+            raise ValueError(f"a speed profile must be a mapping, got {type(data).__name__}")
+        unknown = sorted(set(data) - set(_SPEED_PROFILE_FIELDS))
+        if unknown:
+            raise ValueError(
+                f"unknown speed profile fields: {', '.join(map(str, unknown))}; expected some of "
+                f"{', '.join(_SPEED_PROFILE_FIELDS)}"
+            )
+        return cls(
+            **{name: data[name] for name in _SPEED_PROFILE_FIELDS if name in data and data[name] is not None}
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form, complete (every cache parameter with its value), which `from_dict` reads back."""
+        params = {k: list(v) if isinstance(v, tuple) else v for k, v in self.cache_params.items()}
+        return {
+            "attention_backend": self.attention_backend,
+            "compile_blocks": self.compile_blocks,
+            "cache": self.cache,
+            "cache_params": params,
+            "vae_tiling": self.vae_tiling,
+            "tf32": self.tf32,
+        }
+
+    def replace(self, **changes: Any) -> SpeedProfile:
+        if "cache" in changes and "cache_params" not in changes:
+            changes["cache_params"] = {}
+        return dataclasses.replace(self, **changes)
+
+
 # --- Jobs -------------------------------------------------------------------------------------
 
 # Storage keys are chosen by the backend (the rule of apps/storage): segments start with a letter or
@@ -241,11 +411,7 @@ def _job_from_message(cls: Any, data: Any, what: str) -> Any:
 def _read_route(job: Any) -> None:
     """Turns the `route` of a job built from a message into a RouteSpec, in place."""
     if isinstance(job.route, dict):  # built from a message
-        try:
-            route = RouteSpec(**_known_fields(RouteSpec, job.route))
-        except TypeError as exc:  # a missing field
-            raise ContractError(f"malformed route: {exc}") from None
-        object.__setattr__(job, "route", route)
+        object.__setattr__(job, "route", RouteSpec.from_dict(job.route))
     _require(isinstance(job.route, RouteSpec), "route must be a RouteSpec")
 
 
@@ -271,6 +437,8 @@ class RouteSpec:
 
     `checkpoint` is a folder relative to the worker's MODEL_ROOT (empty for tiny-wan, which is built
     from configs); `width`/`height`/`frames` are the route's native output, `fps` its frame rate.
+    `speed_profile` is the JSON form of a `SpeedProfile` (empty: diffusers' defaults); the worker applies
+    it to the route's pipeline and records what it applied in the job's timings (`speed_profile`).
     """
 
     name: str
@@ -284,6 +452,8 @@ class RouteSpec:
     guidance: float
     image_conditioning: bool
     lora_support: bool
+    # Added in version 1 (readers that predate it ignore it):
+    speed_profile: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _require(isinstance(self.name, str) and bool(self.name), "route.name must be a non-empty string")
@@ -301,10 +471,29 @@ class RouteSpec:
         _require(_is_number(self.guidance) and self.guidance >= 0, "route.guidance must be a number >= 0")
         _require(isinstance(self.image_conditioning, bool), "route.image_conditioning must be a boolean")
         _require(isinstance(self.lora_support, bool), "route.lora_support must be a boolean")
+        _require(isinstance(self.speed_profile, dict), "route.speed_profile must be a mapping")
+        try:
+            SpeedProfile.from_dict(self.speed_profile)
+        except ValueError as exc:
+            raise ContractError(f"route.speed_profile: {exc}") from None
+
+    @property
+    def speedups(self) -> SpeedProfile:
+        """The route's speed profile, read (its JSON form is checked when the route is built)."""
+        return SpeedProfile.from_dict(self.speed_profile)
 
     @property
     def rules(self) -> FamilyRules:
         return FAMILIES[self.family]
+
+    @classmethod
+    def from_dict(cls, data: Any) -> RouteSpec:
+        """A route from its message form (unknown fields ignored); ContractError says what is wrong."""
+        _require(isinstance(data, dict), f"a route must be a mapping, got {type(data).__name__}")
+        try:
+            return cls(**_known_fields(cls, data))
+        except TypeError as exc:  # a missing field
+            raise ContractError(f"malformed route: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -437,10 +626,11 @@ class JobEvent:
     `progress` is 0..1 across the whole job. A `completed` event's `outputs` are
     `{"video": VideoOutput, "poster": MediaOutput, "seed": int, "route": str}` (the seed actually used);
     its `timings` are seconds: `load`, `denoise`, `decode`, `encode`, `quality`, `upload`, `total`
-    and `seconds_per_step` (for ETAs per route). A `failed` event carries `reason_code` (one of
-    REASON_CODES), `retryable` and a `message` safe to show. A non-terminal event with a `reason_code`
-    announces a retry: QUALITY_FAILED (a new seed, same run) or a retryable code (the job runs again).
-    A cancel is reported as `failed` with reason CANCELED.
+    and `seconds_per_step` (for ETAs per route), and, when the route has a speed profile,
+    `speed_profile`: not seconds but what was applied (gpu_worker/speedups.py `apply_speedups`). A
+    `failed` event carries `reason_code` (one of REASON_CODES), `retryable` and a `message` safe to show.
+    A non-terminal event with a `reason_code` announces a retry: QUALITY_FAILED (a new seed, same run)
+    or a retryable code (the job runs again). A cancel is reported as `failed` with reason CANCELED.
 
     `job_type` says which job the event is about: JOB_TYPE_GENERATION (job_id: the generation) or
     JOB_TYPE_TRAINING (job_id: the character; see `TrainingJob` for its stages and outputs). Progress
@@ -454,7 +644,7 @@ class JobEvent:
     stage: str | None = None
     progress: float = 0.0
     outputs: dict[str, Any] = field(default_factory=dict)
-    timings: dict[str, float] = field(default_factory=dict)
+    timings: dict[str, Any] = field(default_factory=dict)  # seconds, and `speed_profile` (see above)
     reason_code: str | None = None
     retryable: bool = False
     message: str = ""

@@ -5,8 +5,10 @@ thing: a job that holds the GPU, reports stages and progress, stops at a cancel 
 one terminal event. This module is that thing, once. `GpuExecutor` runs one job at a time (the pipelines
 are not thread-safe and a training adapts the generation transformer in place, so one executor per GPU
 is shared by every kind), numbers the run's events, times its steps, turns what went wrong into a reason
-code, frees GPU memory after an out-of-memory error, and announces a retry instead of a terminal failure
-when the caller will run the job again. A kind brings a `JobKind` and its own steps, nothing else:
+code, frees GPU memory after an out-of-memory error (and, for a kind that can run with less memory, runs
+the job once more in-process with `run.low_memory` set), announces a retry instead of a terminal failure
+when the caller will run the job again, and stops taking jobs after a fatal CUDA error. A kind brings a
+`JobKind` and its own steps, nothing else:
 
     executor = GpuExecutor(sink=events.append, cancel_checker=flags)
     event = executor.run(GENERATION, job, steps)     # steps(run: JobRun) -> the completed event
@@ -16,7 +18,12 @@ What a step raises, and the terminal event it becomes:
     JobCanceled              CANCELED            the cancel flag was seen (between stages or at a step)
     BadInput                 BAD_INPUT           the job cannot run as asked: its message (and outputs)
     ModelUnavailable         MODEL_UNAVAILABLE   the checkpoint is not on this worker (retryable)
-    torch.OutOfMemoryError   OUT_OF_MEMORY       retryable; memory is freed once the traceback is gone
+    torch.OutOfMemoryError   OUT_OF_MEMORY       retryable; memory is freed once the traceback is gone,
+                                                 then (kind.low_memory_retry) one more run with
+                                                 `run.low_memory`; never retried by the worker after it
+    a fatal CUDA error       INTERNAL            retryable, on another worker: the CUDA context is broken
+                                                 (`is_fatal_gpu_error`), so the executor is `broken`,
+                                                 refuses every later job and the process must exit
     JobError                 its reason code     a kind's own failure, with a message safe to show
     anything else            INTERNAL            logged with its traceback; the event says no more
 """
@@ -53,6 +60,35 @@ logger = logging.getLogger(__name__)
 
 EventSink = Callable[[JobEvent], None]
 CancelChecker = Callable[[str], bool]
+# After a best-effort call to the event sink or the cancel flags failed (a timeout, a refused
+# connection), such calls are skipped for this long: a network partition then costs a denoising loop
+# one timeout per period, not one per step. Terminal events are always sent.
+SIGNAL_BACKOFF_S = 10.0
+
+
+# Errors after which the process's CUDA context is unusable (every later CUDA call fails or returns
+# garbage): only a new process recovers. Matched in lower case in the text of a RuntimeError (torch raises
+# CUDA errors as RuntimeError, or its subclass torch.AcceleratorError).
+FATAL_GPU_ERROR_MARKERS: tuple[str, ...] = (
+    "illegal memory access",
+    "an illegal instruction",
+    "misaligned address",
+    "device-side assert",
+    "ecc error",
+    "unspecified launch failure",
+    "launch timed out",
+    "hardware stack error",
+    "uncorrectable nvlink error",
+    "cuda error: unknown error",
+)
+
+
+def is_fatal_gpu_error(error: BaseException) -> bool:
+    """Whether `error` leaves the process's CUDA context broken (see FATAL_GPU_ERROR_MARKERS)."""
+    if not isinstance(error, RuntimeError) or isinstance(error, torch.OutOfMemoryError):
+        return False
+    text = str(error).lower()
+    return any(marker in text for marker in FATAL_GPU_ERROR_MARKERS)
 
 
 class JobCanceled(Exception):
@@ -93,6 +129,7 @@ class JobEvents:
         self.sink = sink
         self._sequence = time.time_ns() // 1_000
         self._last_progress_at: float | None = None
+        self._sink_down_until = 0.0
 
     def build(self, kind: str, **fields: Any) -> JobEvent:
         self._sequence += 1
@@ -111,9 +148,12 @@ class JobEvents:
         self.sink(event)
 
     def send_best_effort(self, event: JobEvent) -> None:
+        if time.monotonic() < self._sink_down_until:
+            return
         try:
             self.sink(event)
         except Exception:
+            self._sink_down_until = time.monotonic() + SIGNAL_BACKOFF_S
             logger.warning("could not send a %s event of job %s", event.kind, self.job_id, exc_info=True)
 
     def stage(self, stage: str, **fields: Any) -> None:
@@ -145,6 +185,9 @@ class JobKind:
     job_class: Any  # the contract class: `job_class.from_message(dict)` reads a message, or refuses it
     events: type[JobEvents]
     retry_stage: str  # the stage a retry is announced at: where the next run starts
+    # True: after running out of memory, the job runs once more in-process with `run.low_memory` (its
+    # steps then use less memory: VAE tiling for a generation); its OUT_OF_MEMORY is then final here.
+    low_memory_retry: bool = False
 
 
 @dataclass
@@ -155,7 +198,8 @@ class JobRun:
     events: JobEvents
     cancel_requested: Callable[[str], bool]
     work: Path = Path()  # a private folder (set by the executor), removed after the run
-    timings: dict[str, float] = field(default_factory=dict)  # seconds per step name
+    low_memory: bool = False  # the run after an out-of-memory error: use less memory (kind.low_memory_retry)
+    timings: dict[str, Any] = field(default_factory=dict)  # seconds per step name; `speed_profile`
     started: float = field(default_factory=time.perf_counter)
 
     @contextlib.contextmanager
@@ -171,7 +215,10 @@ class JobRun:
             raise JobCanceled
 
     def rounded_timings(self) -> dict[str, float]:
-        return {name: round(value, 4) for name, value in self.timings.items()}
+        return {
+            name: round(value, 4) if isinstance(value, float) else value
+            for name, value in self.timings.items()
+        }
 
     def completed(self, *, seconds_per_step: float, **fields: Any) -> JobEvent:
         """The completed event; its timings end with the `total` and `seconds_per_step`."""
@@ -187,26 +234,35 @@ JobSteps = Callable[[JobRun], JobEvent]
 
 
 class GpuExecutor:
-    """Runs GPU jobs of every kind one at a time: share one per GPU between the kinds."""
+    """Runs GPU jobs of every kind one at a time: share one per GPU between the kinds.
+
+    After a fatal CUDA error `broken` says what happened: every later job fails at once (retryable, so
+    the backend runs it on another worker) and the process should exit (gpu_worker/actors.py asks it to).
+    """
 
     def __init__(self, *, sink: EventSink, cancel_checker: CancelChecker | None = None) -> None:
         self.sink = sink
         self.cancel_checker = cancel_checker or (lambda job_id: False)
         self.lock = threading.Lock()
+        self.broken: str | None = None
+        self._flags_down_until = 0.0
 
     def run(self, kind: JobKind, job: Any, steps: JobSteps, *, final_attempt: bool = True) -> JobEvent:
         """Runs `steps` on a job of `kind` (or its message) under the lock and returns the terminal
         event (completed or failed), which it has sent.
 
         With `final_attempt=False` a retryable failure is not sent as terminal (the caller retries the
-        job); a non-terminal event with the reason says a retry is coming.
+        job; `retries_here` says when); a non-terminal event with the reason says a retry is coming.
         """
         if isinstance(job, dict):
             job = kind.job_class.from_message(job)
         events = kind.events(job.job_id, job.attempt, self.sink)
         with self.lock:
-            outcome = self._execute(kind, job, events, steps)
-        if outcome.kind == "failed" and outcome.retryable and not final_attempt:
+            if self.broken is not None:
+                outcome = events.failed(INTERNAL, GPU_FAULT_MESSAGE)
+            else:
+                outcome = self._execute(kind, job, events, steps)
+        if self.retries_here(kind, outcome, final_attempt=final_attempt):
             events.send_best_effort(
                 events.build(
                     "stage",
@@ -220,6 +276,18 @@ class GpuExecutor:
         events.send(outcome)
         return outcome
 
+    def retries_here(self, kind: JobKind, outcome: JobEvent, *, final_attempt: bool) -> bool:
+        """Whether this worker runs the job again after `outcome` (so it was not sent as terminal): a
+        retryable failure, attempts left, a GPU that still works, and not an out-of-memory error that
+        a low-memory run already followed (the same shape would fail the same way)."""
+        return (
+            outcome.kind == "failed"
+            and outcome.retryable
+            and not final_attempt
+            and self.broken is None
+            and not (kind.low_memory_retry and outcome.reason_code == OUT_OF_MEMORY)
+        )
+
     def report_failure(
         self, kind: JobKind, job_id: str, reason_code: str, message: str, *, attempt: int = 1
     ) -> JobEvent:
@@ -230,15 +298,47 @@ class GpuExecutor:
         return event
 
     def cancel_requested(self, job_id: str) -> bool:
+        if time.monotonic() < self._flags_down_until:
+            return False
         try:
             return bool(self.cancel_checker(job_id))
         except Exception:  # the flag store is down: keep going rather than fail the job
+            self._flags_down_until = time.monotonic() + SIGNAL_BACKOFF_S
             logger.warning("could not read the cancel flag of job %s", job_id, exc_info=True)
             return False
 
     def _execute(self, kind: JobKind, job: Any, events: JobEvents, steps: JobSteps) -> JobEvent:
-        what = f"{kind.noun} {job.job_id}"
         run = JobRun(job, events, self.cancel_requested)
+        outcome = self._attempt(kind, run, steps)
+        if outcome is not None:
+            return outcome
+        # Out of memory. Freed here, not in the except block: there the traceback still holds the
+        # failed step's frames and every tensor they reference.
+        free_memory()
+        if not kind.low_memory_retry:
+            return events.failed(OUT_OF_MEMORY, OUT_OF_MEMORY_MESSAGE, timings=run.rounded_timings())
+        events.send_best_effort(
+            events.build(
+                "stage",
+                stage=kind.retry_stage,
+                reason_code=OUT_OF_MEMORY,
+                retryable=True,
+                message=f"{OUT_OF_MEMORY_MESSAGE}; retrying once with less memory",
+            )
+        )
+        run = JobRun(job, events, self.cancel_requested, low_memory=True, started=run.started)
+        outcome = self._attempt(kind, run, steps)
+        if outcome is not None:
+            return outcome
+        free_memory()
+        return events.failed(
+            OUT_OF_MEMORY, f"{OUT_OF_MEMORY_MESSAGE} {LOW_MEMORY_RETRIED}", timings=run.rounded_timings()
+        )
+
+    def _attempt(self, kind: JobKind, run: JobRun, steps: JobSteps) -> JobEvent | None:
+        """One run of the steps: its outcome, or None when the GPU ran out of memory (not yet freed)."""
+        events = run.events
+        what = f"{kind.noun} {run.job.job_id}"
         try:
             with tempfile.TemporaryDirectory(prefix=f"gpu-{kind.noun}-") as work:
                 run.work = Path(work)
@@ -257,13 +357,19 @@ class GpuExecutor:
             # The traceback as text: a handler that keeps records (pytest's, a memory handler) would
             # otherwise keep the failed step's frames, and their tensors, alive.
             logger.warning("%s ran out of GPU memory\n%s", what, traceback.format_exc())
-        except Exception:
+            return None
+        except Exception as exc:
+            if is_fatal_gpu_error(exc):
+                self.broken = f"{type(exc).__name__}: {exc}"
+                logger.critical("%s: fatal GPU error, this worker takes no more jobs", what, exc_info=True)
+                return events.failed(INTERNAL, GPU_FAULT_MESSAGE, timings=run.rounded_timings())
             logger.exception("%s failed", what)
             return events.failed(INTERNAL, "internal error", timings=run.rounded_timings())
-        # Out of memory. Freed here, not in the except block: there the traceback still holds the
-        # failed step's frames and every tensor they reference.
-        free_memory()
-        return events.failed(OUT_OF_MEMORY, "the GPU ran out of memory", timings=run.rounded_timings())
+
+
+OUT_OF_MEMORY_MESSAGE = "the GPU ran out of memory"
+LOW_MEMORY_RETRIED = "(already retried once with less memory)"
+GPU_FAULT_MESSAGE = "the GPU failed; the job will run on another worker"
 
 
 def free_memory() -> None:
@@ -283,4 +389,5 @@ __all__ = [
     "JobKind",
     "JobRun",
     "free_memory",
+    "is_fatal_gpu_error",
 ]

@@ -19,7 +19,7 @@ import io
 import logging
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,7 @@ from gpu_worker.execution import (
     JobRun,
     free_memory,
 )
+from gpu_worker.speedups import apply_speedups
 from gpu_worker.storage import MissingObject, ObjectTooLarge, Storage
 
 logger = logging.getLogger(__name__)
@@ -82,8 +83,14 @@ class EventEmitter(JobEvents):
             self.send_best_effort(self.build("progress", stage=STAGE_DENOISING, progress=round(value, 4)))
 
 
+# After running out of memory a generation runs once more with its VAE decoding in tiles and no other
+# model loaded (`run.low_memory`); if that runs out too, OUT_OF_MEMORY is final on this worker.
 GENERATION = JobKind(
-    noun="job", job_class=GenerationJob, events=EventEmitter, retry_stage=STAGE_LOADING_MODEL
+    noun="job",
+    job_class=GenerationJob,
+    events=EventEmitter,
+    retry_stage=STAGE_LOADING_MODEL,
+    low_memory_retry=True,
 )
 
 
@@ -125,10 +132,12 @@ class LoraAdapters:
             weights = self._read(key)
             try:
                 pipe.load_lora_weights(dict(weights), adapter_name=name)
-            except (ValueError, KeyError, RuntimeError) as exc:
+            except Exception as exc:
                 with contextlib.suppress(Exception):
                     pipe.delete_adapters([name])
-                raise BadInput("the LoRA weights do not fit this model") from exc
+                if lora_does_not_fit(exc):
+                    raise BadInput("the LoRA weights do not fit this model") from exc
+                raise  # out of memory, a CUDA error, a bug: the executor classifies it
             loaded[key] = name
             while len(loaded) > self.max_loaded:
                 _, oldest = loaded.popitem(last=False)
@@ -155,6 +164,18 @@ class LoraAdapters:
         while len(self._weights) > self.max_cached_weights:
             self._weights.popitem(last=False)
         return weights
+
+
+def lora_does_not_fit(error: BaseException) -> bool:
+    """Whether loading a LoRA failed because of the weights themselves (keys or shapes that are not
+    this model's): the user's input, never retried. Out of memory, CUDA errors and other runtime errors
+    are the worker's (OUT_OF_MEMORY, INTERNAL; gpu_worker/execution.py)."""
+    if isinstance(error, ValueError | KeyError):
+        return True
+    if isinstance(error, RuntimeError) and not isinstance(error, torch.OutOfMemoryError):
+        text = str(error)
+        return "size mismatch" in text or "Error(s) in loading" in text
+    return False
 
 
 # --- Inputs -----------------------------------------------------------------------------------
@@ -209,6 +230,7 @@ class Runner:
         self.quality_gate = quality_gate
         self.models: OrderedDict[tuple[str, str, str], pipelines.VideoModel] = OrderedDict()
         self.lora = LoraAdapters(storage)
+        self._sped_up: weakref.WeakSet[Any] = weakref.WeakSet()  # pipelines a speed profile changed
 
     # Public API
 
@@ -246,11 +268,20 @@ class Runner:
         # 2. Load the model, fetch the inputs, apply the user's LoRA
         events.stage(STAGE_LOADING_MODEL)
         with run.timed("load"):
+            if run.low_memory:
+                self.unload_models(keep=job.route)
             model = self.load_model(job.route)
             image = self._input_image(job)
             pipe = model.pipeline_for(job)
             self.lora.apply(pipe, job.lora_key, job.lora_scale)
+            self._apply_speed_profile(run, pipe)
 
+        with vae_tiling(pipe) if run.low_memory else contextlib.nullcontext():
+            return self._render(run, model, pipe, image)
+
+    def _render(self, run: JobRun, model: Any, pipe: Any, image: Any) -> JobEvent:
+        job: GenerationJob = run.job
+        events = run.events
         seed = job.seed
         for quality_attempt in (1, 2):
             # 3. Denoise (cancel checked at every step)
@@ -328,6 +359,22 @@ class Runner:
             seconds_per_step=run.timings["denoise"] / (job.route.steps * quality_attempt), outputs=outputs
         )
 
+    def _apply_speed_profile(self, run: JobRun, pipe: Any) -> None:
+        """Puts the pipeline in the state its route's speed profile says and records what was applied.
+        A route without a profile runs on diffusers' defaults, set again only where a profile was
+        applied before (so a worker that never saw a profile never touches its pipelines)."""
+        route: RouteSpec = run.job.route
+        if not route.speed_profile and pipe not in self._sped_up:
+            return
+        applied = apply_speedups(pipe, route.speedups, num_inference_steps=route.steps)
+        if route.speed_profile:
+            self._sped_up.add(pipe)
+        else:
+            self._sped_up.discard(pipe)
+        if run.low_memory:
+            applied["vae_tiling"] = True  # set on top of the profile for this run (vae_tiling below)
+        run.timings["speed_profile"] = applied
+
     def _denoise(self, run: JobRun, model: Any, pipe: Any, image: Any, generator: Any) -> torch.Tensor:
         job: GenerationJob = run.job
         events = run.events
@@ -351,7 +398,7 @@ class Runner:
     def load_model(self, route: RouteSpec) -> pipelines.VideoModel:
         """The route's model, loaded once and kept (the least recently used goes past
         `max_loaded_models`); a training on this runner adapts the same one."""
-        key = (route.name, route.family, route.checkpoint)
+        key = _model_key(route)
         if key in self.models:
             self.models.move_to_end(key)
             return self.models[key]
@@ -362,6 +409,26 @@ class Runner:
         model = pipelines.load_model(route, model_root=self.model_root, device=device)
         self.models[key] = model
         return model
+
+    def preload(self, routes: Sequence[RouteSpec]) -> list[str]:
+        """Loads `routes` before the first job (at most `max_loaded_models` of them stay: the last ones);
+        returns the names of those loaded now. One that cannot load is logged and skipped: a job on it
+        loads it (or fails) as without preloading."""
+        for route in routes:
+            with self.executor.lock:
+                try:
+                    self.load_model(route)
+                except Exception:
+                    logger.exception("could not preload route %s", route.name)
+        return [route.name for route in routes if _model_key(route) in self.models]
+
+    def unload_models(self, *, keep: RouteSpec | None = None) -> None:
+        """Drops every loaded model but `keep`'s (all without it) and frees their memory."""
+        others = [key for key in self.models if keep is None or key != _model_key(keep)]
+        for key in others:
+            del self.models[key]
+        if others:
+            free_memory()
 
     def _input_image(self, job: GenerationJob) -> Any:
         if job.image_key is None:
@@ -378,6 +445,33 @@ class Runner:
 # --- Helpers ----------------------------------------------------------------------------------
 
 
+LARGE_GPU_BYTES = 80 * 10**9  # an 80 GB card (H100, A100 80GB, H200) holds two 5B-class routes
+
+
+def default_max_loaded_models(device: str) -> int:
+    """GPU_MAX_LOADED_MODELS when unset: 2 on a GPU with 80 GB or more, else 1 (and 1 on a CPU)."""
+    if not device.startswith("cuda") or not torch.cuda.is_available():
+        return 1
+    return 2 if torch.cuda.get_device_properties(torch.device(device)).total_memory >= LARGE_GPU_BYTES else 1
+
+
+@contextlib.contextmanager
+def vae_tiling(pipe: Any) -> Iterator[None]:
+    """The pipeline's VAE decodes in tiles (less memory) inside the block, then as it did before."""
+    vae = pipe.vae
+    was_tiling = bool(getattr(vae, "use_tiling", False))
+    vae.enable_tiling()
+    try:
+        yield
+    finally:
+        if not was_tiling:
+            vae.disable_tiling()
+
+
+def _model_key(route: RouteSpec) -> tuple[str, str, str]:
+    return (route.name, route.family, route.checkpoint)
+
+
 def _next_seed(seed: int) -> int:
     """A different, reproducible seed for the quality-gate retry."""
     return int.from_bytes(hashlib.sha256(str(seed).encode()).digest()[:7], "big")
@@ -392,5 +486,6 @@ __all__ = [
     "JobCanceled",
     "LoraAdapters",
     "Runner",
+    "default_max_loaded_models",
     "prepare_image",
 ]

@@ -11,14 +11,22 @@ GPU_TRAINING_MAX_WAIT_S  how long a training waits behind ECONOMY before it goes
 GPU_PROGRESS_INTERVAL_S  minimum seconds between two progress events of a job (0.25)
 GPU_STOP_TIMEOUT_S  how long SIGTERM waits for the running job before the process exits (600)
 GPU_CPU_OFFLOAD    1: model CPU offload for GPUs with less memory than the route needs
+GPU_REDIS_TIMEOUT_S  how long one Redis call of a running job (an event, a cancel-flag read) may take (2)
+GPU_MAX_LOADED_MODELS  models kept loaded at once (default: 2 on a GPU with 80 GB or more, else 1;
+                   runner.default_max_loaded_models)
+GPU_PRELOAD_ROUTES routes to load at start, before the first job: a JSON list of route objects (the
+                   `route` of a job message), or the path of a file holding one
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+from gpu_worker.contract import ContractError, RouteSpec
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # Above the longest legitimate job (Wan 2.2 TI2V-5B, 50 steps at 720p: about 9 min on an RTX 4090).
@@ -26,6 +34,7 @@ DEFAULT_TIME_LIMIT_S = 30 * 60
 # Above the longest legitimate training (Wan 2.2 TI2V-5B, about 1,000 steps at 512 px; to be measured).
 DEFAULT_TRAINING_TIME_LIMIT_S = 2 * 60 * 60
 DEFAULT_TRAINING_MAX_WAIT_S = 10 * 60
+DEFAULT_REDIS_TIMEOUT_S = 2.0
 
 
 def _int(environ: Mapping[str, str], name: str, default: int) -> int:
@@ -44,6 +53,9 @@ class WorkerSettings:
     stop_timeout_s: int
     training_time_limit_s: int = DEFAULT_TRAINING_TIME_LIMIT_S
     training_max_wait_s: float = DEFAULT_TRAINING_MAX_WAIT_S
+    redis_timeout_s: float = DEFAULT_REDIS_TIMEOUT_S
+    max_loaded_models: int | None = None  # None: by the GPU's memory
+    preload_routes: tuple[RouteSpec, ...] = ()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> WorkerSettings:
@@ -59,4 +71,35 @@ class WorkerSettings:
             stop_timeout_s=_int(environ, "GPU_STOP_TIMEOUT_S", 600),
             training_time_limit_s=_int(environ, "GPU_TRAINING_TIME_LIMIT_S", DEFAULT_TRAINING_TIME_LIMIT_S),
             training_max_wait_s=float(environ.get("GPU_TRAINING_MAX_WAIT_S") or DEFAULT_TRAINING_MAX_WAIT_S),
+            redis_timeout_s=float(environ.get("GPU_REDIS_TIMEOUT_S") or DEFAULT_REDIS_TIMEOUT_S),
+            max_loaded_models=_positive_int_or_none(environ, "GPU_MAX_LOADED_MODELS"),
+            preload_routes=preload_routes(environ.get("GPU_PRELOAD_ROUTES", "")),
         )
+
+
+def _positive_int_or_none(environ: Mapping[str, str], name: str) -> int | None:
+    value = environ.get(name)
+    if not value:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    return int(value)
+
+
+def preload_routes(value: str) -> tuple[RouteSpec, ...]:
+    """GPU_PRELOAD_ROUTES: a JSON list of routes, or the path of a JSON file holding one ("": none)."""
+    value = value.strip()
+    if not value:
+        return ()
+    try:
+        data = json.loads(value if value[0] in "[{" else Path(value).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(
+            f"GPU_PRELOAD_ROUTES is not JSON or the path of a readable JSON file: {exc}"
+        ) from None
+    if not isinstance(data, list):
+        raise ValueError("GPU_PRELOAD_ROUTES must be a JSON list of routes")
+    try:
+        return tuple(RouteSpec.from_dict(route) for route in data)
+    except ContractError as exc:
+        raise ValueError(f"GPU_PRELOAD_ROUTES: {exc}") from None

@@ -31,192 +31,33 @@ them; `reset_speedups(pipe)` takes the caches (and, if asked, the compilation) o
 - `tf32`: `torch.backends.cuda.matmul.allow_tf32` (process-wide: float32 matmuls, i.e. the VAE, on tensor
   cores); off is PyTorch's default.
 
-Standard library and torch only at import; diffusers is imported when a cache is applied.
+`SpeedProfile` and its constants live in gpu_worker/contract.py (a route carries a profile, so the backend
+validates it with the same code) and are re-exported here. Standard library and torch only at import;
+diffusers is imported when a cache is applied.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-# Backends that run from what is installed (no Hub download). Those whose package is missing fail in
-# `apply_speedups` with diffusers' own message; the profile itself is still valid.
-ATTENTION_BACKENDS: tuple[str, ...] = (
-    "native",
-    "_native_cudnn",
-    "_native_efficient",
-    "_native_flash",
-    "_native_math",
-    "flex",
-    "flash",
-    "flash_varlen",
-    "_flash_3",
-    "_flash_varlen_3",
-    "sage",
-    "sage_varlen",
-    "xformers",
+# The profile itself is part of the job contract (a route carries one): stdlib only, shared with the backend.
+from gpu_worker.contract import (
+    ATTENTION_BACKENDS,
+    CACHE_FIRST_BLOCK,
+    CACHE_MAG,
+    CACHE_PARAMS,
+    CACHE_TAYLORSEER,
+    CACHES,
+    SpeedProfile,
 )
-CACHE_FIRST_BLOCK = "first_block"
-CACHE_MAG = "mag"
-CACHE_TAYLORSEER = "taylorseer"
-CACHES: tuple[str, ...] = (CACHE_FIRST_BLOCK, CACHE_MAG, CACHE_TAYLORSEER)
 
-# Each cache's parameters: name -> (kind, default). Kinds: "pos_float", "ratio", "pos_int", "nonneg_int",
-# "opt_pos_int", "bool", "floats" (a list of positive numbers) or "order" (1..4).
-CACHE_PARAMS: dict[str, dict[str, tuple[str, Any]]] = {
-    CACHE_FIRST_BLOCK: {"threshold": ("pos_float", 0.05)},
-    CACHE_MAG: {
-        "threshold": ("pos_float", 0.06),
-        "max_skip_steps": ("pos_int", 3),
-        "retention_ratio": ("ratio", 0.2),
-        "mag_ratios": ("floats", None),
-        "calibrate": ("bool", False),
-    },
-    CACHE_TAYLORSEER: {
-        "cache_interval": ("pos_int", 5),
-        "disable_cache_before_step": ("nonneg_int", 3),
-        "disable_cache_after_step": ("opt_pos_int", None),
-        "max_order": ("order", 1),
-        "lite": ("bool", True),
-    },
-}
 # The modules TaylorSeer predicts when not in lite mode: each transformer block (re.fullmatch on names).
 TAYLORSEER_BLOCK_PATTERNS: tuple[str, ...] = (r"(transformer_)?blocks\.\d+",)
-_FIELDS = ("attention_backend", "compile_blocks", "cache", "cache_params", "vae_tiling", "tf32")
 _COMPILED_MARK = "_speedups_compiled"  # set on the transformer: the compile options it was compiled with
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _check_param(cache: str, name: str, kind: str, value: Any) -> Any:
-    where = f"cache_params.{name} of cache {cache!r}"
-    if kind == "pos_float" and _is_number(value) and value > 0:
-        return float(value)
-    if kind == "ratio" and _is_number(value) and 0 <= value <= 1:
-        return float(value)
-    if kind == "pos_int" and _is_int(value) and value >= 1:
-        return value
-    if kind == "nonneg_int" and _is_int(value) and value >= 0:
-        return value
-    if kind == "opt_pos_int" and (value is None or (_is_int(value) and value >= 1)):
-        return value
-    if kind == "order" and _is_int(value) and 1 <= value <= 4:
-        return value
-    if kind == "bool" and isinstance(value, bool):
-        return value
-    if kind == "floats" and value is None:
-        return None
-    if (
-        kind == "floats"
-        and isinstance(value, list | tuple)
-        and len(value) >= 2
-        and all(_is_number(v) and v > 0 for v in value)
-    ):
-        return tuple(float(v) for v in value)
-    expected = {
-        "pos_float": "a number > 0",
-        "ratio": "a number in 0..1",
-        "pos_int": "an integer >= 1",
-        "nonneg_int": "an integer >= 0",
-        "opt_pos_int": "null or an integer >= 1",
-        "order": "an integer in 1..4",
-        "bool": "true or false",
-        "floats": "null or a list of at least 2 numbers > 0",
-    }[kind]
-    raise ValueError(f"{where} must be {expected}, got {value!r}")
-
-
-@dataclass(frozen=True)
-class SpeedProfile:
-    """What to speed up on a pipeline. The default is diffusers' default: nothing."""
-
-    attention_backend: str | None = None
-    compile_blocks: bool = False
-    cache: str | None = None
-    cache_params: Mapping[str, Any] = field(default_factory=dict)
-    vae_tiling: bool = False
-    tf32: bool = False
-
-    def __post_init__(self) -> None:
-        backend = self.attention_backend
-        if backend is not None and (
-            not isinstance(backend, str) or backend.lower() not in ATTENTION_BACKENDS
-        ):
-            raise ValueError(
-                f"attention_backend must be null or one of {', '.join(ATTENTION_BACKENDS)}, got {backend!r}"
-            )
-        if backend is not None:
-            object.__setattr__(self, "attention_backend", backend.lower())
-        for name in ("compile_blocks", "vae_tiling", "tf32"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
-        if self.cache is not None and self.cache not in CACHES:
-            raise ValueError(f"cache must be null or one of {', '.join(CACHES)}, got {self.cache!r}")
-        if not isinstance(self.cache_params, Mapping):
-            raise ValueError(f"cache_params must be a mapping, got {type(self.cache_params).__name__}")
-        if self.cache is None:
-            if self.cache_params:
-                raise ValueError("cache_params are given but no cache is chosen")
-            object.__setattr__(self, "cache_params", {})
-            return
-        known = CACHE_PARAMS[self.cache]
-        unknown = sorted(set(self.cache_params) - set(known))
-        if unknown:
-            raise ValueError(
-                f"unknown cache_params for cache {self.cache!r}: {', '.join(map(str, unknown))}; "
-                f"expected some of {', '.join(known)}"
-            )
-        params = {
-            name: _check_param(self.cache, name, kind, self.cache_params.get(name, default))
-            for name, (kind, default) in known.items()
-        }
-        if self.cache == CACHE_MAG and params["mag_ratios"] is None and not params["calibrate"]:
-            raise ValueError("cache 'mag' needs cache_params.mag_ratios (the checkpoint's) or calibrate=true")
-        object.__setattr__(self, "cache_params", params)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any] | None) -> SpeedProfile:
-        """A profile from its JSON form (a route's render profile); ValueError says what is wrong."""
-        if data is None:
-            return cls()
-        if not isinstance(data, Mapping):
-            raise ValueError(f"a speed profile must be a mapping, got {type(data).__name__}")
-        unknown = sorted(set(data) - set(_FIELDS))
-        if unknown:
-            raise ValueError(
-                f"unknown speed profile fields: {', '.join(map(str, unknown))}; expected some of "
-                f"{', '.join(_FIELDS)}"
-            )
-        return cls(**{name: data[name] for name in _FIELDS if name in data and data[name] is not None})
-
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON form, complete (every cache parameter with its value), which `from_dict` reads back."""
-        params = {k: list(v) if isinstance(v, tuple) else v for k, v in self.cache_params.items()}
-        return {
-            "attention_backend": self.attention_backend,
-            "compile_blocks": self.compile_blocks,
-            "cache": self.cache,
-            "cache_params": params,
-            "vae_tiling": self.vae_tiling,
-            "tf32": self.tf32,
-        }
-
-    def replace(self, **changes: Any) -> SpeedProfile:
-        if "cache" in changes and "cache_params" not in changes:
-            changes["cache_params"] = {}
-        return dataclasses.replace(self, **changes)
 
 
 def cache_config(profile: SpeedProfile, *, num_inference_steps: int | None = None) -> Any:
@@ -357,6 +198,9 @@ def _uncompile_blocks(transformer: Any) -> None:
 
 __all__ = [
     "ATTENTION_BACKENDS",
+    "CACHE_FIRST_BLOCK",
+    "CACHE_MAG",
+    "CACHE_TAYLORSEER",
     "CACHES",
     "CACHE_PARAMS",
     "SpeedProfile",

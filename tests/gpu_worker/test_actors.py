@@ -23,6 +23,7 @@ from gpu_worker.contract import (
     LANE_ECONOMY,
     LANE_INSTANT,
     MODEL_UNAVAILABLE,
+    OUT_OF_MEMORY,
     QUEUE_GPU_ECONOMY,
     QUEUE_GPU_INSTANT,
     QUEUE_GPU_TRAINING,
@@ -336,3 +337,103 @@ def test_a_message_that_breaks_the_contract_fails_once_with_bad_input(
     )
     assert expected in event.message
     assert len(stub_broker.dead_letters) == 1  # kept for inspection, never retried
+
+
+def test_out_of_memory_runs_twice_at_most_then_goes_back_to_the_backend(stub_broker, storage, tmp_path):
+    """One run, one low-memory run, then a terminal OUT_OF_MEMORY: not three more blind runs of the
+    same shape on this worker (the backend's retry and fallback route decide what comes next)."""
+    from tests.gpu_worker.test_runner import OutOfMemoryOnDecode, _prime_with
+
+    runner = Runner(storage=storage, sink=broker_sink(stub_broker), model_root=tmp_path, device="cpu")
+    _prime_with(runner, lambda model: OutOfMemoryOnDecode(model, 99))
+    stub_broker.queues[QUEUE_JOB_EVENTS].queue.clear()  # the priming job's events
+    wrapped = runner.models[("tiny-wan", "tiny-wan", "")]
+    worker = build_worker(stub_broker, runner)
+    worker.start()
+    try:
+        job = make_job()
+        stub_broker.enqueue(_message(job, max_retries=2, min_backoff=10, max_backoff=20))
+        stub_broker.join(QUEUE_GPU_INSTANT, timeout=60_000, fail_fast=False)
+    finally:
+        worker.stop(timeout=10_000)
+
+    assert wrapped.tiling == [False, True]
+    terminal = [e for e in stub_events(stub_broker) if e.is_terminal]
+    assert [(e.job_id, e.reason_code, e.retryable) for e in terminal] == [(job.job_id, OUT_OF_MEMORY, True)]
+    assert "already retried once with less memory" in terminal[0].message
+    assert len(stub_broker.dead_letters) == 1
+
+
+# --- Redis calls from a running job time out --------------------------------------------------------
+
+
+@pytest.fixture
+def blackhole_url() -> Iterator[str]:
+    """A Redis URL whose server accepts connections (the kernel does) and never answers."""
+    import socket
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    yield f"redis://127.0.0.1:{server.getsockname()[1]}/0"
+    server.close()
+
+
+class Timed:
+    """Wraps a callable: how long each failing call took, and what it raised."""
+
+    def __init__(self, call) -> None:
+        self.call = call
+        self.calls: list[tuple[float, type[BaseException] | None]] = []
+
+    def __call__(self, *args):
+        start = time.monotonic()
+        try:
+            return self.call(*args)
+        except BaseException as exc:
+            self.calls.append((time.monotonic() - start, type(exc)))
+            raise
+
+
+def test_a_cancel_flag_read_that_hangs_times_out_and_the_job_goes_on(make_runner, event_log, blackhole_url):
+    import redis
+
+    from gpu_worker.actors import redis_signal_client
+
+    checker = Timed(redis_cancel_checker(redis_signal_client(blackhole_url, timeout_s=0.3)))
+    runner = make_runner(cancel_checker=checker)
+
+    terminal = runner.run(make_job())
+
+    assert terminal.kind == "completed"
+    # One read reached the silent server and gave up after the timeout (no retries); the later checks
+    # of this run (one per step) were skipped while the flag store is down.
+    [(seconds, error)] = checker.calls
+    assert issubclass(error, redis.exceptions.TimeoutError)
+    assert 0.3 <= seconds < 2.0
+
+
+def test_events_sent_into_a_partition_time_out_and_only_the_terminal_one_fails_the_run(
+    make_runner, blackhole_url
+):
+    import redis
+
+    from gpu_worker.actors import redis_signal_client
+
+    broker = RedisBroker(client=redis_signal_client(blackhole_url, timeout_s=0.3))
+    sink = Timed(broker_sink(broker))
+    runner = make_runner(sink=sink)
+
+    with pytest.raises(redis.exceptions.TimeoutError):  # the terminal event must arrive: Dramatiq retries
+        runner.run(make_job())
+
+    # The first stage event timed out, the other best-effort events were skipped, the terminal one tried.
+    assert [error for _, error in sink.calls] == [redis.exceptions.TimeoutError] * 2
+    assert all(0.3 <= seconds < 2.0 for seconds, _ in sink.calls)
+
+
+def test_the_redis_timeout_comes_from_the_settings():
+    from gpu_worker.settings import WorkerSettings
+
+    assert WorkerSettings.from_env({}).redis_timeout_s == 2.0
+    assert WorkerSettings.from_env({"GPU_REDIS_TIMEOUT_S": "0.5"}).redis_timeout_s == 0.5

@@ -231,3 +231,42 @@ def test_the_backend_builds_the_lane_message_from_the_contract():
         contract.generation_message_fields(job, lane="TURBO")
     assert contract.GENERATION_QUEUES_BY_PRIORITY == (contract.QUEUE_GPU_INSTANT, contract.QUEUE_GPU_ECONOMY)
     assert contract.cancel_key("g1") == "gpu:cancel:g1"
+
+
+# --- A route's speed profile -----------------------------------------------------------------------
+
+
+def test_a_routes_speed_profile_travels_in_the_job_message_and_defaults_to_none():
+    profile = {"attention_backend": "flash", "cache": "taylorseer", "cache_params": {"cache_interval": 4}}
+    job = _job(route=_route(speed_profile=profile))
+
+    read = GenerationJob.from_message(job.to_message())
+
+    assert read.route.speed_profile == profile
+    assert read.route.speedups.cache_params["cache_interval"] == 4
+    message = _job().to_message()
+    del message["route"]["speed_profile"]  # a backend that predates the field
+    assert GenerationJob.from_message(message).route.speed_profile == {}
+    assert contract.CONTRACT_VERSION == 1
+
+
+@pytest.mark.parametrize(
+    ("profile", "match"),
+    [
+        ({"attention_backend": "flash_hub"}, "attention_backend must be null or one of"),
+        ({"cache": "teacache"}, "cache must be null or one of"),
+        ({"cache": "mag"}, "needs cache_params.mag_ratios"),
+        ({"tf32": "yes"}, "tf32 must be true or false"),
+        ({"turbo": True}, "unknown speed profile fields: turbo"),
+        ("fast", "route.speed_profile must be a mapping"),
+    ],
+)
+def test_a_bad_speed_profile_breaks_the_contract(profile, match):
+    with pytest.raises(ContractError, match=match):
+        _route(speed_profile=profile)
+
+
+def test_the_speed_profile_of_the_contract_is_the_one_the_worker_applies():
+    from gpu_worker import speedups
+
+    assert speedups.SpeedProfile is contract.SpeedProfile

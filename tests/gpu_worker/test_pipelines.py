@@ -178,3 +178,22 @@ def test_a_real_route_refuses_bad_input_before_loading(make_runner, tiny_model_r
     terminal = runner.run(job)
     assert (terminal.reason_code, terminal.retryable) == (BAD_INPUT, False)
     assert runner.models == {}
+
+
+def test_diffusers_is_pinned_to_the_installed_minor_version():
+    """The hooks the worker uses move between diffusers releases: pyproject pins one minor version."""
+    import tomllib
+    from importlib.metadata import version
+    from pathlib import Path
+
+    from packaging.requirements import Requirement
+
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
+    (pin,) = (
+        Requirement(line)
+        for line in pyproject["project"]["optional-dependencies"]["gpu"]
+        if Requirement(line).name == "diffusers"
+    )
+    assert any(spec.operator == "<" for spec in pin.specifier)
+    assert pin.specifier.contains(version("diffusers"))
+    assert not pin.specifier.contains("0.43.0")

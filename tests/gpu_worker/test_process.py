@@ -3,6 +3,7 @@ the backend's events queue, writes the files, and stops cleanly on SIGTERM."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -21,7 +22,7 @@ from gpu_worker.contract import (
     JobEvent,
     generation_message_fields,
 )
-from tests.gpu_worker.conftest import make_job
+from tests.gpu_worker.conftest import make_job, tiny_route
 
 pytestmark = pytest.mark.services
 
@@ -51,7 +52,8 @@ def _events(broker) -> list[JobEvent]:
 
 
 def test_the_worker_process_runs_a_job_and_stops_on_sigterm(broker, tmp_path, wait_for):
-    process, log_path = _start_process(tmp_path, "worker")
+    settings = {"GPU_PRELOAD_ROUTES": json.dumps([tiny_route().__dict__]), "GPU_MAX_LOADED_MODELS": "2"}
+    process, log_path = _start_process(tmp_path, "worker", extra_env=settings)
     try:
         job = make_job()
         broker.enqueue(dramatiq.Message(**generation_message_fields(job, lane=LANE_ECONOMY)))
@@ -74,12 +76,20 @@ def test_the_worker_process_runs_a_job_and_stops_on_sigterm(broker, tmp_path, wa
         if process.poll() is None:
             process.kill()
             process.wait(timeout=10)
-    assert "GPU worker ready" in log_path.read_text()
+    log = log_path.read_text()
+    assert "preloaded routes: tiny-wan" in log and "up to 2 loaded" in log
+    assert log.index("preloaded routes") < log.index("GPU worker ready")
     lane = f"{broker.namespace}:{QUEUE_GPU_ECONOMY}"
     assert (broker.client.llen(lane), broker.client.hlen(f"{lane}.msgs")) == (0, 0)  # taken and acked
 
 
-def _start_process(tmp_path, name: str) -> tuple[subprocess.Popen, Path]:
+def _start_process(
+    tmp_path,
+    name: str,
+    *,
+    argv: tuple[str, ...] = ("-m", "gpu_worker"),
+    extra_env: dict[str, str] | None = None,
+) -> tuple[subprocess.Popen, Path]:
     env = {
         **os.environ,
         "STORAGE_BACKEND": "local",
@@ -88,11 +98,12 @@ def _start_process(tmp_path, name: str) -> tuple[subprocess.Popen, Path]:
         "GPU_DEVICE": "cpu",
         "GPU_PROGRESS_INTERVAL_S": "0",
         "PYTHONUNBUFFERED": "1",
+        **(extra_env or {}),
     }
     log_path = tmp_path / f"{name}.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "gpu_worker"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+            [sys.executable, *argv], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
         )
     return process, log_path
 
@@ -104,7 +115,6 @@ def test_a_job_whose_worker_dies_is_redelivered_and_finishes_once(broker, tmp_pa
     from gpu_worker.actors import broker_sink, build_worker, redis_cancel_checker
     from gpu_worker.runner import Runner
     from gpu_worker.storage import LocalStorage
-    from tests.gpu_worker.conftest import tiny_route
 
     job = make_job(route=tiny_route(steps=150))
     doomed, log_path = _start_process(tmp_path, "doomed")
@@ -149,3 +159,41 @@ def test_a_job_whose_worker_dies_is_redelivered_and_finishes_once(broker, tmp_pa
     second_run = events[len(first_run) :]
     assert min(e.sequence for e in second_run) > max(e.sequence for e in first_run)
     assert (tmp_path / "media" / job.video_key).stat().st_size == terminal[0].outputs["video"]["bytes"]
+
+
+# `python -m gpu_worker` whose generations hit the error a broken CUDA context raises.
+FATAL_WORKER = """
+import runpy
+from gpu_worker.runner import Runner
+
+def _generate(self, run):
+    raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+Runner._generate = _generate
+runpy.run_module("gpu_worker", run_name="__main__")
+"""
+
+
+def test_a_fatal_gpu_error_reports_the_job_retryable_and_the_process_exits_non_zero(
+    broker, tmp_path, wait_for
+):
+    from gpu_worker.__main__ import EXIT_GPU_FAULT
+
+    first, second = make_job(), make_job()
+    process, log_path = _start_process(tmp_path, "faulty", argv=("-c", FATAL_WORKER))
+    try:
+        broker.enqueue(dramatiq.Message(**generation_message_fields(first, lane=LANE_ECONOMY)))
+        assert process.wait(timeout=90) == EXIT_GPU_FAULT, log_path.read_text()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
+    broker.enqueue(dramatiq.Message(**generation_message_fields(second, lane=LANE_ECONOMY)))
+
+    terminal = [e for e in _events(broker) if e.is_terminal]
+    assert [(e.job_id, e.kind, e.reason_code, e.retryable) for e in terminal] == [
+        (first.job_id, "failed", "INTERNAL", True)
+    ]
+    assert "exiting after a fatal GPU error" in log_path.read_text()
+    lane = f"{broker.namespace}:{QUEUE_GPU_ECONOMY}"
+    assert broker.client.llen(lane) == 1  # the next job waits for a healthy worker

@@ -23,6 +23,7 @@ from gpu_worker.contract import (
     STAGE_QUALITY_CHECK,
     STAGE_UPLOADING,
 )
+from gpu_worker.runner import GENERATION
 from tests.gpu_worker.conftest import (
     decoded_frames,
     ffmpeg_stream_info,
@@ -464,3 +465,155 @@ def test_prepare_image_reads_a_heic_selfie_and_turns_it_upright():
     landscape.save(buffer, format="JPEG", exif=exif)
     upright = np.asarray(prepare_image(buffer.getvalue(), width=48, height=64)).mean(axis=(0, 2))
     assert upright[-8:].mean() > 200 and upright[:8].mean() < 50  # the white half is now on the right
+
+
+# --- Out of memory: once more with less memory, then final -----------------------------------------
+
+
+class OutOfMemoryOnDecode(BlackOnFirstDecode):
+    """Runs out of memory in the first `failures` decodes; records whether the VAE decoded in tiles."""
+
+    def __init__(self, model, failures: int) -> None:
+        super().__init__(model, 0)
+        self.failures = failures
+        self.tiling: list[bool] = []
+
+    def decode(self, pipe, latents, generator):
+        self.tiling.append(pipe.vae.use_tiling)
+        if len(self.tiling) <= self.failures:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return super().decode(pipe, latents, generator)
+
+
+def test_out_of_memory_is_retried_once_in_process_with_vae_tiling_and_alone(make_runner, event_log):
+    runner = make_runner(max_loaded_models=2)
+    runner.load_model(tiny_route(name="tiny-other"))
+    _prime_with(runner, lambda model: OutOfMemoryOnDecode(model, 1))
+    wrapped = runner.models[("tiny-wan", "tiny-wan", "")]
+    assert len(runner.models) == 2
+    job = make_job()
+
+    terminal = runner.run(job, final_attempt=False)
+
+    assert terminal.kind == "completed"
+    assert wrapped.tiling == [False, True]  # the second run decoded in tiles
+    assert list(runner.models) == [("tiny-wan", "tiny-wan", "")]  # and with no other model loaded
+    assert wrapped.model.pipeline_for(job).vae.use_tiling is False  # back as it was for the next job
+    [retry] = [e for e in event_log.of(job.job_id) if e.reason_code == OUT_OF_MEMORY]
+    assert (retry.kind, retry.stage, retry.retryable) == ("stage", STAGE_LOADING_MODEL, True)
+    assert retry.message == "the GPU ran out of memory; retrying once with less memory"
+
+
+def test_out_of_memory_after_the_low_memory_run_is_final_on_this_worker(runner, event_log):
+    _prime_with(runner, lambda model: OutOfMemoryOnDecode(model, 2))
+    wrapped = runner.models[("tiny-wan", "tiny-wan", "")]
+    job = make_job()
+
+    terminal = runner.run(job, final_attempt=False)  # attempts left: sent as terminal all the same
+
+    assert (terminal.kind, terminal.reason_code, terminal.retryable) == ("failed", OUT_OF_MEMORY, True)
+    assert terminal.message == "the GPU ran out of memory (already retried once with less memory)"
+    assert wrapped.tiling == [False, True]
+    assert [e for e in event_log.of(job.job_id) if e.is_terminal] == [terminal]
+    assert not runner.executor.retries_here(GENERATION, terminal, final_attempt=False)  # no blind rerun
+
+
+# --- A user's LoRA that does not load: whose fault --------------------------------------------------
+
+
+def _store_lora(storage, lora_file, change) -> str:
+    from safetensors.torch import load, save
+
+    key = "characters/c9/lora.safetensors"
+    storage.write(key, save(change(load(lora_file))), content_type="application/octet-stream")
+    return key
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda w: {k: torch.zeros(v.shape[0] + 3, v.shape[1]) if "lora_A" in k else v for k, v in w.items()},
+        lambda w: {k.replace(".attn", ".zz"): v for k, v in w.items()},
+    ],
+    ids=["shape-mismatch", "unknown-modules"],
+)
+def test_a_lora_of_another_model_is_bad_input(runner, storage, lora_file, change):
+    job = make_job(lora_key=_store_lora(storage, lora_file, change))
+
+    terminal = runner.run(job)
+
+    assert (terminal.kind, terminal.reason_code, terminal.retryable) == ("failed", BAD_INPUT, False)
+    assert terminal.message == "the LoRA weights do not fit this model"
+    assert runner.run(make_job()).kind == "completed"  # nothing of it left on the model
+
+
+@pytest.mark.parametrize(
+    ("error", "reason", "message"),
+    [
+        (
+            torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20 MiB"),
+            OUT_OF_MEMORY,
+            "ran out of memory",
+        ),
+        (RuntimeError("CUDA error: an illegal memory access was encountered"), INTERNAL, "the GPU failed"),
+        (
+            RuntimeError("CUBLAS_STATUS_EXECUTION_FAILED when calling cublasGemmEx"),
+            INTERNAL,
+            "internal error",
+        ),
+    ],
+    ids=["out-of-memory", "fatal-cuda", "other-runtime-error"],
+)
+def test_a_lora_that_fails_to_load_for_the_workers_reasons_is_retryable(
+    runner, storage, lora_file, monkeypatch, error, reason, message
+):
+    job = make_job(lora_key=_store_lora(storage, lora_file, dict))
+    runner.run(make_job())  # the model is loaded
+    pipe = runner.models[("tiny-wan", "tiny-wan", "")].pipeline_for(job)
+
+    def load_lora_weights(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(pipe, "load_lora_weights", load_lora_weights)
+
+    terminal = runner.run(job)
+
+    assert (terminal.kind, terminal.reason_code, terminal.retryable) == ("failed", reason, True)
+    assert message in terminal.message
+    assert pipe.get_list_adapters() == {}
+
+
+# --- Models kept loaded -------------------------------------------------------------------------------
+
+
+def test_preloaded_routes_are_loaded_before_the_first_job_and_stay(make_runner, monkeypatch):
+    from gpu_worker import pipelines
+
+    loads = []
+    real_load = pipelines.load_model
+
+    def load_model(route, **kwargs):
+        loads.append(route.name)
+        return real_load(route, **kwargs)
+
+    monkeypatch.setattr(pipelines, "load_model", load_model)
+    runner = make_runner(max_loaded_models=2)
+    missing = tiny_route(name="wan22-missing", family="wan22", checkpoint="nowhere")
+
+    loaded = runner.preload([tiny_route(name="tiny-a"), missing, tiny_route(name="tiny-b")])
+    assert loaded == ["tiny-a", "tiny-b"]  # the missing checkpoint is logged and skipped
+
+    for name in ("tiny-a", "tiny-b", "tiny-a"):
+        assert runner.run(make_job(route=tiny_route(name=name))).kind == "completed"
+    assert loads == ["tiny-a", "wan22-missing", "tiny-b"]  # no job loaded anything again
+
+
+def test_past_max_loaded_models_the_least_recently_used_model_goes(make_runner):
+    runner = make_runner(max_loaded_models=2)
+    assert runner.preload([tiny_route(name=name) for name in ("tiny-a", "tiny-b", "tiny-c")]) == [
+        "tiny-b",
+        "tiny-c",
+    ]
+    runner.run(make_job(route=tiny_route(name="tiny-b")))
+    runner.run(make_job(route=tiny_route(name="tiny-a")))
+    assert [key[0] for key in runner.models] == ["tiny-b", "tiny-a"]

@@ -227,3 +227,39 @@ def test_compiled_blocks_give_the_eager_output_under_any_cache_and_can_be_droppe
     assert not any(compiled(block) for block in pipe.transformer.blocks)
     assert apply_speedups(pipe, SpeedProfile())["compile_blocks"] is False
     torch.testing.assert_close(latents(), eager)
+
+
+# --- A route's profile, applied by the runner ------------------------------------------------------
+
+
+def test_a_routes_speed_profile_is_applied_per_job_and_recorded_in_its_timings(wan_runner, event_log):
+    profile = {"cache": "first_block", "cache_params": {"threshold": 0.2}, "vae_tiling": True}
+    sped_up, plain = wan22_tiny_route(speed_profile=profile), wan22_tiny_route()
+    jobs = [make_job(route=route, width=32, height=32) for route in (sped_up, plain, plain)]
+
+    terminal = wan_runner.run(jobs[0])
+    pipe = next(iter(wan_runner.models.values())).t2v
+    assert (pipe.transformer.is_cache_enabled, pipe.vae.use_tiling) == (True, True)
+    # What the backend stores with the generation: the event as sent, read back through the contract.
+    [received] = [e for e in event_log.of(jobs[0].job_id) if e.is_terminal]
+    assert (
+        received.timings["speed_profile"]
+        == terminal.timings["speed_profile"]
+        == {
+            "tf32": False,
+            "attention_backend": "native",
+            "compile_blocks": False,
+            "cache": "first_block",
+            "cache_params": {"threshold": 0.2},
+            "vae_tiling": True,
+        }
+    )
+
+    # The route loses its profile (same model): the pipeline goes back to diffusers' defaults, once.
+    back = wan_runner.run(jobs[1])
+    assert (pipe.transformer.is_cache_enabled, pipe.vae.use_tiling) == (False, False)
+    assert (back.timings["speed_profile"]["cache"], back.timings["speed_profile"]["vae_tiling"]) == (
+        None,
+        False,
+    )
+    assert "speed_profile" not in wan_runner.run(jobs[2]).timings
