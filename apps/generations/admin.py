@@ -37,6 +37,7 @@ class ModelRouteForm(forms.ModelForm):
             "frames",
             "steps",
             "guidance",
+            "speed_profile",
             "quality_tiers",
             "lanes",
             "cost_per_second",
@@ -68,6 +69,7 @@ class ModelRouteAdmin(admin.ModelAdmin):
         (None, {"fields": ("name", "description", "enabled", "fallback")}),
         ("Model", {"fields": ("family", "checkpoint", "device", "image_conditioning", "lora_support")}),
         ("Output", {"fields": ("width", "height", "fps", "frames", "steps", "guidance")}),
+        ("GPU speed-ups", {"fields": ("speed_profile",)}),
         ("Who it serves", {"fields": ("quality_tiers", "lanes")}),
         (
             "Cost and timing",

@@ -138,6 +138,13 @@ class ModelRoute(BaseModel):
         help_text="Measured load, decode, encode, quality check and upload time.",
     )
     timing_samples = models.PositiveIntegerField(default=0, editable=False)
+    speed_profile = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="GPU speed-ups the worker applies (gpu_worker.contract.SpeedProfile): attention_backend, "
+        'compile_blocks, cache ("first_block", "mag", "taylorseer") with cache_params, vae_tiling, tf32. '
+        "Each is recorded in the job's timings. Empty: diffusers' defaults.",
+    )
     enabled = models.BooleanField(default=True)
     fallback = models.ForeignKey(
         "self",
@@ -171,6 +178,7 @@ class ModelRoute(BaseModel):
             guidance=float(self.guidance),
             image_conditioning=self.image_conditioning,
             lora_support=self.lora_support,
+            speed_profile=dict(self.speed_profile or {}),
         )
 
     def serves(self, *, quality: str, lane: str, needs_image: bool, needs_lora: bool) -> bool:
@@ -201,6 +209,10 @@ class ModelRoute(BaseModel):
             self.checkpoint.startswith("/") or ".." in self.checkpoint.split("/") or "\\" in self.checkpoint
         ):
             errors["checkpoint"] = "A folder inside MODEL_ROOT, like Wan2.2-TI2V-5B-Diffusers."
+        try:
+            contract.SpeedProfile.from_dict(self.speed_profile)
+        except ValueError as exc:
+            errors["speed_profile"] = str(exc)
         if self.fallback_id is not None:
             seen = {self.pk}
             route = self.fallback

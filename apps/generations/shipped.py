@@ -78,6 +78,10 @@ SHIPPED_ROUTES: tuple[dict, ...] = (
         "cost_per_second": Decimal("0.0500"),
         "seconds_per_step": 4.0,
         "overhead_seconds": 20.0,
+        # Measured on an H200 at 1280x704x121 (bench/gpu_real.py): compiled blocks 1.29x per step (about
+        # 15 s of compile once per shape), TF32 for the float32 VAE. Step caches (TaylorSeer 3.9x per step
+        # with compile) stay off until checked on the real weights.
+        "speed_profile": {"compile_blocks": True, "tf32": True},
         "enabled": True,
         "fallback": "ltx-video",
     },
