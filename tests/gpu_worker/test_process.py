@@ -21,7 +21,7 @@ from gpu_worker.contract import (
     JobEvent,
     generation_message_fields,
 )
-from tests.gpu_worker.conftest import make_job
+from tests.fixtures.gpu import make_job
 
 pytestmark = pytest.mark.services
 
@@ -104,7 +104,7 @@ def test_a_job_whose_worker_dies_is_redelivered_and_finishes_once(broker, tmp_pa
     from gpu_worker.actors import broker_sink, build_worker, redis_cancel_checker
     from gpu_worker.runner import Runner
     from gpu_worker.storage import LocalStorage
-    from tests.gpu_worker.conftest import tiny_route
+    from tests.fixtures.gpu import tiny_route
 
     job = make_job(route=tiny_route(steps=150))
     doomed, log_path = _start_process(tmp_path, "doomed")

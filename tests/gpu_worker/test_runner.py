@@ -23,7 +23,7 @@ from gpu_worker.contract import (
     STAGE_QUALITY_CHECK,
     STAGE_UPLOADING,
 )
-from tests.gpu_worker.conftest import (
+from tests.fixtures.gpu import (
     decoded_frames,
     ffmpeg_stream_info,
     image_bytes,

@@ -20,7 +20,7 @@ from apps.jobs.dispatch import cancel_flag_is_set
 from apps.jobs.lifecycle import job_event_apply, job_watchdog, jobs_reap
 from apps.storage.backends import get_storage
 from gpu_worker import contract
-from tests.graphql.generations.helpers import a_trend, ledger, shipped_routes, wallet  # noqa: F401
+from tests.graphql.generations.helpers import a_trend, ledger, wallet
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db]
 
@@ -42,7 +42,7 @@ def _waiting(broker, queue: str) -> list[dramatiq.Message]:
 
 
 @pytest.fixture
-def make(shipped_routes, django_capture_on_commit_callbacks):  # noqa: F811
+def make(shipped_routes, django_capture_on_commit_callbacks):
     user = User.objects.create_user(f"u{uuid.uuid4().hex[:8]}@example.com", "a-long-test-password-42")
     credits_grant(user=user, amount=50, reason="test")
 

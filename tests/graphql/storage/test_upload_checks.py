@@ -16,8 +16,7 @@ from strawberry.relay import from_base64, to_base64
 from apps.storage.backends import get_storage
 from apps.storage.models import Upload, UploadStatus
 from tests.apps.storage import images
-
-from .conftest import REQUEST_UPLOADS, UploadFlow
+from tests.fixtures.uploads import REQUEST_UPLOADS, UploadFlow
 
 pytestmark = pytest.mark.django_db
 

@@ -12,9 +12,9 @@ import pytest
 from apps.storage.backends import get_storage
 from apps.storage.models import Upload, UploadStatus
 from tests.apps.storage import images
-from tests.conftest import PASSWORD, http_graphql
-
-from .conftest import COMPLETE_UPLOAD, REQUEST_UPLOADS, send_file
+from tests.fixtures.api import PASSWORD
+from tests.fixtures.live import http_graphql
+from tests.fixtures.uploads import COMPLETE_UPLOAD, REQUEST_UPLOADS, send_file
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
 
