@@ -16,7 +16,8 @@ from apps.accounts.models import User
 from apps.trends.curators import CURATOR_GROUP, curator_group_ensure
 from apps.trends.models import Trend, TrendChange, TrendStatus
 from tests.apps.trends.helpers import make_category, make_section, make_trend, png_bytes
-from tests.conftest import UNDER_CI, http_graphql
+from tests.fixtures.env import UNDER_CI
+from tests.fixtures.live import http_graphql
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 PASSWORD = "a-long-test-password-42"

@@ -36,7 +36,7 @@ from gpu_worker.contract import (
     generation_message_fields,
 )
 from gpu_worker.runner import Runner
-from tests.gpu_worker.conftest import make_job, tiny_route
+from tests.fixtures.gpu import make_job, tiny_route
 
 FAST_RETRY = {"max_retries": 1, "min_backoff": 10, "max_backoff": 20}
 

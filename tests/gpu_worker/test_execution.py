@@ -34,7 +34,7 @@ from gpu_worker.execution import BadInput, GpuExecutor, JobCanceled, JobKind, Jo
 from gpu_worker.pipelines import ModelUnavailable
 from gpu_worker.runner import EventEmitter
 from gpu_worker.training import Trainer
-from tests.gpu_worker.conftest import make_job
+from tests.fixtures.gpu import make_job
 from tests.gpu_worker.test_training import store_photos, training_job
 
 

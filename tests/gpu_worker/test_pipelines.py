@@ -9,7 +9,7 @@ import torch
 
 from gpu_worker.contract import BAD_INPUT, FAMILY_LTX, FAMILY_WAN22, MODEL_UNAVAILABLE, RouteSpec
 from gpu_worker.pipelines import ModelUnavailable, check_inputs, ltx, wan22
-from tests.gpu_worker.conftest import decoded_frames, image_bytes, make_job
+from tests.fixtures.gpu import decoded_frames, image_bytes, make_job
 
 
 def wan22_route(**overrides) -> RouteSpec:

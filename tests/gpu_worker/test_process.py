@@ -22,7 +22,7 @@ from gpu_worker.contract import (
     JobEvent,
     generation_message_fields,
 )
-from tests.gpu_worker.conftest import make_job, tiny_route
+from tests.fixtures.gpu import make_job, tiny_route
 
 pytestmark = pytest.mark.services
 

@@ -7,7 +7,7 @@ import pytest
 
 from gpu_worker import quality
 from gpu_worker.video import encode_mp4
-from tests.gpu_worker.conftest import make_job, tiny_route
+from tests.fixtures.gpu import make_job, tiny_route
 
 
 def _moving_scene(frames: int = 9, height: int = 32, width: int = 48) -> np.ndarray:
@@ -93,7 +93,7 @@ def test_an_undecodable_or_truncated_file_fails(tmp_path):
 @pytest.mark.parametrize(("width", "height", "num_frames", "image"), [(32, 32, 9, False), (64, 64, 17, True)])
 def test_real_tiny_wan_output_passes_honestly(runner, storage, width, height, num_frames, image):
     """Random weights give coloured noise: it moves and is not flat, so the gate lets it through."""
-    from tests.gpu_worker.conftest import image_bytes
+    from tests.fixtures.gpu import image_bytes
 
     storage.write("uploads/u/selfie", image_bytes(80, 80, seed=3), content_type="image/png")
     job = make_job(

@@ -24,7 +24,7 @@ from gpu_worker.contract import (
     STAGE_UPLOADING,
 )
 from gpu_worker.runner import GENERATION
-from tests.gpu_worker.conftest import (
+from tests.fixtures.gpu import (
     decoded_frames,
     ffmpeg_stream_info,
     image_bytes,

@@ -9,7 +9,7 @@ import pytest
 
 from gpu_worker.runner import default_max_loaded_models
 from gpu_worker.settings import WorkerSettings
-from tests.gpu_worker.conftest import tiny_route
+from tests.fixtures.gpu import tiny_route
 
 
 def _route_message(**overrides) -> dict:

@@ -9,7 +9,7 @@ import torch
 from gpu_worker.contract import FAMILY_WAN22
 from gpu_worker.pipelines import wan22
 from gpu_worker.speedups import SpeedProfile, apply_speedups, reset_speedups
-from tests.gpu_worker.conftest import decoded_frames, make_job, tiny_route
+from tests.fixtures.gpu import decoded_frames, make_job, tiny_route
 
 
 def wan22_tiny_route(**overrides):

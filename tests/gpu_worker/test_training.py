@@ -26,7 +26,7 @@ from gpu_worker.contract import (
     TrainingJob,
     training_defaults,
 )
-from tests.gpu_worker.conftest import decoded_frames, make_job, tiny_route
+from tests.fixtures.gpu import decoded_frames, make_job, tiny_route
 
 TINY_KEY = ("tiny-wan", "tiny-wan", "")
 TARGETS = {f"blocks.{b}.{attn}.{proj}" for b in (0, 1) for attn in ("attn1", "attn2") for proj in

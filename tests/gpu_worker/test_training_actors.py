@@ -34,7 +34,7 @@ from gpu_worker.contract import (
     training_message_fields,
 )
 from gpu_worker.runner import Runner
-from tests.gpu_worker.conftest import make_job, tiny_route
+from tests.fixtures.gpu import make_job, tiny_route
 from tests.gpu_worker.test_actors import _message, lane_state
 from tests.gpu_worker.test_training import store_photos, training_job
 

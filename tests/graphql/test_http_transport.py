@@ -10,7 +10,7 @@ import re
 import pytest
 
 from apps.accounts.models import User
-from tests.conftest import PASSWORD, SIGN_UP
+from tests.fixtures.api import PASSWORD, SIGN_UP
 
 pytestmark = pytest.mark.django_db
 

@@ -11,7 +11,7 @@ import pytest
 from django.conf import settings
 
 from apps.accounts.models import User
-from tests.conftest import PASSWORD, SIGN_UP
+from tests.fixtures.api import PASSWORD, SIGN_UP
 
 pytestmark = pytest.mark.django_db
 

@@ -5,7 +5,7 @@ import time
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from tests.conftest import WSClient, http_graphql
+from tests.fixtures.live import WSClient, http_graphql
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
 

@@ -11,7 +11,8 @@ import pytest
 
 from apps.accounts.models import User
 from apps.credits.services import credits_grant
-from tests.conftest import PASSWORD, SIGN_UP, http_graphql
+from tests.fixtures.api import PASSWORD, SIGN_UP
+from tests.fixtures.live import http_graphql
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
 

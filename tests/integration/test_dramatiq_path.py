@@ -14,7 +14,8 @@ from apps.core.queues import QUEUE_DEFAULT
 from apps.credits.models import CreditEntry, EntryKind, Wallet
 from apps.credits.services import credits_hold
 from apps.credits.tasks import credits_grant_task, credits_schedule_grant
-from tests.conftest import PASSWORD, SIGN_UP, http_graphql
+from tests.fixtures.api import PASSWORD, SIGN_UP
+from tests.fixtures.live import http_graphql
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
 

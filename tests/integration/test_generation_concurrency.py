@@ -10,7 +10,7 @@ import pytest
 
 from apps.credits.models import CreditHold
 from apps.generations.models import Generation
-from tests.graphql.generations.helpers import CREATE, a_trend, key, ledger, shipped_routes, wallet  # noqa: F401
+from tests.graphql.generations.helpers import CREATE, a_trend, key, ledger, wallet
 from tests.graphql.generations.stack import LiveUser
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
@@ -30,7 +30,7 @@ def _burst(user: LiveUser, requests: list[dict]) -> list[dict]:
 
 
 @pytest.fixture
-def user(asgi_server, shipped_routes, settings):  # noqa: F811
+def user(asgi_server, shipped_routes, settings):
     settings.WELCOME_CREDITS = 20
     settings.GENERATIONS_MAX_ACTIVE_PER_USER = N + 1
     return LiveUser(asgi_server)

@@ -12,10 +12,10 @@ import httpx
 import pytest
 
 from tests.apps.storage import images
-from tests.conftest import WSClient
+from tests.fixtures.live import WSClient
+from tests.fixtures.uploads import REQUEST_UPLOADS, send_file
 from tests.graphql.generations.helpers import CREATE, GENERATION
 from tests.graphql.generations.stack import decode_mp4, events_until_complete, subscribe
-from tests.graphql.storage.conftest import REQUEST_UPLOADS, send_file
 from tests.integration.test_make_run import DEMO, _sign_in_demo, _start
 
 WALLET = "{ wallet { balance held } }"

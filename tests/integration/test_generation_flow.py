@@ -19,17 +19,8 @@ from apps.notifications.models import PushKind, PushMessage
 from apps.storage.backends import get_storage
 from apps.trends.models import Trend
 from gpu_worker.contract import ACTOR_JOB_EVENT, QUEUE_JOB_EVENTS, JobEvent
-from tests.graphql.generations.helpers import (
-    GENERATION,
-    a_trend,
-    generation_from,
-    ledger,
-    shipped_routes,  # noqa: F401
-    wait_for,
-    wallet,
-)
+from tests.graphql.generations.helpers import GENERATION, a_trend, generation_from, ledger, wait_for, wallet
 from tests.graphql.generations.stack import (
-    GpuLanes,
     LiveUser,
     decode_mp4,
     events_until_complete,
@@ -41,21 +32,7 @@ pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture
-def gpu_lanes():
-    lanes: list[GpuLanes] = []
-
-    def _start(**options) -> GpuLanes:
-        lane = GpuLanes(**options).start()
-        lanes.append(lane)
-        return lane
-
-    yield _start
-    for lane in lanes:
-        lane.stop()
-
-
-@pytest.fixture
-def stack(asgi_server, django_worker, shipped_routes, settings):  # noqa: F811
+def stack(asgi_server, django_worker, shipped_routes, settings):
     settings.WELCOME_CREDITS = 20
     settings.STORAGE_BACKEND = "local"
     return asgi_server
@@ -226,7 +203,7 @@ def test_cancel_while_queued_never_runs_and_releases_the_hold(stack, gpu_lanes):
     assert ledger(carol.user) == [("grant", 20), ("hold", 4), ("release", 4)]
 
 
-def test_cancel_while_running_stops_the_job_and_releases_the_hold(stack, gpu_lanes, shipped_routes):  # noqa: F811
+def test_cancel_while_running_stops_the_job_and_releases_the_hold(stack, gpu_lanes, shipped_routes):
     shipped_routes["tiny-wan"].__class__.objects.filter(name="tiny-wan").update(steps=400)  # a long job
     trend = a_trend(requires="NONE", price_standard=4)
     dave = LiveUser(stack)

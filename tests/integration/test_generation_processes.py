@@ -15,15 +15,7 @@ import pytest
 from apps.core.queues import DJANGO_QUEUES
 from apps.generations.models import GenerationStatus, ModelRoute
 from gpu_worker.contract import GPU_QUEUES
-from tests.apps.storage.conftest import _moto_client, moto_endpoint, s3_bucket  # noqa: F401
-from tests.graphql.generations.helpers import (
-    a_trend,
-    generation_from,
-    ledger,
-    shipped_routes,  # noqa: F401
-    wait_for,
-    wallet,
-)
+from tests.graphql.generations.helpers import a_trend, generation_from, ledger, wait_for, wallet
 from tests.graphql.generations.stack import (
     GpuLanes,
     LiveUser,
@@ -69,7 +61,7 @@ def processes(tmp_path):
 
 
 @pytest.fixture
-def s3_stack(asgi_server, s3_bucket, shipped_routes, redis_queues, processes, settings):  # noqa: F811
+def s3_stack(asgi_server, s3_bucket, shipped_routes, redis_queues, processes, settings):
     settings.WELCOME_CREDITS = 20
     backend = processes(backend_worker_process, "backend-worker")
     return asgi_server, s3_bucket, backend

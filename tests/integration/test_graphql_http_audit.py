@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import UNDER_CI
+from tests.fixtures.env import UNDER_CI
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import WSClient, _free_port
+from tests.fixtures.live import WSClient, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = json.loads((ROOT / "fixtures" / "demo_account.json").read_text())
@@ -25,7 +25,7 @@ SIGN_IN = """mutation ($email: String!, $password: String!) {
 
 def _start(env: dict, var: Path):
     """Starts `make run` with `env`; yields (base URL, log file, env) once it serves, stops it afterwards."""
-    port = _free_port()
+    port = free_port()
     env.update(VAR_DIR=str(var), PORT=str(port), HOST="127.0.0.1", PYTHONUNBUFFERED="1")
     log = var / "make-run.log"
     with log.open("w") as sink:

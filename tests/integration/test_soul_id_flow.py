@@ -12,11 +12,10 @@ from apps.characters.models import Character, ErasureRecord
 from apps.credits.services import credits_grant
 from apps.notifications.models import PushMessage
 from apps.storage.backends import get_storage
-from tests.graphql.characters.conftest import ADD_PHOTOS, CREATE, DELETE, REMOVE_PHOTO, make_photos
+from tests.fixtures.characters import ADD_PHOTOS, CREATE, DELETE, REMOVE_PHOTO, make_photos
 from tests.graphql.characters.test_training import TRAIN
-from tests.graphql.generations.helpers import a_trend, generation_from, shipped_routes, wait_for  # noqa: F401
+from tests.graphql.generations.helpers import a_trend, generation_from, wait_for
 from tests.graphql.generations.stack import LiveUser
-from tests.integration.test_generation_flow import gpu_lanes  # noqa: F401
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
 
@@ -25,14 +24,14 @@ WATCH = """subscription ($id: ID!) { characterUpdated(id: $id) { sequence charac
 
 
 @pytest.fixture
-def stack(asgi_server, django_worker, shipped_routes, settings):  # noqa: F811
+def stack(asgi_server, django_worker, shipped_routes, settings):
     settings.STORAGE_BACKEND = "local"
     settings.CHARACTERS_TRAINING_ROUTE = "tiny-wan"
     settings.GENERATIONS_ROUTE_OVERRIDE = ""
     return asgi_server
 
 
-def test_consent_photos_training_generation_and_erasure(stack, gpu_lanes):  # noqa: F811
+def test_consent_photos_training_generation_and_erasure(stack, gpu_lanes):
     gpu_lanes()
     alice = LiveUser(stack)
     alice.register_device("alice-phone")

@@ -1,5 +1,11 @@
 """The GPU workers' events as the job-events actor applies them (gpu_worker.contract JobEvent messages),
-the retry and fallback policy, the watchdog, and what is sent to the broker and when."""
+the retry and fallback policy, the watchdog, and what is sent to the broker and when.
+
+Nothing here races two writers on one row (row locks hold only on PostgreSQL: the races are in
+tests/apps/credits/test_concurrency.py and tests/integration/test_generation_concurrency.py, marked
+`services`), so these run on the configured database and broker: the embedded database and the in-process
+StubBroker without services, PostgreSQL and Redis in `make test`.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +17,7 @@ import dramatiq
 import pytest
 from django.db import transaction
 from django.utils import timezone
+from dramatiq.brokers.stub import StubBroker
 
 from apps.accounts.models import User
 from apps.credits.services import credits_grant
@@ -20,9 +27,9 @@ from apps.jobs.dispatch import cancel_flag_is_set
 from apps.jobs.lifecycle import job_event_apply, job_watchdog, jobs_reap
 from apps.storage.backends import get_storage
 from gpu_worker import contract
-from tests.graphql.generations.helpers import a_trend, ledger, shipped_routes, wallet  # noqa: F401
+from tests.graphql.generations.helpers import a_trend, ledger, wallet
 
-pytestmark = [pytest.mark.services, pytest.mark.django_db]
+pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
@@ -34,6 +41,10 @@ def broker():
 
 
 def _waiting(broker, queue: str) -> list[dramatiq.Message]:
+    """The messages waiting on a queue (`<queue>.DQ`: its delayed ones), oldest first."""
+    if isinstance(broker, StubBroker):
+        waiting = broker.queues.get(queue)
+        return [dramatiq.Message.decode(data) for data in list(waiting.queue)] if waiting else []
     client, namespace = broker.client, broker.namespace
     return [
         dramatiq.Message.decode(client.hget(f"{namespace}:{queue}.msgs", message_id))
@@ -42,7 +53,8 @@ def _waiting(broker, queue: str) -> list[dramatiq.Message]:
 
 
 @pytest.fixture
-def make(shipped_routes, django_capture_on_commit_callbacks):  # noqa: F811
+def make(shipped_routes, django_capture_on_commit_callbacks, settings):
+    settings.GENERATIONS_ROUTE_OVERRIDE = ""  # route by the trend's chain (the embedded mode pins tiny-wan)
     user = User.objects.create_user(f"u{uuid.uuid4().hex[:8]}@example.com", "a-long-test-password-42")
     credits_grant(user=user, amount=50, reason="test")
 
@@ -57,11 +69,20 @@ def make(shipped_routes, django_capture_on_commit_callbacks):  # noqa: F811
     return _make
 
 
+_last_sequence = 0
+
+
+def _sequence() -> int:
+    """The next event sequence: microseconds, as a worker's, and never one already used."""
+    global _last_sequence
+    _last_sequence = max(_last_sequence + 1, time.time_ns() // 1000)
+    return _last_sequence
+
+
 def event(generation: Generation, kind: str, *, attempt: int | None = None, **fields) -> dict:
-    time.sleep(0.001)  # sequences are microseconds: keep them distinct
     return contract.JobEvent(
         job_id=str(generation.pk),
-        sequence=time.time_ns() // 1000,
+        sequence=_sequence(),
         kind=kind,
         attempt=attempt or Generation.objects.get(pk=generation.pk).attempt,
         **fields,

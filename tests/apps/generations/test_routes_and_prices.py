@@ -14,7 +14,7 @@ from apps.generations.routing import job_size, route_choose, route_fallback
 from apps.generations.shipped import SHIPPED_ROUTE_NAMES, routes_ensure_shipped
 from apps.trends.services import known_model_routes
 from gpu_worker import contract
-from tests.graphql.generations.helpers import a_trend, shipped_routes  # noqa: F401
+from tests.graphql.generations.helpers import a_trend
 
 pytestmark = pytest.mark.django_db
 
@@ -48,7 +48,7 @@ def test_the_migration_ships_three_routes_and_the_command_puts_back_missing_ones
         ({"lanes": []}, "lanes"),
     ],
 )
-def test_route_rules_say_what_to_fix(shipped_routes, changes, field):  # noqa: F811
+def test_route_rules_say_what_to_fix(shipped_routes, changes, field):
     route = shipped_routes["wan2.2-ti2v-5b"]
     for name, value in changes.items():
         setattr(route, name, value)
@@ -57,7 +57,7 @@ def test_route_rules_say_what_to_fix(shipped_routes, changes, field):  # noqa: F
     assert field in error.value.message_dict
 
 
-def test_a_fallback_chain_may_not_loop(shipped_routes):  # noqa: F811
+def test_a_fallback_chain_may_not_loop(shipped_routes):
     ltx = shipped_routes["ltx-video"]
     ltx.fallback = shipped_routes["wan2.2-ti2v-5b"]
     with pytest.raises(ValidationError) as error:
@@ -65,7 +65,7 @@ def test_a_fallback_chain_may_not_loop(shipped_routes):  # noqa: F811
     assert "fallback" in error.value.message_dict
 
 
-def test_routing_by_preference_tier_lane_and_inputs(shipped_routes, settings):  # noqa: F811
+def test_routing_by_preference_tier_lane_and_inputs(shipped_routes, settings):
     settings.GENERATIONS_ROUTE_OVERRIDE = ""
     trend = a_trend(preferred_model_route="wan2.2-ti2v-5b")
 
@@ -97,7 +97,7 @@ def test_routing_by_preference_tier_lane_and_inputs(shipped_routes, settings):  
     assert choose() == "tiny-wan"
 
 
-def test_the_fallback_skips_disabled_routes_and_those_that_cannot_take_the_inputs(shipped_routes):  # noqa: F811
+def test_the_fallback_skips_disabled_routes_and_those_that_cannot_take_the_inputs(shipped_routes):
     wan = shipped_routes["wan2.2-ti2v-5b"]
     assert route_fallback(wan, needs_image=True, needs_lora=False).name == "ltx-video"
     ModelRoute.objects.filter(name="ltx-video").update(lora_support=False)
@@ -117,11 +117,11 @@ def test_the_fallback_skips_disabled_routes_and_those_that_cannot_take_the_input
         ("tiny-wan", "SQUARE_1_1", 8, (64, 64, 65)),
     ],
 )
-def test_job_sizes_follow_the_contract(shipped_routes, route, aspect, seconds, size):  # noqa: F811
+def test_job_sizes_follow_the_contract(shipped_routes, route, aspect, seconds, size):
     assert job_size(shipped_routes[route], aspect_ratio=aspect, duration_seconds=seconds) == size
 
 
-def test_prices(shipped_routes, settings):  # noqa: F811
+def test_prices(shipped_routes, settings):
     settings.GENERATIONS_ECONOMY_DISCOUNT_PERCENT = 25
     trend = a_trend(price_draft=1, price_standard=4, price_cinema=10)
     wan = shipped_routes["wan2.2-ti2v-5b"]
@@ -155,7 +155,7 @@ def staff_client(client, django_user_model):
     return client
 
 
-def test_admin_edits_routes_and_prices_and_lists_generations(staff_client, shipped_routes):  # noqa: F811
+def test_admin_edits_routes_and_prices_and_lists_generations(staff_client, shipped_routes):
     wan = shipped_routes["wan2.2-ti2v-5b"]
     assert staff_client.get("/admin/generations/modelroute/").status_code == 200
     page = staff_client.get(f"/admin/generations/modelroute/{wan.pk}/change/")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-import uuid
 
 import pytest
 from django.utils import timezone
@@ -14,18 +13,17 @@ from django.utils import timezone
 from apps.accounts.models import Device, User
 from apps.characters.models import Character, TrainingRun
 from apps.credits.selectors import wallet_state
-from apps.credits.services import credits_grant, credits_hold
 from apps.jobs.dispatch import cancel_flag_is_set
 from apps.jobs.lifecycle import job_event_apply, job_watchdog, jobs_reap
 from apps.notifications.models import PushMessage
 from gpu_worker.contract import JOB_TYPE_TRAINING, OUT_OF_MEMORY, WORKER_LOST, JobEvent
+from tests.fixtures.factories import make_training_run, make_user_with_credits
 
 pytestmark = pytest.mark.django_db
 
 
 def _user() -> User:
-    user = User.objects.create_user(f"u{uuid.uuid4().hex[:8]}@example.com", "a-long-test-password-42")
-    credits_grant(user=user, amount=100, reason="test")
+    user = make_user_with_credits(100)
     Device.objects.create(user=user, token=f"token-{user.pk}", platform="IOS", app_version="2.0")
     return user
 
@@ -33,23 +31,6 @@ def _user() -> User:
 @pytest.fixture
 def user() -> User:
     return _user()
-
-
-def _training(user, *, started_at=None, created_at=None) -> tuple[Character, TrainingRun]:
-    character = Character.objects.create(owner=user, name="me", status="TRAINING", training_total=30)
-    run = TrainingRun.objects.create(
-        character=character,
-        attempt=1,
-        route="tiny-wan",
-        credits=40,
-        photo_count=10,
-        started_at=started_at,
-        last_event_at=started_at,
-    )
-    if created_at is not None:
-        TrainingRun.objects.filter(pk=run.pk).update(created_at=created_at)
-    credits_hold(user=user, amount=40, owner=run, reason="Soul ID training")
-    return character, run
 
 
 def _event(character: Character, kind: str, *, sequence: int | None = None, **fields) -> dict:
@@ -75,7 +56,7 @@ def _completed(character: Character) -> dict:
 
 
 def test_a_training_event_is_applied_once_and_a_stale_one_changes_nothing(user):
-    character, _ = _training(user)
+    character, _ = make_training_run(user)
     later = _event(character, "progress", stage="TRAINING", progress=0.5, step=15, total_steps=30)
     earlier = {**later, "sequence": later["sequence"] - 10, "progress": 0.1}
     assert job_event_apply(message=later) == "applied"
@@ -88,7 +69,7 @@ def test_a_training_event_is_applied_once_and_a_stale_one_changes_nothing(user):
 
 
 def test_a_completed_training_is_captured_once_and_pushed_once(user):
-    character, _ = _training(user)
+    character, _ = make_training_run(user)
     completed = _completed(character)
     assert job_event_apply(message=completed) == "applied"
     assert job_event_apply(message={**completed, "sequence": completed["sequence"] + 1}) == "final"
@@ -99,7 +80,7 @@ def test_a_completed_training_is_captured_once_and_pushed_once(user):
 
 
 def test_a_failed_training_is_released_and_pushed(user):
-    character, _ = _training(user)
+    character, _ = make_training_run(user)
     failed = _event(character, "failed", reason_code=OUT_OF_MEMORY, retryable=True, message="")
     assert job_event_apply(message=failed) == "applied"
     character.refresh_from_db()
@@ -113,7 +94,7 @@ def test_a_failed_training_is_released_and_pushed(user):
 def test_a_training_whose_worker_went_silent_fails_worker_lost_and_is_released(user, settings):
     settings.CHARACTERS_TRAINING_STUCK_AFTER_SECONDS = 600
     now = timezone.now()
-    character, _ = _training(user, started_at=now - dt.timedelta(seconds=300))
+    character, _ = make_training_run(user, started_at=now - dt.timedelta(seconds=300))
     assert job_watchdog(job_type=JOB_TYPE_TRAINING, job_id=str(character.pk), attempt=1, now=now) == 300
     later = now + dt.timedelta(seconds=301)
     assert job_watchdog(job_type=JOB_TYPE_TRAINING, job_id=str(character.pk), attempt=1, now=later) is None
@@ -126,8 +107,8 @@ def test_a_training_whose_worker_went_silent_fails_worker_lost_and_is_released(u
 def test_the_reaper_expires_a_training_that_waited_too_long_in_its_lane(user, settings):
     settings.CHARACTERS_TRAINING_QUEUE_MAX_WAIT_SECONDS = 3600
     long_ago = timezone.now() - dt.timedelta(hours=2)
-    character, _ = _training(user, created_at=long_ago)
-    fresh, _ = _training(_user())
+    character, _ = make_training_run(user, created_at=long_ago)
+    fresh, _ = make_training_run(_user())
     assert jobs_reap() == 1
     run = TrainingRun.objects.get(character=character)
     assert (run.status, run.failure_code) == ("FAILED", "EXPIRED")

@@ -11,8 +11,7 @@ from apps.accounts.models import User
 from apps.notifications.models import PushMessage
 from apps.notifications.services import push_notify_generation_finished
 from apps.notifications.tasks import push_deliver_task
-
-from .conftest import make_device, make_user
+from tests.fixtures.factories import make_device, make_user
 
 pytestmark = pytest.mark.django_db
 

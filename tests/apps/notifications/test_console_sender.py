@@ -14,8 +14,7 @@ import pytest
 
 from apps.notifications.services import push_notify_generation_finished
 from apps.notifications.tasks import push_deliver_task
-
-from .conftest import make_device, make_user
+from tests.fixtures.factories import make_device, make_user
 
 ROOT = Path(__file__).resolve().parents[3]
 

@@ -22,8 +22,8 @@ from apps.notifications.models import PushMessage, PushStatus
 from apps.notifications.services import push_notify_character_finished, push_notify_generation_finished
 from apps.notifications.tasks import push_deliver_task
 from tests.fakes.google import FCM_SEND_URL, OAUTH_TOKEN_URL, FakeFcm
-
-from .conftest import PROJECT, make_device, make_user, wait_for
+from tests.fixtures.factories import make_device, make_user
+from tests.fixtures.push import PROJECT, wait_for
 
 NBSP = "\u00a0"
 

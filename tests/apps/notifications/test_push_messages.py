@@ -14,8 +14,7 @@ from apps.notifications.services import (
     push_notify_generation_finished,
     push_notify_user,
 )
-
-from .conftest import make_device, make_user
+from tests.fixtures.factories import make_device, make_user
 
 SHIPPED = {"en", "es", "pt", "pt-PT", "fr", "de", "it", "ja"}
 

@@ -134,7 +134,7 @@ def test_s3_download_url_is_a_presigned_get_that_expires(s3_bucket, settings):
     assert parse_qs(urlparse(longer).query)["X-Amz-Expires"] == ["600"]
 
 
-def test_local_download_url_serves_the_file_until_it_expires(local_storage, settings, client):
+def test_local_download_url_serves_the_file_until_it_expires(local_storage, storage_clock, settings, client):
     storage = get_storage()
     storage.write("uploads/u1/a", b"picture", content_type="image/jpeg")
     url = storage.download_url("uploads/u1/a")
@@ -146,7 +146,7 @@ def test_local_download_url_serves_the_file_until_it_expires(local_storage, sett
     settings.DOWNLOAD_URL_TTL_SECONDS = 1
     short = storage.download_url("uploads/u1/a")
     assert client.get(short).status_code == 200
-    time.sleep(1.05)
+    storage_clock.advance(1.05)
     expired = client.get(short)
     assert expired.status_code == 403
     assert expired.json()["error"]["code"] == "AccessDenied"

@@ -2,7 +2,7 @@ import pytest
 
 from apps.accounts.models import RefreshToken, User
 from apps.credits.models import CreditEntry
-from tests.conftest import PASSWORD, SIGN_UP
+from tests.fixtures.api import PASSWORD, SIGN_UP
 
 pytestmark = pytest.mark.django_db
 

@@ -11,11 +11,10 @@ from apps.credits.models import CreditEntry, Wallet
 from apps.generations.models import Generation, GenerationStatus
 from apps.storage.backends import get_storage
 from apps.storage.models import Upload
-from tests.apps.storage.conftest import local_storage  # noqa: F401
-from tests.conftest import PASSWORD
-from tests.graphql.characters.conftest import verified_upload
+from tests.fixtures.api import PASSWORD
+from tests.fixtures.characters import verified_upload
 from tests.graphql.generations.helpers import CREATE as GENERATE
-from tests.graphql.generations.helpers import a_trend, key, ledger, shipped_routes, wallet  # noqa: F401
+from tests.graphql.generations.helpers import a_trend, key, ledger, wallet
 
 pytestmark = [pytest.mark.django_db, pytest.mark.services, pytest.mark.usefixtures("local_storage")]
 

@@ -17,8 +17,9 @@ import pytest
 from apps.accounts.models import RefreshToken, User
 from apps.core.errors import TokenInvalid
 from apps.credits.models import CreditEntry
-from tests.conftest import PASSWORD, http_graphql
 from tests.fakes.google import FakeGoogle, signing_key
+from tests.fixtures.api import PASSWORD
+from tests.fixtures.live import http_graphql
 
 pytestmark = pytest.mark.django_db
 

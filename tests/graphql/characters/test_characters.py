@@ -10,8 +10,7 @@ from apps.characters.consent import consent_text
 from apps.characters.models import Character, CharacterPhoto, ConsentRecord
 from apps.storage.backends import get_storage
 from apps.storage.models import Upload
-
-from .conftest import CHARACTERS, REMOVE_PHOTO, make_photos
+from tests.fixtures.characters import CHARACTERS, REMOVE_PHOTO, make_photos
 
 pytestmark = [pytest.mark.services]
 

@@ -11,8 +11,7 @@ import pytest
 from apps.characters.models import Character, CharacterPhoto, ConsentRecord, ErasureRecord
 from apps.storage.backends import get_storage
 from apps.storage.models import Upload
-
-from .conftest import CHARACTERS, DELETE, make_photos
+from tests.fixtures.characters import CHARACTERS, DELETE, make_photos
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from .conftest import DELETE, SUBSCRIBE, make_photos
+from tests.fixtures.characters import DELETE, SUBSCRIBE, make_photos
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
 

@@ -4,7 +4,6 @@ expiring URL (MediaFile, like a generation's poster)."""
 from __future__ import annotations
 
 import io
-import time
 
 import pytest
 from django.test import Client
@@ -55,7 +54,7 @@ def train_to_ready(me, character_id: str, *, sequence: int = 20) -> contract.Tra
     return job
 
 
-def test_a_ready_soul_id_has_a_thumbnail_with_an_expiring_url(trained_ready, settings):
+def test_a_ready_soul_id_has_a_thumbnail_with_an_expiring_url(trained_ready, storage_clock, settings):
     me, character_id = trained_ready
     before = me(THUMBNAIL, {"id": character_id})["data"]["character"]
     assert before == {"status": "COLLECTING", "thumbnail": None}
@@ -82,7 +81,7 @@ def test_a_ready_soul_id_has_a_thumbnail_with_an_expiring_url(trained_ready, set
     assert served.status_code == 200
     assert b"".join(served.streaming_content if served.streaming else [served.content]) == crop
 
-    time.sleep(2.1)
+    storage_clock.advance(2.1)
     assert Client().get(thumbnail["url"]).status_code == 403  # expired: query again for a fresh one
     fresh = me(THUMBNAIL, {"id": character_id})["data"]["character"]["thumbnail"]
     assert Client().get(fresh["url"]).status_code == 200

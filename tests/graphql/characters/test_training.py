@@ -18,8 +18,7 @@ from apps.generations.shipped import routes_ensure_shipped
 from apps.notifications.models import PushMessage
 from apps.storage.backends import get_storage
 from gpu_worker import contract
-
-from .conftest import DELETE, FRAGMENT, make_photos
+from tests.fixtures.characters import DELETE, FRAGMENT, make_photos
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
 

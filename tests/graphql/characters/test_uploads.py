@@ -11,9 +11,8 @@ from PIL import Image
 from apps.characters.models import CharacterPhoto
 from apps.storage.backends import get_storage
 from apps.storage.models import Upload
-from tests.graphql.storage.conftest import UploadFlow
-
-from .conftest import make_photos
+from tests.fixtures.characters import make_photos
+from tests.fixtures.uploads import UploadFlow
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
 

@@ -1,6 +1,6 @@
 """Shared by the generation tests (GraphQL, services, integration): documents, builders, fixtures.
 
-Fixtures defined here are imported into each test module (or conftest) that uses them.
+Its fixtures (`shipped_routes`, `gpu_lanes`) are in tests/fixtures/generations.py.
 """
 
 from __future__ import annotations
@@ -10,11 +10,8 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-import pytest
-
 from apps.credits.models import CreditEntry, CreditHold, Wallet
-from apps.generations.models import Generation, ModelRoute
-from apps.generations.shipped import routes_ensure_shipped
+from apps.generations.models import Generation
 from tests.apps.storage import images
 from tests.apps.trends.helpers import make_category, make_trend
 
@@ -112,13 +109,6 @@ subscription ($id: ID!) {{
   generationUpdated(id: $id) {{ sequence generation {{ {GENERATION_FIELDS} }} }}
 }}
 """
-
-
-@pytest.fixture
-def shipped_routes(db) -> dict[str, ModelRoute]:
-    """The shipped routes (a flushed test database lost the migration's rows)."""
-    routes_ensure_shipped(ModelRoute)
-    return {route.name: route for route in ModelRoute.objects.all()}
 
 
 def a_trend(**fields: Any):

@@ -23,9 +23,10 @@ import numpy as np
 from django.conf import settings
 from django.db import connection
 
-from tests.conftest import PASSWORD, SIGN_UP, WSClient, http_graphql
+from tests.fixtures.api import PASSWORD, SIGN_UP
+from tests.fixtures.live import WSClient, http_graphql
+from tests.fixtures.uploads import REQUEST_UPLOADS, send_file
 from tests.graphql.generations.helpers import CANCEL, CREATE, SUBSCRIBE, key, selfie_bytes
-from tests.graphql.storage.conftest import REQUEST_UPLOADS, send_file
 
 ROOT = Path(__file__).resolve().parents[3]
 

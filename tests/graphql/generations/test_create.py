@@ -14,6 +14,7 @@ from apps.credits.services import credits_grant
 from apps.generations.models import Generation, GenerationStatus, ModelRoute, PriceRule
 from apps.storage.models import Upload
 from apps.trends.models import TrendStatus
+from tests.fixtures.uploads import UploadFlow
 from tests.graphql.generations.helpers import (
     CREATE,
     QUOTE,
@@ -25,7 +26,6 @@ from tests.graphql.generations.helpers import (
     selfie_bytes,
     wallet,
 )
-from tests.graphql.storage.conftest import UploadFlow
 
 pytestmark = pytest.mark.django_db
 

@@ -21,6 +21,7 @@ from apps.core.errors import DomainError, ErrorCode
 from apps.jobs.lifecycle import job_event_apply
 from gpu_worker.contract import OUT_OF_MEMORY, JobEvent
 from graphql_schema.errors import UnmappedDomainError, error_from
+from tests.fixtures.factories import make_ready_soul_id
 from tests.graphql.generations.helpers import CREATE, a_trend, generation_from, key
 from tests.graphql.generations.stack import LiveUser, subscribe
 
@@ -29,13 +30,8 @@ TRIGGER = "zxq person"
 
 
 def _soul_id(user, *, last_used_at=None) -> Character:
-    return Character.objects.create(
-        owner=user,
-        name="me",
-        status="READY",
-        lora_key=f"characters/{user.pk}/{key()}/lora/1/pytorch_lora_weights.safetensors",
-        lora_metadata=dict(WAN, trigger=TRIGGER),
-        last_used_at=last_used_at or timezone.now(),
+    return make_ready_soul_id(
+        user, lora_metadata=dict(WAN, trigger=TRIGGER), last_used_at=last_used_at or timezone.now()
     )
 
 

@@ -8,6 +8,7 @@ from strawberry.relay import to_base64
 
 from apps.characters.models import Character
 from apps.generations.models import Generation
+from tests.fixtures.factories import make_ready_soul_id
 from tests.graphql.generations.helpers import CREATE, QUOTE, a_trend, generation_from, key, wallet
 
 pytestmark = pytest.mark.django_db
@@ -28,13 +29,7 @@ def alice(sign_up, settings):
 
 
 def _soul_id(user, metadata: dict) -> str:
-    character = Character.objects.create(
-        owner=user,
-        name="me",
-        status="READY",
-        lora_key=f"characters/{user.pk}/{key()}/lora/1/pytorch_lora_weights.safetensors",
-        lora_metadata=dict(metadata, trigger="sks person"),
-    )
+    character = make_ready_soul_id(user, lora_metadata=dict(metadata, trigger="sks person"))
     return to_base64("Character", character.pk)
 
 

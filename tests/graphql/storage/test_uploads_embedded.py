@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from datetime import datetime
 from pathlib import Path
 
@@ -12,9 +11,9 @@ import pytest
 from apps.storage.backends import get_storage
 from apps.storage.models import Upload, UploadStatus
 from tests.apps.storage import images
-from tests.conftest import PASSWORD, http_graphql
-
-from .conftest import COMPLETE_UPLOAD, REQUEST_UPLOADS, send_file
+from tests.fixtures.api import PASSWORD
+from tests.fixtures.live import http_graphql
+from tests.fixtures.uploads import COMPLETE_UPLOAD, REQUEST_UPLOADS, send_file
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
 
@@ -87,10 +86,10 @@ def test_upload_to_a_signed_url_on_the_server_then_complete(live):
     assert (download.content, download.headers["content-type"]) == (data, "image/webp")
 
 
-def test_expired_upload_url_is_refused(live, settings):
+def test_expired_upload_url_is_refused(live, storage_clock, settings):
     settings.UPLOAD_URL_TTL_SECONDS = 1
     target = live.target()
-    time.sleep(max(datetime.fromisoformat(target["expiresAt"]).timestamp() - time.time(), 0) + 0.05)
+    storage_clock.advance_past(datetime.fromisoformat(target["expiresAt"]).timestamp())
     response = send_file(target, images.jpeg())
     assert response.status_code == 403
     assert response.json()["error"]["code"] == "AccessDenied"

@@ -11,7 +11,7 @@ from apps.accounts.models import User
 from apps.accounts.tokens import access_token_issue
 from apps.trends.models import Trend, TrendFavorite, TrendStat, TrendStatus
 from tests.apps.trends.helpers import make_category, make_trend
-from tests.conftest import http_graphql
+from tests.fixtures.live import http_graphql
 
 IMPRESSIONS = """mutation ($slugs: [String!]!) { recordTrendImpressions(slugs: $slugs) { __typename
   ... on TrendImpressionsRecorded { recorded ignored } ... on ValidationError { code field message } } }"""
