@@ -65,7 +65,15 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from gpu_worker import quality, video  # noqa: E402
-from gpu_worker.contract import CANCELED, GenerationJob, JobEvent, RouteSpec, TrainingJob  # noqa: E402
+from gpu_worker.contract import (  # noqa: E402
+    CANCELED,
+    FAMILY_WAN22,
+    TRAINING_DEFAULTS,
+    GenerationJob,
+    JobEvent,
+    RouteSpec,
+    TrainingJob,
+)
 from gpu_worker.runner import Runner  # noqa: E402
 from gpu_worker.speedups import SpeedProfile, apply_speedups, reset_speedups  # noqa: E402
 from gpu_worker.storage import LocalStorage  # noqa: E402
@@ -76,7 +84,6 @@ PROMPT = "a woman smiling at the camera, golden hour, cinematic dolly in, soft l
 NEGATIVE = "blurry, low quality, distorted, watermark, text"
 SEED = 42
 TRAINING_PHOTOS = 15
-SOUL_ID_STEPS = 1000  # contract.TRAINING_DEFAULTS["wan22"]["steps"]
 TAYLORSEER = {"cache_interval": 4, "disable_cache_before_step": 4, "max_order": 1, "lite": True}
 
 
@@ -746,7 +753,7 @@ def run(args: argparse.Namespace, started: float) -> dict[str, dict[str, Any]]:
     errors = LastError()
     logging.getLogger("gpu_worker").addHandler(errors)
     try:
-        measure_all(rec, size, device, scratch, errors)
+        measure_all(rec, size, device, scratch, errors, only_soul_id=getattr(args, "only_soul_id", False))
     finally:
         logging.getLogger("gpu_worker").removeHandler(errors)
         torch.backends.cuda.matmul.allow_tf32 = tf32
@@ -758,12 +765,74 @@ def run(args: argparse.Namespace, started: float) -> dict[str, dict[str, Any]]:
     return rec.results
 
 
-def measure_all(rec: Recorder, size: Size, device: str, scratch: Path, errors: LastError) -> None:
+def soul_id_trainer(size: Size, bench: Bench) -> Callable[..., dict[str, Any]]:
+    """`train(batch, steps=..., learning_rate=...)`: one Soul ID training of TRAINING_PHOTOS face photos
+    through the worker's Trainer, with its own timings and the steady seconds per step."""
+    photo_keys = []
+    for index in range(TRAINING_PHOTOS):
+        key = f"characters/bench/photos/{index}.png"
+        bench.storage.write(
+            key, face_photo(100 + index, size.train_resolution + 64), content_type="image/png"
+        )
+        photo_keys.append(key)
+
+    def train(batch: int, steps: int | None = None, learning_rate: float = 1e-4) -> dict[str, Any]:
+        reset_speedups(bench.pipe(), uncompile=True)
+        job = TrainingJob(
+            job_id=bench._job_id(f"train-b{batch}"),
+            route=bench.route,
+            photo_keys=tuple(photo_keys),
+            output_prefix=f"characters/bench/lora/b{batch}",
+            seed=1,
+            steps=steps or size.train_steps,
+            rank=size.lora_rank,
+            learning_rate=learning_rate,
+            resolution=size.train_resolution,
+            batch_size=batch,
+        )
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+        event = bench.trainer.run(job)
+        if event.kind != "completed":
+            raise RuntimeError(f"training failed: {event.reason_code} {event.message}")
+        times = bench.step_times.get(job.job_id, [])
+        result: dict[str, Any] = {"batch": batch, "steps": job.steps, "timings": dict(event.timings)}
+        if len(times) > 1:
+            result["steady_s_per_step"] = (times[-1] - times[0]) / (len(times) - 1)
+        if torch.cuda.is_available():
+            result["peak_allocated_gib"] = torch.cuda.max_memory_allocated() / 2**30
+        return result
+
+    return train
+
+
+def measure_soul_id(rec: Recorder, size: Size, bench: Bench) -> None:
+    """The shipped wan22 training recipe end to end (contract.TRAINING_DEFAULTS: its steps, batch and
+    learning rate; at tiny size its batch and a tenth of its steps)."""
+    recipe = TRAINING_DEFAULTS[FAMILY_WAN22]
+    steps = recipe["steps"] if size.name == "real" else max(2, recipe["steps"] // 10)
+    # The trainer trains the model the runner holds: load it with the first step of a small job.
+    if rec.measure("load", 60, lambda: bench.generate("load", stop_after=1, small=True)) is None:
+        return
+    train = soul_id_trainer(size, bench)
+    rec.measure(
+        f"soul id recipe ({steps} steps, batch {recipe['batch_size']})",
+        20 + steps * 0.6,  # 0.55 s a step at batch 4 on an H200
+        lambda: train(recipe["batch_size"], steps=steps, learning_rate=recipe["learning_rate"]),
+    )
+
+
+def measure_all(
+    rec: Recorder, size: Size, device: str, scratch: Path, errors: LastError, *, only_soul_id: bool = False
+) -> None:
     model_root = scratch / "models"
     built = rec.measure("build", 0, lambda: build_checkpoint(model_root / CHECKPOINT, size, device))
     if built is None:
         return
     bench = Bench(size, device, model_root, LocalStorage(scratch / "media"), rec, errors)
+    if only_soul_id:
+        measure_soul_id(rec, size, bench)
+        return
     few = size.few_steps
 
     # 1. Load (the first job), the baseline in full
@@ -869,41 +938,7 @@ def measure_all(rec: Recorder, size: Size, device: str, scratch: Path, errors: L
     rec.measure("cancel", 4 * bench.step_s + 10, cancel)
 
     # 4. Soul ID training steps at batch 1, 4 and 8 (the trainer's own timings)
-    photo_keys = []
-    for index in range(TRAINING_PHOTOS):
-        key = f"characters/bench/photos/{index}.png"
-        bench.storage.write(
-            key, face_photo(100 + index, size.train_resolution + 64), content_type="image/png"
-        )
-        photo_keys.append(key)
-
-    def train(batch: int) -> dict[str, Any]:
-        reset_speedups(bench.pipe(), uncompile=True)
-        job = TrainingJob(
-            job_id=bench._job_id(f"train-b{batch}"),
-            route=bench.route,
-            photo_keys=tuple(photo_keys),
-            output_prefix=f"characters/bench/lora/b{batch}",
-            seed=1,
-            steps=size.train_steps,
-            rank=size.lora_rank,
-            learning_rate=1e-4,
-            resolution=size.train_resolution,
-            batch_size=batch,
-        )
-        if torch.cuda.is_available():
-            torch.cuda.reset_peak_memory_stats()
-        event = bench.trainer.run(job)
-        if event.kind != "completed":
-            raise RuntimeError(f"training failed: {event.reason_code} {event.message}")
-        times = bench.step_times.get(job.job_id, [])
-        result: dict[str, Any] = {"batch": batch, "timings": dict(event.timings)}
-        if len(times) > 1:
-            result["steady_s_per_step"] = (times[-1] - times[0]) / (len(times) - 1)
-        if torch.cuda.is_available():
-            result["peak_allocated_gib"] = torch.cuda.max_memory_allocated() / 2**30
-        return result
-
+    train = soul_id_trainer(size, bench)
     for batch in (1, 4, 8):
         rec.measure(
             f"training batch {batch}", 15 + size.train_steps * bench.step_s / 4, lambda b=batch: train(b)
@@ -1061,20 +1096,21 @@ def render_markdown(header: str, results: dict[str, dict[str, Any]]) -> str:
             f"{_f(fastest.get('psnr_db'))} dB against the baseline (random weights). Fastest profile: "
             f"`{json.dumps(fastest.get('profile'))}`.",
         ]
-    batch1 = results.get("training batch 1", {})
-    if batch1.get("status") == "ok" and batch1.get("steady_s_per_step"):
-        t = batch1["timings"]
+    recipe = TRAINING_DEFAULTS[FAMILY_WAN22]
+    measured = results.get(f"training batch {recipe['batch_size']}", {})
+    if measured.get("status") == "ok" and measured.get("steady_s_per_step"):
+        t = measured["timings"]
         estimate = (
             t.get("prepare", 0)
             + t.get("encode", 0)
-            + SOUL_ID_STEPS * batch1["steady_s_per_step"]
+            + recipe["steps"] * measured["steady_s_per_step"]
             + t.get("save", 0)
             + t.get("upload", 0)
         )
         lines.append(
-            f"\nSoul ID training, {TRAINING_PHOTOS} photos, {SOUL_ID_STEPS} steps at batch 1 (the wan22 "
-            f"defaults), model loaded: about {_f(estimate, 0)} s (prepare + encode + steps x steady "
-            f"s/step + save + upload)."
+            f"\nSoul ID training, {TRAINING_PHOTOS} photos, {recipe['steps']} steps at batch "
+            f"{recipe['batch_size']} (the wan22 defaults), model loaded: about {_f(estimate, 0)} s "
+            "(prepare + encode + steps x steady s/step + save + upload)."
         )
     return "\n".join(lines) + "\n"
 
@@ -1113,6 +1149,11 @@ def main(argv: list[str] | None = None) -> int:
         "--scratch", default=None, help="folder for the checkpoint (default /dev/shm or /tmp)"
     )
     parser.add_argument("--keep-scratch", action="store_true")
+    parser.add_argument(
+        "--only-soul-id",
+        action="store_true",
+        help="build, then time only the shipped Soul ID training recipe",
+    )
     args = parser.parse_args(argv)
     if args.budget_s is None:
         args.budget_s = 480.0 if torch.cuda.is_available() and not args.tiny else 120.0

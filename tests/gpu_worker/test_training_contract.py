@@ -68,11 +68,11 @@ def test_a_training_job_survives_the_round_trip_through_a_json_message():
 
 def test_the_suggested_settings_per_family():
     assert contract.training_defaults("wan22") == {
-        "steps": 1000,
+        "steps": 250,
         "rank": 32,
-        "learning_rate": 1e-4,
+        "learning_rate": 2e-4,
         "resolution": 512,
-        "batch_size": 1,
+        "batch_size": 4,
     }
     tiny = contract.training_defaults("tiny-wan")
     assert tiny["resolution"] % contract.FAMILIES["tiny-wan"].size_multiple == 0
