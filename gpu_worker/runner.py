@@ -338,7 +338,7 @@ class Runner:
                     f"the video failed the quality check: {report.message}",
                     timings=run.rounded_timings(),
                 )
-            seed = _next_seed(seed)
+            seed = next_seed(seed)
             events.stage(
                 STAGE_QUALITY_CHECK,
                 reason_code=QUALITY_FAILED,
@@ -515,8 +515,8 @@ def _model_key(route: RouteSpec) -> tuple[str, str, str]:
     return (route.name, route.family, route.checkpoint)
 
 
-def _next_seed(seed: int) -> int:
-    """A different, reproducible seed for the quality-gate retry."""
+def next_seed(seed: int) -> int:
+    """A different, reproducible seed for a retry (the quality gate's, a diverged training's)."""
     return int.from_bytes(hashlib.sha256(str(seed).encode()).digest()[:7], "big")
 
 
@@ -530,5 +530,6 @@ __all__ = [
     "LoraAdapters",
     "Runner",
     "default_max_loaded_models",
+    "next_seed",
     "prepare_image",
 ]
