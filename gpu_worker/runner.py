@@ -269,10 +269,11 @@ class Runner:
             image = self._input_image(job)
 
         # 2-4. Load, denoise, decode: the GPU's part
-        frames = self._render(run, image, job.seed)
+        rendered = [self._render(run, image, job.seed)]
 
-        # 5-7. Encode, check and upload with the GPU lock released (the next job denoises meanwhile)
-        return run.after_gpu(lambda run: self._deliver(run, image, frames))
+        # 5-7. Encode, check and upload with the GPU lock released (the next job denoises meanwhile);
+        # the frames are handed over (popped), so the tail frees them once encoded
+        return run.after_gpu(lambda run: self._deliver(run, image, rendered.pop()))
 
     def _render(self, run: JobRun, image: Any, seed: int) -> np.ndarray:
         """Steps 2-4 on the GPU (the caller holds the lock): the clip as uint8 frames (T, H, W, 3)."""
