@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from gpu_worker import quality, video
-from gpu_worker.contract import CANCELED, QUALITY_FAILED, STAGE_DENOISING, STAGE_UPLOADING
+from gpu_worker.contract import CANCELED, INTERNAL, QUALITY_FAILED, STAGE_DENOISING, STAGE_UPLOADING
+from gpu_worker.execution import GPU_FAULT_MESSAGE
 from gpu_worker.storage import LocalStorage
 from tests.gpu_worker.conftest import make_job
 
@@ -159,6 +160,35 @@ def test_a_quality_retry_renders_again_on_the_gpu_from_the_tail(make_runner, sto
     assert lock_held_in_render == [True, True]  # the re-render took the GPU lock again
     assert [e.reason_code for e in event_log.of(job.job_id)].count(QUALITY_FAILED) == 1
     assert storage.exists(job.video_key)
+
+
+def test_a_re_render_after_another_job_broke_the_gpu_fails_retryable_for_another_worker(make_runner, storage):
+    runner = make_runner()
+    job = make_job()
+
+    def gate_refusing_while_another_job_breaks_the_gpu(path: Path, **kwargs) -> quality.QualityReport:
+        runner.executor.broken = "AcceleratorError: CUDA error: device-side assert triggered"
+        return quality.QualityReport(quality.BLACK, "the video is black")
+
+    runner.quality_gate = gate_refusing_while_another_job_breaks_the_gpu
+    terminal = runner.run(job)
+
+    assert (terminal.kind, terminal.reason_code, terminal.retryable) == ("failed", INTERNAL, True)
+    assert terminal.message == GPU_FAULT_MESSAGE
+    assert not storage.exists(job.video_key)
+
+
+def test_an_upload_that_fails_in_the_tail_is_a_retryable_failure(make_runner, storage, monkeypatch):
+    runner = make_runner()
+
+    def write_file(key, path, *, content_type):
+        raise ConnectionError("the bucket is unreachable")
+
+    monkeypatch.setattr(storage, "write_file", write_file)
+    terminal = runner.run(make_job())
+
+    assert (terminal.kind, terminal.reason_code, terminal.retryable) == ("failed", INTERNAL, True)
+    assert terminal.message == "internal error" and "upload" in terminal.timings
 
 
 def test_each_job_tells_the_worker_when_its_gpu_work_is_done(make_runner):
