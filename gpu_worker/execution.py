@@ -2,13 +2,13 @@
 
 A generation (gpu_worker/runner.py) and a Soul ID training (gpu_worker/training.py) are two kinds of one
 thing: a job that holds the GPU, reports stages and progress, stops at a cancel flag and ends in exactly
-one terminal event. This module is that thing, once. `GpuExecutor` runs one job at a time (the pipelines
-are not thread-safe and a training adapts the generation transformer in place, so one executor per GPU
-is shared by every kind), numbers the run's events, times its steps, turns what went wrong into a reason
-code, frees GPU memory after an out-of-memory error (and, for a kind that can run with less memory, runs
-the job once more in-process with `run.low_memory` set), announces a retry instead of a terminal failure
-when the caller will run the job again, and stops taking jobs after a fatal CUDA error. A kind brings a
-`JobKind` and its own steps, nothing else:
+one terminal event. This module is that thing, once. `GpuExecutor` runs one job at a time on the GPU
+(the pipelines are not thread-safe and a training adapts the generation transformer in place, so one
+executor per GPU is shared by every kind), numbers the run's events, times its steps, turns what went
+wrong into a reason code, frees GPU memory after an out-of-memory error (and, for a kind that can run
+with less memory, runs the job once more in-process with `run.low_memory` set), announces a retry
+instead of a terminal failure when the caller will run the job again, and stops taking jobs after a
+fatal CUDA error. A kind brings a `JobKind` and its own steps, nothing else:
 
     executor = GpuExecutor(sink=events.append, cancel_checker=flags)
     event = executor.run(GENERATION, job, steps)     # steps(run: JobRun) -> the completed event
@@ -266,7 +266,8 @@ JobSteps = Callable[[JobRun], JobEvent | AfterGpu]
 
 
 class GpuExecutor:
-    """Runs GPU jobs of every kind one at a time: share one per GPU between the kinds.
+    """Runs GPU jobs of every kind one at a time on the GPU (their CPU tails may overlap the next
+    job): share one per GPU between the kinds.
 
     After a fatal CUDA error `broken` says what happened: every later job fails at once (retryable, so
     the backend runs it on another worker) and the process should exit (gpu_worker/actors.py asks it to).

@@ -205,8 +205,9 @@ def prepare_image(data: bytes, *, width: int, height: int) -> Any:
 
 
 class Runner:
-    """Runs generation jobs one at a time (one GPU, one job): `executor` is the GPU's, and a `Trainer`
-    on this runner shares it with the runner's models."""
+    """Runs generation jobs one at a time on the GPU (one GPU, one job; a job's encode, quality gate and
+    upload run after it releases the GPU): `executor` is the GPU's, and a `Trainer` on this runner
+    shares it with the runner's models."""
 
     def __init__(
         self,
