@@ -79,6 +79,7 @@ def main() -> int:
         broker,
         runner,
         threads=settings.threads,
+        tail_threads=settings.tail_threads,
         time_limit_s=settings.time_limit_s,
         training_time_limit_s=settings.training_time_limit_s,
         training_max_wait_s=settings.training_max_wait_s,

@@ -13,9 +13,14 @@ actor (ACTOR_JOB_EVENT, which routes by job type), so this module needs no backe
 are declared on the broker they are given, never on the global one.
 
 One worker serves all three lanes with one slot per GPU (gpu_worker/lanes.py): INSTANT, then ECONOMY,
-then TRAINING (a training waiting past GPU_TRAINING_MAX_WAIT_S goes ahead of ECONOMY). Training has its
-own time limit (GPU_TRAINING_TIME_LIMIT_S, longer than a generation's) and fewer retries; a training that
-runs past its limit is reported TIMED_OUT at once rather than run again for as long.
+then TRAINING (a training waiting past GPU_TRAINING_MAX_WAIT_S goes ahead of ECONOMY). A job whose GPU
+work is done gives its slot back while its CPU tail (encode, quality gate, upload) runs on its own
+thread, so the next job denoises meanwhile: the worker has `tail_threads` threads more than GPU slots,
+and a message is still acked only after its terminal event, so retries and time limits cover the tail.
+
+Training has its own time limit (GPU_TRAINING_TIME_LIMIT_S, longer than a generation's) and fewer
+retries; a training that runs past its limit is reported TIMED_OUT at once rather than run again for as
+long.
 
 Every kind of job has the same actor, declared by `declare_lane_actor` from its `LaneActor` (actor
 name, lanes, job kind, retry policy) and its handler (a `Runner`, a `Trainer`: `run` and
@@ -253,6 +258,7 @@ def build_worker(
     runner: Runner,
     *,
     threads: int = 1,
+    tail_threads: int = 1,
     time_limit_s: int = DEFAULT_TIME_LIMIT_S,
     worker_timeout_ms: int = 250,
     trainer: Trainer | None = None,
@@ -262,30 +268,37 @@ def build_worker(
 ) -> dramatiq.Worker:
     """A Worker on every GPU lane: INSTANT, then ECONOMY, then TRAINING (a training waiting longer than
     `training_max_wait_s` goes ahead of ECONOMY), nothing prefetched while busy (gpu_worker/lanes.py),
-    prefetch equal to the thread count (one thread per GPU). Training runs on `trainer` (by default one
-    on `runner`'s models, so a GPU holds one copy of each model). `on_gpu_fault`: see
-    `declare_lane_actor`."""
+    `threads` jobs on the GPU (one per GPU) and up to `tail_threads` more in their CPU tail. Training
+    runs on `trainer` (by default one on `runner`'s models, so a GPU holds one copy of each model).
+    `on_gpu_fault`: see `declare_lane_actor`."""
+    trainer = trainer or Trainer(runner)
     declare_lane_actor(broker, GENERATION_LANES, runner, time_limit_s=time_limit_s, on_gpu_fault=on_gpu_fault)
     declare_lane_actor(
-        broker,
-        TRAINING_LANE,
-        trainer or Trainer(runner),
-        time_limit_s=training_time_limit_s,
-        on_gpu_fault=on_gpu_fault,
+        broker, TRAINING_LANE, trainer, time_limit_s=training_time_limit_s, on_gpu_fault=on_gpu_fault
     )
-    LaneGate(
+    gate = LaneGate(
         broker,
         GPU_QUEUES_BY_PRIORITY,
         slots=threads,
+        tail_slots=tail_threads,
         max_wait_ms={QUEUE_GPU_TRAINING: int(training_max_wait_s * 1000)},
     ).install()
+
+    def gpu_slot_free() -> None:  # on the job's thread, as its tail starts
+        message = CurrentMessage.get_current_message()
+        if message is not None:
+            gate.left_gpu(message.message_id)
+
+    for executor in {runner.executor, trainer.executor}:
+        executor.on_gpu_released = gpu_slot_free
     worker = dramatiq.Worker(
         broker,
         queues=set(GPU_QUEUES_BY_PRIORITY),
-        worker_threads=threads,
+        worker_threads=threads + tail_threads,
         worker_timeout=worker_timeout_ms,
     )
-    worker.queue_prefetch = threads  # what dramatiq_queue_prefetch=<threads> sets, without the env var
+    # What dramatiq_queue_prefetch sets, without the env var; the gate fetches one message at a time.
+    worker.queue_prefetch = threads + tail_threads
     return worker
 
 

@@ -112,7 +112,9 @@ TIMED_OUT = "TIMED_OUT"  # the job ran past the worker's time limit
 INTERNAL = "INTERNAL"
 BAD_INPUT = "BAD_INPUT"
 MODERATION = "MODERATION"
-QUALITY_FAILED = "QUALITY_FAILED"  # the output failed the quality gate twice (a new seed included)
+# The output failed twice, a new seed included: a clip refused by the quality gate, a training whose loss
+# diverged (NaN, infinite or exploding).
+QUALITY_FAILED = "QUALITY_FAILED"
 CANCELED = "CANCELED"
 REASON_CODES: tuple[str, ...] = (
     OUT_OF_MEMORY,

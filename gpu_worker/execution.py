@@ -2,16 +2,23 @@
 
 A generation (gpu_worker/runner.py) and a Soul ID training (gpu_worker/training.py) are two kinds of one
 thing: a job that holds the GPU, reports stages and progress, stops at a cancel flag and ends in exactly
-one terminal event. This module is that thing, once. `GpuExecutor` runs one job at a time (the pipelines
-are not thread-safe and a training adapts the generation transformer in place, so one executor per GPU
-is shared by every kind), numbers the run's events, times its steps, turns what went wrong into a reason
-code, frees GPU memory after an out-of-memory error (and, for a kind that can run with less memory, runs
-the job once more in-process with `run.low_memory` set), announces a retry instead of a terminal failure
-when the caller will run the job again, and stops taking jobs after a fatal CUDA error. A kind brings a
-`JobKind` and its own steps, nothing else:
+one terminal event. This module is that thing, once. `GpuExecutor` runs one job at a time on the GPU
+(the pipelines are not thread-safe and a training adapts the generation transformer in place, so one
+executor per GPU is shared by every kind), numbers the run's events, times its steps, turns what went
+wrong into a reason code, frees GPU memory after an out-of-memory error (and, for a kind that can run
+with less memory, runs the job once more in-process with `run.low_memory` set), announces a retry
+instead of a terminal failure when the caller will run the job again, and stops taking jobs after a
+fatal CUDA error. A kind brings a `JobKind` and its own steps, nothing else:
 
     executor = GpuExecutor(sink=events.append, cancel_checker=flags)
     event = executor.run(GENERATION, job, steps)     # steps(run: JobRun) -> the completed event
+
+The GPU never waits for a job's CPU tail. Steps that end in CPU work (encode, quality gate, upload)
+return `run.after_gpu(tail)` instead of an event: the executor releases the lock, calls
+`on_gpu_released` (the worker's lane gate then lets the next job in, gpu_worker/actors.py) and runs
+`tail(run)` on the job's own thread while the next job denoises; the terminal event is sent when the
+tail ends, and the tail's errors become reason codes as the steps' do. A tail that needs the GPU again
+(a re-render) takes it with `with run.gpu():`. The job's work folder lasts until its tail ends.
 
 What a step raises, and the terminal event it becomes:
 
@@ -101,6 +108,10 @@ class BadInput(Exception):
     def __init__(self, message: str, *, outputs: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.outputs = outputs or {}
+
+
+class GpuBroken(Exception):
+    """A tail asked for the GPU after another job broke it (`GpuExecutor.broken`)."""
 
 
 class JobError(Exception):
@@ -201,6 +212,16 @@ class JobRun:
     low_memory: bool = False  # the run after an out-of-memory error: use less memory (kind.low_memory_retry)
     timings: dict[str, Any] = field(default_factory=dict)  # seconds per step name; `speed_profile`
     started: float = field(default_factory=time.perf_counter)
+    # What `gpu` holds: nothing in the steps (they hold the lock), the GPU lock in a tail.
+    gpu_lock: Callable[[], contextlib.AbstractContextManager[None]] = contextlib.nullcontext
+
+    def after_gpu(self, tail: JobTail) -> AfterGpu:
+        """What steps return to run `tail(run)` after the GPU lock is released."""
+        return AfterGpu(self, tail)
+
+    def gpu(self) -> contextlib.AbstractContextManager[None]:
+        """In a tail: holds the GPU lock (waiting for the job on it) for work that needs the GPU again."""
+        return self.gpu_lock()
 
     @contextlib.contextmanager
     def timed(self, name: str) -> Iterator[None]:
@@ -227,14 +248,26 @@ class JobRun:
         return self.events.build("completed", progress=1.0, timings=self.rounded_timings(), **fields)
 
 
-JobSteps = Callable[[JobRun], JobEvent]
+JobTail = Callable[[JobRun], JobEvent]
+
+
+@dataclass(frozen=True)
+class AfterGpu:
+    """What steps return when the rest of the job runs without the GPU lock: `tail(run)`."""
+
+    run: JobRun
+    tail: JobTail
+
+
+JobSteps = Callable[[JobRun], JobEvent | AfterGpu]
 
 
 # --- The executor -------------------------------------------------------------------------------
 
 
 class GpuExecutor:
-    """Runs GPU jobs of every kind one at a time: share one per GPU between the kinds.
+    """Runs GPU jobs of every kind one at a time on the GPU (their CPU tails may overlap the next
+    job): share one per GPU between the kinds.
 
     After a fatal CUDA error `broken` says what happened: every later job fails at once (retryable, so
     the backend runs it on another worker) and the process should exit (gpu_worker/actors.py asks it to).
@@ -245,6 +278,8 @@ class GpuExecutor:
         self.cancel_checker = cancel_checker or (lambda job_id: False)
         self.lock = threading.Lock()
         self.broken: str | None = None
+        # Called on the job's thread when its GPU work is done and its tail starts (see the module doc).
+        self.on_gpu_released: Callable[[], None] | None = None
         self._flags_down_until = 0.0
 
     def run(self, kind: JobKind, job: Any, steps: JobSteps, *, final_attempt: bool = True) -> JobEvent:
@@ -257,11 +292,16 @@ class GpuExecutor:
         if isinstance(job, dict):
             job = kind.job_class.from_message(job)
         events = kind.events(job.job_id, job.attempt, self.sink)
-        with self.lock:
-            if self.broken is not None:
-                outcome = events.failed(INTERNAL, GPU_FAULT_MESSAGE)
-            else:
-                outcome = self._execute(kind, job, events, steps)
+        with tempfile.TemporaryDirectory(prefix=f"gpu-{kind.noun}-") as work:
+            with self.lock:
+                if self.broken is not None:
+                    outcome: JobEvent | AfterGpu = events.failed(INTERNAL, GPU_FAULT_MESSAGE)
+                else:
+                    outcome = self._execute(kind, job, events, steps, Path(work))
+            if isinstance(outcome, AfterGpu):
+                if self.on_gpu_released is not None:
+                    self.on_gpu_released()
+                outcome = self._finish(kind, outcome)
         if self.retries_here(kind, outcome, final_attempt=final_attempt):
             events.send_best_effort(
                 events.build(
@@ -307,8 +347,18 @@ class GpuExecutor:
             logger.warning("could not read the cancel flag of job %s", job_id, exc_info=True)
             return False
 
-    def _execute(self, kind: JobKind, job: Any, events: JobEvents, steps: JobSteps) -> JobEvent:
-        run = JobRun(job, events, self.cancel_requested)
+    @contextlib.contextmanager
+    def gpu(self) -> Iterator[None]:
+        """The GPU lock, for a tail's work on the GPU; refused (GpuBroken) once the GPU is broken."""
+        with self.lock:
+            if self.broken is not None:
+                raise GpuBroken(self.broken)
+            yield
+
+    def _execute(
+        self, kind: JobKind, job: Any, events: JobEvents, steps: JobSteps, work: Path
+    ) -> JobEvent | AfterGpu:
+        run = JobRun(job, events, self.cancel_requested, work=work)
         outcome = self._attempt(kind, run, steps)
         if outcome is not None:
             return outcome
@@ -326,7 +376,7 @@ class GpuExecutor:
                 message=f"{OUT_OF_MEMORY_MESSAGE}; retrying once with less memory",
             )
         )
-        run = JobRun(job, events, self.cancel_requested, low_memory=True, started=run.started)
+        run = JobRun(job, events, self.cancel_requested, work=work, low_memory=True, started=run.started)
         outcome = self._attempt(kind, run, steps)
         if outcome is not None:
             return outcome
@@ -335,14 +385,28 @@ class GpuExecutor:
             OUT_OF_MEMORY, f"{OUT_OF_MEMORY_MESSAGE} {LOW_MEMORY_RETRIED}", timings=run.rounded_timings()
         )
 
-    def _attempt(self, kind: JobKind, run: JobRun, steps: JobSteps) -> JobEvent | None:
-        """One run of the steps: its outcome, or None when the GPU ran out of memory (not yet freed)."""
+    def _finish(self, kind: JobKind, after: AfterGpu) -> JobEvent:
+        """Runs a job's tail (the GPU lock released): its terminal event. Running out of memory here
+        (in a re-render) is final for this run: the low-memory run is for the steps."""
+        run = after.run
+        run.gpu_lock = self.gpu
+        outcome = self._attempt(kind, run, after.tail)
+        if isinstance(outcome, AfterGpu):
+            raise TypeError("a tail returns the terminal event, not another tail")
+        if outcome is None:
+            free_memory()
+            return run.events.failed(OUT_OF_MEMORY, OUT_OF_MEMORY_MESSAGE, timings=run.rounded_timings())
+        return outcome
+
+    def _attempt(self, kind: JobKind, run: JobRun, steps: JobSteps) -> JobEvent | AfterGpu | None:
+        """One run of the steps (or a tail): its outcome, or None when the GPU ran out of memory (not
+        yet freed)."""
         events = run.events
         what = f"{kind.noun} {run.job.job_id}"
         try:
-            with tempfile.TemporaryDirectory(prefix=f"gpu-{kind.noun}-") as work:
-                run.work = Path(work)
-                return steps(run)
+            return steps(run)
+        except GpuBroken:
+            return events.failed(INTERNAL, GPU_FAULT_MESSAGE, timings=run.rounded_timings())
         except JobCanceled:
             return events.failed(CANCELED, "canceled", timings=run.rounded_timings())
         except BadInput as exc:
@@ -379,6 +443,7 @@ def free_memory() -> None:
 
 
 __all__ = [
+    "AfterGpu",
     "BadInput",
     "CancelChecker",
     "EventSink",
@@ -388,6 +453,7 @@ __all__ = [
     "JobEvents",
     "JobKind",
     "JobRun",
+    "JobTail",
     "free_memory",
     "is_fatal_gpu_error",
 ]

@@ -9,10 +9,13 @@ meanwhile an idle GPU elsewhere could not take it.
 `LaneGate` closes both holes by wrapping the broker's lane consumers (not the delay-queue ones, which
 only hand due retries back to their lane):
 
-- a shared count of `slots` (= worker threads, so 1 per GPU): a lane consumer fetches only while the
-  worker holds fewer lane messages than that, and a fetched message holds its slot until it is acked,
-  nacked or requeued. So a busy GPU holds nothing in memory and leaves the next job in Redis for any
-  idle GPU: prefetch is effectively "on demand";
+- a shared count of `slots` (1 per GPU): a lane consumer fetches only while the worker holds fewer
+  lane messages on the GPU than that, and a fetched message holds its slot until it is acked, nacked or
+  requeued, or its job leaves the GPU for its CPU tail (`left_gpu`: encode, quality gate, upload; see
+  gpu_worker/execution.py). So a busy GPU holds nothing in memory and leaves the next job in Redis for
+  any idle GPU, while a job's tail never keeps the GPU idle: prefetch is effectively "on demand". At
+  most `tail_slots` jobs may be in their tail at once (the worker has that many threads more than GPU
+  slots), and each fetch takes one message at most (a Redis consumer would otherwise prefetch several);
 - a lower lane fetches only when every higher lane's queue in the broker is empty, checked under the
   same lock as the fetch. So when a slot frees and both lanes have work, INSTANT goes first, while an
   idle GPU still takes ECONOMY work as soon as INSTANT is empty.
@@ -55,17 +58,20 @@ class LaneGate:
         lanes: Sequence[str],
         *,
         slots: int,
+        tail_slots: int = 0,
         max_wait_ms: Mapping[str, int] | None = None,
     ) -> None:
-        if slots < 1:
-            raise ValueError("a lane gate needs at least one slot")
+        if slots < 1 or tail_slots < 0:
+            raise ValueError("a lane gate needs at least one slot (and no negative tail slots)")
         self.broker = broker
         self.lanes = tuple(lanes)  # highest priority first
         self.slots = slots
+        self.tail_slots = tail_slots
         # lane -> how long its oldest message may wait before it goes ahead of every lane but the first
         self.max_wait_ms = dict(max_wait_ms or {})
         self.lock = threading.Lock()
-        self.held: set[str] = set()
+        self.held: set[str] = set()  # every fetched lane message not yet acked, nacked or requeued
+        self.in_tail: set[str] = set()  # those whose job left the GPU (its CPU tail runs)
 
     def install(self) -> LaneGate:
         """Makes the broker hand out gated consumers for the lanes (other queues are untouched)."""
@@ -130,15 +136,24 @@ class LaneGate:
 
     def may_fetch(self, lane: str) -> bool:
         """Called with `lock` held."""
-        if len(self.held) >= self.slots:
+        on_gpu = len(self.held) - len(self.in_tail)
+        if on_gpu >= self.slots or len(self.held) >= self.slots + self.tail_slots:
             return False
         order = self.order()
         higher = order[: order.index(lane)]
         return all(self.waiting(queue) == 0 for queue in higher)
 
+    def left_gpu(self, message_id: str) -> None:
+        """The job of a held message is done with the GPU: its slot goes to the next job, while the
+        message stays held (unacked) until its tail ends."""
+        with self.lock:
+            if message_id in self.held:
+                self.in_tail.add(message_id)
+
     def release(self, message_id: str) -> None:
         with self.lock:
             self.held.discard(message_id)
+            self.in_tail.discard(message_id)
 
 
 class GatedConsumer(Consumer):
@@ -152,6 +167,8 @@ class GatedConsumer(Consumer):
     def __next__(self):
         with self.gate.lock:
             if self.gate.may_fetch(self.lane):
+                if hasattr(self.inner, "outstanding_message_count"):  # a Redis consumer: one at a time
+                    self.inner.prefetch = self.inner.outstanding_message_count + 1
                 message = next(self.inner)
                 if message is not None:
                     self.gate.held.add(message.message_id)

@@ -41,6 +41,7 @@ from gpu_worker.contract import (
     RouteSpec,
 )
 from gpu_worker.execution import (
+    AfterGpu,
     BadInput,
     CancelChecker,
     EventSink,
@@ -204,8 +205,9 @@ def prepare_image(data: bytes, *, width: int, height: int) -> Any:
 
 
 class Runner:
-    """Runs generation jobs one at a time (one GPU, one job): `executor` is the GPU's, and a `Trainer`
-    on this runner shares it with the runner's models."""
+    """Runs generation jobs one at a time on the GPU (one GPU, one job; a job's encode, quality gate and
+    upload run after it releases the GPU): `executor` is the GPU's, and a `Trainer` on this runner
+    shares it with the runner's models."""
 
     def __init__(
         self,
@@ -255,35 +257,39 @@ class Runner:
 
     # The steps of one job
 
-    def _generate(self, run: JobRun) -> JobEvent:
+    def _generate(self, run: JobRun) -> AfterGpu:
         job: GenerationJob = run.job
-        events = run.events
         # 1. Check inputs
         run.check_cancel()
         try:
             pipelines.check_inputs(job)
         except ValueError as exc:  # ContractError included
             raise BadInput(str(exc)) from None
+        run.events.stage(STAGE_LOADING_MODEL)
+        with run.timed("load"):
+            image = self._input_image(job)
 
-        # 2. Load the model, fetch the inputs, apply the user's LoRA
-        events.stage(STAGE_LOADING_MODEL)
+        # 2-4. Load, denoise, decode: the GPU's part
+        rendered = [self._render(run, image, job.seed)]
+
+        # 5-7. Encode, check and upload with the GPU lock released (the next job denoises meanwhile);
+        # the frames are handed over (popped), so the tail frees them once encoded
+        return run.after_gpu(lambda run: self._deliver(run, image, rendered.pop()))
+
+    def _render(self, run: JobRun, image: Any, seed: int) -> np.ndarray:
+        """Steps 2-4 on the GPU (the caller holds the lock): the clip as uint8 frames (T, H, W, 3)."""
+        job: GenerationJob = run.job
+        events = run.events
+        # 2. Load the model, apply the user's LoRA and the route's speed profile
         with run.timed("load"):
             if run.low_memory:
                 self.unload_models(keep=job.route)
             model = self.load_model(job.route)
-            image = self._input_image(job)
             pipe = model.pipeline_for(job)
             self.lora.apply(pipe, job.lora_key, job.lora_scale)
             self._apply_speed_profile(run, pipe)
 
         with vae_tiling(pipe) if run.low_memory else contextlib.nullcontext():
-            return self._render(run, model, pipe, image)
-
-    def _render(self, run: JobRun, model: Any, pipe: Any, image: Any) -> JobEvent:
-        job: GenerationJob = run.job
-        events = run.events
-        seed = job.seed
-        for quality_attempt in (1, 2):
             # 3. Denoise (cancel checked at every step)
             events.stage(STAGE_DENOISING)
             generator = torch.Generator("cpu").manual_seed(seed)
@@ -296,16 +302,30 @@ class Runner:
             with run.timed("decode"):
                 frames = video.frames_to_uint8(np.asarray(model.decode(pipe, latents, generator)))
             del latents
+        return frames
+
+    def _deliver(self, run: JobRun, image: Any, frames: np.ndarray | None) -> JobEvent:
+        """Steps 5-7, without the GPU lock: encode, quality gate (a refused clip is rendered once more
+        with a new seed, on the GPU again), upload. A cancel seen up to the end of the upload wins."""
+        job: GenerationJob = run.job
+        events = run.events
+        seed = job.seed
+        video_path, poster_path = run.work / "video.mp4", run.work / "poster.jpg"
+        for quality_attempt in (1, 2):
+            if frames is None:
+                with run.gpu():
+                    frames = self._render(run, image, seed)
 
             # 5. Encode the video and the poster
             run.check_cancel()
             events.stage(STAGE_ENCODING)
-            video_path, poster_path = run.work / "video.mp4", run.work / "poster.jpg"
             with run.timed("encode"):
                 video.encode_mp4(frames, video_path, fps=job.fps)
                 video.write_jpeg(frames[video.poster_index(frames)], poster_path)
+            frames = None
 
             # 6. Quality gate on what the user would get: the MP4 decoded back
+            run.check_cancel()
             events.stage(STAGE_QUALITY_CHECK)
             with run.timed("quality"):
                 report = self.quality_gate(
@@ -320,7 +340,7 @@ class Runner:
                     f"the video failed the quality check: {report.message}",
                     timings=run.rounded_timings(),
                 )
-            seed = _next_seed(seed)
+            seed = next_seed(seed)
             events.stage(
                 STAGE_QUALITY_CHECK,
                 reason_code=QUALITY_FAILED,
@@ -331,8 +351,11 @@ class Runner:
         run.check_cancel()
         events.stage(STAGE_UPLOADING)
         with run.timed("upload"):
-            video_bytes = self.storage.write_file(job.video_key, video_path, content_type="video/mp4")
-            poster_bytes = self.storage.write_file(job.poster_key, poster_path, content_type="image/jpeg")
+            video_bytes, poster_bytes = self._upload(
+                run,
+                (job.video_key, video_path, "video/mp4"),
+                (job.poster_key, poster_path, "image/jpeg"),
+            )
 
         outputs = {
             "video": {
@@ -358,6 +381,28 @@ class Runner:
         return run.completed(
             seconds_per_step=run.timings["denoise"] / (job.route.steps * quality_attempt), outputs=outputs
         )
+
+    def _upload(self, run: JobRun, *files: tuple[str, Path, str]) -> list[int]:
+        """Writes (key, path, content type) files in order, checking for a cancel between them and after
+        the last: a canceled job removes what it wrote, so it leaves no outputs behind."""
+        written: list[str] = []
+        sizes = []
+        try:
+            for key, path, content_type in files:
+                run.check_cancel()
+                sizes.append(self.storage.write_file(key, path, content_type=content_type))
+                written.append(key)
+            run.check_cancel()
+        except JobCanceled:
+            for key in written:
+                try:
+                    self.storage.delete(key)
+                except Exception:
+                    logger.warning(
+                        "could not delete %s of canceled job %s", key, run.job.job_id, exc_info=True
+                    )
+            raise
+        return sizes
 
     def _apply_speed_profile(self, run: JobRun, pipe: Any) -> None:
         """Puts the pipeline in the state its route's speed profile says and records what was applied.
@@ -472,8 +517,8 @@ def _model_key(route: RouteSpec) -> tuple[str, str, str]:
     return (route.name, route.family, route.checkpoint)
 
 
-def _next_seed(seed: int) -> int:
-    """A different, reproducible seed for the quality-gate retry."""
+def next_seed(seed: int) -> int:
+    """A different, reproducible seed for a retry (the quality gate's, a diverged training's)."""
     return int.from_bytes(hashlib.sha256(str(seed).encode()).digest()[:7], "big")
 
 
@@ -487,5 +532,6 @@ __all__ = [
     "LoraAdapters",
     "Runner",
     "default_max_loaded_models",
+    "next_seed",
     "prepare_image",
 ]

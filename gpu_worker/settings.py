@@ -4,7 +4,9 @@ REDIS_URL          the broker (and the cancel flags); required by `python -m gpu
 MODEL_ROOT         folder of diffusers checkpoints (else VAR_DIR/models, else ./var/models)
 STORAGE_BACKEND, MEDIA_ROOT, S3_BUCKET, S3_ENDPOINT_URL, S3_REGION   see gpu_worker/storage.py
 GPU_DEVICE         torch device of the real routes (cuda); tiny-wan always runs on the CPU
-GPU_WORKER_THREADS jobs at once in this process (1: one process per GPU)
+GPU_WORKER_THREADS jobs at once on the GPU in this process (1: one process per GPU)
+GPU_TAIL_THREADS   jobs whose CPU tail (encode, quality gate, upload) may run beside the GPU's job (1;
+                   0: the next job waits for the tail)
 GPU_JOB_TIME_LIMIT_S  Dramatiq time limit of one generation (1800)
 GPU_TRAINING_TIME_LIMIT_S  Dramatiq time limit of one Soul ID training (7200)
 GPU_TRAINING_MAX_WAIT_S  how long a training waits behind ECONOMY before it goes ahead of it (600)
@@ -56,6 +58,7 @@ class WorkerSettings:
     redis_timeout_s: float = DEFAULT_REDIS_TIMEOUT_S
     max_loaded_models: int | None = None  # None: by the GPU's memory
     preload_routes: tuple[RouteSpec, ...] = ()
+    tail_threads: int = 1
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> WorkerSettings:
@@ -74,6 +77,7 @@ class WorkerSettings:
             redis_timeout_s=float(environ.get("GPU_REDIS_TIMEOUT_S") or DEFAULT_REDIS_TIMEOUT_S),
             max_loaded_models=_positive_int_or_none(environ, "GPU_MAX_LOADED_MODELS"),
             preload_routes=preload_routes(environ.get("GPU_PRELOAD_ROUTES", "")),
+            tail_threads=_int(environ, "GPU_TAIL_THREADS", 1),
         )
 
 

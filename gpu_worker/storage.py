@@ -50,6 +50,10 @@ class Storage(Protocol):
 
     def exists(self, key: str) -> bool: ...
 
+    def delete(self, key: str) -> None:
+        """Removes an object; nothing happens when there is none."""
+        ...
+
 
 class LocalStorage:
     name = "local"
@@ -82,6 +86,10 @@ class LocalStorage:
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+        (self.root / ".meta" / f"{key}.json").unlink(missing_ok=True)
 
     def write(self, key: str, data: bytes, *, content_type: str) -> None:
         fd, temp = tempfile.mkstemp(dir=self._tmp_dir(), prefix="gpu-")
@@ -165,6 +173,9 @@ class S3Storage:
                 return False
             raise
         return True
+
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=validate_key(key))
 
     def write(self, key: str, data: bytes, *, content_type: str) -> None:
         self.client.put_object(Bucket=self.bucket, Key=validate_key(key), Body=data, ContentType=content_type)

@@ -8,6 +8,11 @@ transformer's attention projections (to_q, to_k, to_v, to_out.0 of attn1 and att
 
     x_t = (1 - s) x_0 + s noise,  s ~ U(0, 1),  loss = |transformer(x_t, 1000 s, caption) - (noise - x_0)|^2
 
+A training diverges when its loss is not finite, or past the first FINAL_LOSS_WINDOW steps above
+DIVERGENCE_FACTOR times their mean: it starts over once (a fresh adapter) with another seed
+(`runner.next_seed`), and if that one diverges too the job fails QUALITY_FAILED, not retryable (the
+same job would diverge the same way).
+
 The file is what `WanPipeline.save_lora_weights` writes (`transformer.blocks.N.attn1.to_q.lora_A.weight`
 ...), so `load_lora_weights` in the generation runner takes it by key.
 
@@ -44,6 +49,7 @@ from gpu_worker.contract import (
     JOB_TYPE_TRAINING,
     LORA_CONTENT_TYPE,
     LORA_FILE_NAME,
+    QUALITY_FAILED,
     STAGE_LOADING_MODEL,
     STAGE_PREPARING,
     STAGE_SAVING,
@@ -54,7 +60,7 @@ from gpu_worker.contract import (
     TrainingJob,
 )
 from gpu_worker.execution import BadInput, JobError, JobEvents, JobKind, JobRun
-from gpu_worker.runner import MAX_IMAGE_BYTES, Runner, prepare_image
+from gpu_worker.runner import MAX_IMAGE_BYTES, Runner, next_seed, prepare_image
 from gpu_worker.storage import MissingObject, ObjectTooLarge
 
 logger = logging.getLogger(__name__)
@@ -64,6 +70,7 @@ TARGET_MODULES = ("to_q", "to_k", "to_v", "to_out.0")
 ENCODE_BATCH = 4  # photos per VAE call
 FINAL_LOSS_WINDOW = 10  # `final_loss` is the mean of the last steps' losses
 MAX_GRAD_NORM = 1.0
+DIVERGENCE_FACTOR = 10.0  # a loss this many times the first steps' mean is exploding
 WEIGHT_DECAY = 1e-4
 
 # Where each stage sits on the job's 0..1 progress.
@@ -86,8 +93,16 @@ class PhotosUnreadable(BadInput):
         self.keys = keys
 
 
+class Diverged(Exception):
+    """One run of the optimisation diverged (the message says where); the job may start over."""
+
+
 class TrainingDiverged(JobError):
-    public_message = "the training diverged"
+    reason_code = QUALITY_FAILED
+    public_message = (
+        "the training diverged twice, with a new seed the second time: try other photos or a lower "
+        "learning rate"
+    )
 
 
 class TrainingEvents(JobEvents):
@@ -165,11 +180,28 @@ class Trainer:
             latents, embeddings = self._encode(pipe, job, photos, generator)
         del photos
 
-        # 4. Train (progress and a cancel check at every step)
+        # 4. Train (progress and a cancel check at every step); once more with a new seed if it diverges
+        seed = job.seed
         run.check_cancel()
         events.stage(STAGE_TRAINING, total_steps=job.steps)
-        with run.timed("train"):
-            trained = self._optimise(run, pipe, latents, embeddings, generator)
+        for training_attempt in (1, 2):
+            run.check_cancel()
+            try:
+                with run.timed("train"):
+                    trained = self._optimise(run, pipe, latents, embeddings, generator, seed)
+                break
+            except Diverged as exc:
+                logger.warning("training %s diverged with seed %s: %s", job.job_id, seed, exc)
+                if training_attempt == 2:
+                    raise TrainingDiverged(f"seeds {job.seed} and {seed}: {exc}") from None
+            seed = next_seed(seed)
+            generator = torch.Generator("cpu").manual_seed(seed)
+            events.stage(
+                STAGE_TRAINING,
+                total_steps=job.steps,
+                reason_code=QUALITY_FAILED,
+                message="the training diverged; retrying with a new seed",
+            )
         del latents, embeddings
 
         # 5. Save in diffusers' LoRA format
@@ -197,12 +229,12 @@ class Trainer:
             "resolution": job.resolution,
             "photos": len(job.photo_keys),
             "steps": len(trained.losses),
-            "seed": job.seed,
+            "seed": seed,
             "first_loss": round(trained.losses[0], 6),
             "final_loss": round(sum(window) / len(window), 6),
         }
         return run.completed(
-            seconds_per_step=run.timings["train"] / job.steps,
+            seconds_per_step=run.timings["train"] / (job.steps * training_attempt),
             step=len(trained.losses),
             total_steps=job.steps,
             outputs=outputs,
@@ -257,7 +289,9 @@ class Trainer:
         latents: torch.Tensor,
         embeddings: torch.Tensor,
         generator: torch.Generator,
+        seed: int,
     ) -> Trained:
+        """`job.steps` steps on a fresh adapter initialised from `seed`; Diverged when the loss does."""
         from peft.utils import get_peft_model_state_dict
 
         job: TrainingJob = run.job
@@ -266,7 +300,7 @@ class Trainer:
         count, batch = len(latents), min(job.batch_size, len(latents))
         interval = self.runner.progress_interval
         losses: list[float] = []
-        with training_adapter(pipe, job, checkpointing=self._checkpointing(job)) as params:
+        with training_adapter(pipe, seed, rank=job.rank, checkpointing=self._checkpointing(job)) as params:
             optimizer = torch.optim.AdamW(params, lr=job.learning_rate, weight_decay=WEIGHT_DECAY)
             order: list[int] = []
             started = time.perf_counter()
@@ -287,13 +321,12 @@ class Trainer:
                     return_dict=False,
                 )[0]
                 loss = torch.nn.functional.mse_loss(prediction.float(), noise - x0)
+                value = loss.item()
+                check_loss(value, losses, step=step + 1)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(params, MAX_GRAD_NORM)
                 optimizer.step()
-                value = loss.item()
-                if not math.isfinite(value):
-                    raise TrainingDiverged(f"the loss is {value} at step {step + 1}")
                 losses.append(value)
 
                 done = step + 1
@@ -330,9 +363,20 @@ class Trainer:
         return job.family != FAMILY_TINY_WAN
 
 
+def check_loss(value: float, earlier: list[float], *, step: int) -> None:
+    """Raises Diverged when a step's loss is not finite, or (past the first FINAL_LOSS_WINDOW steps)
+    above DIVERGENCE_FACTOR times their mean."""
+    if not math.isfinite(value):
+        raise Diverged(f"the loss is {value} at step {step}")
+    if len(earlier) >= FINAL_LOSS_WINDOW:
+        start = sum(earlier[:FINAL_LOSS_WINDOW]) / FINAL_LOSS_WINDOW
+        if value > DIVERGENCE_FACTOR * start:
+            raise Diverged(f"the loss is {value:.4g} at step {step}, from {start:.4g} at the start")
+
+
 @contextlib.contextmanager
 def training_adapter(
-    pipe: Any, job: TrainingJob, *, checkpointing: bool
+    pipe: Any, seed: int, *, rank: int, checkpointing: bool
 ) -> Iterator[list[torch.nn.Parameter]]:
     """Adds the training LoRA to `pipe.transformer` and yields its parameters (float32, trainable); on
     the way out, whatever happened, removes it and puts the transformer back as it was (eval mode,
@@ -345,11 +389,11 @@ def training_adapter(
     added = False
     try:
         with torch.random.fork_rng(devices=[]):
-            torch.random.default_generator.manual_seed(job.seed)  # the LoRA init (peft draws on the CPU)
+            torch.random.default_generator.manual_seed(seed)  # the LoRA init (peft draws on the CPU)
             transformer.add_adapter(
                 LoraConfig(
-                    r=job.rank,
-                    lora_alpha=job.rank,
+                    r=rank,
+                    lora_alpha=rank,
                     init_lora_weights="gaussian",
                     target_modules=list(TARGET_MODULES),
                 ),

@@ -38,10 +38,14 @@ class DecodedVideo:
 
 
 def frames_to_uint8(frames: np.ndarray) -> np.ndarray:
-    """Float frames in [0, 1] (what diffusers' `output_type="np"` gives) to uint8."""
+    """Float frames in [0, 1] (what diffusers' `output_type="np"` gives) to uint8, frame by frame (no
+    float temporaries the size of the clip)."""
     if frames.dtype == np.uint8:
         return frames
-    return (np.clip(frames, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    out = np.empty(frames.shape, dtype=np.uint8)
+    for index in np.ndindex(frames.shape[:-3]):
+        out[index] = (np.clip(frames[index], 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    return out
 
 
 def encode_mp4(frames: np.ndarray, path: Path, *, fps: int, crf: int = CRF, preset: str = PRESET) -> None:
@@ -115,7 +119,8 @@ def mp4_top_level_boxes(path: Path) -> list[str]:
 
 
 def luma(frames: np.ndarray) -> np.ndarray:
-    """Rec. 601 luma in [0, 1] of (T, H, W, 3) uint8 or float frames."""
+    """Rec. 601 luma in [0, 1] of (..., 3) uint8 or float pixels, as float32: call it per frame, not on
+    a whole clip (that is a float32 copy of the clip)."""
     data = frames.astype(np.float32)
     if frames.dtype == np.uint8:
         data /= 255.0
@@ -136,7 +141,7 @@ def sharpness(frame_luma: np.ndarray) -> float:
 
 def poster_index(frames: np.ndarray, *, ratio: float = 0.7) -> int:
     """The first frame at least `ratio` times as sharp as the sharpest one (a clip often starts blurred)."""
-    scores = [sharpness(frame) for frame in luma(frames)]
+    scores = [sharpness(luma(frame)) for frame in frames]  # one frame's luma at a time
     best = max(scores)
     return next(i for i, score in enumerate(scores) if score >= ratio * best)
 

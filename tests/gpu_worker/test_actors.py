@@ -182,6 +182,67 @@ def test_a_busy_gpu_holds_no_other_job_and_takes_instant_next(redis_broker, gpu_
 
 
 @pytest.mark.services
+def test_a_job_in_its_tail_gives_the_gpu_slot_to_the_next_and_nothing_more_is_fetched(
+    redis_broker, storage, tmp_path, wait_for
+):
+    """Three jobs wait. While the first denoises, the others stay in Redis (any idle GPU may take
+    them). While it uploads (its tail), the second denoises and the third still stays in Redis: this
+    worker holds a job on its GPU and one in a tail, all it has threads for."""
+    from tests.gpu_worker.test_cpu_tail import WAIT_S, BlockingStorage, Gate
+
+    jobs = [make_job(job_id=name) for name in ("first", "second", "third")]
+    upload = Gate()
+    running = {job.job_id: threading.Event() for job in jobs}
+    release = {job.job_id: threading.Event() for job in jobs}
+
+    def hold_at_the_first_step(job_id: str) -> bool:
+        if not release[job_id].is_set():
+            running[job_id].set()
+            release[job_id].wait(WAIT_S)
+        return False
+
+    runner = Runner(
+        storage=storage,
+        sink=broker_sink(redis_broker),
+        cancel_checker=hold_at_the_first_step,
+        model_root=tmp_path / "models",
+        device="cpu",
+        progress_interval=0.0,
+    )
+    runner.storage = runner.lora.storage = BlockingStorage(
+        storage.root, jobs[0].video_key, upload, runner.executor.lock
+    )
+    for job in jobs:
+        redis_broker.enqueue(_message(job))
+    worker = build_worker(redis_broker, runner, threads=1, tail_threads=1)
+    worker.start()
+    try:
+        assert running["first"].wait(WAIT_S)
+        time.sleep(0.8)  # several poll rounds of the lane consumer
+        assert lane_state(redis_broker, QUEUE_GPU_INSTANT) == {"waiting": 2, "fetched": 1, "dead": 0}
+
+        release["first"].set()
+        assert upload.reached.wait(WAIT_S) and running["second"].wait(WAIT_S)
+        time.sleep(0.8)
+        assert lane_state(redis_broker, QUEUE_GPU_INSTANT) == {"waiting": 1, "fetched": 2, "dead": 0}
+
+        upload.released.set()
+        for event in release.values():
+            event.set()
+        wait_for(
+            lambda: len([e for e in redis_events(redis_broker) if e.kind == "completed"]) == 3,
+            what="3 jobs",
+        )
+    finally:
+        upload.released.set()
+        for event in release.values():
+            event.set()
+        worker.stop(timeout=20_000)
+    started = [e.job_id for e in redis_events(redis_broker) if e.stage == STAGE_LOADING_MODEL]
+    assert started == ["first", "second", "third"]
+
+
+@pytest.mark.services
 def test_a_retryable_failure_is_retried_with_backoff_then_reported_once(redis_broker, gpu_worker, wait_for):
     gpu_worker()
     missing = RouteSpec(
@@ -263,7 +324,8 @@ def stub_broker() -> Iterator[StubBroker]:
 
 def test_the_embedded_mode_runs_the_lanes_in_process_on_a_given_broker(stub_broker, storage, tmp_path):
     worker = start_embedded(stub_broker, storage=storage, model_root=tmp_path)
-    assert (worker.worker_threads, worker.queue_prefetch) == (1, 1)  # prefetch equal to threads
+    # One thread for the GPU, one for a finished job's CPU tail; the gate fetches one message at a time.
+    assert (worker.worker_threads, worker.queue_prefetch) == (2, 2)
     assert worker.consumer_whitelist == {QUEUE_GPU_INSTANT, QUEUE_GPU_ECONOMY, QUEUE_GPU_TRAINING}
     try:
         job = make_job()
@@ -277,6 +339,46 @@ def test_the_embedded_mode_runs_the_lanes_in_process_on_a_given_broker(stub_brok
     assert events[-1].kind == "completed"
     assert (storage.root / job.video_key).is_file()
     assert dramatiq.get_broker() is not stub_broker  # declared on the given broker, not the global one
+
+
+def test_the_next_job_takes_the_gpu_while_the_previous_one_uploads(stub_broker, tmp_path):
+    from tests.gpu_worker.test_cpu_tail import WAIT_S, BlockingStorage, Gate
+
+    first, second = make_job(job_id="first"), make_job(job_id="second", seed=8)
+    gate, second_done = Gate(), threading.Event()
+    send = broker_sink(stub_broker)
+
+    def sink(event: JobEvent) -> None:
+        send(event)
+        if event.job_id == second.job_id and event.is_terminal:
+            second_done.set()
+
+    runner = Runner(storage=None, sink=sink, model_root=tmp_path, device="cpu", progress_interval=0.0)
+    runner.storage = runner.lora.storage = BlockingStorage(
+        tmp_path / "media", first.video_key, gate, runner.executor.lock
+    )
+    worker = build_worker(stub_broker, runner)
+    worker.start()
+    try:
+        stub_broker.enqueue(_message(first))
+        assert gate.reached.wait(WAIT_S)  # the first job uploads, and stays there
+        stub_broker.enqueue(_message(second))
+        assert second_done.wait(WAIT_S)  # the second job ran whole meanwhile, on the same lane
+        assert terminal_of_stub(stub_broker, first.job_id) == []
+        gate.released.set()
+        stub_broker.join(QUEUE_GPU_INSTANT, timeout=60_000)
+        worker.join()
+    finally:
+        gate.released.set()
+        worker.stop(timeout=10_000)
+
+    terminals = [(e.job_id, e.kind) for e in stub_events(stub_broker) if e.is_terminal]
+    assert terminals == [("second", "completed"), ("first", "completed")]
+    assert stub_broker.dead_letters == []
+
+
+def terminal_of_stub(broker: StubBroker, job_id: str) -> list[JobEvent]:
+    return [e for e in stub_events(broker) if e.job_id == job_id and e.is_terminal]
 
 
 def test_a_job_past_the_time_limit_is_reported_timed_out(stub_broker, storage, tmp_path):

@@ -90,6 +90,59 @@ def test_ltx_arguments_with_and_without_a_first_frame():
     assert (condition.image, condition.frame_index, condition.strength) == ("the selfie", 0, 1.0)
 
 
+DISTILLED_KWARGS = {
+    "timesteps": [1000, 993, 987, 981, 975, 909, 725, 0.03],
+    "guidance_scale": 1.0,
+    "guidance_rescale": 0.7,
+    "image_cond_noise_scale": 0.0,
+    "decode_timestep": 0.05,
+    "decode_noise_scale": 0.025,
+}
+
+
+@pytest.mark.parametrize(
+    ("checkpoint", "steps", "guidance", "expected"),
+    [
+        ("LTX-Video-0.9.7-distilled", 8, 1.0, DISTILLED_KWARGS),
+        ("LTX-Video-0.9.8-13B-distilled", 8, 1.0, DISTILLED_KWARGS),
+        (
+            "LTX-Video-0.9.5",
+            40,
+            5.0,
+            {
+                "guidance_scale": 5.0,
+                "guidance_rescale": 0.0,
+                "image_cond_noise_scale": 0.15,
+                "decode_timestep": 0.05,
+                "decode_noise_scale": 0.025,
+            },
+        ),
+    ],
+    ids=["0.9.7-distilled", "0.9.8-distilled", "0.9.5-base"],
+)
+def test_ltx_calls_follow_the_checkpoints_recipe(checkpoint, steps, guidance, expected):
+    route = ltx_route(checkpoint=checkpoint, steps=steps, guidance=guidance)
+    job = make_job(route=route, width=768, height=512, num_frames=121, aspect_ratio="16:9")
+    check_inputs(job)
+
+    kwargs = ltx.build_call_kwargs(job, image="the selfie", generator=None, callback=_callback)
+
+    assert {name: kwargs[name] for name in expected} == expected
+    assert ("timesteps" in kwargs) == ("timesteps" in expected)
+    assert kwargs["num_inference_steps"] == steps
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [({"steps": 30}, "8 steps, not 30"), ({"guidance": 3.0}, "guidance 1.0, not 3.0")],
+    ids=["steps", "guidance"],
+)
+def test_a_distilled_ltx_route_that_contradicts_its_recipe_is_refused(overrides, message):
+    job = make_job(route=ltx_route(**overrides), width=768, height=512, num_frames=121, aspect_ratio="16:9")
+    with pytest.raises(ValueError, match=f"0.9.7/0.9.8 distilled recipe: {message}"):
+        check_inputs(job)
+
+
 @pytest.mark.parametrize(
     ("route", "overrides", "message"),
     [
@@ -170,6 +223,49 @@ def test_the_loading_code_runs_a_saved_checkpoint_end_to_end(
         )
     else:
         assert type(model.pipeline_for(job)).__name__ == "LTXConditionPipeline"
+
+
+@pytest.mark.parametrize("with_image", [False, True], ids=["text", "image"])
+def test_a_distilled_ltx_checkpoint_runs_its_given_timesteps_end_to_end(
+    make_runner, storage, tiny_model_root, tmp_path, monkeypatch, with_image
+):
+    import functools
+    import shutil
+
+    model_root = tmp_path / "models"
+    shutil.copytree(tiny_model_root / "ltx-tiny", model_root / "ltx-0.9.7-distilled-tiny")
+    real_load = ltx.load
+    monkeypatch.setattr(ltx, "load", lambda r, **kw: real_load(r, **{**kw, "dtype": torch.float32}))
+    storage.write("uploads/u/selfie", image_bytes(40, 48, seed=5), content_type="image/png")
+    runner = make_runner(model_root=model_root, device="cpu")
+    route = ltx_route(checkpoint="ltx-0.9.7-distilled-tiny", width=32, height=32, frames=9)
+    job = make_job(
+        route=route, width=32, height=32, num_frames=9, image_key="uploads/u/selfie" if with_image else None
+    )
+    model = runner.load_model(route)
+    called: list[dict] = []
+    timesteps: list[list[float]] = []
+    real_call_kwargs, real_set_timesteps = model.call_kwargs, model.pipe.scheduler.set_timesteps
+
+    def call_kwargs(*args, **kwargs):
+        called.append(real_call_kwargs(*args, **kwargs))
+        return called[-1]
+
+    @functools.wraps(real_set_timesteps)  # the pipeline inspects its signature
+    def set_timesteps(*args, **kwargs):
+        real_set_timesteps(*args, **kwargs)
+        timesteps.append(model.pipe.scheduler.timesteps.tolist())
+
+    monkeypatch.setattr(model, "call_kwargs", call_kwargs)
+    monkeypatch.setattr(model.pipe.scheduler, "set_timesteps", set_timesteps)
+
+    terminal = runner.run(job)
+
+    assert terminal.kind == "completed", terminal
+    assert model.recipe is ltx.DISTILLED
+    assert {name: called[0][name] for name in DISTILLED_KWARGS} == DISTILLED_KWARGS
+    assert timesteps and len(timesteps[-1]) == 8 and timesteps[-1][0] == pytest.approx(1000)
+    assert decoded_frames(storage.root / job.video_key).shape == (9, 32, 32, 3)
 
 
 def test_a_real_route_refuses_bad_input_before_loading(make_runner, tiny_model_root):

@@ -23,6 +23,11 @@ def test_max_loaded_models_is_set_or_left_to_the_gpu():
         WorkerSettings.from_env({"GPU_MAX_LOADED_MODELS": "0"})
 
 
+def test_one_job_may_be_in_its_cpu_tail_beside_the_gpus_unless_set_otherwise():
+    assert WorkerSettings.from_env({}).tail_threads == 1
+    assert WorkerSettings.from_env({"GPU_TAIL_THREADS": "0"}).tail_threads == 0
+
+
 @pytest.mark.parametrize(
     ("total_gb", "expected"),
     [(85.0, 2), (80.0, 2), (48.0, 1), (24.0, 1)],

@@ -85,6 +85,15 @@ def test_a_missing_key_and_an_oversized_object_are_refused(any_storage):
     assert any_storage.read("uploads/u1/big", max_bytes=101) == b"x" * 101
 
 
+def test_a_deleted_object_is_gone_and_deleting_nothing_is_fine(any_storage):
+    any_storage.write("generations/g1/a1/poster.jpg", b"\xff\xd8", content_type="image/jpeg")
+
+    any_storage.delete("generations/g1/a1/poster.jpg")
+    any_storage.delete("generations/g1/a1/poster.jpg")
+
+    assert not any_storage.exists("generations/g1/a1/poster.jpg")
+
+
 @pytest.mark.parametrize("key", ["../etc/passwd", "/abs", "a/../b", ".hidden", "a//b", ""])
 def test_keys_cannot_climb_out(any_storage, key):
     with pytest.raises(ValueError, match="not a valid storage key"):

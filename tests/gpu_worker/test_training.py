@@ -18,6 +18,7 @@ from gpu_worker.contract import (
     CANCELED,
     JOB_TYPE_TRAINING,
     OUT_OF_MEMORY,
+    QUALITY_FAILED,
     STAGE_LOADING_MODEL,
     STAGE_PREPARING,
     STAGE_SAVING,
@@ -422,3 +423,69 @@ def test_a_retryable_failure_on_a_non_final_attempt_is_announced_not_terminal(
     events = event_log.of(job.job_id)
     assert not any(e.is_terminal for e in events)
     assert events[-1].reason_code == "MODEL_UNAVAILABLE" and "retrying" in events[-1].message
+
+
+# --- A training that diverges --------------------------------------------------------------------
+
+
+def _poison_the_loss(transformer, *, calls: set[int] | None, factor: float):
+    """Multiplies the transformer's prediction by `factor` at the given forward calls (1-based; None:
+    every call): a NaN, or a prediction far off, so the loss goes NaN or explodes."""
+    count = [0]
+
+    def hook(module, args, output):
+        count[0] += 1
+        if calls is None or count[0] in calls:
+            return (output[0] * factor, *output[1:])
+        return output
+
+    return transformer.register_forward_hook(hook)
+
+
+@pytest.mark.parametrize(
+    ("poisoned", "factor", "steps"),
+    [({3}, float("nan"), 8), (set(range(12, 17)), 1e3, 16)],
+    ids=["nan-loss", "exploding-loss"],
+)
+def test_a_diverged_training_starts_over_once_with_a_new_seed_and_completes(
+    runner, trainer, storage, event_log, poisoned, factor, steps
+):
+    from gpu_worker.runner import next_seed
+
+    keys = store_photos(storage, 10)
+    runner.run(make_job())
+    transformer = runner.models[TINY_KEY].t2v.transformer
+    hook = _poison_the_loss(transformer, calls=poisoned, factor=factor)  # in the first run only
+    try:
+        terminal = trainer.run(training_job(keys, steps=steps))
+    finally:
+        hook.remove()
+
+    assert terminal.kind == "completed"
+    assert terminal.outputs["seed"] == next_seed(5) and terminal.outputs["steps"] == steps
+    retry = [e for e in event_log.of("c1") if e.reason_code is not None]
+    assert [(e.stage, e.is_terminal) for e in retry] == [(STAGE_TRAINING, False)]
+    assert "diverged" in retry[0].message and "new seed" in retry[0].message
+    _, metadata = _read_lora(storage, terminal.outputs["lora"]["key"])
+    assert metadata  # a whole file from the second run
+    assert not any("lora" in name for name, _ in transformer.named_parameters())
+
+
+def test_a_training_that_diverges_twice_fails_with_the_reason_not_retryable(
+    runner, trainer, storage, event_log
+):
+    keys = store_photos(storage, 10)
+    runner.run(make_job())
+    transformer = runner.models[TINY_KEY].t2v.transformer
+    hook = _poison_the_loss(transformer, calls=None, factor=float("nan"))
+    try:
+        terminal = trainer.run(training_job(keys), final_attempt=False)  # a retry would diverge again
+    finally:
+        hook.remove()
+
+    assert (terminal.kind, terminal.reason_code, terminal.retryable) == ("failed", QUALITY_FAILED, False)
+    assert "diverged twice" in terminal.message and "learning rate" in terminal.message
+    assert event_log.of("c1")[-1] == terminal  # sent as terminal, not announced as a retry
+    assert _files_under(storage, "characters/c1/lora") == []
+    assert not any("lora" in name for name, _ in transformer.named_parameters())
+    assert trainer.run(training_job(keys)).kind == "completed"  # the pipeline is clean after
