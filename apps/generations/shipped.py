@@ -39,7 +39,10 @@ SHIPPED_ROUTES: tuple[dict, ...] = (
     },
     {
         "name": "ltx-video",
-        "description": "LTX-Video 0.9.7 distilled (LTXConditionPipeline), fast.",
+        "description": (
+            "LTX-Video 0.9.7 distilled, one stage with its recipe (8 given timesteps, guidance 1.0, "
+            "rescale 0.7). LTXV Open Weights License: commercial use capped by revenue."
+        ),
         "family": "ltx",
         "checkpoint": "LTX-Video-0.9.7-distilled",
         "device": "cuda",
