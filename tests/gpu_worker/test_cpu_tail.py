@@ -17,7 +17,7 @@ from gpu_worker import quality, video
 from gpu_worker.contract import CANCELED, INTERNAL, QUALITY_FAILED, STAGE_DENOISING, STAGE_UPLOADING
 from gpu_worker.execution import GPU_FAULT_MESSAGE
 from gpu_worker.storage import LocalStorage
-from tests.gpu_worker.conftest import make_job
+from tests.fixtures.gpu import make_job
 
 WAIT_S = 120  # a bound on each wait, never reached when the code works
 
