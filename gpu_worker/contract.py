@@ -25,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
@@ -61,6 +61,54 @@ GENERATION_QUEUES_BY_PRIORITY: tuple[str, ...] = (QUEUE_GPU_INSTANT, QUEUE_GPU_E
 # Every GPU lane in that order: training when no generation waits. A training that has waited longer
 # than the worker's GPU_TRAINING_MAX_WAIT_S goes ahead of ECONOMY (never of INSTANT): see gpu_worker/lanes.py.
 GPU_QUEUES_BY_PRIORITY: tuple[str, ...] = (*GENERATION_QUEUES_BY_PRIORITY, QUEUE_GPU_TRAINING)
+
+# --- Route queues: a job goes to a worker that holds its route ----------------------------------
+# A GPU worker consumes, for each generation lane, the queue of every route it preloads
+# (`route_queue(lane queue, route name)`: `<lane queue>.<route name>`) before the plain lane
+# (`gpu_queues_by_priority`), and while it holds such a route's model it advertises so in the broker's
+# Redis: `route_held_key(route name)` set with a ROUTE_HELD_TTL_SECONDS expiry, refreshed on load and
+# every ROUTE_HELD_REFRESH_SECONDS. The backend sends a job to its route's queue when that key exists,
+# else to the plain lane, which every worker consumes (`generation_message_fields(..., route_held=)`).
+ROUTE_NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")  # the backend's ModelRoute.name rule
+ROUTE_HELD_KEY_PREFIX = "gpu:route-held:"
+ROUTE_HELD_TTL_SECONDS = 30
+ROUTE_HELD_REFRESH_SECONDS = 10
+
+
+def _require_route_name(route_name: Any) -> None:
+    _require(
+        isinstance(route_name, str) and bool(ROUTE_NAME_PATTERN.match(route_name)),
+        f"a route name is lower-case letters, digits, dots, dashes and underscores, got {route_name!r}",
+    )
+
+
+def route_queue(lane_queue: str, route_name: str) -> str:
+    """The queue of a generation lane's jobs on `route_name`, consumed by the workers that preload it."""
+    _require(
+        lane_queue in GENERATION_QUEUES_BY_PRIORITY,
+        f"unknown generation lane queue {lane_queue!r}; expected one of {GENERATION_QUEUES_BY_PRIORITY}",
+    )
+    _require_route_name(route_name)
+    return f"{lane_queue}.{route_name}"
+
+
+def route_held_key(route_name: str) -> str:
+    """The Redis key by which GPU workers advertise that one of them holds `route_name` loaded."""
+    _require_route_name(route_name)
+    return ROUTE_HELD_KEY_PREFIX + route_name
+
+
+def gpu_queues_by_priority(held_routes: Sequence[str] = ()) -> tuple[str, ...]:
+    """Every GPU queue a worker serving `held_routes` consumes, highest first: for each generation lane
+    its routes' queues, then the lane itself; then training (GPU_QUEUES_BY_PRIORITY without routes)."""
+    routes = tuple(dict.fromkeys(held_routes))
+    generation = tuple(
+        queue
+        for lane_queue in GENERATION_QUEUES_BY_PRIORITY
+        for queue in (*(route_queue(lane_queue, name) for name in routes), lane_queue)
+    )
+    return (*generation, QUEUE_GPU_TRAINING)
+
 
 # --- Cancel flags -----------------------------------------------------------------------------
 # The backend sets `cancel_key(job_id)` in the broker's Redis (any value) when a user cancels; a
@@ -641,13 +689,15 @@ class GenerationJob:
         return _job_from_message(cls, data, "job")
 
 
-def generation_message_fields(job: GenerationJob, *, lane: str) -> dict[str, Any]:
+def generation_message_fields(job: GenerationJob, *, lane: str, route_held: bool = False) -> dict[str, Any]:
     """The fields of the Dramatiq message that queues `job` on `lane`: `dramatiq.Message(**fields)`,
-    then `broker.enqueue(message)` (after the database commit)."""
+    then `broker.enqueue(message)` (after the database commit). With `route_held` (some worker
+    advertises `route_held_key(job.route.name)`) the message goes to the lane's queue of its route."""
     if lane not in LANE_QUEUES:
         raise ContractError(f"unknown lane {lane!r}; expected one of {sorted(LANE_QUEUES)}")
+    queue = route_queue(LANE_QUEUES[lane], job.route.name) if route_held else LANE_QUEUES[lane]
     return {
-        "queue_name": LANE_QUEUES[lane],
+        "queue_name": queue,
         "actor_name": ACTOR_RUN_GENERATION,
         "args": (),
         "kwargs": {"job": job.to_message()},

@@ -235,6 +235,8 @@ class Runner:
         self._sped_up: weakref.WeakSet[Any] = weakref.WeakSet()  # pipelines a speed profile changed
         # pipeline -> its checkpoint's scheduler, kept while a route's override replaces it
         self._checkpoint_schedulers: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+        # called with a route's name once its model is loaded (gpu_worker/routes_held.py advertises it)
+        self.on_model_loaded: Callable[[str], None] | None = None
 
     # Public API
 
@@ -466,7 +468,13 @@ class Runner:
         device = self.tiny_device if route.family == FAMILY_TINY_WAN else self.device
         model = pipelines.load_model(route, model_root=self.model_root, device=device)
         self.models[key] = model
+        if self.on_model_loaded is not None:
+            self.on_model_loaded(route.name)
         return model
+
+    def loaded_route_names(self) -> list[str]:
+        """The names of the routes whose models are loaded now."""
+        return [name for name, _, _ in list(self.models)]
 
     def preload(self, routes: Sequence[RouteSpec]) -> list[str]:
         """Loads `routes` before the first job (at most `max_loaded_models` of them stay: the last ones);
