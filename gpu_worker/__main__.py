@@ -1,6 +1,7 @@
 """`python -m gpu_worker`: a GPU worker process. No Django.
 
-It consumes the GPU lanes (INSTANT, then ECONOMY, then TRAINING; gpu_worker/lanes.py) from the Redis
+It consumes the GPU lanes (INSTANT, then ECONOMY, then TRAINING; gpu_worker/lanes.py), each lane's queues
+of the routes in GPU_PRELOAD_ROUTES first (advertised while loaded: gpu_worker/routes_held.py), from the Redis
 broker at REDIS_URL with one thread per GPU, runs each generation (gpu_worker/runner.py) or Soul ID
 training (gpu_worker/training.py, on the same loaded models) and sends events to the backend's
 job-events queue. SIGTERM or SIGINT stops it gracefully: the running job may finish (up to
@@ -30,6 +31,7 @@ def main() -> int:
     from dramatiq.brokers.redis import RedisBroker
 
     from gpu_worker.actors import broker_sink, build_worker, redis_cancel_checker, redis_signal_client
+    from gpu_worker.routes_held import RouteAdvertiser
     from gpu_worker.runner import Runner, default_max_loaded_models
     from gpu_worker.settings import WorkerSettings
     from gpu_worker.storage import storage_from_env
@@ -64,6 +66,10 @@ def main() -> int:
         progress_interval=settings.progress_interval_s,
         max_loaded_models=settings.max_loaded_models or default_max_loaded_models(settings.device),
     )
+    # The preloaded routes' queues are consumed first, and advertised while their models are loaded
+    held_routes = [route.name for route in settings.preload_routes]
+    advertiser = RouteAdvertiser(signals.client, held_routes, runner.loaded_route_names)
+    runner.on_model_loaded = lambda name: advertiser.advertise([name])
     if settings.preload_routes:
         logging.getLogger("gpu_worker").info(
             "preloaded routes: %s", ", ".join(runner.preload(settings.preload_routes)) or "none"
@@ -84,6 +90,7 @@ def main() -> int:
         training_time_limit_s=settings.training_time_limit_s,
         training_max_wait_s=settings.training_max_wait_s,
         on_gpu_fault=on_gpu_fault,
+        held_routes=held_routes,
     )
 
     def on_signal(signum: int, frame: object) -> None:
@@ -97,6 +104,7 @@ def main() -> int:
 
     broker.emit_after("process_boot")
     worker.start()
+    advertiser.start()
     logging.getLogger("gpu_worker").info(
         "GPU worker ready: lanes %s, %d thread(s), models in %s, up to %d loaded",
         ", ".join(sorted(worker.consumer_whitelist or ())),
@@ -108,6 +116,7 @@ def main() -> int:
     logging.getLogger("gpu_worker").info(
         "stopping: waiting up to %ss for the running job", settings.stop_timeout_s
     )
+    advertiser.stop()
     worker.stop(timeout=settings.stop_timeout_s * 1000)
     signals.close()
     broker.close()

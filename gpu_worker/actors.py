@@ -34,8 +34,9 @@ starts a new process with a new CUDA context.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -57,12 +58,14 @@ from gpu_worker.contract import (
     FAMILY_TINY_WAN,
     GENERATION_QUEUES_BY_PRIORITY,
     GPU_QUEUES_BY_PRIORITY,
+    QUEUE_GPU_INSTANT,
     QUEUE_GPU_TRAINING,
     QUEUE_JOB_EVENTS,
     TIMED_OUT,
     ContractError,
     JobEvent,
     cancel_key,
+    gpu_queues_by_priority,
 )
 from gpu_worker.execution import GpuExecutor, JobKind
 from gpu_worker.lanes import LaneGate
@@ -265,23 +268,35 @@ def build_worker(
     training_time_limit_s: int = DEFAULT_TRAINING_TIME_LIMIT_S,
     training_max_wait_s: float = DEFAULT_TRAINING_MAX_WAIT_S,
     on_gpu_fault: Callable[[], None] | None = None,
+    held_routes: Sequence[str] = (),
 ) -> dramatiq.Worker:
     """A Worker on every GPU lane: INSTANT, then ECONOMY, then TRAINING (a training waiting longer than
     `training_max_wait_s` goes ahead of ECONOMY), nothing prefetched while busy (gpu_worker/lanes.py),
     `threads` jobs on the GPU (one per GPU) and up to `tail_threads` more in their CPU tail. Training
     runs on `trainer` (by default one on `runner`'s models, so a GPU holds one copy of each model).
-    `on_gpu_fault`: see `declare_lane_actor`."""
+    `held_routes` (the routes it preloads): their queues of each generation lane come just before that
+    lane (contract.gpu_queues_by_priority). `on_gpu_fault`: see `declare_lane_actor`."""
     trainer = trainer or Trainer(runner)
-    declare_lane_actor(broker, GENERATION_LANES, runner, time_limit_s=time_limit_s, on_gpu_fault=on_gpu_fault)
+    queues = gpu_queues_by_priority(held_routes)
+    generation_queues = tuple(queue for queue in queues if queue != QUEUE_GPU_TRAINING)
+    generation_lanes = dataclasses.replace(
+        GENERATION_LANES,
+        queues=(
+            *GENERATION_LANES.queues,
+            *(q for q in generation_queues if q not in GENERATION_LANES.queues),
+        ),
+    )
+    declare_lane_actor(broker, generation_lanes, runner, time_limit_s=time_limit_s, on_gpu_fault=on_gpu_fault)
     declare_lane_actor(
         broker, TRAINING_LANE, trainer, time_limit_s=training_time_limit_s, on_gpu_fault=on_gpu_fault
     )
     gate = LaneGate(
         broker,
-        GPU_QUEUES_BY_PRIORITY,
+        queues,
         slots=threads,
         tail_slots=tail_threads,
         max_wait_ms={QUEUE_GPU_TRAINING: int(training_max_wait_s * 1000)},
+        first_lanes=queues.index(QUEUE_GPU_INSTANT) + 1,  # INSTANT's route queues and INSTANT
     ).install()
 
     def gpu_slot_free() -> None:  # on the job's thread, as its tail starts
@@ -293,7 +308,7 @@ def build_worker(
         executor.on_gpu_released = gpu_slot_free
     worker = dramatiq.Worker(
         broker,
-        queues=set(GPU_QUEUES_BY_PRIORITY),
+        queues=set(queues),
         worker_threads=threads + tail_threads,
         worker_timeout=worker_timeout_ms,
     )

@@ -25,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
@@ -61,6 +61,54 @@ GENERATION_QUEUES_BY_PRIORITY: tuple[str, ...] = (QUEUE_GPU_INSTANT, QUEUE_GPU_E
 # Every GPU lane in that order: training when no generation waits. A training that has waited longer
 # than the worker's GPU_TRAINING_MAX_WAIT_S goes ahead of ECONOMY (never of INSTANT): see gpu_worker/lanes.py.
 GPU_QUEUES_BY_PRIORITY: tuple[str, ...] = (*GENERATION_QUEUES_BY_PRIORITY, QUEUE_GPU_TRAINING)
+
+# --- Route queues: a job goes to a worker that holds its route ----------------------------------
+# A GPU worker consumes, for each generation lane, the queue of every route it preloads
+# (`route_queue(lane queue, route name)`: `<lane queue>.<route name>`) before the plain lane
+# (`gpu_queues_by_priority`), and while it holds such a route's model it advertises so in the broker's
+# Redis: `route_held_key(route name)` set with a ROUTE_HELD_TTL_SECONDS expiry, refreshed on load and
+# every ROUTE_HELD_REFRESH_SECONDS. The backend sends a job to its route's queue when that key exists,
+# else to the plain lane, which every worker consumes (`generation_message_fields(..., route_held=)`).
+ROUTE_NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")  # the backend's ModelRoute.name rule
+ROUTE_HELD_KEY_PREFIX = "gpu:route-held:"
+ROUTE_HELD_TTL_SECONDS = 30
+ROUTE_HELD_REFRESH_SECONDS = 10
+
+
+def _require_route_name(route_name: Any) -> None:
+    _require(
+        isinstance(route_name, str) and bool(ROUTE_NAME_PATTERN.match(route_name)),
+        f"a route name is lower-case letters, digits, dots, dashes and underscores, got {route_name!r}",
+    )
+
+
+def route_queue(lane_queue: str, route_name: str) -> str:
+    """The queue of a generation lane's jobs on `route_name`, consumed by the workers that preload it."""
+    _require(
+        lane_queue in GENERATION_QUEUES_BY_PRIORITY,
+        f"unknown generation lane queue {lane_queue!r}; expected one of {GENERATION_QUEUES_BY_PRIORITY}",
+    )
+    _require_route_name(route_name)
+    return f"{lane_queue}.{route_name}"
+
+
+def route_held_key(route_name: str) -> str:
+    """The Redis key by which GPU workers advertise that one of them holds `route_name` loaded."""
+    _require_route_name(route_name)
+    return ROUTE_HELD_KEY_PREFIX + route_name
+
+
+def gpu_queues_by_priority(held_routes: Sequence[str] = ()) -> tuple[str, ...]:
+    """Every GPU queue a worker serving `held_routes` consumes, highest first: for each generation lane
+    its routes' queues, then the lane itself; then training (GPU_QUEUES_BY_PRIORITY without routes)."""
+    routes = tuple(dict.fromkeys(held_routes))
+    generation = tuple(
+        queue
+        for lane_queue in GENERATION_QUEUES_BY_PRIORITY
+        for queue in (*(route_queue(lane_queue, name) for name in routes), lane_queue)
+    )
+    return (*generation, QUEUE_GPU_TRAINING)
+
 
 # --- Cancel flags -----------------------------------------------------------------------------
 # The backend sets `cancel_key(job_id)` in the broker's Redis (any value) when a user cancels; a
@@ -386,6 +434,57 @@ class SpeedProfile:
 KEY_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=-]*(/[A-Za-z0-9][A-Za-z0-9._=-]*)*$")
 
 
+# --- Scheduler overrides (a route's `scheduler`) ------------------------------------------------
+# A route may replace its pipeline's scheduler (a step-distilled checkpoint ships its own schedule):
+# {"class": one of SCHEDULER_CLASSES, "config": {...}}. The worker builds it with
+# `<class>.from_config({**pipe.scheduler.config, **config})`; empty (`{}`) keeps the checkpoint's scheduler.
+SCHEDULER_CLASSES: tuple[str, ...] = (
+    "FlowMatchEulerDiscreteScheduler",
+    "UniPCMultistepScheduler",
+    "DPMSolverMultistepScheduler",
+)
+_SCHEDULER_CONFIG_KEY = re.compile(r"^[a-z][a-z0-9_]{0,63}$")  # no `_class_name`, `_diffusers_version`
+_SCHEDULER_CONFIG_MAX_ITEMS = 64
+
+
+def _is_json_value(value: Any, depth: int = 0) -> bool:
+    if value is None or isinstance(value, bool | int | str):
+        return True
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if depth >= 2:
+        return False
+    if isinstance(value, list):
+        return len(value) <= 1024 and all(_is_json_value(item, depth + 1) for item in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _is_json_value(v, depth + 1) for k, v in value.items())
+    return False
+
+
+def check_scheduler(data: Any) -> dict[str, Any]:
+    """A route's scheduler override in its normal form (`{}`: none); ContractError says what is wrong."""
+    _require(isinstance(data, Mapping), f"scheduler must be a mapping, got {type(data).__name__}")
+    if not data:
+        return {}
+    unknown = sorted(set(data) - {"class", "config"})
+    _require(not unknown, f"unknown scheduler fields: {', '.join(map(str, unknown))}")
+    cls = data.get("class")
+    _require(
+        cls in SCHEDULER_CLASSES,
+        f"scheduler.class must be one of {', '.join(SCHEDULER_CLASSES)}, got {cls!r}",
+    )
+    config = data.get("config", {})
+    _require(isinstance(config, Mapping), "scheduler.config must be a mapping")
+    _require(len(config) <= _SCHEDULER_CONFIG_MAX_ITEMS, "scheduler.config has too many entries")
+    for key, value in config.items():
+        _require(
+            isinstance(key, str) and bool(_SCHEDULER_CONFIG_KEY.match(key)),
+            f"scheduler.config key {key!r} must be a lower-case config name like shift or flow_shift",
+        )
+        _require(_is_json_value(value), f"scheduler.config.{key} must be a JSON value, got {value!r}")
+    return {"class": cls, "config": dict(config)}
+
+
 def _require(condition: bool, message: str) -> None:
     if not condition:
         raise ContractError(message)
@@ -441,6 +540,10 @@ class RouteSpec:
     from configs); `width`/`height`/`frames` are the route's native output, `fps` its frame rate.
     `speed_profile` is the JSON form of a `SpeedProfile` (empty: diffusers' defaults); the worker applies
     it to the route's pipeline and records what it applied in the job's timings (`speed_profile`).
+    `scheduler` replaces the checkpoint's scheduler (`check_scheduler`; empty: the checkpoint's own),
+    e.g. for a step-distilled checkpoint, which also says `steps` (few) and `guidance` 1.0 (no CFG).
+    `lora_stacking` False: a user's Soul ID LoRA may not be stacked on this checkpoint (a distilled one
+    that a LoRA trained on the base model would spoil); with `lora_support` it makes `takes_lora`.
     """
 
     name: str
@@ -456,6 +559,8 @@ class RouteSpec:
     lora_support: bool
     # Added in version 1 (readers that predate it ignore it):
     speed_profile: dict[str, Any] = field(default_factory=dict)
+    scheduler: dict[str, Any] = field(default_factory=dict)
+    lora_stacking: bool = True
 
     def __post_init__(self) -> None:
         _require(isinstance(self.name, str) and bool(self.name), "route.name must be a non-empty string")
@@ -478,6 +583,16 @@ class RouteSpec:
             SpeedProfile.from_dict(self.speed_profile)
         except ValueError as exc:
             raise ContractError(f"route.speed_profile: {exc}") from None
+        try:
+            object.__setattr__(self, "scheduler", check_scheduler(self.scheduler))
+        except ContractError as exc:
+            raise ContractError(f"route.{exc}") from None
+        _require(isinstance(self.lora_stacking, bool), "route.lora_stacking must be a boolean")
+
+    @property
+    def takes_lora(self) -> bool:
+        """Whether a user's Soul ID LoRA may run on this route."""
+        return self.lora_support and self.lora_stacking
 
     @property
     def speedups(self) -> SpeedProfile:
@@ -574,13 +689,15 @@ class GenerationJob:
         return _job_from_message(cls, data, "job")
 
 
-def generation_message_fields(job: GenerationJob, *, lane: str) -> dict[str, Any]:
+def generation_message_fields(job: GenerationJob, *, lane: str, route_held: bool = False) -> dict[str, Any]:
     """The fields of the Dramatiq message that queues `job` on `lane`: `dramatiq.Message(**fields)`,
-    then `broker.enqueue(message)` (after the database commit)."""
+    then `broker.enqueue(message)` (after the database commit). With `route_held` (some worker
+    advertises `route_held_key(job.route.name)`) the message goes to the lane's queue of its route."""
     if lane not in LANE_QUEUES:
         raise ContractError(f"unknown lane {lane!r}; expected one of {sorted(LANE_QUEUES)}")
+    queue = route_queue(LANE_QUEUES[lane], job.route.name) if route_held else LANE_QUEUES[lane]
     return {
-        "queue_name": LANE_QUEUES[lane],
+        "queue_name": queue,
         "actor_name": ACTOR_RUN_GENERATION,
         "args": (),
         "kwargs": {"job": job.to_message()},
@@ -731,8 +848,9 @@ def training_defaults(family: str) -> dict[str, Any]:
 
 def lora_fits_route(route: RouteSpec, *, family: str, base_checkpoint: str) -> bool:
     """Whether a LoRA trained for (family, base_checkpoint) may be used on `route`: the same family and
-    the same checkpoint folder (the folder names the model and its version), on a route that takes LoRAs."""
-    return route.lora_support and route.family == family and route.checkpoint == base_checkpoint
+    the same checkpoint folder (the folder names the model and its version), on a route that takes LoRAs
+    (`takes_lora`: it supports them and lets them stack)."""
+    return route.takes_lora and route.family == family and route.checkpoint == base_checkpoint
 
 
 @dataclass(frozen=True)

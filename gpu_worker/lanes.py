@@ -20,6 +20,10 @@ only hand due retries back to their lane):
   same lock as the fetch. So when a slot frees and both lanes have work, INSTANT goes first, while an
   idle GPU still takes ECONOMY work as soon as INSTANT is empty.
 
+Route queues (gpu_worker/contract.py `gpu_queues_by_priority`): a worker that preloads routes consumes,
+for each generation lane, those routes' queues just before the lane itself, so a job sent to a worker
+that holds its model goes ahead of the lane's other jobs; the INSTANT group (`first_lanes`) stays first.
+
 A message that arrives in a higher lane after a lower one was fetched waits for the next slot (no
 preemption of a running job). The lane consumers poll with a short timeout; the wait between polls backs
 off to `timeout` when idle.
@@ -60,15 +64,20 @@ class LaneGate:
         slots: int,
         tail_slots: int = 0,
         max_wait_ms: Mapping[str, int] | None = None,
+        first_lanes: int = 1,
     ) -> None:
         if slots < 1 or tail_slots < 0:
             raise ValueError("a lane gate needs at least one slot (and no negative tail slots)")
+        if not 1 <= first_lanes <= len(lanes):
+            raise ValueError("first_lanes must count at least one of the lanes")
         self.broker = broker
         self.lanes = tuple(lanes)  # highest priority first
         self.slots = slots
         self.tail_slots = tail_slots
         # lane -> how long its oldest message may wait before it goes ahead of every lane but the first
         self.max_wait_ms = dict(max_wait_ms or {})
+        # how many lanes at the top no aged lane goes ahead of (INSTANT: its routes' queues and itself)
+        self.first_lanes = first_lanes
         self.lock = threading.Lock()
         self.held: set[str] = set()  # every fetched lane message not yet acked, nacked or requeued
         self.in_tail: set[str] = set()  # those whose job left the GPU (its CPU tail runs)
@@ -121,18 +130,19 @@ class LaneGate:
         return max(0.0, time.time() * 1000 - message.message_timestamp)
 
     def order(self) -> tuple[str, ...]:
-        """The lanes in the order they are served now: the first lane, then the lanes whose oldest
+        """The lanes in the order they are served now: the `first_lanes`, then the lanes whose oldest
         message waited past their `max_wait_ms`, then the others as configured."""
         if not self.max_wait_ms:
             return self.lanes
+        first, rest = self.lanes[: self.first_lanes], self.lanes[self.first_lanes :]
         aged = [
             lane
-            for lane in self.lanes[1:]
+            for lane in rest
             if lane in self.max_wait_ms and self.oldest_age_ms(lane) >= self.max_wait_ms[lane]
         ]
         if not aged:
             return self.lanes
-        return (self.lanes[0], *aged, *(lane for lane in self.lanes[1:] if lane not in aged))
+        return (*first, *aged, *(lane for lane in rest if lane not in aged))
 
     def may_fetch(self, lane: str) -> bool:
         """Called with `lock` held."""

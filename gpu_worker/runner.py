@@ -233,6 +233,10 @@ class Runner:
         self.models: OrderedDict[tuple[str, str, str], pipelines.VideoModel] = OrderedDict()
         self.lora = LoraAdapters(storage)
         self._sped_up: weakref.WeakSet[Any] = weakref.WeakSet()  # pipelines a speed profile changed
+        # pipeline -> its checkpoint's scheduler, kept while a route's override replaces it
+        self._checkpoint_schedulers: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+        # called with a route's name once its model is loaded (gpu_worker/routes_held.py advertises it)
+        self.on_model_loaded: Callable[[str], None] | None = None
 
     # Public API
 
@@ -280,13 +284,14 @@ class Runner:
         """Steps 2-4 on the GPU (the caller holds the lock): the clip as uint8 frames (T, H, W, 3)."""
         job: GenerationJob = run.job
         events = run.events
-        # 2. Load the model, apply the user's LoRA and the route's speed profile
+        # 2. Load the model, apply the user's LoRA, the route's scheduler and its speed profile
         with run.timed("load"):
             if run.low_memory:
                 self.unload_models(keep=job.route)
             model = self.load_model(job.route)
             pipe = model.pipeline_for(job)
             self.lora.apply(pipe, job.lora_key, job.lora_scale)
+            self._apply_scheduler(job.route, pipe)
             self._apply_speed_profile(run, pipe)
 
         with vae_tiling(pipe) if run.low_memory else contextlib.nullcontext():
@@ -404,6 +409,16 @@ class Runner:
             raise
         return sizes
 
+    def _apply_scheduler(self, route: RouteSpec, pipe: Any) -> None:
+        """Gives the pipeline the route's scheduler (a fresh one from config for every job: a scheduler
+        keeps per-run state), or its checkpoint's own again when the route has no override."""
+        checkpoint_scheduler = self._checkpoint_schedulers.get(pipe, pipe.scheduler)
+        if route.scheduler:
+            self._checkpoint_schedulers[pipe] = checkpoint_scheduler
+        else:
+            self._checkpoint_schedulers.pop(pipe, None)
+        pipe.scheduler = pipelines.scheduler_for(route, checkpoint_scheduler)
+
     def _apply_speed_profile(self, run: JobRun, pipe: Any) -> None:
         """Puts the pipeline in the state its route's speed profile says and records what was applied.
         A route without a profile runs on diffusers' defaults, set again only where a profile was
@@ -453,7 +468,13 @@ class Runner:
         device = self.tiny_device if route.family == FAMILY_TINY_WAN else self.device
         model = pipelines.load_model(route, model_root=self.model_root, device=device)
         self.models[key] = model
+        if self.on_model_loaded is not None:
+            self.on_model_loaded(route.name)
         return model
+
+    def loaded_route_names(self) -> list[str]:
+        """The names of the routes whose models are loaded now."""
+        return [name for name, _, _ in list(self.models)]
 
     def preload(self, routes: Sequence[RouteSpec]) -> list[str]:
         """Loads `routes` before the first job (at most `max_loaded_models` of them stay: the last ones);

@@ -17,7 +17,8 @@ GPU_REDIS_TIMEOUT_S  how long one Redis call of a running job (an event, a cance
 GPU_MAX_LOADED_MODELS  models kept loaded at once (default: 2 on a GPU with 80 GB or more, else 1;
                    runner.default_max_loaded_models)
 GPU_PRELOAD_ROUTES routes to load at start, before the first job: a JSON list of route objects (the
-                   `route` of a job message), or the path of a file holding one
+                   `route` of a job message), or the path of a file holding one. The worker also serves
+                   their route queues first and advertises them while loaded (gpu_worker/routes_held.py)
 """
 
 from __future__ import annotations

@@ -113,9 +113,10 @@ def _uses(folders: tuple[str, ...], is_forbidden, allowed: set[str]) -> dict[str
 
 
 # Sending a GPU job: naming a GPU actor, making or enqueueing a Dramatiq message, or touching a job's
-# cancel flag. A kind of job (apps/<domain>/jobs.py) only describes its message (`*_message_fields`);
-# apps/jobs/dispatch.py is the one module that sends it and sets or clears its cancel flag.
-GPU_SEND_NAMES = {"ACTOR_RUN_GENERATION", "ACTOR_TRAIN_CHARACTER", "cancel_key"}
+# cancel flag or a route's held key. A kind of job (apps/<domain>/jobs.py) only describes its message
+# (`*_message_fields`); apps/jobs/dispatch.py is the one module that sends it, sets or clears its cancel
+# flag and reads which routes the GPU workers hold.
+GPU_SEND_NAMES = {"ACTOR_RUN_GENERATION", "ACTOR_TRAIN_CHARACTER", "cancel_key", "route_held_key"}
 GPU_JOB_MODULE = "apps/jobs/dispatch.py"
 
 

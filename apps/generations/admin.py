@@ -31,6 +31,7 @@ class ModelRouteForm(forms.ModelForm):
             "device",
             "image_conditioning",
             "lora_support",
+            "lora_stacking",
             "width",
             "height",
             "fps",
@@ -38,6 +39,7 @@ class ModelRouteForm(forms.ModelForm):
             "steps",
             "guidance",
             "speed_profile",
+            "scheduler",
             "quality_tiers",
             "lanes",
             "cost_per_second",
@@ -67,8 +69,20 @@ class ModelRouteAdmin(admin.ModelAdmin):
     readonly_fields = ("timing_samples", "created_at", "updated_at")
     fieldsets = (
         (None, {"fields": ("name", "description", "enabled", "fallback")}),
-        ("Model", {"fields": ("family", "checkpoint", "device", "image_conditioning", "lora_support")}),
-        ("Output", {"fields": ("width", "height", "fps", "frames", "steps", "guidance")}),
+        (
+            "Model",
+            {
+                "fields": (
+                    "family",
+                    "checkpoint",
+                    "device",
+                    "image_conditioning",
+                    "lora_support",
+                    "lora_stacking",
+                )
+            },
+        ),
+        ("Output", {"fields": ("width", "height", "fps", "frames", "steps", "guidance", "scheduler")}),
         ("GPU speed-ups", {"fields": ("speed_profile",)}),
         ("Who it serves", {"fields": ("quality_tiers", "lanes")}),
         (

@@ -22,6 +22,7 @@ from django.utils import timezone
 
 import gpu_worker.contract as contract
 from apps.characters.selectors import character_lora_base_by_id, character_trigger_by_id
+from apps.jobs import dispatch
 from apps.jobs.kinds import Job, JobKind, JobUnavailable, Outcome, register
 from apps.jobs.lifecycle import EXPIRED
 from apps.notifications.services import push_notify_generation_finished
@@ -219,7 +220,11 @@ class GenerationJobs(JobKind):
             return None
         if generation.route is None:  # the route was deleted meanwhile
             raise JobUnavailable(contract.MODEL_UNAVAILABLE)
-        return contract.generation_message_fields(generation_job(generation), lane=generation.lane)
+        return contract.generation_message_fields(
+            generation_job(generation),
+            lane=generation.lane,
+            route_held=dispatch.route_held(generation.route.name),
+        )
 
     def sent(self, job_id: str, attempt: int, message_id: str) -> None:
         Generation.objects.filter(pk=job_id, attempt=attempt).update(job_message_id=message_id)

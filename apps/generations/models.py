@@ -145,6 +145,19 @@ class ModelRoute(BaseModel):
         'compile_blocks, cache ("first_block", "mag", "taylorseer") with cache_params, vae_tiling, tf32. '
         "Each is recorded in the job's timings. Empty: diffusers' defaults.",
     )
+    scheduler = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Replaces the checkpoint's scheduler (gpu_worker.contract.check_scheduler), e.g. for a "
+        'step-distilled checkpoint: {"class": "UniPCMultistepScheduler", "config": {"flow_shift": 3.0}}. '
+        "The class is one of gpu_worker.contract.SCHEDULER_CLASSES; the config entries go on top of the "
+        "checkpoint's. Empty: the checkpoint's own scheduler.",
+    )
+    lora_stacking = models.BooleanField(
+        default=True,
+        help_text="A Soul ID's LoRA may be stacked on this checkpoint (off for a distilled checkpoint "
+        "that a LoRA trained on its base model would spoil).",
+    )
     enabled = models.BooleanField(default=True)
     fallback = models.ForeignKey(
         "self",
@@ -179,14 +192,21 @@ class ModelRoute(BaseModel):
             image_conditioning=self.image_conditioning,
             lora_support=self.lora_support,
             speed_profile=dict(self.speed_profile or {}),
+            scheduler=dict(self.scheduler or {}),
+            lora_stacking=self.lora_stacking,
         )
+
+    @property
+    def takes_lora(self) -> bool:
+        """Whether a Soul ID's LoRA may run on this route (gpu_worker.contract.RouteSpec.takes_lora)."""
+        return self.lora_support and self.lora_stacking
 
     def serves(self, *, quality: str, lane: str, needs_image: bool, needs_lora: bool) -> bool:
         return (
             quality in self.quality_tiers
             and lane in self.lanes
             and (self.image_conditioning or not needs_image)
-            and (self.lora_support or not needs_lora)
+            and (self.takes_lora or not needs_lora)
         )
 
     def clean(self) -> None:
@@ -213,6 +233,10 @@ class ModelRoute(BaseModel):
             contract.SpeedProfile.from_dict(self.speed_profile)
         except ValueError as exc:
             errors["speed_profile"] = str(exc)
+        try:
+            contract.check_scheduler(self.scheduler)
+        except ValueError as exc:
+            errors["scheduler"] = str(exc)
         if self.fallback_id is not None:
             seen = {self.pk}
             route = self.fallback

@@ -66,8 +66,10 @@ def route_choose(
         route = by_name.get(override)
         if route is None or not route.enabled:
             raise UnsupportedOption("No video model is available right now. Try again later.")
-        if not (route.image_conditioning or not needs_image) or not (route.lora_support or not needs_lora):
+        if needs_image and not route.image_conditioning:
             raise UnsupportedOption("This model cannot use your photo or Soul ID.", field="photoUploadId")
+        if needs_lora and not route.takes_lora:
+            raise UnsupportedOption("This model cannot use your photo or Soul ID.", field="characterId")
         if not lora_fits(route, lora):
             raise UnsupportedOption(SOUL_ID_ROUTE_MESSAGE, field="characterId")
         return route
@@ -88,7 +90,7 @@ def route_choose(
     usable = [
         route
         for route in chain
-        if (route.image_conditioning or not needs_image) and (route.lora_support or not needs_lora)
+        if (route.image_conditioning or not needs_image) and (route.takes_lora or not needs_lora)
     ]
     if not usable:
         field = "characterId" if needs_lora else "photoUploadId"
@@ -127,7 +129,7 @@ def route_fallback(
         if (
             candidate.enabled
             and (candidate.image_conditioning or not needs_image)
-            and (candidate.lora_support or not needs_lora)
+            and (candidate.takes_lora or not needs_lora)
             and lora_fits(candidate, lora)
         ):
             return candidate

@@ -5,6 +5,9 @@ commit (`transaction.on_commit`), never inside the atomic block. A job travels a
 that its contract builder (`gpu_worker.contract.*_message_fields`) describes; the actors themselves live
 only in the GPU worker processes, so nothing here declares them.
 
+Routes held: `route_held(name)` reads whether a GPU worker advertises a route's model as loaded
+(`gpu_worker.contract.route_held_key`), so a job can go to that route's queue.
+
 Cancel flags: `cancel_key(job_id)` set in the broker's Redis (what `python -m gpu_worker` reads), or, with
 the in-process StubBroker of the embedded mode, in this process's cache (what `embedded_cancel_requested`
 reads for the embedded GPU lanes).
@@ -18,7 +21,7 @@ from typing import Any
 import dramatiq
 from django.core.cache import cache
 
-from gpu_worker.contract import CANCEL_FLAG_TTL_SECONDS, cancel_key
+from gpu_worker.contract import CANCEL_FLAG_TTL_SECONDS, cancel_key, route_held_key
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +72,22 @@ def cancel_flag_is_set(job_id: str) -> bool:
     if client is not None:
         return bool(client.exists(cancel_key(job_id)))
     return cache.get(cancel_key(job_id)) is not None
+
+
+def route_held(route_name: str) -> bool:
+    """Whether some GPU worker advertises that it holds `route_name` loaded (gpu_worker/routes_held.py):
+    then a job on that route goes to the route's queue. False with the StubBroker (the embedded lanes
+    consume only the plain lanes) and when Redis cannot say (the plain lane is always served)."""
+    client = _redis_client()
+    if client is None:
+        return False
+    try:
+        return bool(client.exists(route_held_key(route_name)))
+    except Exception:
+        logger.warning(
+            "could not read whether route %s is held; using the plain lane", route_name, exc_info=True
+        )
+        return False
 
 
 def embedded_cancel_requested(job_id: str) -> bool:

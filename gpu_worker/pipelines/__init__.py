@@ -89,6 +89,19 @@ def check_route_inputs(job: GenerationJob) -> None:
         raise ValueError(f"{route.name} takes no input image")
     if job.lora_key is not None and not route.lora_support:
         raise ValueError(f"{route.name} takes no LoRA")
+    if job.lora_key is not None and not route.lora_stacking:
+        raise ValueError(f"{route.name} does not stack a LoRA on its checkpoint")
+
+
+def scheduler_for(route: RouteSpec, checkpoint_scheduler: Any) -> Any:
+    """The scheduler a job on `route` runs with: the route's override (`route.scheduler`), built from the
+    checkpoint's scheduler config with the override's entries on top, or `checkpoint_scheduler` itself."""
+    if not route.scheduler:
+        return checkpoint_scheduler
+    import diffusers
+
+    scheduler_class = getattr(diffusers, route.scheduler["class"])
+    return scheduler_class.from_config({**checkpoint_scheduler.config, **route.scheduler["config"]})
 
 
 def checkpoint_folder(route: RouteSpec, model_root: Path) -> Path:

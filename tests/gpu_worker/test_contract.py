@@ -270,3 +270,52 @@ def test_the_speed_profile_of_the_contract_is_the_one_the_worker_applies():
     from gpu_worker import speedups
 
     assert speedups.SpeedProfile is contract.SpeedProfile
+
+
+# --- A distilled route: its scheduler and whether a LoRA stacks on it --------------------------------
+
+
+def test_a_routes_scheduler_and_lora_stacking_travel_in_the_job_message_with_defaults():
+    scheduler = {"class": "UniPCMultistepScheduler", "config": {"flow_shift": 3.0, "use_flow_sigmas": True}}
+    job = _job(route=_route(scheduler=scheduler, lora_stacking=False, steps=4, guidance=1.0))
+
+    read = GenerationJob.from_message(job.to_message())
+
+    assert read.route.scheduler == scheduler
+    assert (read.route.lora_stacking, read.route.takes_lora) == (False, False)
+    message = _job().to_message()
+    del message["route"]["scheduler"], message["route"]["lora_stacking"]  # a backend that predates them
+    route = GenerationJob.from_message(message).route
+    assert (route.scheduler, route.lora_stacking, route.takes_lora) == ({}, True, True)
+    assert _route(scheduler={"class": "FlowMatchEulerDiscreteScheduler"}).scheduler == {
+        "class": "FlowMatchEulerDiscreteScheduler",
+        "config": {},
+    }
+    assert contract.CONTRACT_VERSION == 1
+
+
+@pytest.mark.parametrize(
+    ("scheduler", "match"),
+    [
+        ({"class": "LCMScheduler"}, "scheduler.class must be one of"),
+        ({"config": {"shift": 3.0}}, "scheduler.class must be one of"),
+        ({"class": "UniPCMultistepScheduler", "kwargs": {}}, "unknown scheduler fields: kwargs"),
+        ({"class": "UniPCMultistepScheduler", "config": [1]}, "scheduler.config must be a mapping"),
+        ({"class": "UniPCMultistepScheduler", "config": {"_class_name": "X"}}, "lower-case config name"),
+        ({"class": "UniPCMultistepScheduler", "config": {"shift": float("nan")}}, "must be a JSON value"),
+        ({"class": "UniPCMultistepScheduler", "config": {"shift": object()}}, "must be a JSON value"),
+        ("unipc", "route.scheduler must be a mapping"),
+    ],
+)
+def test_a_bad_scheduler_breaks_the_contract(scheduler, match):
+    with pytest.raises(ContractError, match=match):
+        _route(scheduler=scheduler)
+
+
+def test_lora_stacking_must_be_a_boolean_and_a_lora_does_not_fit_a_route_that_refuses_it():
+    with pytest.raises(ContractError, match="route.lora_stacking must be a boolean"):
+        _route(lora_stacking="no")
+    route = _route()
+    fits = dict(family=route.family, base_checkpoint=route.checkpoint)
+    assert contract.lora_fits_route(route, **fits)
+    assert not contract.lora_fits_route(_route(lora_stacking=False), **fits)

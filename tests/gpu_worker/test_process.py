@@ -19,15 +19,18 @@ from gpu_worker.contract import (
     LANE_ECONOMY,
     QUEUE_GPU_ECONOMY,
     QUEUE_JOB_EVENTS,
+    ROUTE_HELD_TTL_SECONDS,
     JobEvent,
     generation_message_fields,
+    route_held_key,
+    route_queue,
 )
 from tests.fixtures.gpu import make_job, tiny_route
 
 pytestmark = pytest.mark.services
 
 ROOT = Path(__file__).resolve().parents[2]
-QUEUES = (*GENERATION_QUEUES_BY_PRIORITY, QUEUE_JOB_EVENTS)
+QUEUES = (*GENERATION_QUEUES_BY_PRIORITY, route_queue(QUEUE_GPU_ECONOMY, "tiny-wan"), QUEUE_JOB_EVENTS)
 
 
 @pytest.fixture
@@ -40,6 +43,7 @@ def broker():
         broker.flush(queue)
         for key in broker.client.scan_iter(f"{broker.namespace}:__acks__.*.{queue}*"):  # a killed worker's
             broker.client.delete(key)
+    broker.client.delete(route_held_key("tiny-wan"))  # what a worker preloading tiny-wan advertised
     broker.close()
 
 
@@ -56,7 +60,8 @@ def test_the_worker_process_runs_a_job_and_stops_on_sigterm(broker, tmp_path, wa
     process, log_path = _start_process(tmp_path, "worker", extra_env=settings)
     try:
         job = make_job()
-        broker.enqueue(dramatiq.Message(**generation_message_fields(job, lane=LANE_ECONOMY)))
+        # the preloaded route's queue: the process consumes it, and advertises the route while it holds it
+        broker.enqueue(dramatiq.Message(**generation_message_fields(job, lane=LANE_ECONOMY, route_held=True)))
 
         wait_for(
             lambda: (
@@ -66,6 +71,7 @@ def test_the_worker_process_runs_a_job_and_stops_on_sigterm(broker, tmp_path, wa
             timeout=90,
             what="the job to finish",
         )
+        assert 0 < broker.client.ttl(route_held_key("tiny-wan")) <= ROUTE_HELD_TTL_SECONDS
         terminal = [e for e in _events(broker) if e.job_id == job.job_id and e.is_terminal]
         assert [e.kind for e in terminal] == ["completed"], log_path.read_text()
         assert (tmp_path / "media" / job.video_key).stat().st_size == terminal[0].outputs["video"]["bytes"]
@@ -79,7 +85,7 @@ def test_the_worker_process_runs_a_job_and_stops_on_sigterm(broker, tmp_path, wa
     log = log_path.read_text()
     assert "preloaded routes: tiny-wan" in log and "up to 2 loaded" in log
     assert log.index("preloaded routes") < log.index("GPU worker ready")
-    lane = f"{broker.namespace}:{QUEUE_GPU_ECONOMY}"
+    lane = f"{broker.namespace}:{route_queue(QUEUE_GPU_ECONOMY, 'tiny-wan')}"
     assert (broker.client.llen(lane), broker.client.hlen(f"{lane}.msgs")) == (0, 0)  # taken and acked
 
 

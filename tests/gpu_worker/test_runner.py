@@ -294,6 +294,10 @@ def _bad(**overrides):
             "takes no input image",
         ),
         (_bad(route=tiny_route(lora_support=False), lora_key="characters/c1/lora"), "takes no LoRA"),
+        (
+            _bad(route=tiny_route(lora_stacking=False), lora_key="characters/c1/lora"),
+            "does not stack a LoRA on its checkpoint",
+        ),
         (_bad(lora_key="characters/c1/missing"), "the LoRA weights are missing"),
         (_bad(lora_key="uploads/u1/not-an-image"), "not a safetensors file"),
     ],
@@ -617,3 +621,47 @@ def test_past_max_loaded_models_the_least_recently_used_model_goes(make_runner):
     runner.run(make_job(route=tiny_route(name="tiny-b")))
     runner.run(make_job(route=tiny_route(name="tiny-a")))
     assert [key[0] for key in runner.models] == ["tiny-b", "tiny-a"]
+
+
+# --- A route's scheduler (a step-distilled checkpoint's) ------------------------------------------------
+
+DISTILLED_SCHEDULER = {
+    "class": "UniPCMultistepScheduler",
+    "config": {"use_flow_sigmas": True, "prediction_type": "flow_prediction", "flow_shift": 3.0},
+}
+
+
+def _pipe_of(runner, job):
+    return runner.models[(job.route.name, job.route.family, job.route.checkpoint)].pipeline_for(job)
+
+
+def test_a_routes_scheduler_replaces_the_checkpoints_for_its_jobs_only(make_runner):
+    runner = make_runner(max_loaded_models=2)
+    base = make_job(route=tiny_route())
+    assert runner.run(base).kind == "completed"
+    checkpoint_scheduler = _pipe_of(runner, base).scheduler
+    distilled = make_job(route=tiny_route(name="tiny-distilled", scheduler=DISTILLED_SCHEDULER, guidance=1.0))
+
+    assert runner.run(distilled).kind == "completed"
+
+    scheduler = _pipe_of(runner, distilled).scheduler
+    assert type(scheduler).__name__ == "UniPCMultistepScheduler"
+    assert (scheduler.config.flow_shift, scheduler.config.use_flow_sigmas) == (3.0, True)
+    # the rest of the checkpoint's config is kept
+    assert scheduler.config.num_train_timesteps == checkpoint_scheduler.config.num_train_timesteps
+    assert runner.run(base).kind == "completed"  # another route keeps its checkpoint's scheduler
+    assert _pipe_of(runner, base).scheduler is checkpoint_scheduler
+
+
+def test_a_route_whose_scheduler_override_is_removed_runs_on_its_checkpoints_scheduler_again(make_runner):
+    runner = make_runner()
+    first = make_job(route=tiny_route(scheduler=DISTILLED_SCHEDULER))
+    assert runner.run(first).kind == "completed"
+    assert type(_pipe_of(runner, first).scheduler).__name__ == "UniPCMultistepScheduler"
+
+    edited = make_job(route=tiny_route())  # staff removed the override: the model stays loaded
+    assert runner.run(edited).kind == "completed"
+
+    scheduler = _pipe_of(runner, edited).scheduler
+    assert type(scheduler).__name__ == "FlowMatchEulerDiscreteScheduler"
+    assert scheduler.config.shift == 7.0

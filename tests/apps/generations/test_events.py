@@ -383,3 +383,34 @@ def test_staff_cancel_and_free_retry_from_admin(
     done = Generation.objects.get(pk=failing.pk)
     assert (done.status, done.credits_charged) == ("SUCCEEDED", 0)  # free: its hold was released
     assert wallet(make.user) == (50, 0)
+
+
+def test_a_job_goes_to_its_routes_queue_while_a_gpu_worker_holds_that_route(broker, make):
+    """A worker advertises the routes it holds (gpu_worker/routes_held.py); without one, the plain lane."""
+    client = getattr(broker, "client", None)
+    if client is None:
+        pytest.skip("route advertisements live in the broker's Redis (the embedded StubBroker has none)")
+    key = contract.route_held_key("tiny-wan")
+    client.set(key, "1", ex=30)
+    try:
+        held = make()
+    finally:
+        client.delete(key)
+    plain = make()
+
+    (to_route,) = _waiting(broker, "gpu-instant.tiny-wan")
+    (to_lane,) = _waiting(broker, contract.QUEUE_GPU_INSTANT)
+    assert contract.GenerationJob.from_message(to_route.kwargs["job"]).job_id == str(held.pk)
+    assert contract.GenerationJob.from_message(to_lane.kwargs["job"]).job_id == str(plain.pk)
+    assert Generation.objects.get(pk=held.pk).job_message_id == to_route.message_id
+
+
+def test_a_job_goes_to_the_plain_lane_when_redis_cannot_say_which_routes_are_held(monkeypatch):
+    from apps.jobs import dispatch
+
+    class Down:
+        def exists(self, key):
+            raise ConnectionError("down")
+
+    monkeypatch.setattr(dispatch, "_redis_client", lambda: Down())
+    assert dispatch.route_held("tiny-wan") is False

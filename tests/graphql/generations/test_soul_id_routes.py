@@ -144,3 +144,20 @@ def test_a_soul_id_without_a_selfie_gives_its_sharpest_photo_as_the_first_frame(
     assert ModelRoute.objects.get(name=generation.route_name).image_conditioning
     assert generation.image_key == f"characters/{user.pk}/{character.pk}/photos/0.9/clean.jpg"
     assert generation.lora_key
+
+
+def test_a_soul_id_is_refused_on_a_route_that_does_not_stack_loras(gql, alice, shipped_routes, settings):
+    """A distilled route (lora_stacking off) takes no LoRA: the Soul ID made for its checkpoint is refused
+    as made for another model, through the preferred chain and through the route override alike."""
+    from apps.generations.models import ModelRoute
+
+    token, user = alice
+    ModelRoute.objects.filter(name__in=["wan2.2-ti2v-5b", "tiny-wan"]).update(lora_stacking=False)
+    refused = _create(gql, token, trendSlug=_wan_trend().slug, characterId=_soul_id(user, WAN))
+    _assert_refused(refused)
+    assert "Soul ID cannot be used with this preset" in refused["message"]
+
+    settings.GENERATIONS_ROUTE_OVERRIDE = "tiny-wan"
+    trend = a_trend(requires="SOUL_ID", price_standard=4)
+    _assert_refused(_create(gql, token, trendSlug=trend.slug, characterId=_soul_id(user, TINY)))
+    assert Generation.objects.count() == 0 and wallet(user) == (20, 0)
