@@ -37,7 +37,7 @@ def training_route_source_set(source: Callable[[str], contract.RouteSpec | None]
 
 def _training_route() -> contract.RouteSpec:
     route = _route_source(settings.CHARACTERS_TRAINING_ROUTE) if _route_source is not None else None
-    if route is None or not route.lora_support or route.family not in contract.TRAINABLE_FAMILIES:
+    if route is None or not route.takes_lora or route.family not in contract.TRAINABLE_FAMILIES:
         raise UnsupportedOption("Soul ID training is not available right now. Try again later.")
     return route
 
