@@ -65,6 +65,8 @@ def main() -> int:
         device=settings.device,
         progress_interval=settings.progress_interval_s,
         max_loaded_models=settings.max_loaded_models or default_max_loaded_models(settings.device),
+        warmup_shapes=settings.warmup_shapes or None,
+        lora_hotswap_rank=settings.lora_hotswap_rank,
     )
     # The preloaded routes' queues are consumed first, and advertised while their models are loaded
     held_routes = [route.name for route in settings.preload_routes]

@@ -17,6 +17,7 @@ import contextlib
 import hashlib
 import io
 import logging
+import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
@@ -52,6 +53,7 @@ from gpu_worker.execution import (
     JobRun,
     free_memory,
 )
+from gpu_worker.settings import DEFAULT_LORA_HOTSWAP_RANK
 from gpu_worker.speedups import apply_speedups
 from gpu_worker.storage import MissingObject, ObjectTooLarge, Storage
 
@@ -105,13 +107,36 @@ class LoraAdapters:
     jobs keep using it (at most `max_loaded` per transformer, least recently used dropped first); a job
     without a LoRA unloads them all, so it runs on the base weights. The raw weights of recent keys stay
     in CPU memory, so reloading one does not download it again.
+
+    With `hotswap=True` (a route whose blocks are compiled: `apply(..., hotswap=True)`) a transformer has
+    one adapter slot, `HOTSWAP_SLOT`: before its first LoRA, `enable_lora_hotswap(target_rank=hotswap_rank)`
+    pads every adapter to that rank and turns the scalings into tensors; later users' LoRAs are loaded
+    into the same slot with `load_lora_weights(..., hotswap=True)` (weights copied in place), and the
+    job's scale (0 for a job without a LoRA) is written into the scaling tensors in place. The compiled
+    blocks keep their shapes and guards: a new user's LoRA costs no recompilation (the first LoRA on a
+    transformer, which adds the LoRA layers, compiles once; so does a LoRA of a rank above the slot's,
+    which gets a fresh slot of its rank).
     """
 
-    def __init__(self, storage: Storage, *, max_loaded: int = 4, max_cached_weights: int = 4) -> None:
+    HOTSWAP_SLOT = "soul_id"
+
+    def __init__(
+        self,
+        storage: Storage,
+        *,
+        max_loaded: int = 4,
+        max_cached_weights: int = 4,
+        hotswap_rank: int = DEFAULT_LORA_HOTSWAP_RANK,
+    ) -> None:
         self.storage = storage
         self.max_loaded = max_loaded
         self.max_cached_weights = max_cached_weights
+        self.hotswap_rank = hotswap_rank
         self._loaded: weakref.WeakKeyDictionary[Any, OrderedDict[str, str]] = weakref.WeakKeyDictionary()
+        # transformer -> (key in its slot, the slot's padded rank, [(scaling tensor, value at scale 1)])
+        self._slots: weakref.WeakKeyDictionary[Any, tuple[str, int, list[tuple[torch.Tensor, float]]]] = (
+            weakref.WeakKeyDictionary()
+        )
         self._weights: OrderedDict[str, dict[str, torch.Tensor]] = OrderedDict()
 
     @staticmethod
@@ -121,13 +146,25 @@ class LoraAdapters:
     def active(self, pipe: Any) -> list[str]:
         return list(self._loaded.get(pipe.transformer, {}))
 
-    def apply(self, pipe: Any, key: str | None, scale: float) -> None:
+    def hotswap_key(self, pipe: Any) -> str | None:
+        """The key whose LoRA is in `pipe`'s hotswap slot (None: no slot)."""
+        slot = self._slots.get(pipe.transformer)
+        return None if slot is None else slot[0]
+
+    def apply(self, pipe: Any, key: str | None, scale: float, *, hotswap: bool = False) -> None:
+        if hotswap:
+            self._apply_hotswap(pipe, key, scale)
+            return
         loaded = self._loaded.setdefault(pipe.transformer, OrderedDict())
         if key is None:
-            if loaded:
+            if loaded or pipe.transformer in self._slots:
                 pipe.unload_lora_weights()
                 loaded.clear()
+                self._slots.pop(pipe.transformer, None)
             return
+        if pipe.transformer in self._slots:  # leaving hotswap mode: back to plain adapters
+            pipe.unload_lora_weights()
+            self._slots.pop(pipe.transformer, None)
         name = self.adapter_name(key)
         if key not in loaded:
             weights = self._read(key)
@@ -145,6 +182,49 @@ class LoraAdapters:
                 pipe.delete_adapters([oldest])
         loaded.move_to_end(key)
         pipe.set_adapters([name], adapter_weights=[float(scale)])
+
+    def _apply_hotswap(self, pipe: Any, key: str | None, scale: float) -> None:
+        transformer = pipe.transformer
+        loaded = self._loaded.get(transformer)
+        if loaded:  # plain adapters from a run without compile: dropped (the slot starts afresh)
+            pipe.unload_lora_weights()
+            loaded.clear()
+            self._slots.pop(transformer, None)
+        slot = self._slots.get(transformer)
+        if key is None:
+            if slot is not None:
+                _fill_scalings(slot[2], 0.0)  # base weights, same graph
+            return
+        if slot is None or slot[0] != key:
+            weights = self._read(key)
+            rank = lora_rank(weights)
+            if slot is not None and rank > slot[1]:
+                # above the slot's padded rank: a fresh slot of that rank (one recompilation)
+                logger.warning(
+                    "LoRA %s has rank %s > the hot-swap slot's %s: reloading the slot", key, rank, slot[1]
+                )
+                pipe.unload_lora_weights()
+                self._slots.pop(transformer, None)
+                slot = None
+            swap = slot is not None
+            if slot is not None:
+                _fill_scalings(slot[2], 1.0)  # peft's swap skips a scaling equal to the new one
+            target_rank = slot[1] if slot is not None else max(self.hotswap_rank, rank)
+            try:
+                if not swap:
+                    pipe.enable_lora_hotswap(target_rank=target_rank, check_compiled="warn")
+                pipe.load_lora_weights(dict(weights), adapter_name=self.HOTSWAP_SLOT, hotswap=swap)
+            except Exception as exc:
+                # the slot's weights may be half swapped: drop it (the next LoRA loads afresh)
+                with contextlib.suppress(Exception):
+                    pipe.unload_lora_weights()
+                self._slots.pop(transformer, None)
+                if lora_does_not_fit(exc):
+                    raise BadInput("the LoRA weights do not fit this model") from exc
+                raise
+            # right after a load or a swap the scalings hold the adapter's own (scale 1.0)
+            self._slots[transformer] = (key, target_rank, _slot_scalings(transformer, self.HOTSWAP_SLOT))
+        _fill_scalings(self._slots[transformer][2], float(scale))
 
     def _read(self, key: str) -> dict[str, torch.Tensor]:
         if key in self._weights:
@@ -165,6 +245,31 @@ class LoraAdapters:
         while len(self._weights) > self.max_cached_weights:
             self._weights.popitem(last=False)
         return weights
+
+
+def lora_rank(weights: dict[str, torch.Tensor]) -> int:
+    """The largest rank of a LoRA state dict (the rows of its `lora_A` matrices; 0 without any)."""
+    return max((value.shape[0] for key, value in weights.items() if "lora_A" in key), default=0)
+
+
+def _slot_scalings(transformer: Any, adapter: str) -> list[tuple[torch.Tensor, float]]:
+    """The scaling tensors of `adapter` in every LoRA layer, with their values now (scale 1.0)."""
+    found = []
+    for module in transformer.modules():
+        scaling = getattr(module, "scaling", None)
+        if isinstance(scaling, dict) and isinstance(scaling.get(adapter), torch.Tensor):
+            found.append((scaling[adapter], float(scaling[adapter])))
+    if not found:
+        raise RuntimeError(f"adapter {adapter!r} has no tensor scalings (enable_lora_hotswap not applied?)")
+    return found
+
+
+def _fill_scalings(scalings: list[tuple[torch.Tensor, float]], scale: float) -> None:
+    """Sets the adapter's scale in place (a new Python float would be a new constant to the compiled
+    blocks, i.e. a recompilation)."""
+    with torch.no_grad():
+        for tensor, base in scalings:
+            tensor.fill_(base * scale)
 
 
 def lora_does_not_fit(error: BaseException) -> bool:
@@ -221,6 +326,8 @@ class Runner:
         progress_interval: float = 0.25,
         max_loaded_models: int = 1,
         quality_gate: Callable[..., quality.QualityReport] = quality.check_video_file,
+        warmup_shapes: Sequence[tuple[int, int, int]] | None = None,
+        lora_hotswap_rank: int = DEFAULT_LORA_HOTSWAP_RANK,
     ) -> None:
         self.storage = storage
         self.executor = GpuExecutor(sink=sink, cancel_checker=cancel_checker)
@@ -231,7 +338,12 @@ class Runner:
         self.max_loaded_models = max_loaded_models
         self.quality_gate = quality_gate
         self.models: OrderedDict[tuple[str, str, str], pipelines.VideoModel] = OrderedDict()
-        self.lora = LoraAdapters(storage)
+        self.lora = LoraAdapters(storage, hotswap_rank=lora_hotswap_rank)
+        # the (width, height, num_frames) a compiled route is warmed up at by `preload` (None: its native
+        # size in both orientations; `warmup_shapes_for`)
+        self.warmup_shapes = None if warmup_shapes is None else tuple(warmup_shapes)
+        # route name -> {"WxHxF": seconds of its one-step warm-up}, filled by `preload`
+        self.warmups: dict[str, dict[str, float]] = {}
         self._sped_up: weakref.WeakSet[Any] = weakref.WeakSet()  # pipelines a speed profile changed
         # pipeline -> its checkpoint's scheduler, kept while a route's override replaces it
         self._checkpoint_schedulers: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
@@ -290,7 +402,7 @@ class Runner:
                 self.unload_models(keep=job.route)
             model = self.load_model(job.route)
             pipe = model.pipeline_for(job)
-            self.lora.apply(pipe, job.lora_key, job.lora_scale)
+            self.lora.apply(pipe, job.lora_key, job.lora_scale, hotswap=uses_lora_hotswap(job.route))
             self._apply_scheduler(job.route, pipe)
             self._apply_speed_profile(run, pipe)
 
@@ -423,17 +535,22 @@ class Runner:
         """Puts the pipeline in the state its route's speed profile says and records what was applied.
         A route without a profile runs on diffusers' defaults, set again only where a profile was
         applied before (so a worker that never saw a profile never touches its pipelines)."""
-        route: RouteSpec = run.job.route
-        if not route.speed_profile and pipe not in self._sped_up:
+        applied = self._speed_up(run.job.route, pipe)
+        if applied is None:
             return
+        if run.low_memory:
+            applied["vae_tiling"] = True  # set on top of the profile for this run (vae_tiling below)
+        run.timings["speed_profile"] = applied
+
+    def _speed_up(self, route: RouteSpec, pipe: Any) -> dict[str, Any] | None:
+        if not route.speed_profile and pipe not in self._sped_up:
+            return None
         applied = apply_speedups(pipe, route.speedups, num_inference_steps=route.steps)
         if route.speed_profile:
             self._sped_up.add(pipe)
         else:
             self._sped_up.discard(pipe)
-        if run.low_memory:
-            applied["vae_tiling"] = True  # set on top of the profile for this run (vae_tiling below)
-        run.timings["speed_profile"] = applied
+        return applied
 
     def _denoise(self, run: JobRun, model: Any, pipe: Any, image: Any, generator: Any) -> torch.Tensor:
         job: GenerationJob = run.job
@@ -479,14 +596,68 @@ class Runner:
     def preload(self, routes: Sequence[RouteSpec]) -> list[str]:
         """Loads `routes` before the first job (at most `max_loaded_models` of them stay: the last ones);
         returns the names of those loaded now. One that cannot load is logged and skipped: a job on it
-        loads it (or fails) as without preloading."""
+        loads it (or fails) as without preloading. A route whose speed profile compiles its blocks is
+        then warmed up (`warm_up`): the blocks compile here, not in the first user's job."""
         for route in routes:
             with self.executor.lock:
                 try:
-                    self.load_model(route)
+                    model = self.load_model(route)
                 except Exception:
                     logger.exception("could not preload route %s", route.name)
+                    continue
+                if route.speedups.compile_blocks:
+                    try:
+                        self.warm_up(model, route)
+                    except Exception:
+                        logger.exception("could not warm up route %s", route.name)
         return [route.name for route in routes if _model_key(route) in self.models]
+
+    def warm_up(self, model: pipelines.VideoModel, route: RouteSpec) -> dict[str, float]:
+        """Runs one denoising step of `route` (its scheduler, speed profile and pipeline: the image-to-
+        video one when the route is conditioned on an image) at each warm-up shape, latents out (no
+        decode, no upload), so the compiled blocks are compiled for those shapes before the first job.
+        Returns and records (`warmups`) the seconds per shape ("WxHxF"). Call with the GPU lock held."""
+        from PIL import Image
+
+        seconds: dict[str, float] = {}
+        for width, height, num_frames in warmup_shapes_for(route, self.warmup_shapes):
+            job = GenerationJob(
+                job_id="warmup",
+                route=route,
+                prompt="warm-up",
+                negative_prompt="",
+                seed=0,
+                aspect_ratio="16:9" if width > height else "9:16" if width < height else "1:1",
+                width=width,
+                height=height,
+                num_frames=num_frames,
+                output_prefix="warmup",
+                image_key="warmup/image.png" if route.image_conditioning else None,
+            )
+            image = Image.new("RGB", (width, height), (128, 128, 128)) if route.image_conditioning else None
+            pipe = model.pipeline_for(job)
+            self._apply_scheduler(route, pipe)
+            self._speed_up(route, pipe)
+
+            def one_step(pipeline: Any, step: int, timestep: Any, callback_kwargs: dict) -> dict:
+                pipeline._interrupt = True  # the remaining steps are skipped; the latents come back as are
+                return callback_kwargs
+
+            kwargs = model.call_kwargs(
+                job, image=image, generator=torch.Generator("cpu").manual_seed(0), callback=one_step
+            )
+            kwargs["output_type"] = "latent"
+            started = time.monotonic()
+            try:
+                with torch.no_grad():
+                    pipe(**kwargs)
+            finally:
+                pipe.maybe_free_model_hooks()
+            shape = f"{width}x{height}x{num_frames}"
+            seconds[shape] = round(time.monotonic() - started, 3)
+            logger.info("route %s warmed up at %s in %.1f s", route.name, shape, seconds[shape])
+        self.warmups[route.name] = seconds
+        return seconds
 
     def unload_models(self, *, keep: RouteSpec | None = None) -> None:
         """Drops every loaded model but `keep`'s (all without it) and frees their memory."""
@@ -532,6 +703,24 @@ def vae_tiling(pipe: Any) -> Iterator[None]:
     finally:
         if not was_tiling:
             vae.disable_tiling()
+
+
+def uses_lora_hotswap(route: RouteSpec) -> bool:
+    """Whether a route's LoRAs are hot-swapped into one slot (its blocks are compiled and it takes LoRAs)."""
+    return route.takes_lora and route.speedups.compile_blocks
+
+
+def warmup_shapes_for(
+    route: RouteSpec, shapes: Sequence[tuple[int, int, int]] | None = None
+) -> list[tuple[int, int, int]]:
+    """The (width, height, num_frames) a compiled route is warmed up at: `shapes` (GPU_WARMUP_SHAPES)
+    when given, else the route's native size in both orientations at its native frame count (the sizes
+    `output_size` gives its 16:9 and 9:16 jobs when the native size has that shape)."""
+    if shapes:
+        return list(dict.fromkeys(tuple(shape) for shape in shapes))
+    return list(
+        dict.fromkeys([(route.width, route.height, route.frames), (route.height, route.width, route.frames)])
+    )
 
 
 def _model_key(route: RouteSpec) -> tuple[str, str, str]:

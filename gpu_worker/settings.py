@@ -18,7 +18,14 @@ GPU_MAX_LOADED_MODELS  models kept loaded at once (default: 2 on a GPU with 80 G
                    runner.default_max_loaded_models)
 GPU_PRELOAD_ROUTES routes to load at start, before the first job: a JSON list of route objects (the
                    `route` of a job message), or the path of a file holding one. The worker also serves
-                   their route queues first and advertises them while loaded (gpu_worker/routes_held.py)
+                   their route queues first and advertises them while loaded (gpu_worker/routes_held.py).
+                   A preloaded route whose speed profile has compile_blocks is warmed up (one denoising
+                   step per shape, latents only) so its blocks compile before the first job
+GPU_WARMUP_SHAPES  the shapes of that warm-up, "WxHxF" comma-separated (e.g. "704x1280x121,1280x704x121");
+                   empty: each route's native size in both orientations at its native frame count
+GPU_LORA_HOTSWAP_RANK  the rank users' LoRAs are padded to on a route with compiled blocks, where they are
+                   hot-swapped into one adapter slot without recompiling (64; a LoRA of a higher rank
+                   does not fit)
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ DEFAULT_TIME_LIMIT_S = 30 * 60
 DEFAULT_TRAINING_TIME_LIMIT_S = 2 * 60 * 60
 DEFAULT_TRAINING_MAX_WAIT_S = 10 * 60
 DEFAULT_REDIS_TIMEOUT_S = 2.0
+DEFAULT_LORA_HOTSWAP_RANK = 64  # as gpu_worker/runner.py's (this module does not import torch)
 
 
 def _int(environ: Mapping[str, str], name: str, default: int) -> int:
@@ -60,6 +68,8 @@ class WorkerSettings:
     max_loaded_models: int | None = None  # None: by the GPU's memory
     preload_routes: tuple[RouteSpec, ...] = ()
     tail_threads: int = 1
+    warmup_shapes: tuple[tuple[int, int, int], ...] = ()
+    lora_hotswap_rank: int = DEFAULT_LORA_HOTSWAP_RANK
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> WorkerSettings:
@@ -79,6 +89,9 @@ class WorkerSettings:
             max_loaded_models=_positive_int_or_none(environ, "GPU_MAX_LOADED_MODELS"),
             preload_routes=preload_routes(environ.get("GPU_PRELOAD_ROUTES", "")),
             tail_threads=_int(environ, "GPU_TAIL_THREADS", 1),
+            warmup_shapes=warmup_shapes(environ.get("GPU_WARMUP_SHAPES", "")),
+            lora_hotswap_rank=_positive_int_or_none(environ, "GPU_LORA_HOTSWAP_RANK")
+            or DEFAULT_LORA_HOTSWAP_RANK,
         )
 
 
@@ -108,3 +121,18 @@ def preload_routes(value: str) -> tuple[RouteSpec, ...]:
         return tuple(RouteSpec.from_dict(route) for route in data)
     except ContractError as exc:
         raise ValueError(f"GPU_PRELOAD_ROUTES: {exc}") from None
+
+
+def warmup_shapes(value: str) -> tuple[tuple[int, int, int], ...]:
+    """GPU_WARMUP_SHAPES: "WxHxF" items, comma-separated ("": none given)."""
+    shapes = []
+    for item in value.split(","):
+        item = item.strip().lower()
+        if not item:
+            continue
+        parts = item.split("x")
+        if len(parts) != 3 or not all(part.isdigit() and int(part) > 0 for part in parts):
+            raise ValueError(f"GPU_WARMUP_SHAPES: {item!r} is not WIDTHxHEIGHTxFRAMES")
+        width, height, frames = (int(part) for part in parts)
+        shapes.append((width, height, frames))
+    return tuple(shapes)
