@@ -74,6 +74,7 @@ from gpu_worker.contract import (  # noqa: E402
     RouteSpec,
     TrainingJob,
 )
+from gpu_worker.pipelines.tiny_wan import wan22_tiny_configs  # noqa: E402
 from gpu_worker.runner import Runner  # noqa: E402
 from gpu_worker.speedups import SpeedProfile, apply_speedups, reset_speedups  # noqa: E402
 from gpu_worker.storage import LocalStorage  # noqa: E402
@@ -203,48 +204,7 @@ def model_configs(size: Size, vocab_size: int) -> dict[str, dict[str, Any]]:
                 eos_token_id=1,
             ),
         }
-    return {  # the shape of tests/gpu_worker/conftest.py's wan22-tiny
-        "transformer": dict(
-            patch_size=(1, 2, 2),
-            num_attention_heads=2,
-            attention_head_dim=12,
-            in_channels=48,
-            out_channels=48,
-            text_dim=32,
-            freq_dim=256,
-            ffn_dim=32,
-            num_layers=2,
-            cross_attn_norm=True,
-            qk_norm="rms_norm_across_heads",
-            rope_max_seq_len=32,
-        ),
-        "vae": dict(
-            base_dim=3,
-            z_dim=48,
-            in_channels=12,
-            out_channels=12,
-            is_residual=True,
-            patch_size=2,
-            latents_mean=[0.0] * 48,
-            latents_std=[1.0] * 48,
-            dim_mult=[1, 1, 1, 1],
-            num_res_blocks=1,
-            scale_factor_spatial=16,
-            scale_factor_temporal=4,
-            temperal_downsample=[False, True, True],
-        ),
-        "text_encoder": dict(
-            vocab_size=vocab_size,
-            d_model=32,
-            d_kv=8,
-            d_ff=37,
-            num_layers=2,
-            num_heads=4,
-            relative_attention_num_buckets=8,
-            pad_token_id=0,
-            eos_token_id=1,
-        ),
-    }
+    return wan22_tiny_configs(vocab_size)
 
 
 @contextlib.contextmanager

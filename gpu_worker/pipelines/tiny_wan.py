@@ -56,6 +56,54 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
     )
 
 
+def wan22_tiny_configs(vocab_size: int) -> dict[str, dict[str, Any]]:
+    """Configs of a tiny Wan 2.2 TI2V-5B-shaped checkpoint (VAE z_dim=48, expand_timesteps): the
+    `transformer` (WanTransformer3DModel), `vae` (AutoencoderKLWan) and `text_encoder` (UMT5Config) that
+    the loading tests and bench/gpu_real.py --tiny save and load like a real one."""
+    return {
+        "transformer": dict(
+            patch_size=(1, 2, 2),
+            num_attention_heads=2,
+            attention_head_dim=12,
+            in_channels=48,
+            out_channels=48,
+            text_dim=TEXT_DIM,
+            freq_dim=256,
+            ffn_dim=32,
+            num_layers=2,
+            cross_attn_norm=True,
+            qk_norm="rms_norm_across_heads",
+            rope_max_seq_len=32,
+        ),
+        "vae": dict(
+            base_dim=3,
+            z_dim=48,
+            in_channels=12,
+            out_channels=12,
+            is_residual=True,
+            patch_size=2,
+            latents_mean=[0.0] * 48,
+            latents_std=[1.0] * 48,
+            dim_mult=[1, 1, 1, 1],
+            num_res_blocks=1,
+            scale_factor_spatial=16,
+            scale_factor_temporal=4,
+            temperal_downsample=[False, True, True],
+        ),
+        "text_encoder": dict(
+            vocab_size=vocab_size,
+            d_model=TEXT_DIM,
+            d_kv=8,
+            d_ff=37,
+            num_layers=2,
+            num_heads=4,
+            relative_attention_num_buckets=8,
+            pad_token_id=0,
+            eos_token_id=1,
+        ),
+    }
+
+
 def build_transformer(in_channels: int, seed: int = WEIGHTS_SEED) -> WanTransformer3DModel:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
