@@ -67,6 +67,7 @@ INSTALLED_APPS = [
     "apps.trends",
     "apps.notifications",
     "apps.jobs",
+    "apps.purchases",
     "apps.generations",
     "apps.characters",
 ]
@@ -304,6 +305,41 @@ LOGIN_MAX_ATTEMPTS_PER_IP = env_int("LOGIN_MAX_ATTEMPTS_PER_IP", 30)
 LOGIN_THROTTLE_WINDOW_SECONDS = env_int("LOGIN_THROTTLE_WINDOW_SECONDS", 15 * 60)
 WELCOME_CREDITS = env_int("WELCOME_CREDITS", 20)
 SIGNUPS_MAX_PER_IP_PER_HOUR = env_int("SIGNUPS_MAX_PER_IP_PER_HOUR", 20)
+
+# --- Purchases (apps/purchases): App Store and Google Play, verified on the server -----------------
+
+# A store answering slower than this is STORE_UNAVAILABLE (retryable; nothing is granted or lost).
+STORE_HTTP_TIMEOUT_SECONDS = env_int("STORE_HTTP_TIMEOUT_SECONDS", 10)
+# App Store: signed transactions and Server Notifications V2 are verified with Apple's
+# app-store-server-library against these root certificates (DER or PEM files, comma-separated paths; Apple
+# Root CA - G3 from https://www.apple.com/certificateauthority/). Empty: the App Store is off.
+APPLE_BUNDLE_ID = os.environ.get("APPLE_BUNDLE_ID", "")
+APPLE_APP_APPLE_ID = env_int("APPLE_APP_APPLE_ID", 0) or None  # required for production notifications
+APPLE_ROOT_CERTIFICATES = env_list("APPLE_ROOT_CERTIFICATES")
+# OCSP revocation checks of the signing chain (needs Apple's OCSP responders; off only in tests).
+APPLE_ONLINE_CHECKS = env_bool("APPLE_ONLINE_CHECKS", True)
+# Sandbox (TestFlight, App Review) purchases grant only when this is on; production keeps it off except
+# for the App Review build window.
+APPLE_ALLOW_SANDBOX = env_bool("APPLE_ALLOW_SANDBOX", not IS_PRODUCTION)
+# The App Store Server API (restorePurchases re-reads history): an in-app purchase key from App Store
+# Connect. Optional: without it, restore re-reads what the notifications and the app already sent.
+APPLE_API_KEY_ID = os.environ.get("APPLE_API_KEY_ID", "")
+APPLE_API_ISSUER_ID = os.environ.get("APPLE_API_ISSUER_ID", "")
+APPLE_API_PRIVATE_KEY = os.environ.get("APPLE_API_PRIVATE_KEY", "")  # path to the .p8 file
+# Google Play: the Android Publisher API with a service account (google-auth). Empty: Google Play is off.
+GOOGLE_PLAY_PACKAGE_NAME = os.environ.get("GOOGLE_PLAY_PACKAGE_NAME", "")
+GOOGLE_PLAY_CREDENTIALS = os.environ.get("GOOGLE_PLAY_CREDENTIALS", "")  # path to a service-account JSON
+GOOGLE_PLAY_ALLOW_TEST_PURCHASES = env_bool("GOOGLE_PLAY_ALLOW_TEST_PURCHASES", not IS_PRODUCTION)
+# Real-time Developer Notifications arrive by Pub/Sub push with an OIDC token: its audience (set on the
+# push subscription) and the service account Pub/Sub signs as.
+GOOGLE_PLAY_PUSH_AUDIENCE = os.environ.get("GOOGLE_PLAY_PUSH_AUDIENCE", "")
+GOOGLE_PLAY_PUSH_SERVICE_ACCOUNT = os.environ.get("GOOGLE_PLAY_PUSH_SERVICE_ACCOUNT", "")
+# The embedded mode's local test store (apps/purchases/stores/local.py): receipts `local-test:<product>:
+# <anything>` that anyone can write. Development only; production refuses to start with it on.
+PURCHASES_LOCAL_TEST_STORE = env_bool("PURCHASES_LOCAL_TEST_STORE", not IS_PRODUCTION)
+# verifyPurchase / restorePurchases calls one user may make per window (each may call a store).
+PURCHASES_MAX_CALLS_PER_WINDOW = env_int("PURCHASES_MAX_CALLS_PER_WINDOW", 60)
+PURCHASES_CALLS_WINDOW_SECONDS = env_int("PURCHASES_CALLS_WINDOW_SECONDS", 600)
 
 # --- Trends and the home screen ---------------------------------------------------------------
 

@@ -29,6 +29,10 @@ class ErrorCode(enum.Enum):
     CHARACTER_NOT_READY = "CHARACTER_NOT_READY"
     UNSUPPORTED_OPTION = "UNSUPPORTED_OPTION"
     UPLOAD_INVALID = "UPLOAD_INVALID"
+    INVALID_RECEIPT = "INVALID_RECEIPT"
+    RECEIPT_BELONGS_TO_ANOTHER_USER = "RECEIPT_BELONGS_TO_ANOTHER_USER"
+    PRODUCT_UNKNOWN = "PRODUCT_UNKNOWN"
+    STORE_UNAVAILABLE = "STORE_UNAVAILABLE"
 
 
 class DomainError(Exception):
@@ -141,3 +145,32 @@ class TooManyPhotos(DomainError):
 class CharacterNotReady(DomainError):
     code = ErrorCode.CHARACTER_NOT_READY
     default_message = "This Soul ID is not ready yet."
+
+
+class InvalidReceipt(DomainError):
+    """The store's signed transaction or purchase token did not verify (forged, truncated, another app's,
+    another environment's, expired chain, cancelled or pending purchase)."""
+
+    code = ErrorCode.INVALID_RECEIPT
+    default_message = "This purchase could not be verified with the store. Nothing was charged here."
+
+
+class ReceiptBelongsToAnotherUser(DomainError):
+    code = ErrorCode.RECEIPT_BELONGS_TO_ANOTHER_USER
+    default_message = "This purchase was made for another account. Sign in with that account to use it."
+
+
+class ProductUnknown(DomainError):
+    code = ErrorCode.PRODUCT_UNKNOWN
+    default_message = "This product is not sold in the app. Update the app and try again."
+
+
+class StoreUnavailable(DomainError):
+    """The store did not answer in time: retryable, nothing was granted or lost."""
+
+    code = ErrorCode.STORE_UNAVAILABLE
+    default_message = "The store is not answering right now. Your purchase is safe: try again in a minute."
+
+    def __init__(self, message: str | None = None, *, retry_after_seconds: int = 30, **extra) -> None:
+        super().__init__(message, **extra)
+        self.retry_after_seconds = retry_after_seconds
