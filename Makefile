@@ -28,6 +28,7 @@ run: $(STAMP)
 	$(PY) manage.py migrate --noinput -v 0
 	$(PY) manage.py seed_demo
 	$(PY) manage.py load_trends
+	$(PY) manage.py load_products
 	HOST=$(HOST) PORT=$(PORT) $(PY) manage.py serve
 
 # The whole suite against real PostgreSQL and Redis (started by .ci/run in CI). Without them locally,

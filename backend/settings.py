@@ -340,6 +340,8 @@ PURCHASES_LOCAL_TEST_STORE = env_bool("PURCHASES_LOCAL_TEST_STORE", not IS_PRODU
 # verifyPurchase / restorePurchases calls one user may make per window (each may call a store).
 PURCHASES_MAX_CALLS_PER_WINDOW = env_int("PURCHASES_MAX_CALLS_PER_WINDOW", 60)
 PURCHASES_CALLS_WINDOW_SECONDS = env_int("PURCHASES_CALLS_WINDOW_SECONDS", 600)
+# The scheduler re-sends Google Play acknowledgements still due this often (Play refunds after 3 days).
+PURCHASES_ACKNOWLEDGE_SWEEP_INTERVAL_SECONDS = env_int("PURCHASES_ACKNOWLEDGE_SWEEP_INTERVAL_SECONDS", 3600)
 
 # --- Trends and the home screen ---------------------------------------------------------------
 

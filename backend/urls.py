@@ -14,6 +14,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path(settings.TRENDS_MEDIA_URL.lstrip("/") + "<path:path>", trend_media, name="trend-media"),
     path("storage/", include("apps.storage.urls")),  # signed upload/download URLs (embedded mode)
+    path("webhooks/", include("apps.purchases.urls")),  # the stores' server notifications
 ]
 
 if settings.BENCH_ENDPOINTS:  # bench/http_me.py compares GraphQL with a plain Django view

@@ -8,6 +8,8 @@ from apps.accounts.models import Platform as PlatformChoices
 from apps.characters import models as characters
 from apps.characters.photo_checks import Reason
 from apps.generations import models as generations
+from apps.purchases import models as purchases
+from apps.purchases.stores import SubscriptionState
 from apps.storage import models as storage
 from apps.trends import models as trends
 
@@ -67,4 +69,17 @@ UploadStatus = choices_enum(
 )
 UploadRejectReason = choices_enum(
     storage.RejectReason, name="UploadRejectReason", description="Why an uploaded file was refused."
+)
+
+# Purchases.
+ProductKind = choices_enum(
+    purchases.ProductKind,
+    name="ProductKind",
+    description="A credit pack (consumable) or a plan (subscription).",
+)
+PlanStatus = choices_enum(
+    SubscriptionState, name="PlanStatus", description="Where a plan stands, as its store reports it."
+)
+PurchaseStatus = choices_enum(
+    purchases.PurchaseStatus, name="PurchaseStatus", description="What became of a purchase's credits."
 )

@@ -119,6 +119,26 @@ class CharacterNotReady(Error):
     field: str | None = None
 
 
+@strawberry.type(description="The store did not confirm this purchase; nothing was granted or charged here.")
+class InvalidReceipt(Error):
+    field: str | None = None
+
+
+@strawberry.type(description="The purchase was made while signed in to another account.")
+class ReceiptBelongsToAnotherUser(Error):
+    pass
+
+
+@strawberry.type(description="The store product is not in the app's catalogue.")
+class ProductUnknown(Error):
+    field: str | None = None
+
+
+@strawberry.type(description="The store did not answer; the purchase is safe: try again later.")
+class StoreUnavailable(Error):
+    retry_after_seconds: int
+
+
 _MAPPING: dict[type[domain.DomainError], Callable[[Any], Error]] = {
     domain.ValidationFailed: lambda e: ValidationError(code=e.code, message=e.message, field=e.field),
     domain.NotFound: lambda e: NotFound(code=e.code, message=e.message, field=e.field),
@@ -153,6 +173,12 @@ _MAPPING: dict[type[domain.DomainError], Callable[[Any], Error]] = {
         code=e.code, message=e.message, maximum=e.maximum, count=e.count
     ),
     domain.CharacterNotReady: lambda e: CharacterNotReady(code=e.code, message=e.message, field=e.field),
+    domain.InvalidReceipt: lambda e: InvalidReceipt(code=e.code, message=e.message, field=e.field),
+    domain.ReceiptBelongsToAnotherUser: lambda e: ReceiptBelongsToAnotherUser(code=e.code, message=e.message),
+    domain.ProductUnknown: lambda e: ProductUnknown(code=e.code, message=e.message, field=e.field),
+    domain.StoreUnavailable: lambda e: StoreUnavailable(
+        code=e.code, message=e.message, retry_after_seconds=e.retry_after_seconds
+    ),
 }
 
 ALL_ERROR_TYPES = (
@@ -172,6 +198,10 @@ ALL_ERROR_TYPES = (
     NotEnoughPhotos,
     TooManyPhotos,
     CharacterNotReady,
+    InvalidReceipt,
+    ReceiptBelongsToAnotherUser,
+    ProductUnknown,
+    StoreUnavailable,
 )
 
 

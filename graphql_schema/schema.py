@@ -25,6 +25,8 @@ from .generations.mutations import GenerationMutations
 from .generations.queries import GenerationQueries
 from .generations.subscriptions import GenerationSubscriptions
 from .generations.types import GenerationType
+from .purchases.mutations import PurchaseMutations
+from .purchases.queries import PurchaseQueries
 from .storage.mutations import StorageMutations
 from .storage.types import UploadType
 from .trends.mutations import TrendMutations
@@ -33,12 +35,21 @@ from .trends.types import TrendType
 
 
 @strawberry.type
-class Query(AccountQueries, CreditQueries, TrendQueries, GenerationQueries, CharacterQueries):
+class Query(
+    AccountQueries, CreditQueries, PurchaseQueries, TrendQueries, GenerationQueries, CharacterQueries
+):
     node: relay.Node | None = strawberry_django.node(description="Any of your objects by its global ID.")
 
 
 @strawberry.type
-class Mutation(AccountMutations, StorageMutations, TrendMutations, GenerationMutations, CharacterMutations):
+class Mutation(
+    AccountMutations,
+    StorageMutations,
+    PurchaseMutations,
+    TrendMutations,
+    GenerationMutations,
+    CharacterMutations,
+):
     pass
 
 

@@ -58,3 +58,9 @@ def signup_check(*, ip: str) -> None:
         raise RateLimited(
             retry_after_seconds=3600, message="Too many new accounts from this network. Try again in an hour."
         )
+
+
+def bump_and_check(*, scope: str, key: str, limit: int, window: int, message: str | None = None) -> None:
+    """Counts one call of `key` in `scope` and raises RateLimited beyond `limit` calls per `window`."""
+    if _bump(f"throttle:{scope}:{hashlib.sha256(key.encode()).hexdigest()[:32]}", window=window) > limit:
+        raise RateLimited(retry_after_seconds=window, message=message)

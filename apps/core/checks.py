@@ -55,6 +55,26 @@ def production_errors() -> list[Error]:
             "Push notifications are not sent through FCM with credentials.",
             "Set FIREBASE_CREDENTIALS to the service-account JSON (PUSH_BACKEND defaults to fcm then).",
         )
+    if settings.PURCHASES_LOCAL_TEST_STORE:
+        fail(
+            "E012",
+            "The local test store is on in production: anyone could write a receipt for free credits.",
+            "Unset PURCHASES_LOCAL_TEST_STORE.",
+        )
+    if settings.APPLE_BUNDLE_ID and settings.APPLE_ROOT_CERTIFICATES and not settings.APPLE_APP_APPLE_ID:
+        fail(
+            "E013",
+            "APPLE_APP_APPLE_ID is missing: production App Store notifications cannot be verified.",
+            "Set APPLE_APP_APPLE_ID to the app's Apple ID (App Store Connect > App Information).",
+        )
+    if settings.GOOGLE_PLAY_PACKAGE_NAME and not (
+        settings.GOOGLE_PLAY_PUSH_AUDIENCE and settings.GOOGLE_PLAY_PUSH_SERVICE_ACCOUNT
+    ):
+        fail(
+            "E014",
+            "Google Play notifications would be taken without checking who sent them.",
+            "Set GOOGLE_PLAY_PUSH_AUDIENCE and GOOGLE_PLAY_PUSH_SERVICE_ACCOUNT (the Pub/Sub push's OIDC).",
+        )
     if getattr(settings, "BENCH_ENDPOINTS", False):
         fail("E010", "BENCH_ENDPOINTS is on in production.", "Unset BENCH_ENDPOINTS.")
     return errors

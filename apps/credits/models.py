@@ -15,6 +15,9 @@ class Wallet(BaseModel):
     user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="wallet")
     balance = models.IntegerField(default=0)
     held = models.IntegerField(default=0)
+    # Credits taken back (a refunded purchase) that were already spent: never a negative balance, they
+    # come out of the next grants first.
+    owed = models.IntegerField(default=0)
     # Grows by one with every change (under the row lock); wallet events carry it so that a subscriber
     # can drop an event that arrives after a newer one.
     version = models.PositiveBigIntegerField(default=0)
@@ -23,6 +26,7 @@ class Wallet(BaseModel):
         constraints = [
             models.CheckConstraint(condition=Q(balance__gte=0), name="wallet_balance_not_negative"),
             models.CheckConstraint(condition=Q(held__gte=0), name="wallet_held_not_negative"),
+            models.CheckConstraint(condition=Q(owed__gte=0), name="wallet_owed_not_negative"),
         ]
 
     def __str__(self) -> str:
@@ -35,17 +39,20 @@ class EntryKind(models.TextChoices):
     HOLD = "hold"
     CAPTURE = "capture"
     RELEASE = "release"
+    REVOKE = "revoke"  # credits taken back (a store refund, a support correction)
 
 
 class CreditEntry(BaseModel):
-    """One line of the ledger. Never updated or deleted. `delta` is the change to the spendable balance."""
+    """One line of the ledger. Never updated or deleted. `delta` is the change to the spendable balance;
+    `owed_delta` the change to what the user owes (a revoke beyond the balance adds to it; grants pay it)."""
 
     wallet = models.ForeignKey(Wallet, on_delete=models.CASCADE, related_name="entries")
     kind = models.CharField(max_length=16, choices=EntryKind.choices)
     amount = models.PositiveIntegerField()
     delta = models.IntegerField()
     balance_after = models.IntegerField()
-    reason = models.CharField(max_length=64, blank=True)
+    owed_delta = models.IntegerField(default=0)
+    reason = models.CharField(max_length=200, blank=True)
     # Grants: an idempotency reference (e.g. "welcome:<user id>"). Holds: "<app.model>:<pk>" of the owner.
     reference = models.CharField(max_length=128, blank=True)
 

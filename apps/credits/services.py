@@ -27,12 +27,15 @@ def _locked_wallet(user) -> Wallet:
     return Wallet.objects.select_for_update().get(user=user)
 
 
-def _entry(wallet: Wallet, *, kind: str, amount: int, delta: int, reason: str, reference: str) -> CreditEntry:
+def _entry(
+    wallet: Wallet, *, kind: str, amount: int, delta: int, reason: str, reference: str, owed_delta: int = 0
+) -> CreditEntry:
     entry = CreditEntry.objects.create(
         wallet=wallet,
         kind=kind,
         amount=amount,
         delta=delta,
+        owed_delta=owed_delta,
         balance_after=wallet.balance,
         reason=reason,
         reference=reference,
@@ -45,12 +48,13 @@ def _entry(wallet: Wallet, *, kind: str, amount: int, delta: int, reason: str, r
 
 def _save(wallet: Wallet) -> None:
     wallet.version += 1
-    wallet.save(update_fields=["balance", "held", "version", "updated_at"])
+    wallet.save(update_fields=["balance", "held", "owed", "version", "updated_at"])
 
 
 @transaction.atomic
 def credits_grant(*, user, amount: int, reason: str, reference: str = "") -> CreditEntry:
-    """Adds credits. With a `reference`, granting twice gives the credits once."""
+    """Adds credits. With a `reference`, granting twice gives the credits once. Credits the user owes (a
+    refund of credits already spent) are paid out of the grant first."""
     if amount <= 0:
         raise ValidationFailed("A grant must be a positive number of credits.", field="amount")
     wallet = _locked_wallet(user)
@@ -58,10 +62,45 @@ def credits_grant(*, user, amount: int, reason: str, reference: str = "") -> Cre
         existing = CreditEntry.objects.filter(reference=reference, kind=EntryKind.GRANT).first()
         if existing is not None:
             return existing
-    wallet.balance += amount
+    repaid = min(wallet.owed, amount)
+    wallet.owed -= repaid
+    wallet.balance += amount - repaid
     _save(wallet)
     return _entry(
-        wallet, kind=EntryKind.GRANT, amount=amount, delta=amount, reason=reason, reference=reference
+        wallet,
+        kind=EntryKind.GRANT,
+        amount=amount,
+        delta=amount - repaid,
+        owed_delta=-repaid,
+        reason=reason,
+        reference=reference,
+    )
+
+
+@transaction.atomic
+def credits_revoke(*, user, amount: int, reason: str, reference: str = "") -> CreditEntry:
+    """Takes `amount` credits back (a refunded purchase, a support correction). What the balance cannot
+    cover (already spent or on hold) is recorded as owed, never as a negative balance; later grants pay it.
+    With a `reference`, revoking twice takes the credits once."""
+    if amount <= 0:
+        raise ValidationFailed("A refund must be a positive number of credits.", field="amount")
+    wallet = _locked_wallet(user)
+    if reference:
+        existing = CreditEntry.objects.filter(reference=reference, kind=EntryKind.REVOKE).first()
+        if existing is not None:
+            return existing
+    taken = min(wallet.balance, amount)
+    wallet.balance -= taken
+    wallet.owed += amount - taken
+    _save(wallet)
+    return _entry(
+        wallet,
+        kind=EntryKind.REVOKE,
+        amount=amount,
+        delta=-taken,
+        owed_delta=amount - taken,
+        reason=reason,
+        reference=reference,
     )
 
 

@@ -65,6 +65,12 @@ JOBS: tuple[PeriodicJob, ...] = (
         "GENERATIONS_REAP_INTERVAL_SECONDS",
         600,
     ),
+    PeriodicJob(
+        "purchases:acknowledge",
+        "apps.purchases.tasks:purchases_acknowledge_sweep_task",
+        "PURCHASES_ACKNOWLEDGE_SWEEP_INTERVAL_SECONDS",
+        3600,
+    ),
 )
 
 _thread: threading.Thread | None = None

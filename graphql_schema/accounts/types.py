@@ -9,8 +9,10 @@ import strawberry_django
 
 from apps.accounts import models, selectors
 from apps.credits.models import Wallet
+from apps.purchases.selectors import plan_of
 
 from ..enums import Platform
+from ..purchases.types import Plan
 from ..toolkit import ModelNode
 
 
@@ -26,6 +28,11 @@ class UserType(ModelNode):
             return root.wallet.balance
         except Wallet.DoesNotExist:
             return 0
+
+    @strawberry_django.field(description="The user's plan (subscription); null without one.")
+    def plan(self, root: strawberry.Parent[models.User]) -> Plan | None:
+        subscription = plan_of(user=root)
+        return Plan.of(subscription) if subscription else None
 
     @classmethod
     def get_queryset(cls, queryset, info, **kwargs):

@@ -110,6 +110,28 @@ def test_make_run_serves_graphiql_and_the_demo_account(make_run):
         client.close()
 
 
+BUY = """mutation ($receipt: String!) { verifyPurchase(input: {platform: IOS, signedTransaction: $receipt}) {
+  __typename ... on PurchasePayload { wallet { balance } } ... on Error { code message } } }"""
+PRODUCTS = "{ products(platform: IOS) { storeProductId kind credits } }"
+
+
+def test_make_run_sells_credit_packs_through_the_local_test_store(make_run):
+    base, _, _ = make_run
+    products = httpx.post(f"{base}/graphql", json={"query": PRODUCTS}, timeout=10).json()["data"]["products"]
+    pack = next(p for p in products if p["kind"] == "CREDIT_PACK" and p["credits"] == 100)
+    token = _sign_in_demo(base)["accessToken"]
+    before = _sign_in_demo(base)["user"]["credits"]
+    receipt = f"local-test:{pack['storeProductId']}:graphiql-{time.monotonic_ns()}"
+    for _ in range(2):  # the same purchase twice grants once
+        bought = httpx.post(
+            f"{base}/graphql",
+            json={"query": BUY, "variables": {"receipt": receipt}},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=10,
+        ).json()["data"]["verifyPurchase"]
+        assert bought == {"__typename": "PurchasePayload", "wallet": {"balance": before + 100}}
+
+
 def test_make_run_prints_the_graphiql_url_and_demo_sign_in(make_run):
     base, log, _ = make_run
     text = log.read_text()

@@ -90,6 +90,13 @@ UNSAFE = [
     pytest.param({"BENCH_ENDPOINTS": "1"}, "backend.E010", id="bench-endpoints"),
     pytest.param({"FIREBASE_CREDENTIALS": None}, "backend.E011", id="console-push"),
     pytest.param({"PUSH_BACKEND": "console"}, "backend.E011", id="console-push-forced"),
+    pytest.param({"PURCHASES_LOCAL_TEST_STORE": "1"}, "backend.E012", id="local-test-store"),
+    pytest.param(
+        {"APPLE_BUNDLE_ID": "com.example.app", "APPLE_ROOT_CERTIFICATES": "/etc/apple-root.cer"},
+        "backend.E013",
+        id="apple-without-app-id",
+    ),
+    pytest.param({"GOOGLE_PLAY_PACKAGE_NAME": "com.example.app"}, "backend.E014", id="play-push-unchecked"),
 ]
 
 

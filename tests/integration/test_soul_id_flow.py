@@ -1,15 +1,21 @@
 """Issue 5's "Done when", end to end in services mode: a user consents, uploads 12 photos of which 2 are
 rejected with the right reasons, replaces them, trains (tiny-wan, really, on the in-process GPU lanes),
 watches progress on a real websocket, gets READY and a push, makes a generation with the Soul ID, then
-deletes it, and a scan of storage finds nothing left under the Soul ID's prefix."""
+deletes it, and a scan of storage finds nothing left under the Soul ID's prefix.
+
+And issue 9's: the credits for it come from a 100-credit pack bought through verifyPurchase (the local
+test store); the same purchase sent again and through a notification grants nothing more, and a refund
+notification takes back what is left unspent."""
 
 from __future__ import annotations
 
+import httpx
 import pytest
+from django.core.management import call_command
 from strawberry.relay import from_base64
 
 from apps.characters.models import Character, ErasureRecord
-from apps.credits.services import credits_grant
+from apps.credits.models import Wallet
 from apps.notifications.models import PushMessage
 from apps.storage.backends import get_storage
 from tests.fixtures.characters import ADD_PHOTOS, CREATE, DELETE, REMOVE_PHOTO, make_photos
@@ -19,6 +25,9 @@ from tests.graphql.generations.stack import LiveUser
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
 
+BUY = """mutation ($receipt: String!) { verifyPurchase(input: {platform: IOS, signedTransaction: $receipt}) {
+  __typename ... on PurchasePayload { wallet { balance } purchase { credits status } }
+  ... on Error { code } } }"""
 WATCH = """subscription ($id: ID!) { characterUpdated(id: $id) { sequence character {
   status trainingProgress trainingStep trainingTotalSteps photos { id status reasons } } } }"""
 
@@ -35,7 +44,11 @@ def test_consent_photos_training_generation_and_erasure(stack, gpu_lanes):
     gpu_lanes()
     alice = LiveUser(stack)
     alice.register_device("alice-phone")
-    credits_grant(user=alice.user, amount=100, reason="test")
+    call_command("load_products", verbosity=0)
+    receipt = "local-test:com.example.diffuse.credits100:alice-order-1"
+    bought = alice.gql(BUY, {"receipt": receipt})["data"]["verifyPurchase"]
+    assert bought["__typename"] == "PurchasePayload", bought
+    assert bought["wallet"]["balance"] == 120  # 20 welcome credits and the pack
     created = alice.gql(CREATE, {"name": "Me", "consent": True})["data"]["createCharacter"]
     assert created["__typename"] == "CharacterPayload", created
     character_id = created["character"]["id"]
@@ -102,6 +115,21 @@ def test_consent_photos_training_generation_and_erasure(stack, gpu_lanes):
     )
     assert done.status == "SUCCEEDED", (done.failure_code, done.failure_message)
     assert done.lora_key == character.lora_key
+
+    # The purchase again, from the app and from the store: nothing more. Then the store refunds it: what
+    # is left of the pack is taken back, the spent rest is owed.
+    balance = Wallet.objects.get(user=alice.user).balance
+    assert balance == 120 - 40 - 4  # training and one video were charged
+    assert alice.gql(BUY, {"receipt": receipt})["data"]["verifyPurchase"]["wallet"]["balance"] == balance
+    store = {"receipt": receipt, "platform": "IOS", "id": "store-1"}
+    assert httpx.post(
+        f"{stack.url}/webhooks/local-test-store", json={**store, "type": "DID_RENEW"}
+    ).json() == {"outcome": "applied"}
+    assert Wallet.objects.get(user=alice.user).balance == balance
+    refund = {**store, "type": "REFUND", "id": "store-2"}
+    assert httpx.post(f"{stack.url}/webhooks/local-test-store", json=refund).json() == {"outcome": "applied"}
+    wallet = Wallet.objects.get(user=alice.user)
+    assert (wallet.balance, wallet.owed) == (0, 100 - balance)
 
     deleted = alice.gql(DELETE, {"id": character_id})["data"]["deleteCharacter"]
     assert deleted["__typename"] == "DeletePayload", deleted

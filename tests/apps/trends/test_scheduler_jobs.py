@@ -8,6 +8,7 @@ import pytest
 from apps.characters.tasks import characters_purge_task
 from apps.core.queues import QUEUE_MAINTENANCE
 from apps.jobs.tasks import jobs_reap_task
+from apps.purchases.tasks import purchases_acknowledge_sweep_task
 from apps.trends import scheduler
 from apps.trends.tasks import trends_rotate_task
 
@@ -47,6 +48,7 @@ def test_the_jobs_and_their_default_intervals():
         ("trends:rotation", "apps.trends.tasks:trends_rotate_task", 300),
         ("characters:purge", "apps.characters.tasks:characters_purge_task", 86_400),
         ("jobs:reap", "apps.jobs.tasks:jobs_reap_task", 600),
+        ("purchases:acknowledge", "apps.purchases.tasks:purchases_acknowledge_sweep_task", 3600),
     ]
 
 
@@ -54,26 +56,38 @@ def test_each_job_is_enqueued_once_per_its_interval(settings, queue):
     settings.TRENDS_ROTATION_INTERVAL_SECONDS = 300
     settings.CHARACTERS_PURGE_INTERVAL_SECONDS = 86_400
     settings.GENERATIONS_REAP_INTERVAL_SECONDS = 600
+    settings.PURCHASES_ACKNOWLEDGE_SWEEP_INTERVAL_SECONDS = 3600
     sent: dict[str, int] = {job.name: 0 for job in scheduler.JOBS}
     # Two processes ticking every minute for a day and a half.
     for minute in range(36 * 60):
         for offset in (0.0, 1.5):
             for name, did in scheduler.tick_all(now=START + minute * 60 + offset).items():
                 sent[name] += did
-    assert sent == {"trends:rotation": 36 * 12, "characters:purge": 2, "jobs:reap": 36 * 6}
+    assert sent == {
+        "trends:rotation": 36 * 12,
+        "characters:purge": 2,
+        "jobs:reap": 36 * 6,
+        "purchases:acknowledge": 36,
+    }
     names = enqueued()
     assert names.count(trends_rotate_task.actor_name) == 36 * 12
     assert names.count(characters_purge_task.actor_name) == 2
     assert names.count(jobs_reap_task.actor_name) == 36 * 6
-    assert len(names) == 36 * 12 + 2 + 36 * 6
+    assert names.count(purchases_acknowledge_sweep_task.actor_name) == 36
+    assert len(names) == 36 * 12 + 2 + 36 * 6 + 36
 
 
 def test_the_first_tick_of_a_slot_enqueues_and_the_others_do_not(settings, queue):
     settings.CHARACTERS_PURGE_INTERVAL_SECONDS = 86_400
     first = scheduler.tick_all(now=START + 10)
     again = scheduler.tick_all(now=START + 20)
-    assert first == {"trends:rotation": True, "characters:purge": True, "jobs:reap": True}
-    assert again == {"trends:rotation": False, "characters:purge": False, "jobs:reap": False}
+    assert first == {
+        "trends:rotation": True,
+        "characters:purge": True,
+        "jobs:reap": True,
+        "purchases:acknowledge": True,
+    }
+    assert set(again.values()) == {False}
     assert scheduler.tick_all(now=START + 86_400)["characters:purge"] is True  # the next day
 
 
@@ -95,6 +109,7 @@ def test_one_failing_job_does_not_stop_the_others(settings, queue, monkeypatch):
         "trends:rotation": True,
         "characters:purge": False,
         "jobs:reap": True,
+        "purchases:acknowledge": True,
     }
 
 
