@@ -24,6 +24,7 @@ pytest_plugins = [
     "tests.fixtures.generations",
     "tests.fixtures.push",
     "tests.fixtures.gpu",
+    "tests.fixtures.apple",
 ]
 
 
