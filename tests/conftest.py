@@ -23,6 +23,7 @@ pytest_plugins = [
     "tests.fixtures.characters",
     "tests.fixtures.generations",
     "tests.fixtures.push",
+    "tests.fixtures.play",
     "tests.fixtures.gpu",
     "tests.fixtures.apple",
 ]

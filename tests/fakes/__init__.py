@@ -1,1 +1,2 @@
-"""Fakes of the true network edge (Google: Firebase Auth certificates, later FCM). Nothing else is faked."""
+"""Fakes of the true network edge (Google: Firebase Auth certificates, FCM, Google Play). Nothing else
+is faked."""
