@@ -13,8 +13,8 @@ from collections.abc import Callable
 from typing import Any
 
 import strawberry
-from graphql import GraphQLError
-from strawberry.extensions import MaskErrors
+from graphql import GraphQLError, StringValueNode, Visitor, visit
+from strawberry.extensions import MaskErrors, SchemaExtension
 
 from apps.core import errors as domain
 
@@ -314,3 +314,42 @@ def log_errors(errors: list[GraphQLError], execution_context: Any) -> None:
 
 def domain_error_extensions(exc: domain.DomainError) -> dict[str, Any]:
     return {"code": exc.code.value}
+
+
+def _contains_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_contains_nul(key) or _contains_nul(item) for key, item in value.items())
+    if isinstance(value, list | tuple):
+        return any(_contains_nul(item) for item in value)
+    return False
+
+
+class _NulInStrings(Visitor):
+    found = False
+
+    def enter_string_value(self, node: StringValueNode, *args: Any) -> None:
+        if "\x00" in node.value:
+            self.found = True
+
+
+class RefuseNulCharacters(SchemaExtension):
+    """Text with the NUL character, which no PostgreSQL text column can hold (psycopg refuses even to
+    send it in a query), is a request error before anything runs, wherever it is: an argument literal or
+    a variable. Without this, any string argument that reaches the database would be a server error."""
+
+    def on_validate(self):
+        context = self.execution_context
+        visitor = _NulInStrings()
+        if context.graphql_document is not None:
+            visit(context.graphql_document, visitor)
+        if visitor.found or _contains_nul(context.variables):
+            # Set before validation runs: Strawberry then skips it and answers with this error alone.
+            context.pre_execution_errors = [
+                GraphQLError(
+                    "Text cannot contain the NUL character (\\u0000): remove it and send again.",
+                    extensions={"code": domain.ErrorCode.VALIDATION.value},
+                )
+            ]
+        yield

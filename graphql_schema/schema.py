@@ -20,7 +20,7 @@ from .characters.subscriptions import CharacterSubscriptions
 from .characters.types import CharacterPhotoType, CharacterType
 from .credits.queries import CreditQueries
 from .credits.subscriptions import CreditSubscriptions
-from .errors import ALL_ERROR_TYPES, MaskUnexpectedErrors, log_errors
+from .errors import ALL_ERROR_TYPES, MaskUnexpectedErrors, RefuseNulCharacters, log_errors
 from .generations.mutations import GenerationMutations
 from .generations.queries import GenerationQueries
 from .generations.subscriptions import GenerationSubscriptions
@@ -76,6 +76,7 @@ def _extensions() -> list:
         lambda: QueryDepthLimiter(max_depth=settings.GRAPHQL_MAX_DEPTH),
         lambda: MaxAliasesLimiter(max_alias_count=settings.GRAPHQL_MAX_ALIASES),
         MaskUnexpectedErrors,
+        RefuseNulCharacters,
         DjangoOptimizerExtension,
     ]
     if not settings.GRAPHQL_INTROSPECTION:

@@ -29,7 +29,7 @@ from django.dispatch import receiver
 from firebase_admin import auth, credentials
 from google.auth.credentials import AnonymousCredentials
 
-from apps.core.errors import TokenInvalid
+from apps.core.errors import TokenInvalid, UnsupportedOption
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +101,12 @@ def verify_id_token(id_token: str) -> dict[str, Any]:
     `TokenInvalid`. Failing to fetch Google's certificates is not the token's fault: that error
     (`firebase_admin.auth.CertificateFetchError`) propagates as a server error.
     """
+    if not settings.FIREBASE_PROJECT_ID and not settings.FIREBASE_CREDENTIALS:
+        # The embedded mode and servers without Firebase: the client's choice, not a server error.
+        raise UnsupportedOption(
+            "Sign-in with Firebase is not set up on this server. Sign in with email and password.",
+            field="idToken",
+        )
     if not id_token or not id_token.strip() or len(id_token) > ID_TOKEN_MAX_LENGTH:
         raise TokenInvalid()
     app = firebase_app()

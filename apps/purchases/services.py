@@ -396,6 +396,7 @@ def purchase_acknowledge(*, purchase_id: str) -> None:
             product_type=_product_type(purchase.product),
             purchased_at=purchase.purchased_at,
             purchase_token=purchase.purchase_token,
+            acknowledged=False,
         )
     )
     Purchase.objects.filter(pk=purchase.pk, acknowledged_at__isnull=True).update(

@@ -16,6 +16,7 @@ from ..errors import (
     RateLimited,
     TokenInvalid,
     TokenReused,
+    UnsupportedOption,
     ValidationError,
 )
 from ..permissions import require_user
@@ -30,7 +31,8 @@ AuthResult = Annotated[
     | InvalidCredentials
     | RateLimited
     | TokenInvalid
-    | TokenReused,
+    | TokenReused
+    | UnsupportedOption,
     strawberry.union("AuthResult"),
 ]
 DeviceResult = Annotated[DevicePayload | ValidationError, strawberry.union("DeviceResult")]

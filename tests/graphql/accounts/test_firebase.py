@@ -290,16 +290,15 @@ def test_googles_certificate_endpoint_down_is_a_server_error_not_a_bad_token(gql
     assert firebase_sign_in(gql, token)["__typename"] == "AuthPayload"
 
 
-def test_without_a_project_id_sign_in_is_a_clear_configuration_error(gql, google, settings, caplog):
+def test_without_firebase_set_up_sign_in_is_a_typed_unsupported_option(gql, google, settings):
     settings.FIREBASE_PROJECT_ID = ""
+    settings.FIREBASE_CREDENTIALS = ""
 
-    with caplog.at_level(logging.ERROR, logger="graphql_schema"):
-        response = gql(SIGN_IN_WITH_FIREBASE, {"idToken": google.id_token(uid="u")})
+    response = gql(SIGN_IN_WITH_FIREBASE, {"idToken": google.id_token(uid="u")})
 
-    assert response["data"] is None
-    assert response["errors"][0]["extensions"]["code"] == "INTERNAL_SERVER_ERROR"
-    assert "FIREBASE_PROJECT_ID" in caplog.text
-    assert "ImproperlyConfigured" in caplog.text
+    result = response["data"]["signInWithFirebase"]
+    assert result["__typename"] == "UnsupportedOption", result
+    assert "email and password" in result["message"]
     assert google.cert_fetches == 0
     assert User.objects.count() == 0
 
