@@ -14,14 +14,23 @@
    step), through `Runner.run`, the route loaded by `gpu_worker.pipelines.wan22.load` from MODEL_ROOT:
    - `load`: a small first job (the model load, stopped after one step);
    - `baseline`: 50 steps, diffusers' defaults (no speed-up), every stage;
-   - speed profiles (gpu_worker/speedups.py): an attention backend on a few steps, then the fastest
-     profile (compiled blocks + TaylorSeer cache + TF32) in full, with PSNR against the baseline's
-     frames at the same seed (compile warm-up timed apart, in a one-step job before), then compile
-     alone and First-Block caches at two thresholds on a few steps each;
+   - speed profiles (gpu_worker/speedups.py), each given to the runner as the route's profile (applied
+     and recorded in the job's timings as for a configured route): an attention backend on a few
+     steps; the VAE decode settings (`vae decode`: the baseline's latents decoded again in bfloat16,
+     with and without cuDNN's benchmark mode; seconds and PSNR against the baseline's float32 decode;
+     those faster and above MIN_DECODE_PSNR_DB join the fastest profile); the worker's warm-up
+     (`Runner.warm_up`, seconds per shape: the native size in both orientations); the fastest profile
+     (compiled blocks + TaylorSeer cache + TF32 + the decode settings) in full, with PSNR against the
+     baseline's frames at the same seed; users' LoRAs hot-swapped into its compiled blocks
+     (`lora hotswap (compiled)`: load stage, first and steady step, graphs compiled); the same profile
+     with the route's float32 decode in full (what the fastest was before the decode settings); then
+     compile alone and First-Block caches at two thresholds on a few steps each;
    - a cancel (flag set mid-step, time until `run` returns), a rank-32 LoRA on to_q/to_k/to_v/to_out.0
-     (loaded through the runner, hot-swapped in place, unloaded), Soul ID training seconds per step at
-     batch 1/4/8 (`Trainer`, 15 photos, 512 px) and a model switch (the route evicted and loaded again).
+     on eager blocks (loaded through the runner, hot-swapped in place, unloaded), Soul ID training
+     seconds per step at batch 1/4/8 (`Trainer`, 15 photos, 512 px) and a model switch (the route
+     evicted and loaded again).
    Jobs measured on a few steps are stopped through the runner's own cancel flag, so they skip the decode.
+   `--only vae_decode,fastest,...` restricts what runs after the baseline (GROUPS).
 3. Per job: load, text encode (the two `encode_prompt` calls), seconds per step (transformer time: from
    the first pass to the last, synchronised; "steady" leaves out the first step), the rest of the
    denoise call (latents, the selfie's VAE encode), decode, MP4 encode + quality gate, upload (a local
@@ -86,6 +95,20 @@ NEGATIVE = "blurry, low quality, distorted, watermark, text"
 SEED = 42
 TRAINING_PHOTOS = 15
 TAYLORSEER = {"cache_interval": 4, "disable_cache_before_step": 4, "max_order": 1, "lite": True}
+# What `--only` may name (build, load and the baseline always run)
+GROUPS = (
+    "attention",
+    "vae_decode",
+    "fastest",
+    "hotswap",
+    "previous",
+    "compile",
+    "cancel",
+    "training",
+    "lora",
+    "switch",
+    "first_block",
+)
 
 
 # --- Sizes ----------------------------------------------------------------------------------------
@@ -310,6 +333,7 @@ class Probe:
         self.pass_ends: list[float] = []
         self.text_s = 0.0
         self.frames = None
+        self.latents: Any = None
 
     def attach(self, model: Any) -> None:
         if model is self.model:
@@ -356,6 +380,7 @@ class Probe:
             frames = decode(pipe, latents, generator)
             if self.keep_frames:
                 self.frames = video.frames_to_uint8(np.asarray(frames))
+                self.latents = latents
             return frames
 
         return decoding
@@ -502,6 +527,13 @@ class Bench:
             device=device,
             progress_interval=0.0,
             quality_gate=self.quality_gate,
+            compile_options=size.compile_options,
+            # the route's native size in both orientations (the worker's default; one when square)
+            warmup_shapes=list(
+                dict.fromkeys(
+                    [(size.width, size.height, size.frames), (size.height, size.width, size.frames)]
+                )
+            ),
         )
         self.trainer = Trainer(self.runner)
         self.errors = errors
@@ -626,32 +658,42 @@ class Bench:
             self.tail_s = result.get("encode_and_gate_s", 0.0) + timings.get("upload", 0.0)
 
     def pipe(self) -> Any:
-        return next(reversed(self.runner.models.values())).i2v
+        return self.model().i2v
 
-    def apply(self, profile: SpeedProfile) -> dict[str, Any]:
-        return apply_speedups(
-            self.pipe(),
-            profile,
-            num_inference_steps=self.route.steps,
-            compile_options=self.size.compile_options,
-        )
+    def model(self) -> Any:
+        return next(reversed(self.runner.models.values()))
 
-    def full(self, label: str, profile: SpeedProfile, *, against: np.ndarray | None = None) -> dict[str, Any]:
-        applied = self.apply(profile)
-        result = self.generate(label, keep_frames=True)
+    def routed(self, profile: SpeedProfile) -> RouteSpec:
+        """The bench's route with `profile` as its speed profile: the runner applies it (with the size's
+        compile options) and records it in the job's timings, as for a route configured so."""
+        if profile == SpeedProfile():  # no profile at all: the runner touches nothing (diffusers' defaults)
+            return self.route
+        return dataclasses.replace(self.route, speed_profile=profile.to_dict())
+
+    def full(
+        self,
+        label: str,
+        profile: SpeedProfile,
+        *,
+        against: np.ndarray | None = None,
+        also_against: dict[str, np.ndarray | None] | None = None,
+    ) -> dict[str, Any]:
+        result = self.generate(label, keep_frames=True, route=self.routed(profile))
         result["profile"] = profile.to_dict()
-        result["applied"] = applied
+        result["applied"] = result["timings"].get("speed_profile")
         if "total" in result["timings"]:  # not when the budget stopped it
             result["clip_s"] = result["timings"]["total"] - result["timings"].get("load", 0.0)
         if against is not None and self.probe.frames is not None:
             result["psnr_db"] = psnr(self.probe.frames, against)
+        for name, frames in (also_against or {}).items():
+            if frames is not None and self.probe.frames is not None:
+                result[f"psnr_db_vs_{name}"] = psnr(self.probe.frames, frames)
         return result
 
     def few(self, label: str, profile: SpeedProfile, steps: int | None = None) -> dict[str, Any]:
-        applied = self.apply(profile)
-        result = self.generate(label, stop_after=steps or self.size.few_steps)
+        result = self.generate(label, stop_after=steps or self.size.few_steps, route=self.routed(profile))
         result["profile"] = profile.to_dict()
-        result["applied"] = applied
+        result["applied"] = result["timings"].get("speed_profile")
         return result
 
     def estimate_full(self, step_s: float) -> float:
@@ -713,7 +755,15 @@ def run(args: argparse.Namespace, started: float) -> dict[str, dict[str, Any]]:
     errors = LastError()
     logging.getLogger("gpu_worker").addHandler(errors)
     try:
-        measure_all(rec, size, device, scratch, errors, only_soul_id=getattr(args, "only_soul_id", False))
+        measure_all(
+            rec,
+            size,
+            device,
+            scratch,
+            errors,
+            only_soul_id=getattr(args, "only_soul_id", False),
+            groups=getattr(args, "groups", frozenset(GROUPS)),
+        )
     finally:
         logging.getLogger("gpu_worker").removeHandler(errors)
         torch.backends.cuda.matmul.allow_tf32 = tf32
@@ -782,8 +832,124 @@ def measure_soul_id(rec: Recorder, size: Size, bench: Bench) -> None:
     )
 
 
+MIN_DECODE_PSNR_DB = 40.0  # a decode setting joins the fastest profile only above this PSNR (same latents)
+
+
+def measure_decode(
+    bench: Bench, base: dict[str, Any], latents: torch.Tensor, reference: np.ndarray | None
+) -> dict[str, Any]:
+    """The baseline's latents decoded again with each decode setting (gpu_worker/speedups.py
+    `vae_decode_dtype`, `cudnn_benchmark`) through the route's own decode (uint8 frames, as the runner's
+    decode stage): seconds, peak memory, PSNR against the baseline's float32 decode of the same latents,
+    and the settings the fastest profile takes (faster than the float32 decode stage and at least
+    MIN_DECODE_PSNR_DB; at tiny size whatever the figures, so that the code runs)."""
+    from gpu_worker.runner import warm_up_latents
+    from gpu_worker.speedups import set_vae_decode_dtype
+
+    model, pipe = bench.model(), bench.pipe()
+    bench.probe.keep_frames = False
+    float32_s = base["timings"]["decode"]
+    result: dict[str, Any] = {"float32_decode_s": float32_s}  # the baseline job's decode stage
+    if reference is not None:
+        sample = reference[:: max(1, len(reference) // 8)]
+        # Random weights: how much of the picture is clipped (a saturated clip would hide errors)
+        result["reference_saturated"] = round(float(np.mean((sample == 0) | (sample == 255))), 4)
+        result["reference_std"] = round(float(sample.std()), 2)
+    variants = {
+        "bfloat16": {"vae_decode_dtype": "bfloat16"},
+        "bfloat16 + cudnn.benchmark": {"vae_decode_dtype": "bfloat16", "cudnn_benchmark": True},
+    }
+    measured: dict[str, dict[str, Any]] = {}
+    try:
+        for label, settings in variants.items():
+            set_vae_decode_dtype(pipe.vae, settings.get("vae_decode_dtype"))
+            torch.backends.cudnn.benchmark = bool(settings.get("cudnn_benchmark", False))
+            entry: dict[str, Any] = {}
+            with torch.no_grad():
+                if torch.backends.cudnn.benchmark:  # the search, as a route's warm-up does it per shape
+                    bench.sync()
+                    started = time.perf_counter()
+                    model.decode(pipe, warm_up_latents(latents), None)
+                    bench.sync()
+                    entry["search_s"] = time.perf_counter() - started
+                _free()
+                if torch.cuda.is_available():
+                    torch.cuda.reset_peak_memory_stats()
+                bench.sync()
+                started = time.perf_counter()
+                frames = video.frames_to_uint8(np.asarray(model.decode(pipe, latents, None)))
+                bench.sync()
+            entry["decode_s"] = time.perf_counter() - started
+            entry["x_vs_float32"] = float32_s / entry["decode_s"]
+            if reference is not None:
+                entry["psnr_db"] = psnr(frames, reference)
+            if torch.cuda.is_available():
+                entry["peak_allocated_gib"] = torch.cuda.max_memory_allocated() / 2**30
+            del frames
+            measured[label] = entry
+    finally:
+        set_vae_decode_dtype(pipe.vae, None)
+        torch.backends.cudnn.benchmark = False
+    forced = bench.size.name == "tiny"
+    chosen: dict[str, Any] = {}
+    half, searched = measured["bfloat16"], measured["bfloat16 + cudnn.benchmark"]
+    if forced or (half.get("psnr_db", 0) >= MIN_DECODE_PSNR_DB and half["decode_s"] < float32_s):
+        chosen["vae_decode_dtype"] = "bfloat16"
+        searched_ok = searched.get("psnr_db", 0) >= MIN_DECODE_PSNR_DB
+        if forced or (searched_ok and searched["decode_s"] < 0.97 * half["decode_s"]):
+            chosen["cudnn_benchmark"] = True
+    return {**result, "variants": measured, "chosen": chosen}
+
+
+def compiled_graphs() -> int | None:
+    """How many graphs dynamo has compiled in this process (None where the counter is not there)."""
+    try:
+        from torch._dynamo.utils import counters
+
+        return int(counters["stats"]["unique_graphs"])
+    except Exception:
+        return None
+
+
+def measure_hotswap(bench: Bench, profile: SpeedProfile) -> dict[str, Any]:
+    """Users' LoRAs on the compiled route through the runner (gpu_worker/runner.py `LoraAdapters`, hot-swap
+    mode): the first adds the LoRA layers to the compiled blocks (a recompilation, in its first step), the
+    second is copied into the same slot (`load_lora_weights(..., hotswap=True)`), a job without a LoRA
+    sets the slot's scale to 0. Two steps each: load stage, first step, steady step, graphs compiled."""
+    route = bench.routed(profile)
+    pipe = bench.pipe()
+    keys = ("characters/bench/hotswap-a.safetensors", "characters/bench/hotswap-b.safetensors")
+    for seed, key in enumerate(keys):
+        data = random_lora(pipe.transformer, bench.size.lora_rank, 10 + seed)
+        bench.storage.write(key, data, content_type="application/octet-stream")
+    result: dict[str, Any] = {
+        "lora_rank": bench.size.lora_rank,
+        "slot_rank": bench.runner.lora.hotswap_rank,
+        "lora_mb": round(len(bench.storage.read(keys[0], max_bytes=2**31)) / 1e6, 1),
+    }
+    for label, key in (("first LoRA", keys[0]), ("second LoRA (hot-swap)", keys[1]), ("no LoRA", None)):
+        before = compiled_graphs()
+        run = bench.generate(f"hotswap {label}", stop_after=2, route=route, lora_key=key)
+        after = compiled_graphs()
+        result[label] = {
+            "load_s": run["timings"]["load"],
+            "first_step_s": run.get("first_step_s"),
+            "steady_s_per_step": run.get("steady_s_per_step"),
+            "graphs_compiled": None if before is None or after is None else after - before,
+        }
+    result["slot_holds_second"] = bench.runner.lora.hotswap_key(pipe) == keys[1]
+    return result
+
+
 def measure_all(
-    rec: Recorder, size: Size, device: str, scratch: Path, errors: LastError, *, only_soul_id: bool = False
+    rec: Recorder,
+    size: Size,
+    device: str,
+    scratch: Path,
+    errors: LastError,
+    *,
+    only_soul_id: bool = False,
+    groups: frozenset[str] = frozenset(GROUPS),
 ) -> None:
     model_root = scratch / "models"
     built = rec.measure("build", 0, lambda: build_checkpoint(model_root / CHECKPOINT, size, device))
@@ -807,12 +973,13 @@ def measure_all(
     )
     if base is None:
         return
-    base_frames = bench.probe.frames
+    base_frames, base_latents = bench.probe.frames, bench.probe.latents
     bench.step_s = base["s_per_step"]
 
-    # 2. Speed profiles: attention, then the fastest in full (compile warm-up first), then the others
+    # 2. Speed profiles: attention, the VAE decode's settings, then the fastest in full (warmed up per
+    #    shape first), the same with the route's float32 decode, a LoRA hot-swapped into it
     attention = None
-    if device == "cuda":
+    if device == "cuda" and "attention" in groups:
         cudnn = rec.measure(
             "attention _native_cudnn",
             (few + 1) * bench.step_s + 5,
@@ -821,12 +988,24 @@ def measure_all(
         steady = base.get("steady_s_per_step", base["s_per_step"])
         if cudnn and cudnn.get("steady_s_per_step", math.inf) < 0.98 * steady:
             attention = "_native_cudnn"
+
+    decode_settings: dict[str, Any] = {}
+    if "vae_decode" in groups and base_latents is not None:
+        decoded = rec.measure(
+            "vae decode",
+            3 * bench.decode_s + 10,
+            lambda: measure_decode(bench, base, base_latents, base_frames),
+        )
+        if decoded is not None:
+            decode_settings = decoded["chosen"]
+
     fastest = SpeedProfile(
         attention_backend=attention,
         compile_blocks=True,
         cache="taylorseer",
         cache_params=TAYLORSEER,
         tf32=True,
+        **decode_settings,
     )
     # If compiling fails with that backend, then without it, the fastest falls back to what works.
     candidates = [
@@ -839,42 +1018,99 @@ def measure_all(
     chosen: list[SpeedProfile] = []
 
     def warm_up() -> dict[str, Any]:
+        """The worker's own warm-up (`Runner.warm_up`, as `preload` runs it): one step per warm-up
+        shape, the blocks compiled for it, and with cudnn_benchmark a decode of its first latent
+        frames; seconds per shape."""
         errors = []
         unique = {json.dumps(p.to_dict(), sort_keys=True): p for p in reversed(candidates)}
         for profile in reversed(unique.values()):
             try:
                 if not profile.compile_blocks:
                     reset_speedups(bench.pipe(), uncompile=True)
-                result = bench.few("compile warm-up (first step)", profile, steps=1)
+                route = bench.routed(profile)
+                seconds = bench.runner.warm_up(bench.model(), route)
             except Exception as exc:
                 errors.append(f"{json.dumps(profile.to_dict())}: {type(exc).__name__}: {exc}"[:600])
                 traceback.print_exc()
                 continue
             chosen.append(profile)
-            return {**result, "failed_before": errors}
+            return {
+                "seconds_per_shape": seconds,
+                "decode_warm_up_s_per_shape": bench.runner.warmup_decodes.get(route.name, {}),
+                "profile": profile.to_dict(),
+                "failed_before": errors,
+            }
         raise RuntimeError(" / ".join(errors))
 
-    warm = rec.measure("compile warm-up", size.guess_compile_s + 2 * bench.step_s, warm_up)
+    shapes = len(bench.runner.warmup_shapes or ())
+    warm = None
+    if groups & {"fastest", "hotswap", "previous"}:
+        warm = rec.measure("warm-up", shapes * (size.guess_compile_s / 3 + 2 * bench.step_s), warm_up)
     computed = TAYLORSEER["disable_cache_before_step"] + math.ceil(
         (size.steps - TAYLORSEER["disable_cache_before_step"]) / TAYLORSEER["cache_interval"]
     )
-    if warm is not None:
-        rec.measure(
+    fastest_run = None
+    if warm is not None and "fastest" in groups:
+        fastest_run = rec.measure(
             "fastest",
             # Started with room for ~20 steps: a run stopped at the budget still gives its seconds per step.
             20 * bench.step_s * computed / size.steps + 10,
             lambda: bench.full("fastest", chosen[0], against=base_frames),
         )
+    fastest_frames = bench.probe.frames if fastest_run is not None else None
+    if fastest_run is not None:
+        bench.step_s = min(bench.step_s, fastest_run.get("steady_s_per_step", bench.step_s))
+
+    # A user's LoRA into the compiled blocks: the first one adds the LoRA layers (one recompilation),
+    # the next user's is hot-swapped into the same slot (none), a job without a LoRA sets its scale to 0.
+    if warm is not None and "hotswap" in groups:
+        rec.measure(
+            "lora hotswap (compiled)",
+            6 * bench.step_s + size.guess_compile_s / 3 + 10,
+            lambda: measure_hotswap(bench, chosen[0]),
+        )
+
+    # The fastest profile as it was before the decode settings (the route's float32 decode): the same
+    # compiled blocks and cache, so its frames differ from the fastest's by the decode alone.
+    previous = (
+        chosen[0].replace(
+            vae_decode_dtype=None, cudnn_benchmark=False, cache="taylorseer", cache_params=TAYLORSEER
+        )
+        if chosen
+        else None
+    )
+    if warm is not None and "previous" in groups and previous is not None and previous != chosen[0]:
+
+        def previous_fastest() -> dict[str, Any]:
+            pipe = bench.pipe()
+            bench.runner.lora.apply(pipe, None, 1.0)  # the LoRA layers out (from the hot-swap above)
+            warmed = bench.few("previous fastest (1-step warm)", previous, steps=1)
+            result = bench.full(
+                "fastest, float32 decode",
+                previous,
+                against=base_frames,
+                also_against={"fastest": fastest_frames},
+            )
+            result["warm_first_step_s"] = warmed.get("first_step_s")
+            return result
+
+        rec.measure(
+            "fastest, float32 decode",
+            20 * bench.step_s * computed / size.steps + bench.decode_s + 10,
+            previous_fastest,
+        )
+
     # Compile alone (the backend and compilation that worked above)
     working = chosen[0] if chosen else fastest
     compiled = SpeedProfile(
         attention_backend=working.attention_backend, compile_blocks=working.compile_blocks, tf32=True
     )
-    rec.measure(
-        "compile",
-        (few + 1) * bench.step_s + (0 if warm else size.guess_compile_s),
-        lambda: bench.few("compile", compiled),
-    )
+    if "compile" in groups:
+        rec.measure(
+            "compile",
+            (few + 1) * bench.step_s + (0 if warm else size.guess_compile_s),
+            lambda: bench.few("compile", compiled),
+        )
 
     # 3. Cancel: the flag set half a step after the first step ends
     def cancel() -> dict[str, Any]:
@@ -895,14 +1131,16 @@ def measure_all(
         result["flag_to_return_s"] = result["returned_at"] - flagged
         return result
 
-    rec.measure("cancel", 4 * bench.step_s + 10, cancel)
+    if "cancel" in groups:
+        rec.measure("cancel", 4 * bench.step_s + 10, cancel)
 
     # 4. Soul ID training steps at batch 1, 4 and 8 (the trainer's own timings)
-    train = soul_id_trainer(size, bench)
-    for batch in (1, 4, 8):
-        rec.measure(
-            f"training batch {batch}", 15 + size.train_steps * bench.step_s / 4, lambda b=batch: train(b)
-        )
+    if "training" in groups:
+        train = soul_id_trainer(size, bench)
+        for batch in (1, 4, 8):
+            rec.measure(
+                f"training batch {batch}", 15 + size.train_steps * bench.step_s / 4, lambda b=batch: train(b)
+            )
 
     # 5. A user's LoRA: loaded through the runner, hot-swapped, unloaded (on uncompiled blocks)
     def lora() -> dict[str, Any]:
@@ -942,7 +1180,8 @@ def measure_all(
             "unload_s": time.perf_counter() - started,
         }
 
-    rec.measure("lora", 5 * bench.step_s + 20, lora)
+    if "lora" in groups:
+        rec.measure("lora", 5 * bench.step_s + 20, lora)
 
     # 6. Model switch: another route name over the same folder evicts the model and loads it again
     def switch() -> dict[str, Any]:
@@ -950,11 +1189,12 @@ def measure_all(
         switched = dataclasses.replace(bench.route, name="wan22-ti2v-5b-b")
         return bench.generate("switch", stop_after=1, small=True, route=switched)
 
-    rec.measure("model switch", bench.load_s + 2 * bench.step_s + 5, switch)
+    if "switch" in groups:
+        rec.measure("model switch", bench.load_s + 2 * bench.step_s + 5, switch)
 
     # 7. First-Block caches on the eager blocks (last: with random weights their skip decisions say
     #    little about the real checkpoint's)
-    for threshold in (0.05, 0.2):
+    for threshold in (0.05, 0.2) if "first_block" in groups else ():
         rec.measure(
             f"first_block {threshold}",
             (few + 3) * bench.step_s,
@@ -1017,7 +1257,7 @@ def render_markdown(header: str, results: dict[str, dict[str, Any]]) -> str:
             continue
         t = r["timings"]
         gain = None
-        if "profile" in r and name not in ("baseline", "compile warm-up"):
+        if "profile" in r and name != "baseline":
             if r["outcome"] == "completed" and base_step and r.get("s_per_step"):
                 gain = base_step / r["s_per_step"]
             elif base_steady and r.get("steady_s_per_step"):
@@ -1056,6 +1296,16 @@ def render_markdown(header: str, results: dict[str, dict[str, Any]]) -> str:
             f"{_f(fastest.get('psnr_db'))} dB against the baseline (random weights). Fastest profile: "
             f"`{json.dumps(fastest.get('profile'))}`.",
         ]
+        previous = results.get("fastest, float32 decode", {})
+        if previous.get("status") == "ok" and "clip_s" in previous:
+            lines.append(
+                f"\nThe same profile with the route's float32 decode: {_f(previous['clip_s'], 1)} s "
+                f"({_f(base['clip_s'] / previous['clip_s'])}x end to end; decode "
+                f"{_f(previous['timings'].get('decode'))} s against "
+                f"{_f(fastest['timings'].get('decode'))} s), "
+                f"PSNR {_f(previous.get('psnr_db'))} dB against the baseline; the fastest's frames against "
+                f"it: {_f(previous.get('psnr_db_vs_fastest'))} dB (the decode alone)."
+            )
     recipe = TRAINING_DEFAULTS[FAMILY_WAN22]
     measured = results.get(f"training batch {recipe['batch_size']}", {})
     if measured.get("status") == "ok" and measured.get("steady_s_per_step"):
@@ -1086,15 +1336,23 @@ def _other_figures(name: str, r: dict[str, Any]) -> str:
         return f"flag to `run` returning: {flag} s (steady step {step} s)"
     if name == "model switch":
         return f"evict + reload (load stage): {_f(r['timings'].get('load'))} s"
+    if name == "warm-up":
+        shapes = ", ".join(f"{shape} {_f(seconds, 1)} s" for shape, seconds in r["seconds_per_shape"].items())
+        decode_warm_ups = r.get("decode_warm_up_s_per_shape", {}).items()
+        decodes = ", ".join(f"{shape} {_f(seconds, 1)} s" for shape, seconds in decode_warm_ups)
+        text = f"per shape (one step, compile included): {shapes}"
+        if decodes:
+            text += f"; of which the decode of the first latent frames (cuDNN's search): {decodes}"
+        return f"{text}; profile `{json.dumps(r.get('profile'))}`"
     skip = {"measurement", "at_s", "status", "traceback"}
-    parts = []
-    for key, value in r.items():
-        if key in skip:
-            continue
-        if isinstance(value, dict):
-            value = ", ".join(f"{k} {_f(v)}" for k, v in value.items())
-        parts.append(f"{key}: {_f(value) if not isinstance(value, str) else value}")
+    parts = [f"{key}: {_flat(value)}" for key, value in r.items() if key not in skip]
     return "; ".join(parts).replace("|", "/")
+
+
+def _flat(value: Any) -> str:
+    if isinstance(value, dict):
+        return "(" + ", ".join(f"{k} {_flat(v)}" for k, v in value.items()) + ")"
+    return value if isinstance(value, str) else _f(value)
 
 
 # --- Entry point ----------------------------------------------------------------------------------
@@ -1114,7 +1372,15 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="build, then time only the shipped Soul ID training recipe",
     )
+    parser.add_argument(
+        "--only",
+        default=",".join(GROUPS),
+        help=f"comma-separated measurements after the baseline (default all): {', '.join(GROUPS)}",
+    )
     args = parser.parse_args(argv)
+    args.groups = frozenset(name.strip() for name in args.only.split(",") if name.strip())
+    if args.groups - set(GROUPS):
+        parser.error(f"unknown --only names: {', '.join(sorted(args.groups - set(GROUPS)))}")
     if args.budget_s is None:
         args.budget_s = 480.0 if torch.cuda.is_available() and not args.tiny else 120.0
     if not logging.getLogger().handlers:

@@ -303,7 +303,19 @@ CACHE_PARAMS: dict[str, dict[str, tuple[str, Any]]] = {
         "lite": ("bool", True),
     },
 }
-_SPEED_PROFILE_FIELDS = ("attention_backend", "compile_blocks", "cache", "cache_params", "vae_tiling", "tf32")
+# The precisions the VAE's decoder may run in (`vae_decode_dtype`; null: as the route loads it, float32
+# for Wan 2.2).
+VAE_DECODE_DTYPES: tuple[str, ...] = ("float32", "bfloat16")
+_SPEED_PROFILE_FIELDS = (
+    "attention_backend",
+    "compile_blocks",
+    "cache",
+    "cache_params",
+    "vae_tiling",
+    "tf32",
+    "vae_decode_dtype",
+    "cudnn_benchmark",
+)
 
 
 def _check_cache_param(cache: str, name: str, kind: str, value: Any) -> Any:
@@ -354,6 +366,8 @@ class SpeedProfile:
     cache_params: Mapping[str, Any] = field(default_factory=dict)
     vae_tiling: bool = False
     tf32: bool = False
+    vae_decode_dtype: str | None = None
+    cudnn_benchmark: bool = False
 
     def __post_init__(self) -> None:
         backend = self.attention_backend
@@ -365,9 +379,14 @@ class SpeedProfile:
             )
         if backend is not None:
             object.__setattr__(self, "attention_backend", backend.lower())
-        for name in ("compile_blocks", "vae_tiling", "tf32"):
+        for name in ("compile_blocks", "vae_tiling", "tf32", "cudnn_benchmark"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if self.vae_decode_dtype is not None and self.vae_decode_dtype not in VAE_DECODE_DTYPES:
+            raise ValueError(
+                f"vae_decode_dtype must be null or one of {', '.join(VAE_DECODE_DTYPES)}, "
+                f"got {self.vae_decode_dtype!r}"
+            )
         if self.cache is not None and self.cache not in CACHES:
             raise ValueError(f"cache must be null or one of {', '.join(CACHES)}, got {self.cache!r}")
         if not isinstance(self.cache_params, Mapping):
@@ -419,6 +438,8 @@ class SpeedProfile:
             "cache_params": params,
             "vae_tiling": self.vae_tiling,
             "tf32": self.tf32,
+            "vae_decode_dtype": self.vae_decode_dtype,
+            "cudnn_benchmark": self.cudnn_benchmark,
         }
 
     def replace(self, **changes: Any) -> SpeedProfile:

@@ -20,7 +20,7 @@ import logging
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -328,6 +328,7 @@ class Runner:
         quality_gate: Callable[..., quality.QualityReport] = quality.check_video_file,
         warmup_shapes: Sequence[tuple[int, int, int]] | None = None,
         lora_hotswap_rank: int = DEFAULT_LORA_HOTSWAP_RANK,
+        compile_options: Mapping[str, Any] | None = None,
     ) -> None:
         self.storage = storage
         self.executor = GpuExecutor(sink=sink, cancel_checker=cancel_checker)
@@ -344,6 +345,11 @@ class Runner:
         self.warmup_shapes = None if warmup_shapes is None else tuple(warmup_shapes)
         # route name -> {"WxHxF": seconds of its one-step warm-up}, filled by `preload`
         self.warmups: dict[str, dict[str, float]] = {}
+        # route name -> {"WxHxF": seconds of the decode part of its warm-up} (cudnn_benchmark only)
+        self.warmup_decodes: dict[str, dict[str, float]] = {}
+        # what `torch.compile` gets for a profile's compile_blocks (None: inductor, fullgraph; tests and
+        # the CPU bench pass {"backend": "eager"})
+        self.compile_options = None if compile_options is None else dict(compile_options)
         self._sped_up: weakref.WeakSet[Any] = weakref.WeakSet()  # pipelines a speed profile changed
         # pipeline -> its checkpoint's scheduler, kept while a route's override replaces it
         self._checkpoint_schedulers: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
@@ -545,7 +551,9 @@ class Runner:
     def _speed_up(self, route: RouteSpec, pipe: Any) -> dict[str, Any] | None:
         if not route.speed_profile and pipe not in self._sped_up:
             return None
-        applied = apply_speedups(pipe, route.speedups, num_inference_steps=route.steps)
+        applied = apply_speedups(
+            pipe, route.speedups, num_inference_steps=route.steps, compile_options=self.compile_options
+        )
         if route.speed_profile:
             self._sped_up.add(pipe)
         else:
@@ -597,7 +605,8 @@ class Runner:
         """Loads `routes` before the first job (at most `max_loaded_models` of them stay: the last ones);
         returns the names of those loaded now. One that cannot load is logged and skipped: a job on it
         loads it (or fails) as without preloading. A route whose speed profile compiles its blocks is
-        then warmed up (`warm_up`): the blocks compile here, not in the first user's job."""
+        then warmed up (`warm_up`): the blocks compile here, not in the first user's job; so is one whose
+        profile turns on cuDNN's benchmark mode (its decoder's algorithm search)."""
         for route in routes:
             with self.executor.lock:
                 try:
@@ -605,7 +614,7 @@ class Runner:
                 except Exception:
                     logger.exception("could not preload route %s", route.name)
                     continue
-                if route.speedups.compile_blocks:
+                if route.speedups.compile_blocks or route.speedups.cudnn_benchmark:
                     try:
                         self.warm_up(model, route)
                     except Exception:
@@ -615,8 +624,10 @@ class Runner:
     def warm_up(self, model: pipelines.VideoModel, route: RouteSpec) -> dict[str, float]:
         """Runs one denoising step of `route` (its scheduler, speed profile and pipeline: the image-to-
         video one when the route is conditioned on an image) at each warm-up shape, latents out (no
-        decode, no upload), so the compiled blocks are compiled for those shapes before the first job.
-        Returns and records (`warmups`) the seconds per shape ("WxHxF"). Call with the GPU lock held."""
+        upload), so the compiled blocks are compiled for those shapes before the first job; with
+        `cudnn_benchmark` it also decodes the first latent frames (cuDNN's algorithm search, recorded
+        apart in `warmup_decodes`). Returns and records (`warmups`) the seconds per shape ("WxHxF"),
+        the decode included. Call with the GPU lock held."""
         from PIL import Image
 
         seconds: dict[str, float] = {}
@@ -647,13 +658,22 @@ class Runner:
                 job, image=image, generator=torch.Generator("cpu").manual_seed(0), callback=one_step
             )
             kwargs["output_type"] = "latent"
+            shape = f"{width}x{height}x{num_frames}"
             started = time.monotonic()
             try:
                 with torch.no_grad():
-                    pipe(**kwargs)
+                    latents = pipe(**kwargs).frames
             finally:
                 pipe.maybe_free_model_hooks()
-            shape = f"{width}x{height}x{num_frames}"
+            if route.speedups.cudnn_benchmark:
+                # cuDNN's algorithm search for the decoder's convolutions at this shape, here rather than
+                # in the first job: a few latent frames (Wan: the first, the second, and one with a full
+                # causal cache) give every shape the whole clip's frame-by-frame decode meets.
+                decoded = time.monotonic()
+                with torch.no_grad():
+                    model.decode(pipe, warm_up_latents(latents), None)
+                self.warmup_decodes.setdefault(route.name, {})[shape] = round(time.monotonic() - decoded, 3)
+            del latents
             seconds[shape] = round(time.monotonic() - started, 3)
             logger.info("route %s warmed up at %s in %.1f s", route.name, shape, seconds[shape])
         self.warmups[route.name] = seconds
@@ -703,6 +723,16 @@ def vae_tiling(pipe: Any) -> Iterator[None]:
     finally:
         if not was_tiling:
             vae.disable_tiling()
+
+
+WARM_UP_LATENT_FRAMES = 3
+
+
+def warm_up_latents(latents: torch.Tensor) -> torch.Tensor:
+    """What a warm-up decodes: the first WARM_UP_LATENT_FRAMES latent frames of (B, C, F, H, W) latents
+    (the Wan VAE decodes frame by frame: the first frame, the second and the third, whose causal cache is
+    full, meet every convolution shape of the clip); other layouts whole."""
+    return latents[:, :, :WARM_UP_LATENT_FRAMES] if latents.ndim == 5 else latents
 
 
 def uses_lora_hotswap(route: RouteSpec) -> bool:

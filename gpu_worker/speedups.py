@@ -16,7 +16,11 @@ them; `reset_speedups(pipe)` takes the caches (and, if asked, the compilation) o
   (`nn.Module.compile`). The cache hooks below wrap `forward` with host-side decisions (a `.item()` on a
   residual, step counters in Python objects); under `compile_repeated_blocks` dynamo would trace them,
   which breaks `fullgraph=True` and recompiles as the counters change. Compiled beneath the hooks, the
-  blocks compile once per shape and every cache (or none) runs on the same compiled code.
+  blocks compile once per shape and every cache (or none) runs on the same compiled code. `dynamic=False`:
+  a worker renders a few preset shapes (warmed up one by one, gpu_worker/runner.py `warm_up`), and each
+  gets its own static graph. Without it, dynamo's automatic dynamic shapes would compile the second shape
+  as a dynamic-shape graph, which it then checks first, so every job, the first shape's too, would run
+  the dynamic kernels. (A shape outside the presets compiles its own graph in its first job.)
 - `cache`: a step cache, `transformer.enable_cache(config)`: `first_block` (FirstBlockCacheConfig: skip
   the remaining blocks when the first block's residual changed by less than `threshold`), `mag`
   (MagCacheConfig: skip by accumulated magnitude-ratio error; needs the checkpoint's `mag_ratios` or
@@ -29,7 +33,19 @@ them; `reset_speedups(pipe)` takes the caches (and, if asked, the compilation) o
   included) resets them between jobs.
 - `vae_tiling`: `vae.enable_tiling()` (decodes in overlapping spatial tiles: less memory, a little slower).
 - `tf32`: `torch.backends.cuda.matmul.allow_tf32` (process-wide: float32 matmuls, i.e. the VAE, on tensor
-  cores); off is PyTorch's default.
+  cores); off is PyTorch's default. (cuDNN convolutions, most of the VAE, use TF32 by default anyway:
+  `torch.backends.cudnn.allow_tf32`.)
+- `vae_decode_dtype`: the precision of the VAE's decoding modules (`post_quant_conv` and `decoder`; the
+  encoder, which encodes the selfie, stays as loaded): "bfloat16" halves the decode's memory traffic and
+  runs its convolutions on bf16 tensor cores. None runs them as the route loads them (float32 for Wan
+  2.2, as diffusers' wan.md advises). The weights as loaded are kept on the CPU while cast, so going
+  back (None, or a profile without it) restores them exactly, not a bf16-rounded copy. The decode casts
+  the latents to the decoder's dtype (`vae_decode_dtype(vae)`); the Wan VAE's RMS norms normalise in
+  float32 either way.
+- `cudnn_benchmark`: `torch.backends.cudnn.benchmark` (process-wide): cuDNN times its convolution
+  algorithms for each new input shape and keeps the fastest, instead of its heuristic's choice. The Wan
+  VAE decodes latent frame by latent frame, so each shape repeats ~30 times a clip; the first decode of
+  a shape pays the search (a compiled route's warm-up decodes a few latent frames per shape for that).
 
 `SpeedProfile` and its constants live in gpu_worker/contract.py (a route carries a profile, so the backend
 validates it with the same code) and are re-exported here. Standard library and torch only at import;
@@ -52,12 +68,15 @@ from gpu_worker.contract import (
     CACHE_PARAMS,
     CACHE_TAYLORSEER,
     CACHES,
+    VAE_DECODE_DTYPES,
     SpeedProfile,
 )
 
 # The modules TaylorSeer predicts when not in lite mode: each transformer block (re.fullmatch on names).
 TAYLORSEER_BLOCK_PATTERNS: tuple[str, ...] = (r"(transformer_)?blocks\.\d+",)
 _COMPILED_MARK = "_speedups_compiled"  # set on the transformer: the compile options it was compiled with
+# Set on a VAE whose decoding modules were cast: (their dtype and state dicts as loaded, on the CPU)
+_DECODE_STASH = "_speedups_decode_as_loaded"
 
 
 def cache_config(profile: SpeedProfile, *, num_inference_steps: int | None = None) -> Any:
@@ -116,9 +135,11 @@ def apply_speedups(
     transformer = pipe.transformer
     applied: dict[str, Any] = {}
 
-    # 1. Matmul precision (process-wide)
+    # 1. Matmul precision and cuDNN's algorithm search (process-wide)
     torch.backends.cuda.matmul.allow_tf32 = profile.tf32
     applied["tf32"] = profile.tf32
+    torch.backends.cudnn.benchmark = profile.cudnn_benchmark
+    applied["cudnn_benchmark"] = profile.cudnn_benchmark
 
     # 2. Attention backend (None: diffusers' default, set again in case an earlier profile changed it)
     backend = profile.attention_backend or default_attention_backend()
@@ -129,7 +150,7 @@ def apply_speedups(
     if getattr(transformer, "is_cache_enabled", False):
         transformer.disable_cache()
     if profile.compile_blocks:
-        options = {"fullgraph": True, **(compile_options or {})}
+        options = {"fullgraph": True, "dynamic": False, **(compile_options or {})}
         if getattr(transformer, _COMPILED_MARK, None) != options:
             _uncompile_blocks(transformer)
             for block in repeated_blocks(transformer):
@@ -154,13 +175,20 @@ def apply_speedups(
         applied["vae_tiling"] = bool(getattr(vae, "use_tiling", profile.vae_tiling))
     else:
         applied["vae_tiling"] = False
+
+    # 6. The VAE decoder's precision (what it runs in now: the route's own when the profile says none)
+    if vae is not None and vae_decode_modules(vae):
+        applied["vae_decode_dtype"] = set_vae_decode_dtype(vae, profile.vae_decode_dtype)
+    else:
+        applied["vae_decode_dtype"] = None
     return applied
 
 
 def reset_speedups(pipe: Any, *, uncompile: bool = False) -> None:
-    """Takes the cache off, puts the attention backend and the VAE back to diffusers' defaults, and with
-    `uncompile=True` drops the compiled blocks (they run eagerly again; a LoRA added afterwards then costs
-    no recompilation). TF32 is process-wide and left as it is."""
+    """Takes the cache off, puts the attention backend and the VAE (tiling, the decoder's weights as loaded)
+    back to diffusers' defaults, and with `uncompile=True` drops the compiled blocks (they run eagerly
+    again; a LoRA added afterwards then costs no recompilation). TF32 and cuDNN's benchmark mode are
+    process-wide and left as they are."""
     transformer = pipe.transformer
     if getattr(transformer, "is_cache_enabled", False):
         transformer.disable_cache()
@@ -169,8 +197,59 @@ def reset_speedups(pipe: Any, *, uncompile: bool = False) -> None:
     vae = getattr(pipe, "vae", None)
     if vae is not None and hasattr(vae, "disable_tiling"):
         vae.disable_tiling()
+    if vae is not None and vae_decode_modules(vae):
+        set_vae_decode_dtype(vae, None)
     if uncompile:
         _uncompile_blocks(transformer)
+
+
+def vae_decode_modules(vae: Any) -> list[torch.nn.Module]:
+    """The modules a VAE decodes with (`post_quant_conv` when it has one, then `decoder`)."""
+    modules = (getattr(vae, "post_quant_conv", None), getattr(vae, "decoder", None))
+    return [module for module in modules if isinstance(module, torch.nn.Module)]
+
+
+def vae_decode_dtype(vae: Any) -> torch.dtype:
+    """The dtype a VAE decodes in (its decoder's parameters'): what latents are cast to before decoding."""
+    for module in vae_decode_modules(vae):
+        for parameter in module.parameters():
+            return parameter.dtype
+    return vae.dtype
+
+
+def set_vae_decode_dtype(vae: Any, name: str | None) -> str:
+    """Casts the VAE's decoding modules to `name` (one of VAE_DECODE_DTYPES), or with None puts back their
+    weights as loaded; returns the dtype they now run in ("float32", "bfloat16", ...)."""
+    if name is not None and name not in VAE_DECODE_DTYPES:
+        raise ValueError(f"vae_decode_dtype must be null or one of {', '.join(VAE_DECODE_DTYPES)}")
+    modules = vae_decode_modules(vae)
+    if not modules:
+        raise ValueError(f"{type(vae).__name__} has no decoder to cast")
+    current = vae_decode_dtype(vae)
+    stash = vae.__dict__.get(_DECODE_STASH)
+    loaded = stash[0] if stash is not None else current
+    target = loaded if name is None else getattr(torch, name)
+    if target != current:
+        if stash is not None:  # back to the weights as loaded first: never a cast of a cast
+            _restore_decode(vae, modules, stash)
+        if target != loaded:
+            stash = (loaded, [_cpu_state(module) for module in modules])
+            for module in modules:
+                module.to(dtype=target)
+            vae.__dict__[_DECODE_STASH] = stash
+    return str(vae_decode_dtype(vae)).removeprefix("torch.")
+
+
+def _cpu_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {key: value.detach().to("cpu", copy=True) for key, value in module.state_dict().items()}
+
+
+def _restore_decode(vae: Any, modules: list[torch.nn.Module], stash: tuple[torch.dtype, list[dict]]) -> None:
+    loaded, states = stash
+    for module, state in zip(modules, states, strict=True):
+        module.to(dtype=loaded)
+        module.load_state_dict(state)
+    del vae.__dict__[_DECODE_STASH]
 
 
 def default_attention_backend() -> str:
@@ -203,10 +282,14 @@ __all__ = [
     "CACHE_TAYLORSEER",
     "CACHES",
     "CACHE_PARAMS",
+    "VAE_DECODE_DTYPES",
     "SpeedProfile",
     "apply_speedups",
     "cache_config",
     "repeated_blocks",
     "default_attention_backend",
     "reset_speedups",
+    "set_vae_decode_dtype",
+    "vae_decode_dtype",
+    "vae_decode_modules",
 ]

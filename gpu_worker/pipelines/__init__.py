@@ -9,7 +9,7 @@ A family module provides:
 - the model: `pipeline_for(job)` (text-to-video or image-to-video), `call_kwargs(job, image=...,
   generator=..., callback=...)` (the arguments of that pipeline's `__call__`, with `output_type="latent"`
   so the runner times the denoising and the decoding apart), and `decode(pipe, latents, generator)`
-  returning float frames (F, H, W, 3) in [0, 1].
+  returning frames (F, H, W, 3): float in [0, 1], or uint8 (the Wan families convert on the GPU).
 """
 
 from __future__ import annotations

@@ -118,10 +118,12 @@ def decode_ltx_latents(
     """The decode of LTXConditionPipeline.__call__ (copied), run apart so the runner can time it."""
     from diffusers.utils.torch_utils import get_module_execution_device
 
+    from gpu_worker.speedups import vae_decode_dtype
+
     vae = pipe.vae
     latents = latents.to(device=get_module_execution_device(vae))
     latents = pipe._denormalize_latents(latents, vae.latents_mean, vae.latents_std, vae.config.scaling_factor)
-    latents = latents.to(dtype=vae.dtype)
+    latents = latents.to(dtype=vae_decode_dtype(vae))  # a speed profile may cast the decoder
     timestep = None
     if vae.config.timestep_conditioning:
         from diffusers.utils.torch_utils import randn_tensor

@@ -64,8 +64,13 @@ def test_a_profile_round_trips_through_its_json_form_with_every_parameter_filled
         "cache_params": {"threshold": 0.05},
         "vae_tiling": False,
         "tf32": True,
+        "vae_decode_dtype": None,
+        "cudnn_benchmark": False,
     }
     assert SpeedProfile.from_dict(profile.to_dict()) == profile
+    fast_decode = SpeedProfile.from_dict({"vae_decode_dtype": "bfloat16", "cudnn_benchmark": True})
+    assert (fast_decode.vae_decode_dtype, fast_decode.cudnn_benchmark) == ("bfloat16", True)
+    assert SpeedProfile.from_dict(fast_decode.to_dict()) == fast_decode
     assert SpeedProfile.from_dict(None) == SpeedProfile.from_dict({}) == SpeedProfile()
     mag = SpeedProfile.from_dict({"cache": "mag", "cache_params": {"mag_ratios": [1.0, 0.99, 0.98]}})
     assert SpeedProfile.from_dict(mag.to_dict()).cache_params["mag_ratios"] == (1.0, 0.99, 0.98)
@@ -78,6 +83,9 @@ def test_a_profile_round_trips_through_its_json_form_with_every_parameter_filled
         ({"attention_backend": "fastest"}, "attention_backend must be"),
         ({"compile_blocks": "yes"}, "compile_blocks must be true or false"),
         ({"vae_tiling": 1}, "vae_tiling must be true or false"),
+        ({"cudnn_benchmark": "on"}, "cudnn_benchmark must be true or false"),
+        ({"vae_decode_dtype": "float16"}, "vae_decode_dtype must be null or one of float32, bfloat16"),
+        ({"vae_decode_dtype": "bf16"}, "vae_decode_dtype must be null or one of"),
         ({"cache": "teacache"}, "cache must be null or one of"),
         ({"cache": "first_block", "cache_params": {"threshold": -0.1}}, "threshold .* must be a number > 0"),
         ({"cache": "first_block", "cache_params": {"threshold": True}}, "must be a number > 0"),
@@ -116,11 +124,13 @@ def test_each_setting_is_applied_and_reset_takes_it_off(wan_runner):
 
     assert applied == {
         "tf32": True,
+        "cudnn_benchmark": False,
         "attention_backend": "native",
         "cache": "first_block",
         "cache_params": {"threshold": 0.2},
         "compile_blocks": False,
         "vae_tiling": True,
+        "vae_decode_dtype": "float32",  # as wan22.load loads the VAE
     }
     processors = [block.attn1.processor for block in pipe.transformer.blocks]
     assert {p._attention_backend.value for p in processors} == {"native"}
@@ -210,7 +220,8 @@ def test_compiled_blocks_give_the_eager_output_under_any_cache_and_can_be_droppe
     applied = apply_speedups(pipe, SpeedProfile(compile_blocks=True), compile_options={"backend": "eager"})
     assert applied["compile_blocks"] is True
     assert all(compiled(block) for block in pipe.transformer.blocks)
-    assert compiles == [{"fullgraph": True, "backend": "eager"}] * len(pipe.transformer.blocks)
+    options = {"fullgraph": True, "dynamic": False, "backend": "eager"}
+    assert compiles == [options] * len(pipe.transformer.blocks)
     torch.testing.assert_close(latents(), eager)
 
     cached = SpeedProfile(compile_blocks=True, cache="taylorseer", cache_params={"cache_interval": 2})
@@ -247,11 +258,13 @@ def test_a_routes_speed_profile_is_applied_per_job_and_recorded_in_its_timings(w
         == terminal.timings["speed_profile"]
         == {
             "tf32": False,
+            "cudnn_benchmark": False,
             "attention_backend": "native",
             "compile_blocks": False,
             "cache": "first_block",
             "cache_params": {"threshold": 0.2},
             "vae_tiling": True,
+            "vae_decode_dtype": "float32",
         }
     )
 

@@ -10,10 +10,11 @@ from apps.generations.models import ModelRoute
 pytestmark = pytest.mark.django_db
 
 
-def test_the_shipped_wan_route_compiles_its_blocks_and_uses_tf32():
+def test_the_shipped_wan_route_compiles_its_blocks_uses_tf32_and_decodes_in_bf16():
+    shipped = {"compile_blocks": True, "tf32": True, "vae_decode_dtype": "bfloat16"}
     route = ModelRoute.objects.get(name="wan2.2-ti2v-5b")
-    assert route.speed_profile == {"compile_blocks": True, "tf32": True}
-    assert route.spec().speed_profile == {"compile_blocks": True, "tf32": True}
+    assert route.speed_profile == shipped
+    assert route.spec().speed_profile == shipped
     assert ModelRoute.objects.get(name="tiny-wan").spec().speed_profile == {}
 
 
