@@ -30,7 +30,10 @@
      seconds per step at batch 1/4/8 (`Trainer`, 15 photos, 512 px) and a model switch (the route
      evicted and loaded again).
    Jobs measured on a few steps are stopped through the runner's own cancel flag, so they skip the decode.
-   `--only vae_decode,fastest,...` restricts what runs after the baseline (GROUPS).
+   `--only vae_decode,fastest,...` restricts what runs after the baseline (GROUPS). `shipped` (only when
+   named) runs the Wan route's shipped profile (SHIPPED: compiled blocks, TF32, bfloat16 decoder, no step
+   cache) in full before the fastest, which then also gets its PSNR against that cache-free run
+   (`psnr_db_vs_shipped`). `--no-baseline` skips the baseline (and what compares with it).
 3. Per job: load, text encode (the two `encode_prompt` calls), seconds per step (transformer time: from
    the first pass to the last, synchronised; "steady" leaves out the first step), the rest of the
    denoise call (latents, the selfie's VAE encode), decode, MP4 encode + quality gate, upload (a local
@@ -73,6 +76,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from apps.generations.shipped import SHIPPED_ROUTES  # noqa: E402
 from gpu_worker import quality, video  # noqa: E402
 from gpu_worker.contract import (  # noqa: E402
     CANCELED,
@@ -95,10 +99,15 @@ NEGATIVE = "blurry, low quality, distorted, watermark, text"
 SEED = 42
 TRAINING_PHOTOS = 15
 TAYLORSEER = {"cache_interval": 4, "disable_cache_before_step": 4, "max_order": 1, "lite": True}
-# What `--only` may name (build, load and the baseline always run)
+# The profile the Wan 2.2 route ships with (apps/generations/shipped.py): no step cache
+SHIPPED = SpeedProfile.from_dict(
+    next(route for route in SHIPPED_ROUTES if route.get("family") == FAMILY_WAN22)["speed_profile"]
+)
+# What `--only` may name (build and load always run; the baseline too, unless --no-baseline)
 GROUPS = (
     "attention",
     "vae_decode",
+    "shipped",
     "fastest",
     "hotswap",
     "previous",
@@ -109,6 +118,8 @@ GROUPS = (
     "switch",
     "first_block",
 )
+# What runs without `--only`: all but `shipped` (one more full clip, asked for by name)
+DEFAULT_GROUPS = tuple(name for name in GROUPS if name != "shipped")
 
 
 # --- Sizes ----------------------------------------------------------------------------------------
@@ -762,7 +773,8 @@ def run(args: argparse.Namespace, started: float) -> dict[str, dict[str, Any]]:
             scratch,
             errors,
             only_soul_id=getattr(args, "only_soul_id", False),
-            groups=getattr(args, "groups", frozenset(GROUPS)),
+            groups=getattr(args, "groups", frozenset(DEFAULT_GROUPS)),
+            baseline=not getattr(args, "no_baseline", False),
         )
     finally:
         logging.getLogger("gpu_worker").removeHandler(errors)
@@ -949,7 +961,8 @@ def measure_all(
     errors: LastError,
     *,
     only_soul_id: bool = False,
-    groups: frozenset[str] = frozenset(GROUPS),
+    groups: frozenset[str] = frozenset(DEFAULT_GROUPS),
+    baseline: bool = True,
 ) -> None:
     model_root = scratch / "models"
     built = rec.measure("build", 0, lambda: build_checkpoint(model_root / CHECKPOINT, size, device))
@@ -968,13 +981,17 @@ def measure_all(
     if loaded is None:
         return
     bench.load_s = loaded["timings"]["load"]
-    base = rec.measure(
-        "baseline", bench.estimate_full(bench.step_s), lambda: bench.full("baseline", SpeedProfile())
-    )
-    if base is None:
-        return
-    base_frames, base_latents = bench.probe.frames, bench.probe.latents
-    bench.step_s = base["s_per_step"]
+    base_frames = base_latents = None
+    if baseline:
+        base = rec.measure(
+            "baseline", bench.estimate_full(bench.step_s), lambda: bench.full("baseline", SpeedProfile())
+        )
+        if base is None:
+            return
+        base_frames, base_latents = bench.probe.frames, bench.probe.latents
+        bench.step_s = base["s_per_step"]
+    else:  # --no-baseline: nothing against diffusers' defaults (no PSNR against it, no decode variants)
+        base = {"s_per_step": bench.step_s}
 
     # 2. Speed profiles: attention, the VAE decode's settings, then the fastest in full (warmed up per
     #    shape first), the same with the route's float32 decode, a LoRA hot-swapped into it
@@ -998,6 +1015,11 @@ def measure_all(
         )
         if decoded is not None:
             decode_settings = decoded["chosen"]
+    else:  # the decode not measured here: the shipped profile's decode settings
+        decode_settings = {
+            "vae_decode_dtype": SHIPPED.vae_decode_dtype,
+            "cudnn_benchmark": SHIPPED.cudnn_benchmark,
+        }
 
     fastest = SpeedProfile(
         attention_backend=attention,
@@ -1049,13 +1071,37 @@ def measure_all(
     computed = TAYLORSEER["disable_cache_before_step"] + math.ceil(
         (size.steps - TAYLORSEER["disable_cache_before_step"]) / TAYLORSEER["cache_interval"]
     )
+
+    # The shipped profile in full (compiled blocks, TF32, its decode settings; no step cache): the
+    # cache-free run the fastest's frames are compared with at the same seed. Two steps first (the blocks
+    # compiled for it if the warm-up's profile did not; its steady step sizes the budget check).
+    shipped_frames = None
+    if "shipped" in groups:
+        shipped_warm = rec.measure(
+            "shipped (2-step warm)",
+            3 * bench.step_s + (0 if warm else size.guess_compile_s) + 5,
+            lambda: bench.few("shipped (2-step warm)", SHIPPED, steps=2),
+        )
+        if shipped_warm is not None:
+            shipped_step = shipped_warm.get("steady_s_per_step") or bench.step_s
+            shipped_run = rec.measure(
+                "shipped",
+                bench.estimate_full(shipped_step),
+                lambda: bench.full("shipped", SHIPPED, against=base_frames),
+            )
+            if shipped_run is not None and shipped_run["outcome"] == "completed":
+                shipped_frames = bench.probe.frames
+                bench.step_s = min(bench.step_s, shipped_run.get("steady_s_per_step", bench.step_s))
+
     fastest_run = None
     if warm is not None and "fastest" in groups:
         fastest_run = rec.measure(
             "fastest",
             # Started with room for ~20 steps: a run stopped at the budget still gives its seconds per step.
             20 * bench.step_s * computed / size.steps + 10,
-            lambda: bench.full("fastest", chosen[0], against=base_frames),
+            lambda: bench.full(
+                "fastest", chosen[0], against=base_frames, also_against={"shipped": shipped_frames}
+            ),
         )
     fastest_frames = bench.probe.frames if fastest_run is not None else None
     if fastest_run is not None:
@@ -1306,6 +1352,16 @@ def render_markdown(header: str, results: dict[str, dict[str, Any]]) -> str:
                 f"PSNR {_f(previous.get('psnr_db'))} dB against the baseline; the fastest's frames against "
                 f"it: {_f(previous.get('psnr_db_vs_fastest'))} dB (the decode alone)."
             )
+    shipped = results.get("shipped", {})
+    if fastest.get("psnr_db_vs_shipped") is not None and "clip_s" in fastest and "clip_s" in shipped:
+        lines.append(
+            f"\nAgainst the shipped profile (no step cache) at the same seed: shipped "
+            f"{_f(shipped['clip_s'], 1)} s, fastest {_f(fastest['clip_s'], 1)} s "
+            f"({_f(shipped['clip_s'] / fastest['clip_s'])}x end to end, "
+            f"{_f(shipped['s_per_step'] / fastest['s_per_step'])}x per step); the fastest's frames against "
+            f"the shipped run's: PSNR {_f(fastest['psnr_db_vs_shipped'])} dB (random weights). Shipped "
+            f"profile: `{json.dumps(shipped.get('profile'))}`."
+        )
     recipe = TRAINING_DEFAULTS[FAMILY_WAN22]
     measured = results.get(f"training batch {recipe['batch_size']}", {})
     if measured.get("status") == "ok" and measured.get("steady_s_per_step"):
@@ -1374,13 +1430,21 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--only",
-        default=",".join(GROUPS),
-        help=f"comma-separated measurements after the baseline (default all): {', '.join(GROUPS)}",
+        default=",".join(DEFAULT_GROUPS),
+        help="comma-separated measurements after the baseline (default: all but shipped): "
+        + ", ".join(GROUPS),
+    )
+    parser.add_argument(
+        "--no-baseline",
+        action="store_true",
+        help="skip the diffusers-default baseline (no PSNR against it; vae_decode needs it)",
     )
     args = parser.parse_args(argv)
     args.groups = frozenset(name.strip() for name in args.only.split(",") if name.strip())
     if args.groups - set(GROUPS):
         parser.error(f"unknown --only names: {', '.join(sorted(args.groups - set(GROUPS)))}")
+    if args.no_baseline and args.groups & {"vae_decode", "lora"}:
+        parser.error("vae_decode and lora compare with the baseline: leave them out with --no-baseline")
     if args.budget_s is None:
         args.budget_s = 480.0 if torch.cuda.is_available() and not args.tiny else 120.0
     if not logging.getLogger().handlers:
