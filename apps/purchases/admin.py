@@ -9,6 +9,7 @@ import json
 from django import forms
 from django.contrib import admin, messages
 from django.shortcuts import render
+from django.urls import reverse
 from django.utils.html import format_html
 
 from apps.core.errors import ValidationFailed
@@ -73,7 +74,7 @@ class RefundForm(forms.Form):
 class PurchaseAdmin(ReadOnlyAdmin):
     list_display = (
         "purchased_at",
-        "user",
+        "user_history",
         "product",
         "platform",
         "environment",
@@ -91,6 +92,12 @@ class PurchaseAdmin(ReadOnlyAdmin):
     actions = ["refund"]
     readonly_fields = ("payload",)
     exclude = ("raw",)
+
+    @admin.display(description="User", ordering="user__email")
+    def user_history(self, obj: Purchase) -> str:
+        """The user, linking to all of their purchases: their entitlement history."""
+        url = reverse("admin:purchases_purchase_changelist") + f"?user__id__exact={obj.user_id}"
+        return format_html('<a href="{}" title="All purchases of this user">{}</a>', url, obj.user.email)
 
     @admin.display(description="Store payload (decoded, verified)")
     def payload(self, obj: Purchase) -> str:
@@ -142,6 +149,13 @@ class SubscriptionAdmin(ReadOnlyAdmin):
     )
     list_filter = ("state", "platform", "environment", "product")
     search_fields = ("user__email", "original_id")
+    readonly_fields = ("charges",)
+
+    @admin.display(description="Purchases of this plan")
+    def charges(self, obj: Subscription) -> str:
+        url = reverse("admin:purchases_purchase_changelist") + f"?original_id={obj.original_id}"
+        return format_html('<a href="{}">Every charge of this plan</a>', url)
+
     list_select_related = ("user", "product")
 
 

@@ -13,6 +13,8 @@ from apps.characters import models as characters
 from apps.characters.photo_checks import Reason
 from apps.core.errors import ErrorCode
 from apps.generations import models as generations
+from apps.purchases import models as purchases
+from apps.purchases.stores import SubscriptionState
 from apps.storage import models as storage
 from apps.trends import models as trends
 from graphql_schema import enums
@@ -36,6 +38,9 @@ MODEL_CHOICES = {
     enums.PhotoReason: Reason,
     enums.UploadStatus: storage.UploadStatus,
     enums.UploadRejectReason: storage.RejectReason,
+    enums.ProductKind: purchases.ProductKind,
+    enums.PlanStatus: SubscriptionState,
+    enums.PurchaseStatus: purchases.PurchaseStatus,
 }
 
 

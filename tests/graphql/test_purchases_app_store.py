@@ -294,3 +294,29 @@ def test_restore_while_apple_is_down_is_store_unavailable(gql, apple_server_api,
     verify(gql, token, apple_server_api.signed_transaction(productId=PACK, appAccountToken=str(user.pk)))
     apple_server_api.api_status = 503
     assert gql(RESTORE, token=token)["data"]["restorePurchases"]["code"] == "STORE_UNAVAILABLE"
+
+
+def test_a_downgrade_takes_effect_at_the_next_renewal(gql, apple_store, buyer):
+    token, user = buyer
+    pro = apple_store.transaction_claims(type=SUBSCRIPTION, productId=PRO, appAccountToken=str(user.pk))
+    verify(gql, token, apple_store.sign(pro))
+    original = pro["originalTransactionId"]
+    # The user picks the lower plan: Apple says so in the renewal info; the paid period stays Pro.
+    notify(
+        gql.client,
+        apple_store.signed_notification(
+            "DID_CHANGE_RENEWAL_PREF", "DOWNGRADE", transaction=pro, renewal={"autoRenewProductId": BASIC}
+        ),
+    )
+    assert gql(ME, token=token)["data"]["me"]["plan"]["level"] == 2
+    assert balance(user) == 620
+    renewal = apple_store.transaction_claims(
+        type=SUBSCRIPTION,
+        productId=BASIC,
+        originalTransactionId=original,
+        appAccountToken=str(user.pk),
+        purchaseDate=now_ms() + 1000,
+    )
+    notify(gql.client, apple_store.signed_notification("DID_RENEW", transaction=renewal, renewal={}))
+    assert gql(ME, token=token)["data"]["me"]["plan"]["level"] == 1
+    assert balance(user) == 620 + 200  # the renewal grants the lower plan's credits

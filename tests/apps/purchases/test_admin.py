@@ -88,3 +88,36 @@ def test_notifications_are_listed_with_their_payload(staff, purchase):
     page = staff.get("/admin/purchases/storenotification/")
     assert page.status_code == 200 and b"REFUND" in page.content
     assert staff.get("/admin/purchases/subscription/").status_code == 200
+
+
+def test_a_users_history_and_a_plans_charges_are_one_click_away(staff, purchase):
+    listing = staff.get("/admin/purchases/purchase/")
+    link = f"?user__id__exact={purchase.user_id}"
+    assert link.encode() in listing.content
+    history = staff.get(f"/admin/purchases/purchase/{link}")
+    assert history.status_code == 200 and b"buyer@example.com" in history.content
+    charges = staff.get(f"/admin/purchases/purchase/?original_id={purchase.original_id}")
+    assert charges.status_code == 200 and b"1 purchase" in charges.content
+
+
+def test_staff_can_take_credits_back_with_a_reason_and_it_is_audited(staff, purchase):
+    wallet = Wallet.objects.get(user=purchase.user)
+    url = "/admin/credits/wallet/"
+    form = staff.post(url, {"action": "take_back_credits", "_selected_action": [wallet.pk]})
+    assert form.status_code == 200 and b"Take back credits from 1 user" in form.content
+    staff.post(
+        url,
+        {
+            "action": "take_back_credits",
+            "_selected_action": [wallet.pk],
+            "apply": "1",
+            "amount": 130,
+            "reason": "duplicate support grant",
+            "batch": "b1",
+        },
+    )
+    wallet.refresh_from_db()
+    assert (wallet.balance, wallet.owed) == (0, 130 - 100)  # the pack was all it had
+    assert LogEntry.objects.filter(
+        object_id=str(wallet.pk), change_message__contains="duplicate support"
+    ).exists()
