@@ -387,8 +387,8 @@ class Probe:
         return timed
 
     def _keeping_frames(self, decode: Callable[..., Any]) -> Callable[..., Any]:
-        def decoding(pipe: Any, latents: Any, generator: Any) -> Any:
-            frames = decode(pipe, latents, generator)
+        def decoding(pipe: Any, latents: Any, generator: Any, **kwargs: Any) -> Any:
+            frames = decode(pipe, latents, generator, **kwargs)
             if self.keep_frames:
                 self.frames = video.frames_to_uint8(np.asarray(frames))
                 self.latents = latents

@@ -766,8 +766,11 @@ class JobEvent:
     `progress` is 0..1 across the whole job. A `completed` event's `outputs` are
     `{"video": VideoOutput, "poster": MediaOutput, "seed": int, "route": str}` (the seed actually used);
     its `timings` are seconds: `load`, `denoise`, `decode`, `encode`, `quality`, `upload`, `total`
-    and `seconds_per_step` (for ETAs per route), and, when the route has a speed profile,
-    `speed_profile`: not seconds but what was applied (gpu_worker/speedups.py `apply_speedups`). A
+    and `seconds_per_step` (for ETAs per route: `denoise` over the route's steps), and, when the route has
+    a speed profile, `speed_profile`: not seconds but what was applied (gpu_worker/speedups.py
+    `apply_speedups`). An LTX job says which flow ran in `ltx_flow` ("one-stage" or "two-stage"), and a
+    two-stage one the seconds of the parts of its `denoise`: `denoise_low_res`, `upsample` and
+    `denoise_refine` (gpu_worker/pipelines/ltx.py). A
     `failed` event carries `reason_code` (one of REASON_CODES), `retryable` and a `message` safe to show.
     A non-terminal event with a `reason_code` announces a retry: QUALITY_FAILED (a new seed, same run)
     or a retryable code (the job runs again). A cancel is reported as `failed` with reason CANCELED.

@@ -423,8 +423,9 @@ class Runner:
             run.check_cancel()
             events.stage(STAGE_DECODING)
             with run.timed("decode"):
-                frames = video.frames_to_uint8(np.asarray(model.decode(pipe, latents, generator)))
-            del latents
+                decoded = model.decode(pipe, latents, generator, size=(job.width, job.height))
+                frames = video.frames_to_uint8(np.asarray(decoded))
+            del latents, decoded
         return frames
 
     def _deliver(self, run: JobRun, image: Any, frames: np.ndarray | None) -> JobEvent:
@@ -563,19 +564,24 @@ class Runner:
     def _denoise(self, run: JobRun, model: Any, pipe: Any, image: Any, generator: Any) -> torch.Tensor:
         job: GenerationJob = run.job
         events = run.events
-        steps = job.route.steps
+        # Progress counts the callbacks over every pass of the model (LTX's two-stage flow makes two), so
+        # it only grows; a cancel is checked at every step of every pass.
+        steps, done = model.denoise_steps(job), 0
         start, end = PROGRESS[STAGE_DENOISING], PROGRESS[STAGE_DECODING]
 
         def on_step_end(pipeline: Any, step: int, timestep: Any, callback_kwargs: dict) -> dict:
-            events.progress(start + (end - start) * (step + 1) / steps, interval=self.progress_interval)
+            nonlocal done
+            done = min(done + 1, steps)
+            events.progress(start + (end - start) * done / steps, interval=self.progress_interval)
             if self.cancel_requested(job.job_id):
                 pipeline._interrupt = True  # belt and braces: the exception below is what stops it
                 raise JobCanceled
             return callback_kwargs
 
-        kwargs = model.call_kwargs(job, image=image, generator=generator, callback=on_step_end)
         try:
-            return pipe(**kwargs).frames
+            return model.denoise(
+                pipe, job, image=image, generator=generator, callback=on_step_end, timings=run.timings
+            )
         finally:
             # A raise from the callback skips the pipeline's own clean-up: free offload hooks here.
             pipe.maybe_free_model_hooks()
@@ -622,9 +628,9 @@ class Runner:
         return [route.name for route in routes if _model_key(route) in self.models]
 
     def warm_up(self, model: pipelines.VideoModel, route: RouteSpec) -> dict[str, float]:
-        """Runs one denoising step of `route` (its scheduler, speed profile and pipeline: the image-to-
-        video one when the route is conditioned on an image) at each warm-up shape, latents out (no
-        upload), so the compiled blocks are compiled for those shapes before the first job; with
+        """Runs one denoising step of each pass of `route` (its scheduler, speed profile and pipeline: the
+        image-to-video one when the route is conditioned on an image) at each warm-up shape, latents out
+        (no upload), so the compiled blocks are compiled for those shapes before the first job; with
         `cudnn_benchmark` it also decodes the first latent frames (cuDNN's algorithm search, recorded
         apart in `warmup_decodes`). Returns and records (`warmups`) the seconds per shape ("WxHxF"),
         the decode included. Call with the GPU lock held."""
@@ -651,18 +657,19 @@ class Runner:
             self._speed_up(route, pipe)
 
             def one_step(pipeline: Any, step: int, timestep: Any, callback_kwargs: dict) -> dict:
-                pipeline._interrupt = True  # the remaining steps are skipped; the latents come back as are
+                # the remaining steps of this pass are skipped; its latents come back as are (a two-stage
+                # LTX model then upsamples them and runs one step of its refine pass, at that pass's shape)
+                pipeline._interrupt = True
                 return callback_kwargs
 
-            kwargs = model.call_kwargs(
-                job, image=image, generator=torch.Generator("cpu").manual_seed(0), callback=one_step
-            )
-            kwargs["output_type"] = "latent"
+            generator = torch.Generator("cpu").manual_seed(0)
             shape = f"{width}x{height}x{num_frames}"
             started = time.monotonic()
             try:
                 with torch.no_grad():
-                    latents = pipe(**kwargs).frames
+                    latents = model.denoise(
+                        pipe, job, image=image, generator=generator, callback=one_step, timings={}
+                    )
             finally:
                 pipe.maybe_free_model_hooks()
             if route.speedups.cudnn_benchmark:
@@ -671,7 +678,7 @@ class Runner:
                 # causal cache) give every shape the whole clip's frame-by-frame decode meets.
                 decoded = time.monotonic()
                 with torch.no_grad():
-                    model.decode(pipe, warm_up_latents(latents), None)
+                    model.decode(pipe, warm_up_latents(latents), None, size=(width, height))
                 self.warmup_decodes.setdefault(route.name, {})[shape] = round(time.monotonic() - decoded, 3)
             del latents
             seconds[shape] = round(time.monotonic() - started, 3)

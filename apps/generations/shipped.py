@@ -40,8 +40,9 @@ SHIPPED_ROUTES: tuple[dict, ...] = (
     {
         "name": "ltx-video",
         "description": (
-            "LTX-Video 0.9.7 distilled, one stage with its recipe (8 given timesteps, guidance 1.0, "
-            "rescale 0.7). LTXV Open Weights License: commercial use capped by revenue."
+            "LTX-Video 0.9.7 distilled, its recipe (8 timesteps, guidance 1.0, rescale 0.7); two stages if "
+            "its folder has latent_upsampler/, else one. LTXV Open Weights License: commercial use capped by "
+            "revenue."
         ),
         "family": "ltx",
         "checkpoint": "LTX-Video-0.9.7-distilled",

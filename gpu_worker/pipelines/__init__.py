@@ -6,10 +6,15 @@ A family module provides:
   runner reports BAD_INPUT, not retryable). The shared rules are in `check_route_inputs` below.
 - `load(route, *, model_root, device) -> model`: builds or loads the pipelines; `ModelUnavailable`
   when this worker cannot (no checkpoint folder, no CUDA).
-- the model: `pipeline_for(job)` (text-to-video or image-to-video), `call_kwargs(job, image=...,
-  generator=..., callback=...)` (the arguments of that pipeline's `__call__`, with `output_type="latent"`
-  so the runner times the denoising and the decoding apart), and `decode(pipe, latents, generator)`
-  returning frames (F, H, W, 3): float in [0, 1], or uint8 (the Wan families convert on the GPU).
+- the model: `pipeline_for(job)` (text-to-video or image-to-video); `denoise(pipe, job, image=...,
+  generator=..., callback=..., timings=...)`, the job's latents from one or more calls of that pipeline
+  (each with `output_type="latent"`, so the runner times the denoising and the decoding apart; the
+  arguments of one call come from `call_kwargs`), with `callback` as every call's `callback_on_step_end`
+  and anything worth recording about the passes written into the job's `timings`; `denoise_steps(job)`,
+  how many times `callback` is called in all (the runner's progress runs over them); and
+  `decode(pipe, latents, generator, size=None)` returning frames (F, H, W, 3) at `size` (width,
+  height; the latents' own size when None): float in [0, 1], or uint8 (the Wan families convert on the
+  GPU). One call at the job's size is the rule; LTX's two-stage flow is the exception (ltx.py).
 """
 
 from __future__ import annotations
@@ -45,11 +50,15 @@ class VideoModel(Protocol):
 
     def pipeline_for(self, job: GenerationJob) -> Any: ...
 
-    def call_kwargs(
-        self, job: GenerationJob, *, image: Any, generator: Any, callback: Any
-    ) -> dict[str, Any]: ...
+    def denoise_steps(self, job: GenerationJob) -> int: ...
 
-    def decode(self, pipe: Any, latents: Any, generator: Any) -> Any: ...
+    def denoise(
+        self, pipe: Any, job: GenerationJob, *, image: Any, generator: Any, callback: Any, timings: dict
+    ) -> Any: ...
+
+    def decode(
+        self, pipe: Any, latents: Any, generator: Any, *, size: tuple[int, int] | None = None
+    ) -> Any: ...
 
 
 def family_module(family: str) -> ModuleType:

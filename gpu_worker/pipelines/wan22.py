@@ -64,8 +64,18 @@ class Wan22Model:
     def call_kwargs(self, job: GenerationJob, *, image: Any, generator: Any, callback: Any) -> dict[str, Any]:
         return build_call_kwargs(job, image=image, generator=generator, callback=callback)
 
-    def decode(self, pipe: Any, latents: torch.Tensor, generator: Any) -> np.ndarray:
-        return decode_wan_latents(pipe, latents)
+    def denoise_steps(self, job: GenerationJob) -> int:
+        return job.route.steps
+
+    def denoise(
+        self, pipe: Any, job: GenerationJob, *, image: Any, generator: Any, callback: Any, timings: dict
+    ) -> torch.Tensor:
+        return pipe(**self.call_kwargs(job, image=image, generator=generator, callback=callback)).frames
+
+    def decode(
+        self, pipe: Any, latents: torch.Tensor, generator: Any, *, size: tuple[int, int] | None = None
+    ) -> np.ndarray:
+        return decode_wan_latents(pipe, latents)  # denoised at the job's size, which is `size`
 
 
 def load(

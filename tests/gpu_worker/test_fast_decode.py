@@ -201,9 +201,9 @@ def test_a_cudnn_benchmark_route_is_warmed_up_with_a_decode_of_its_first_latent_
 
     real_decode = tiny_wan.TinyWanModel.decode
 
-    def decode(self, pipe, latents, generator):
+    def decode(self, pipe, latents, generator, **kwargs):
         decoded.append(tuple(latents.shape))
-        return real_decode(self, pipe, latents, generator)
+        return real_decode(self, pipe, latents, generator, **kwargs)
 
     monkeypatch.setattr(tiny_wan.TinyWanModel, "decode", decode)
     route = tiny_route(speed_profile={"cudnn_benchmark": True})  # no compile: warmed up for the search

@@ -4,10 +4,12 @@ random checkpoints saved in their diffusers layout."""
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 
-from gpu_worker.contract import BAD_INPUT, FAMILY_LTX, FAMILY_WAN22, MODEL_UNAVAILABLE, RouteSpec
+from gpu_worker.contract import BAD_INPUT, CANCELED, FAMILY_LTX, FAMILY_WAN22, MODEL_UNAVAILABLE, RouteSpec
 from gpu_worker.pipelines import ModelUnavailable, check_inputs, ltx, wan22
 from tests.fixtures.gpu import decoded_frames, image_bytes, make_job
 
@@ -139,7 +141,7 @@ def test_ltx_calls_follow_the_checkpoints_recipe(checkpoint, steps, guidance, ex
 )
 def test_a_distilled_ltx_route_that_contradicts_its_recipe_is_refused(overrides, message):
     job = make_job(route=ltx_route(**overrides), width=768, height=512, num_frames=121, aspect_ratio="16:9")
-    with pytest.raises(ValueError, match=f"0.9.7/0.9.8 distilled recipe: {message}"):
+    with pytest.raises(ValueError, match=f"0.9.7 distilled recipe: {message}"):
         check_inputs(job)
 
 
@@ -229,7 +231,6 @@ def test_the_loading_code_runs_a_saved_checkpoint_end_to_end(
 def test_a_distilled_ltx_checkpoint_runs_its_given_timesteps_end_to_end(
     make_runner, storage, tiny_model_root, tmp_path, monkeypatch, with_image
 ):
-    import functools
     import shutil
 
     model_root = tmp_path / "models"
@@ -266,6 +267,207 @@ def test_a_distilled_ltx_checkpoint_runs_its_given_timesteps_end_to_end(
     assert {name: called[0][name] for name in DISTILLED_KWARGS} == DISTILLED_KWARGS
     assert timesteps and len(timesteps[-1]) == 8 and timesteps[-1][0] == pytest.approx(1000)
     assert decoded_frames(storage.root / job.video_key).shape == (9, 32, 32, 3)
+    # no latent_upsampler/ in the folder: one stage at the job's size, and the timings say so
+    assert not model.two_stage and len(called) == 1 and (called[0]["width"], called[0]["height"]) == (32, 32)
+    assert terminal.timings["ltx_flow"] == "one-stage"
+    assert not {"denoise_low_res", "upsample", "denoise_refine"} & set(terminal.timings)
+
+
+# --- LTX two-stage flow: low resolution, latent upsampler x2, refine (diffusers' ltx_video.md) ----------
+
+
+def ltx_folder(tiny_model_root, model_root, name: str, *, upsampler: bool):
+    """ltx-tiny copied to `model_root/name`, with the tiny latent upsampler as its latent_upsampler/."""
+    import shutil
+
+    shutil.copytree(tiny_model_root / "ltx-tiny", model_root / name)
+    if upsampler:
+        shutil.copytree(tiny_model_root / "ltx-tiny-latent-upsampler", model_root / name / "latent_upsampler")
+    return model_root
+
+
+@pytest.fixture
+def float32_ltx(monkeypatch):
+    real_load = ltx.load
+    monkeypatch.setattr(ltx, "load", lambda r, **kw: real_load(r, **{**kw, "dtype": torch.float32}))
+
+
+def two_stage_route(checkpoint: str = "ltx-0.9.7-distilled-tiny") -> RouteSpec:
+    return ltx_route(checkpoint=checkpoint, width=96, height=64, frames=9)
+
+
+def count_transformer_steps(model) -> list[tuple[int, ...]]:
+    """The shapes of the transformer's inputs, one per call (guidance 1.0: one call per step)."""
+    calls: list[tuple[int, ...]] = []
+    model.pipe.transformer.register_forward_pre_hook(
+        lambda module, args, kwargs: calls.append(tuple(kwargs["hidden_states"].shape)), with_kwargs=True
+    )
+    return calls
+
+
+def test_the_two_stage_recipe_is_the_documented_one():
+    """ltx_video.md's 0.9.7 and 0.9.8 distilled examples: the refine call and the upsampling arguments."""
+    assert ltx.DISTILLED.refine_timesteps == (1000, 909, 725, 421, 0)
+    assert ltx.refine_steps(ltx.DISTILLED) == 4  # denoise_strength 0.999: "4 inference steps out of 5"
+    assert (ltx.DISTILLED.adain_factor, ltx.DISTILLED.tone_map_compression_ratio) == (1.0, 0.0)
+    assert (ltx.DISTILLED_098.adain_factor, ltx.DISTILLED_098.tone_map_compression_ratio) == (1.0, 0.6)
+    assert ltx.recipe_for(ltx_route(checkpoint="LTX-Video-0.9.8-13B-distilled")) is ltx.DISTILLED_098
+    assert ltx.BASE.refine_timesteps is None
+    # 2/3 of the job's size rounded down to 32: the shipped 1216x704 renders at 800x448, refines at 1600x896
+    assert ltx.low_res_size(1216, 704, 32) == (800, 448)
+    assert ltx.low_res_size(704, 1216, 32) == (448, 800)
+    assert ltx.low_res_size(32, 32, 32) == (32, 32)
+
+    job = make_job(route=ltx_route(), width=1216, height=704, num_frames=121, aspect_ratio="16:9")
+    latents = torch.zeros(1)
+    kwargs = ltx.build_refine_kwargs(
+        job, latents, size=(1600, 896), image="the selfie", generator=None, callback=_callback
+    )
+    assert kwargs["latents"] is latents and (kwargs["width"], kwargs["height"]) == (1600, 896)
+    assert (kwargs["timesteps"], kwargs["denoise_strength"]) == ([1000, 909, 725, 421, 0], 0.999)
+    assert {name: kwargs[name] for name in DISTILLED_KWARGS if name != "timesteps"} == {
+        name: value for name, value in DISTILLED_KWARGS.items() if name != "timesteps"
+    }
+    assert kwargs["conditions"][0].image == "the selfie" and kwargs["output_type"] == "latent"
+
+
+@pytest.mark.parametrize(
+    ("checkpoint", "recipe", "with_image", "tone_maps"),
+    [
+        ("ltx-0.9.7-distilled-tiny", ltx.DISTILLED, False, []),
+        ("ltx-0.9.8-distilled-tiny", ltx.DISTILLED_098, True, [0.6]),
+    ],
+    ids=["0.9.7-text", "0.9.8-image"],
+)
+def test_a_distilled_ltx_checkpoint_with_a_latent_upsampler_runs_two_stages_end_to_end(
+    make_runner,
+    storage,
+    tiny_model_root,
+    tmp_path,
+    float32_ltx,
+    monkeypatch,
+    checkpoint,
+    recipe,
+    with_image,
+    tone_maps,
+):
+    model_root = ltx_folder(tiny_model_root, tmp_path / "models", checkpoint, upsampler=True)
+    storage.write("uploads/u/selfie", image_bytes(120, 80, seed=5), content_type="image/png")
+    runner = make_runner(model_root=model_root, device="cpu")
+    route = two_stage_route(checkpoint)
+    job = make_job(
+        route=route, width=96, height=64, num_frames=9, image_key="uploads/u/selfie" if with_image else None
+    )
+    model = runner.load_model(route)
+    steps = count_transformer_steps(model)
+    sizes, timesteps, adain, tone_mapped = [], [], [], []
+    real_prepare, real_set_timesteps = model.pipe.prepare_latents, model.pipe.scheduler.set_timesteps
+    real_adain, real_tone_map = model.upsample_pipe.adain_filter_latent, model.upsample_pipe.tone_map_latents
+
+    def prepare_latents(*args, **kwargs):
+        sizes.append((kwargs["width"], kwargs["height"], kwargs["latents"] is not None))
+        return real_prepare(*args, **kwargs)
+
+    @functools.wraps(real_set_timesteps)  # the pipeline inspects its signature
+    def set_timesteps(*args, **kwargs):
+        real_set_timesteps(*args, **kwargs)
+        timesteps.append(model.pipe.scheduler.timesteps.tolist())
+
+    def adain_filter_latent(latents, reference, factor=1.0):
+        adain.append(factor)
+        return real_adain(latents, reference, factor)
+
+    def tone_map_latents(latents, compression):
+        tone_mapped.append(compression)
+        return real_tone_map(latents, compression)
+
+    monkeypatch.setattr(model.pipe, "prepare_latents", prepare_latents)
+    monkeypatch.setattr(model.pipe.scheduler, "set_timesteps", set_timesteps)
+    monkeypatch.setattr(model.upsample_pipe, "adain_filter_latent", adain_filter_latent)
+    monkeypatch.setattr(model.upsample_pipe, "tone_map_latents", tone_map_latents)
+
+    terminal = runner.run(job)
+
+    assert terminal.kind == "completed", terminal
+    assert model.two_stage and model.recipe is recipe
+    # 1. 2/3 of 96x64 rounded down to 32; 3. twice that, from the upsampled latents
+    assert sizes == [(64, 32, False), (128, 64, True)]
+    assert [len(t) for t in timesteps] == [8, 5] and timesteps[1] == pytest.approx([1000, 909, 725, 421, 0])
+    # 8 steps, then the last 4 refine timesteps; the refine tokens are 4x the low-resolution ones
+    assert len(steps) == 12 and steps[8][1] == 4 * steps[0][1]
+    assert adain == [1.0] and tone_mapped == tone_maps
+    # 4. decoded at 128x64, delivered at the job's 96x64
+    assert decoded_frames(storage.root / job.video_key).shape == (9, 64, 96, 3)
+    timings = terminal.timings
+    assert timings["ltx_flow"] == "two-stage"
+    parts = [timings["denoise_low_res"], timings["upsample"], timings["denoise_refine"]]
+    assert all(part > 0 for part in parts) and sum(parts) <= timings["denoise"]
+
+
+def test_progress_is_monotonic_over_both_ltx_passes(
+    make_runner, tiny_model_root, tmp_path, float32_ltx, event_log
+):
+    model_root = ltx_folder(tiny_model_root, tmp_path / "models", "ltx-0.9.7-distilled-tiny", upsampler=True)
+    runner = make_runner(model_root=model_root, device="cpu")  # progress_interval 0: every step reports
+    job = make_job(route=two_stage_route(), width=96, height=64, num_frames=9)
+
+    terminal = runner.run(job)
+
+    assert terminal.kind == "completed", terminal
+    progress = [e.progress for e in event_log.of(job.job_id) if e.kind == "progress"]
+    assert len(progress) == 12  # 8 low-resolution steps and 4 refine steps
+    assert all(later > earlier for earlier, later in zip(progress, progress[1:], strict=False))
+    assert progress[0] == pytest.approx(0.05 + 0.8 / 12, abs=1e-4)
+    assert progress[-1] == pytest.approx(0.85)  # where decoding starts
+
+
+def test_a_cancel_during_the_ltx_refine_pass_stops_it(
+    make_runner, storage, tiny_model_root, tmp_path, float32_ltx, event_log, cancel_flags
+):
+    model_root = ltx_folder(tiny_model_root, tmp_path / "models", "ltx-0.9.7-distilled-tiny", upsampler=True)
+    runner = make_runner(model_root=model_root, device="cpu")
+    job = make_job(route=two_stage_route(), width=96, height=64, num_frames=9)
+    model = runner.load_model(job.route)
+    steps = count_transformer_steps(model)
+    first_refine_step = 0.05 + 0.8 * 9 / 12
+
+    def cancel_in_refine(event):
+        if event.kind == "progress" and event.progress >= first_refine_step - 1e-6:
+            cancel_flags.set(job.job_id)
+
+    event_log.listeners.append(cancel_in_refine)
+
+    terminal = runner.run(job)
+
+    assert (terminal.kind, terminal.reason_code) == ("failed", CANCELED)
+    assert len(steps) == 9  # all 8 low-resolution steps, then the first refine step, and no more
+    assert steps[8][1] == 4 * steps[0][1]  # that step was the refine pass's
+    assert terminal.timings["ltx_flow"] == "two-stage" and terminal.timings["denoise_refine"] > 0
+    assert "decode" not in terminal.timings
+    assert not (storage.root / job.video_key).exists()
+
+
+def test_a_two_stage_ltx_route_warms_up_both_passes(make_runner, tiny_model_root, tmp_path, float32_ltx):
+    model_root = ltx_folder(tiny_model_root, tmp_path / "models", "ltx-0.9.7-distilled-tiny", upsampler=True)
+    runner = make_runner(model_root=model_root, device="cpu", warmup_shapes=[(96, 64, 9)])
+    route = two_stage_route()
+    model = runner.load_model(route)
+    steps = count_transformer_steps(model)
+
+    assert list(runner.warm_up(model, route)) == ["96x64x9"]
+
+    assert len(steps) == 2 and steps[1][1] == 4 * steps[0][1]  # one step at each pass's shape
+
+
+def test_a_base_ltx_checkpoint_ignores_a_latent_upsampler(
+    make_runner, tiny_model_root, tmp_path, float32_ltx
+):
+    model_root = ltx_folder(tiny_model_root, tmp_path / "models", "ltx-tiny", upsampler=True)
+    route = ltx_route(checkpoint="ltx-tiny", width=32, height=32, frames=9, steps=2, guidance=3.0)
+
+    model = make_runner(model_root=model_root, device="cpu").load_model(route)
+
+    assert model.recipe is ltx.BASE and not model.two_stage
 
 
 def test_a_real_route_refuses_bad_input_before_loading(make_runner, tiny_model_root):

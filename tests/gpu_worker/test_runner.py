@@ -334,11 +334,14 @@ class BlackOnFirstDecode:
     def pipeline_for(self, job):
         return self.model.pipeline_for(job)
 
-    def call_kwargs(self, job, **kwargs):
-        return self.model.call_kwargs(job, **kwargs)
+    def denoise_steps(self, job):
+        return self.model.denoise_steps(job)
 
-    def decode(self, pipe, latents, generator):
-        frames = self.model.decode(pipe, latents, generator)
+    def denoise(self, pipe, job, **kwargs):
+        return self.model.denoise(pipe, job, **kwargs)
+
+    def decode(self, pipe, latents, generator, **kwargs):
+        frames = self.model.decode(pipe, latents, generator, **kwargs)
         if self.left > 0:
             self.left -= 1
             return np.zeros_like(frames)
@@ -388,7 +391,7 @@ class FailingDecode(BlackOnFirstDecode):
         super().__init__(model, 0)
         self.error = error
 
-    def decode(self, pipe, latents, generator):
+    def decode(self, pipe, latents, generator, **kwargs):
         raise self.error
 
 
@@ -482,11 +485,11 @@ class OutOfMemoryOnDecode(BlackOnFirstDecode):
         self.failures = failures
         self.tiling: list[bool] = []
 
-    def decode(self, pipe, latents, generator):
+    def decode(self, pipe, latents, generator, **kwargs):
         self.tiling.append(pipe.vae.use_tiling)
         if len(self.tiling) <= self.failures:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return super().decode(pipe, latents, generator)
+        return super().decode(pipe, latents, generator, **kwargs)
 
 
 def test_out_of_memory_is_retried_once_in_process_with_vae_tiling_and_alone(make_runner, event_log):
