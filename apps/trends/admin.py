@@ -233,6 +233,7 @@ class TrendAdmin(admin.ModelAdmin):
     list_display = (
         "cover",
         "preview",
+        "sound",
         "title",
         "status",
         "category",
@@ -388,11 +389,16 @@ class TrendAdmin(admin.ModelAdmin):
         if not obj.sound_key:
             return "— (videos of this trend are silent)"
         return format_html(
-            "{} · {} s · {} LUFS",
+            '<audio controls preload="none" src="{}"></audio><br>{} · {} s · {} LUFS',
+            get_storage().download_url(obj.sound_key),
             obj.sound_key,
             f"{obj.sound_duration_seconds or 0:.1f}",
             "?" if obj.sound_loudness_lufs is None else f"{obj.sound_loudness_lufs:.1f}",
         )
+
+    @admin.display(description="Sound", boolean=True)
+    def sound(self, obj: Trend) -> bool:
+        return obj.has_sound
 
     @admin.display(description="Score", ordering="trending_score")
     def score(self, obj: Trend) -> str:

@@ -167,3 +167,19 @@ def test_the_demo_catalogue_gets_synthesized_sounds(tmp_path):
     assert abs(len(samples) / sound.SAMPLE_RATE - 6.0) < 0.1
     assert abs(sound.loudness_lufs(samples) - (-14.0)) <= 1.0
     assert sound.true_peak_dbtp(samples) <= -1.0
+
+
+def test_the_change_page_plays_the_sound_and_it_can_be_removed(client, curator, tmp_path):  # noqa: F811
+    trend = make_trend(category=make_category())
+    response = post_sound(client, trend, SimpleUploadedFile("a.mp3", encoded(tune(), "mp3", tmp_path)))
+    assert response.status_code == 302, errors_of(response)
+    trend.refresh_from_db()
+    page = client.get(f"/admin/trends/trend/{trend.pk}/change/").content.decode()
+    assert "<audio controls" in page and trend.sound_key in page
+    assert client.get("/admin/trends/trend/").status_code == 200
+
+    data = _form(trend.category, slug=trend.slug, title=trend.title, remove_sound="on")
+    response = client.post(f"/admin/trends/trend/{trend.pk}/change/", data)
+    assert response.status_code == 302
+    trend.refresh_from_db()
+    assert (trend.sound_key, trend.has_sound, trend.sound_duration_seconds) == ("", False, None)
