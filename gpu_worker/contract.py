@@ -771,9 +771,9 @@ class JobEvent:
 
     `progress` is 0..1 across the whole job. A `completed` event's `outputs` are
     `{"video": VideoOutput, "poster": MediaOutput, "seed": int, "route": str, "has_sound": bool}` (the
-    seed actually used; `has_sound`: the MP4 carries the job's sound);
-    its `timings` are seconds: `load`, `denoise`, `decode`, `encode`, `quality`, `upload`, `total`
-    and `seconds_per_step` (for ETAs per route), and, when the route has a speed profile,
+    seed actually used; `has_sound`: the MP4 carries the job's sound); its `timings` are seconds:
+    `load`, `denoise`, `decode`, `encode`, `mux` (with a sound), `quality`, `upload`, `total` and
+    `seconds_per_step` (for ETAs per route), and, when the route has a speed profile,
     `speed_profile`: not seconds but what was applied (gpu_worker/speedups.py `apply_speedups`). A
     `failed` event carries `reason_code` (one of REASON_CODES), `retryable` and a `message` safe to show.
     A non-terminal event with a `reason_code` announces a retry: QUALITY_FAILED (a new seed, same run)

@@ -96,3 +96,17 @@ def test_the_same_key_with_and_without_sound_is_another_request(gql, alice, flow
     other = gql(CREATE, {"input": {**fields, "withSound": False}}, token=token)["data"]["createGeneration"]
     assert again["generation"]["id"] == first["generation"]["id"]
     assert other["__typename"] == "IdempotencyKeyReused"
+
+
+@pytest.mark.parametrize(
+    ("argument", "message"),
+    [
+        ("first: -1", "Argument 'first' must be a non-negative integer."),
+        ("last: 101", "Argument 'last' cannot be higher than 100."),
+        ('after: "x"', "A cursor is not valid."),
+    ],
+)
+def test_bad_paging_arguments_are_a_validation_error_not_a_bug(gql, argument, message):
+    result = gql(f"{{ trends({argument}) {{ edges {{ node {{ slug }} }} }} }}")
+    (error,) = result["errors"]
+    assert (error["extensions"]["code"], error["message"]) == ("VALIDATION", message), error
