@@ -355,6 +355,12 @@ TRENDS_DEFAULT_LOCALE = os.environ.get("TRENDS_DEFAULT_LOCALE", "en")
 # Trend media in the local folder are served here (apps/trends/media.py; S3 gives its own URLs).
 TRENDS_MEDIA_URL = "/media/trends/"
 TRENDS_SCREEN_CACHE_SECONDS = env_int("TRENDS_SCREEN_CACHE_SECONDS", 300)
+# A trend's sound (apps/trends/sound.py): the longest and largest upload an admin may give, and the
+# loudness it is stored at (integrated LUFS, true-peak ceiling in dBTP).
+TRENDS_SOUND_MAX_SECONDS = env_int("TRENDS_SOUND_MAX_SECONDS", 60)
+TRENDS_SOUND_MAX_BYTES = env_int("TRENDS_SOUND_MAX_BYTES", 10 * 1024 * 1024)
+TRENDS_SOUND_TARGET_LUFS = env_float("TRENDS_SOUND_TARGET_LUFS", -14.0)
+TRENDS_SOUND_TRUE_PEAK_DBTP = env_float("TRENDS_SOUND_TRUE_PEAK_DBTP", -1.0)
 TRENDS_NEW_TODAY_HOURS = env_int("TRENDS_NEW_TODAY_HOURS", 24)
 TRENDS_IMPRESSIONS_MAX_BATCH = env_int("TRENDS_IMPRESSIONS_MAX_BATCH", 100)
 # Rotation: a scheduler enqueues the job every interval, in both run modes (apps/trends/scheduler.py).

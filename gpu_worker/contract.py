@@ -643,6 +643,11 @@ class GenerationJob:
     for its one quality-gate retry and reports the seed it used). `width`/`height` come from
     `output_size`, `num_frames` from `frames_for_duration`. Inputs and outputs are storage keys:
     the worker writes `<output_prefix>/video.mp4` and `<output_prefix>/poster.jpg`.
+
+    `sound_key` (added without a version bump: an old worker ignores it and delivers a silent video) is
+    the trend's sound, an AAC M4A already normalized by the backend (apps/trends/sound.py): the worker
+    muxes it into the MP4 as an AAC stereo track cut to the clip's length with a short fade-out, after
+    the GPU is released, and its quality gate checks the track (gpu_worker/audio.py). None: silent.
     """
 
     job_id: str
@@ -660,6 +665,7 @@ class GenerationJob:
     lora_key: str | None = None  # a user's identity LoRA (safetensors, diffusers/peft keys)
     lora_scale: float = 1.0
     version: int = CONTRACT_VERSION
+    sound_key: str | None = None  # the trend's sound (AAC M4A) to mux in; None: a silent video
 
     def __post_init__(self) -> None:
         _read_route(self)
@@ -678,7 +684,7 @@ class GenerationJob:
             value = getattr(self, name)
             _require(_is_int(value) and value > 0, f"{name} must be a positive integer, got {value!r}")
         _require_output_prefix(self.output_prefix)
-        for name in ("image_key", "lora_key"):
+        for name in ("image_key", "lora_key", "sound_key"):
             value = getattr(self, name)
             _require(
                 value is None or (isinstance(value, str) and bool(KEY_PATTERN.match(value))),
@@ -764,9 +770,10 @@ class JobEvent:
     one seen" is always right. It is not the API's GenerationEvent.sequence, which the backend counts.
 
     `progress` is 0..1 across the whole job. A `completed` event's `outputs` are
-    `{"video": VideoOutput, "poster": MediaOutput, "seed": int, "route": str}` (the seed actually used);
-    its `timings` are seconds: `load`, `denoise`, `decode`, `encode`, `quality`, `upload`, `total`
-    and `seconds_per_step` (for ETAs per route: `denoise` over the route's steps), and, when the route has
+    `{"video": VideoOutput, "poster": MediaOutput, "seed": int, "route": str, "has_sound": bool}` (the
+    seed actually used; `has_sound`: the MP4 carries the job's sound); its `timings` are seconds:
+    `load`, `denoise`, `decode`, `encode`, `mux` (with a sound), `quality`, `upload`, `total` and
+    `seconds_per_step` (for ETAs per route: `denoise` over the route's steps), and, when the route has
     a speed profile, `speed_profile`: not seconds but what was applied (gpu_worker/speedups.py
     `apply_speedups`). An LTX job says which flow ran in `ltx_flow` ("one-stage" or "two-stage"), and a
     two-stage one the seconds of the parts of its `denoise`: `denoise_low_res`, `upsample` and

@@ -14,6 +14,11 @@ A real clip clears these by far (a static shot still has grain and small motion)
 weight tiny-wan output, coloured noise that changes every frame: over 72 runs (6 seeds, 32x32 to
 128x128, text and image to video, 2 and 4 steps) its spatial deviation was 2.5-4.3/255, its motion
 4.3-7.4/255 and its p99 luma 130/255. Faces, moderation and prompt adherence are not judged here.
+
+When the job asked for a sound, `check_audio_file` refuses a delivered MP4 whose audio track is missing,
+not AAC stereo, not within AUDIO_LENGTH_TOLERANCE_S of the clip's length, or silent (RMS under
+SILENT_DBFS; a trend sound is stored at -14 LUFS, so a real one sits around -17 dBFS RMS). A new seed does
+not change the sound, so the runner fails such a job at once (QUALITY_FAILED) instead of rendering again.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gpu_worker import video
+from gpu_worker import audio, video
 
 BLACK_P99 = 13 / 255
 BLANK_STD = 1 / 255
@@ -37,6 +42,13 @@ WRONG_SIZE = "wrong_size"
 BLACK = "black"
 BLANK = "blank"
 FROZEN = "frozen"
+NO_AUDIO = "no_audio"
+WRONG_AUDIO_FORMAT = "wrong_audio_format"
+WRONG_AUDIO_LENGTH = "wrong_audio_length"
+SILENT_AUDIO = "silent_audio"
+
+AUDIO_LENGTH_TOLERANCE_S = 0.1
+SILENT_DBFS = -60.0
 
 
 @dataclass(frozen=True)
@@ -109,3 +121,29 @@ def check_video_file(path: Path, *, width: int, height: int, num_frames: int) ->
     except video.VideoDecodeError:
         return QualityReport(UNDECODABLE, "the video file does not decode")
     return check_frames(decoded.frames, width=width, height=height, num_frames=num_frames)
+
+
+def check_audio_file(
+    path: Path, *, duration_seconds: float, tolerance_s: float = AUDIO_LENGTH_TOLERANCE_S
+) -> QualityReport:
+    """The audio track of a delivered MP4, when a sound was asked for (see the module doc)."""
+    try:
+        track = audio.read_audio(path)
+    except audio.AudioError:
+        return QualityReport(NO_AUDIO, "the sound does not decode")
+    if track is None:
+        return QualityReport(NO_AUDIO, "the video has no sound")
+    metrics = {"audio_seconds": round(track.duration_seconds, 4), "audio_rms_dbfs": round(track.rms_dbfs, 2)}
+    if track.codec != "aac" or track.channels != "stereo":
+        return QualityReport(
+            WRONG_AUDIO_FORMAT, f"the sound is {track.codec} {track.channels}, not AAC stereo", metrics
+        )
+    if abs(track.duration_seconds - duration_seconds) > tolerance_s:
+        return QualityReport(
+            WRONG_AUDIO_LENGTH,
+            f"the sound lasts {track.duration_seconds:.2f} s, not {duration_seconds:.2f} s",
+            metrics,
+        )
+    if not track.rms_dbfs > SILENT_DBFS:
+        return QualityReport(SILENT_AUDIO, "the sound is silent", metrics)
+    return QualityReport(None, "ok", metrics)

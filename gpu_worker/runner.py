@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from gpu_worker import pipelines, quality, video
+from gpu_worker import audio, pipelines, quality, video
 from gpu_worker.contract import (
     FAMILY_TINY_WAN,
     QUALITY_FAILED,
@@ -70,6 +70,7 @@ PROGRESS = {
 }
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
 MAX_LORA_BYTES = 1024 * 1024 * 1024
+MAX_SOUND_BYTES = 32 * 1024 * 1024  # a trend sound is at most a minute of 192 kb/s AAC (about 1.5 MB)
 MAX_IMAGE_PIXELS = 40_000_000  # as the backend's UPLOAD_MAX_PIXELS
 
 
@@ -326,6 +327,7 @@ class Runner:
         progress_interval: float = 0.25,
         max_loaded_models: int = 1,
         quality_gate: Callable[..., quality.QualityReport] = quality.check_video_file,
+        audio_gate: Callable[..., quality.QualityReport] = quality.check_audio_file,
         warmup_shapes: Sequence[tuple[int, int, int]] | None = None,
         lora_hotswap_rank: int = DEFAULT_LORA_HOTSWAP_RANK,
         compile_options: Mapping[str, Any] | None = None,
@@ -338,6 +340,7 @@ class Runner:
         self.progress_interval = progress_interval
         self.max_loaded_models = max_loaded_models
         self.quality_gate = quality_gate
+        self.audio_gate = audio_gate
         self.models: OrderedDict[tuple[str, str, str], pipelines.VideoModel] = OrderedDict()
         self.lora = LoraAdapters(storage, hotswap_rank=lora_hotswap_rank)
         # the (width, height, num_frames) a compiled route is warmed up at by `preload` (None: its native
@@ -429,12 +432,14 @@ class Runner:
         return frames
 
     def _deliver(self, run: JobRun, image: Any, frames: np.ndarray | None) -> JobEvent:
-        """Steps 5-7, without the GPU lock: encode, quality gate (a refused clip is rendered once more
-        with a new seed, on the GPU again), upload. A cancel seen up to the end of the upload wins."""
+        """Steps 5-7, without the GPU lock: encode (and mux the job's sound), quality gate (a refused
+        clip is rendered once more with a new seed, on the GPU again; a refused sound fails the job, as a
+        new seed would not change it), upload. A cancel seen up to the end of the upload wins."""
         job: GenerationJob = run.job
         events = run.events
         seed = job.seed
         video_path, poster_path = run.work / "video.mp4", run.work / "poster.jpg"
+        sound_path = self._input_sound(run) if job.sound_key else None
         for quality_attempt in (1, 2):
             if frames is None:
                 with run.gpu():
@@ -444,9 +449,15 @@ class Runner:
             run.check_cancel()
             events.stage(STAGE_ENCODING)
             with run.timed("encode"):
-                video.encode_mp4(frames, video_path, fps=job.fps)
+                silent_path = run.work / "silent.mp4" if sound_path else video_path
+                video.encode_mp4(frames, silent_path, fps=job.fps)
                 video.write_jpeg(frames[video.poster_index(frames)], poster_path)
             frames = None
+            if sound_path is not None:
+                with run.timed("mux"):
+                    audio.mux_sound(
+                        silent_path, sound_path, video_path, duration_seconds=job.duration_seconds
+                    )
 
             # 6. Quality gate on what the user would get: the MP4 decoded back
             run.check_cancel()
@@ -454,6 +465,20 @@ class Runner:
             with run.timed("quality"):
                 report = self.quality_gate(
                     video_path, width=job.width, height=job.height, num_frames=job.num_frames
+                )
+                sound_report = (
+                    self.audio_gate(video_path, duration_seconds=job.duration_seconds)
+                    if sound_path is not None and report.ok
+                    else None
+                )
+            if sound_report is not None and not sound_report.ok:
+                logger.warning(
+                    "job %s: the sound failed the quality gate (%s)", job.job_id, sound_report.reason
+                )
+                return events.failed(
+                    QUALITY_FAILED,
+                    f"the video failed the quality check: {sound_report.message}",
+                    timings=run.rounded_timings(),
                 )
             if report.ok:
                 break
@@ -501,6 +526,7 @@ class Runner:
             },
             "seed": seed,
             "route": job.route.name,
+            "has_sound": sound_path is not None,
         }
         return run.completed(
             seconds_per_step=run.timings["denoise"] / (job.route.steps * quality_attempt), outputs=outputs
@@ -693,6 +719,19 @@ class Runner:
             del self.models[key]
         if others:
             free_memory()
+
+    def _input_sound(self, run: JobRun) -> Path:
+        """The job's sound (an AAC M4A the backend normalized), in the run's work folder."""
+        job: GenerationJob = run.job
+        try:
+            data = self.storage.read(job.sound_key, max_bytes=MAX_SOUND_BYTES)
+        except MissingObject:
+            raise BadInput("the trend's sound is missing") from None
+        except ObjectTooLarge:
+            raise BadInput("the trend's sound is too large") from None
+        path = run.work / "sound.m4a"
+        path.write_bytes(data)
+        return path
 
     def _input_image(self, job: GenerationJob) -> Any:
         if job.image_key is None:

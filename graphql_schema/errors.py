@@ -15,6 +15,7 @@ from typing import Any
 import strawberry
 from graphql import GraphQLError, StringValueNode, Visitor, visit
 from strawberry.extensions import MaskErrors, SchemaExtension
+from strawberry.relay.utils import SliceMetadata
 
 from apps.core import errors as domain
 
@@ -241,6 +242,19 @@ def public_error(exc: domain.DomainError) -> PublicError:
     if exc.field:
         error.extensions["field"] = exc.field
     return error
+
+
+def page_arguments_check(
+    info: Any, *, first: int | None, after: str | None, last: int | None, before: str | None
+) -> None:
+    """A connection's paging arguments, checked as strawberry's relay will check them: a negative or too
+    large count, or a cursor that is not one, is malformed input (a top-level VALIDATION error), not the
+    bug that its ValueError would otherwise be masked as."""
+    try:
+        SliceMetadata.from_arguments(info, before=before, after=after, first=first, last=last)
+    except (ValueError, TypeError) as exc:
+        message = str(exc) if str(exc).startswith("Argument") else "A cursor is not valid."
+        raise public_error(domain.ValidationFailed(message)) from None
 
 
 def not_found(what: str = "object") -> PublicError:

@@ -122,6 +122,7 @@ def generation_job(generation: Generation) -> contract.GenerationJob:
         attempt=generation.attempt,
         image_key=generation.image_key or None,
         lora_key=generation.lora_key or None,
+        sound_key=generation.sound_key or None,
     )
 
 

@@ -321,6 +321,9 @@ class Generation(BaseModel):
     )
     image_key = models.CharField(max_length=255, blank=True, help_text="The verified selfie's storage key.")
     lora_key = models.CharField(max_length=255, blank=True)
+    sound_key = models.CharField(
+        max_length=512, blank=True, help_text="The trend's sound muxed into the video; empty: silent."
+    )
     aspect_ratio = models.CharField(max_length=16, choices=AspectRatio.choices)
     duration_seconds = models.PositiveSmallIntegerField()
     quality = models.CharField(max_length=16, choices=QualityTier.choices)
@@ -402,6 +405,12 @@ class Generation(BaseModel):
     @property
     def is_terminal(self) -> bool:
         return self.status in TERMINAL_STATUSES
+
+    @property
+    def has_sound(self) -> bool:
+        """Whether the video carries a sound: the trend's was asked for (the worker's quality gate refuses
+        a video without it, so a delivered one has it)."""
+        return bool(self.sound_key)
 
     @property
     def output_prefix(self) -> str:

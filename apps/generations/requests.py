@@ -68,10 +68,14 @@ class GenerationRequest:
     speed: str | None = None
     seed: int | None = None
     idempotency_key: str | None = None
+    with_sound: bool = True  # the trend's sound in the video (a trend without one gives a silent video)
 
     def fingerprint(self) -> str:
-        """The request without its key: two requests are "the same" when these are equal."""
+        """The request without its key: two requests are "the same" when these are equal. `with_sound`
+        counts only when off, so requests made before it existed keep their fingerprints."""
         fields = {k: v for k, v in dataclasses.asdict(self).items() if k != "idempotency_key"}
+        if fields["with_sound"]:
+            del fields["with_sound"]
         return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -95,6 +99,7 @@ class Resolved:
     height: int
     num_frames: int
     credits: int
+    sound_key: str = ""  # the trend's sound to mux in; empty: a silent video
 
 
 @dataclass(frozen=True)
@@ -244,6 +249,7 @@ def _resolve(*, user, request: GenerationRequest, for_create: bool) -> Resolved:
         height=height,
         num_frames=num_frames,
         credits=credits,
+        sound_key=trend.sound_key if trend is not None and request.with_sound else "",
     )
 
 
@@ -383,6 +389,7 @@ def _create(*, user, key: str, fingerprint: str, resolved: Resolved, plan: dict)
         photo_upload=resolved.upload,
         image_key=resolved.image_key,
         lora_key=resolved.lora_key,
+        sound_key=resolved.sound_key,
         aspect_ratio=resolved.aspect_ratio,
         duration_seconds=resolved.duration_seconds,
         quality=resolved.quality,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.shortcuts import render
@@ -19,6 +20,7 @@ from django.utils.html import format_html
 from apps.accounts.models import Platform
 from apps.core.choices import AspectRatio
 from apps.core.errors import ValidationFailed
+from apps.storage.backends import get_storage
 
 from . import services
 from .media import image_inspect, media_save, media_url, video_inspect
@@ -34,6 +36,7 @@ from .models import (
 )
 from .screen import build_shared_screen, explain_sections, resolve_personal
 from .selectors import audience_parse
+from .sound import SOUND_CONTENT_TYPE, SOUND_EXTENSION, SoundInvalid, size_text, sound_prepare
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 
@@ -57,13 +60,20 @@ class TrendAdminForm(forms.ModelForm):
     preferred_model_route = forms.ChoiceField(choices=())
     cover_upload = forms.FileField(required=False, label="Upload a cover", help_text="JPEG, PNG or WebP.")
     preview_upload = forms.FileField(required=False, label="Upload a preview video", help_text="MP4.")
+    sound_upload = forms.FileField(
+        required=False,
+        label="Upload a sound",
+        help_text="MP3, AAC, WAV or M4A; stored as AAC at -14 LUFS (true peak -1 dBTP).",
+    )
+    remove_sound = forms.BooleanField(required=False, label="Remove the sound (videos become silent)")
 
     class Meta:
         model = Trend
         fields = (
             "slug", "title", "subtitle", "category", "tags", "status", "publish_at", "retire_at", "pinned",
             "sort_weight", "cover_image_key", "cover_width", "cover_height", "preview_video_key",
-            "preview_width", "preview_height", "preview_duration_seconds", "prompt_template",
+            "preview_width", "preview_height", "preview_duration_seconds", "sound_title", "sound_artist",
+            "sound_licence", "prompt_template",
             "negative_prompt", "requires", "camera_body", "lens", "focal_length_mm", "aperture",
             "camera_movement",
             "movement_strength", "lighting", "mood", "aspect_ratios", "default_aspect_ratio", "durations",
@@ -135,7 +145,39 @@ class TrendAdminForm(forms.ModelForm):
                     cleaned.update(
                         preview_width=probed[0], preview_height=probed[1], preview_duration_seconds=probed[2]
                     )
+        self._clean_sound(cleaned)
         return cleaned
+
+    def _clean_sound(self, cleaned: dict) -> None:
+        """A sound upload is probed and normalized (apps/trends/sound.py), then stored through apps.storage
+        where the GPU workers read it; a file that is not usable audio is a form error on the upload."""
+        upload = self.cleaned_data.get("sound_upload")
+        if not upload:
+            if cleaned.get("remove_sound"):
+                self.instance.sound_key = ""
+                self.instance.sound_duration_seconds = self.instance.sound_loudness_lufs = None
+            return
+        max_bytes = settings.TRENDS_SOUND_MAX_BYTES
+        if upload.size > max_bytes:
+            self.add_error("sound_upload", f"The file is over {size_text(max_bytes)}.")
+            return
+        try:
+            sound = sound_prepare(
+                upload.read(),
+                max_seconds=settings.TRENDS_SOUND_MAX_SECONDS,
+                max_bytes=max_bytes,
+                target_lufs=settings.TRENDS_SOUND_TARGET_LUFS,
+                true_peak_dbtp_max=settings.TRENDS_SOUND_TRUE_PEAK_DBTP,
+            )
+        except SoundInvalid as exc:
+            self.add_error("sound_upload", str(exc))
+            return
+        key = f"trends/sounds/{uuid.uuid4().hex}.{SOUND_EXTENSION}"
+        get_storage().write(key, sound.data, content_type=SOUND_CONTENT_TYPE)
+        # Not form fields (so an admin cannot type a key): set on the instance the form saves.
+        self.instance.sound_key = key
+        self.instance.sound_duration_seconds = sound.duration_seconds
+        self.instance.sound_loudness_lufs = sound.loudness_lufs
 
     def _post_clean(self):
         super()._post_clean()
@@ -191,6 +233,7 @@ class TrendAdmin(admin.ModelAdmin):
     list_display = (
         "cover",
         "preview",
+        "sound",
         "title",
         "status",
         "category",
@@ -211,6 +254,7 @@ class TrendAdmin(admin.ModelAdmin):
     actions = ("publish_selected", "retire_selected", "pin_selected", "unpin_selected")
     inlines = [TrendChangeInline]
     readonly_fields = (
+        "sound_info",
         "cover_preview",
         "video_preview",
         "published_at",
@@ -256,6 +300,19 @@ class TrendAdmin(admin.ModelAdmin):
                     "preview_width",
                     "preview_height",
                     "preview_duration_seconds",
+                )
+            },
+        ),
+        (
+            "Sound",
+            {
+                "fields": (
+                    "sound_info",
+                    "sound_upload",
+                    "remove_sound",
+                    "sound_title",
+                    "sound_artist",
+                    "sound_licence",
                 )
             },
         ),
@@ -326,6 +383,22 @@ class TrendAdmin(admin.ModelAdmin):
     @admin.display(description="Preview video")
     def video_preview(self, obj: Trend) -> str:
         return _video(obj.preview_video_key, height=240)
+
+    @admin.display(description="Stored sound")
+    def sound_info(self, obj: Trend) -> str:
+        if not obj.sound_key:
+            return "— (videos of this trend are silent)"
+        return format_html(
+            '<audio controls preload="none" src="{}"></audio><br>{} · {} s · {} LUFS',
+            get_storage().download_url(obj.sound_key),
+            obj.sound_key,
+            f"{obj.sound_duration_seconds or 0:.1f}",
+            "?" if obj.sound_loudness_lufs is None else f"{obj.sound_loudness_lufs:.1f}",
+        )
+
+    @admin.display(description="Sound", boolean=True)
+    def sound(self, obj: Trend) -> bool:
+        return obj.has_sound
 
     @admin.display(description="Score", ordering="trending_score")
     def score(self, obj: Trend) -> str:

@@ -117,6 +117,16 @@ class Trend(Targeting, BaseModel):
     preview_width = models.PositiveIntegerField(null=True, blank=True)
     preview_height = models.PositiveIntegerField(null=True, blank=True)
     preview_duration_seconds = models.FloatField(null=True, blank=True)
+    # The sound every video of the trend carries (apps/trends/sound.py): an AAC M4A in apps.storage,
+    # normalized to TRENDS_SOUND_TARGET_LUFS; empty: the trend's videos are silent.
+    sound_key = models.CharField(max_length=512, blank=True)
+    sound_title = models.CharField(max_length=120, blank=True)
+    sound_artist = models.CharField(max_length=120, blank=True)
+    sound_licence = models.CharField(
+        max_length=300, blank=True, help_text="Who licensed it and on what terms; shown in the app."
+    )
+    sound_duration_seconds = models.FloatField(null=True, blank=True, editable=False)
+    sound_loudness_lufs = models.FloatField(null=True, blank=True, editable=False)
 
     # How it is made
     prompt_template = models.TextField(
@@ -210,6 +220,10 @@ class Trend(Targeting, BaseModel):
             return None
         return self.generations_succeeded / self.generations_started
 
+    @property
+    def has_sound(self) -> bool:
+        return bool(self.sound_key)
+
     def clean(self) -> None:
         errors: dict[str, str] = {}
         if isinstance(self.aspect_ratios, list) and self.default_aspect_ratio not in self.aspect_ratios:
@@ -222,6 +236,8 @@ class Trend(Targeting, BaseModel):
             errors["retire_at"] = "The retire time must come after the publish time."
         if bool(self.cover_width) != bool(self.cover_height):
             errors["cover_height"] = "Give both the cover width and height, or neither."
+        if self.sound_key and not self.sound_title.strip():
+            errors["sound_title"] = "Give the sound a title; the app shows it with the trend."
         if not (self.price_draft <= self.price_standard <= self.price_cinema):
             errors["price_cinema"] = "Prices must not fall with quality: draft <= standard <= cinema."
         if errors:

@@ -20,6 +20,11 @@ class GenerationInput:
     quality: QualityTier | None = strawberry.field(default=None, description="Default: the trend's.")
     speed: SpeedLane | None = strawberry.field(default=None, description="Default: INSTANT.")
     seed: int | None = strawberry.field(default=None, description="0 or more; default: random.")
+    with_sound: bool | None = strawberry.field(
+        default=True,
+        description="The trend's sound in the video (AAC; null: true). False, or a trend without a sound: "
+        "a silent video.",
+    )
     idempotency_key: str | None = strawberry.field(
         default=None,
         description=(

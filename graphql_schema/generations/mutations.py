@@ -60,6 +60,7 @@ def generation_request(input: GenerationInput) -> services.GenerationRequest:
         speed=input.speed.value if input.speed else None,
         seed=input.seed,
         idempotency_key=input.idempotency_key,
+        with_sound=input.with_sound is not False,
     )
 
 

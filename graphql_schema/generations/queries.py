@@ -18,6 +18,7 @@ from ..errors import (
     UploadInvalid,
     ValidationError,
     not_found,
+    page_arguments_check,
 )
 from ..permissions import require_user
 from ..services import call_service
@@ -72,6 +73,7 @@ class GenerationQueries:
         before: str | None = None,
     ) -> GenerationConnection:
         user = require_user(info)
+        page_arguments_check(info, first=first, after=after, last=last, before=before)
 
         def page() -> GenerationConnection:
             queryset = selectors.generations_visible_to(user=user).select_related("trend__category", "route")

@@ -138,6 +138,13 @@ class GenerationType(ModelNode):
     async def speed(self, root: strawberry.Parent[models.Generation]) -> SpeedLane:
         return SpeedLane(root.lane)
 
+    @strawberry_django.field(
+        description="Whether the video carries the trend's sound: asked for (withSound), and the trend "
+        "has one."
+    )
+    async def has_sound(self, root: strawberry.Parent[models.Generation]) -> bool:
+        return root.has_sound
+
     @strawberry_django.field(description="The trend it was made from; null for a free prompt.")
     async def trend(self, root: strawberry.Parent[models.Generation]) -> TrendType | None:
         return await _related(root, "trend")

@@ -8,7 +8,7 @@ from apps.core.errors import ValidationFailed
 from apps.trends import selectors
 
 from ..enums import Platform
-from ..errors import public_error
+from ..errors import page_arguments_check, public_error
 from .types import Screen, TrendConnection, TrendType, section_from
 
 SCREEN_ID = "home"
@@ -47,6 +47,8 @@ class TrendQueries:
         category: str | None = None,
         tag: str | None = None,
     ) -> TrendConnection:
+        page_arguments_check(info, first=first, after=after, last=last, before=before)
+
         def page() -> TrendConnection:
             return TrendConnection.resolve_connection(
                 selectors.trends_live(category=category, tag=tag),

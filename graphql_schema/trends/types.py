@@ -40,6 +40,13 @@ class VideoAsset:
     duration_seconds: float | None
 
 
+@strawberry.type(description="The music a trend's videos carry, with what the app shows of it.")
+class TrendSound:
+    title: str
+    artist: str | None
+    licence: str | None = strawberry.field(description="The licence note, like who licensed it and how.")
+
+
 @strawberry.type(description="A group of trends, like Dance or Cinematic.")
 class Category:
     slug: str
@@ -119,6 +126,18 @@ class TrendType(relay.Node):
             height=root.preview_height,
             duration_seconds=root.preview_duration_seconds,
         )
+
+    @strawberry.field(description="Its videos' music; null when they are silent.")
+    def sound(self, root: strawberry.Parent[models.Trend]) -> TrendSound | None:
+        if not root.has_sound:
+            return None
+        return TrendSound(
+            title=root.sound_title, artist=root.sound_artist or None, licence=root.sound_licence or None
+        )
+
+    @strawberry.field(description="Whether its videos carry a sound (for the home screen's cards).")
+    def has_sound(self, root: strawberry.Parent[models.Trend]) -> bool:
+        return root.has_sound
 
     @strawberry.field
     def requires(self, root: strawberry.Parent[models.Trend]) -> TrendRequirement:

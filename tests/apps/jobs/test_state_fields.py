@@ -21,6 +21,7 @@ GENERATION_FIXED = {
     "photo_upload",
     "image_key",
     "lora_key",
+    "sound_key",
     "aspect_ratio",
     "duration_seconds",
     "quality",

@@ -1,10 +1,11 @@
 """Loads the demo catalogue (`fixtures/trends/catalogue.json`): categories, live trends with drawn covers
-and previews, some engagement, and the default home screen. Idempotent: what exists is left as curators
-left it; only missing rows and missing media files are added.
+and previews and synthesized sounds (apps/trends/sound.py), some engagement, and the default home screen.
+Idempotent: what exists is left as curators left it; only missing rows and missing media files are added.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import timedelta
 from decimal import Decimal
@@ -15,6 +16,7 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 from django.utils import timezone
 
+from apps.storage.backends import get_storage
 from apps.trends.cache import screen_cache_invalidate
 from apps.trends.curators import curator_group_ensure
 from apps.trends.demo_media import (
@@ -37,6 +39,13 @@ from apps.trends.models import (
 )
 from apps.trends.rotation import trends_rotate
 from apps.trends.services import COUNTERS, current_hour, stats_add
+from apps.trends.sound import (
+    SOUND_CONTENT_TYPE,
+    SOUND_EXTENSION,
+    encode_m4a,
+    normalize,
+    synthesize_tune,
+)
 
 CATALOGUE = Path(settings.BASE_DIR) / "fixtures" / "trends" / "catalogue.json"
 TREND_FIELDS = {
@@ -46,6 +55,10 @@ TREND_FIELDS = {
     "preferred_model_route", "default_quality", "price_draft", "price_standard", "price_cinema",
     "requires", "pinned", "sort_weight", "platforms", "min_app_version", "locales",
 }  # fmt: skip
+DEMO_SOUND_SECONDS = 6.0
+DEMO_SOUNDS = 6  # the trends share a few tunes (each takes about a second to make)
+DEMO_SOUND_ARTIST = "Diffuse demo band"
+DEMO_SOUND_LICENCE = "Synthesized at load time for the demo catalogue; free to use."
 SECTION_FIELDS = {
     "section_type", "title", "titles", "subtitle", "subtitles", "source", "max_items", "action_url",
     "platforms", "min_app_version", "locales",
@@ -58,8 +71,9 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--path", default=str(CATALOGUE))
         parser.add_argument("--no-previews", action="store_true", help="skip drawing preview videos")
+        parser.add_argument("--no-sounds", action="store_true", help="skip synthesizing trend sounds")
 
-    def handle(self, *args, path: str, no_previews: bool, **options):
+    def handle(self, *args, path: str, no_previews: bool, no_sounds: bool = False, **options):
         data = json.loads(Path(path).read_text())
         now = timezone.now()
         for section_type, version in FIRST_APP_VERSIONS.items():
@@ -92,6 +106,7 @@ class Command(BaseCommand):
                     has_preview = True
             if Trend.objects.filter(slug=row["slug"]).exists():
                 continue
+            sound = {} if no_sounds or row.get("sound") is False else self._sound(row)
             fields = {k: v for k, v in row.items() if k in TREND_FIELDS}
             if fields.get("aperture") is not None:
                 fields["aperture"] = Decimal(str(fields["aperture"]))
@@ -114,6 +129,7 @@ class Command(BaseCommand):
                         if has_preview
                         else {}
                     ),
+                    **sound,
                 )
                 trend.full_clean()
                 trend.save()
@@ -153,6 +169,28 @@ class Command(BaseCommand):
             f"trends: {Trend.objects.filter(status=TrendStatus.LIVE).count()} live "
             f"({created} new), {Category.objects.count()} categories, {FeedSection.objects.count()} sections"
         )
+
+    def _sound(self, row: dict) -> dict:
+        """The trend's demo sound: one of DEMO_SOUNDS tunes, synthesized and normalized like an admin's
+        upload the first time one is needed."""
+        tune = int(hashlib.sha256(row["slug"].encode()).hexdigest()[:8], 16) % DEMO_SOUNDS
+        key = f"trends/sounds/demo-{tune + 1}.{SOUND_EXTENSION}"
+        storage = get_storage()
+        if storage.head(key) is None:
+            samples = normalize(
+                synthesize_tune(seed=tune, seconds=DEMO_SOUND_SECONDS),
+                target_lufs=settings.TRENDS_SOUND_TARGET_LUFS,
+                ceiling_dbtp=settings.TRENDS_SOUND_TRUE_PEAK_DBTP - 0.5,
+            )
+            storage.write(key, encode_m4a(samples), content_type=SOUND_CONTENT_TYPE)
+        return {
+            "sound_key": key,
+            "sound_title": f"Demo loop {tune + 1}",
+            "sound_artist": DEMO_SOUND_ARTIST,
+            "sound_licence": DEMO_SOUND_LICENCE,
+            "sound_duration_seconds": DEMO_SOUND_SECONDS,
+            "sound_loudness_lufs": settings.TRENDS_SOUND_TARGET_LUFS,
+        }
 
     def _seed_engagement(self, trend: Trend, engagement: dict) -> None:
         """Spreads the fixture's last-day engagement over the past 24 hourly buckets, and adds it up."""
