@@ -123,7 +123,12 @@ def test_the_worker_renders_each_tier_with_its_profile_and_records_it(runner, ev
     native = tiny_route(steps=4)
     draft = make_job(route=route_for_tier(native, DRAFT), tier="DRAFT", width=32, height=32, num_frames=9)
     cinema = make_job(
-        route=route_for_tier(native, CINEMA), tier="CINEMA", width=64, height=64, num_frames=9, seed=draft.seed
+        route=route_for_tier(native, CINEMA),
+        tier="CINEMA",
+        width=64,
+        height=64,
+        num_frames=9,
+        seed=draft.seed,
     )
 
     done = {job.tier: runner.run(job) for job in (draft, cinema)}
@@ -142,7 +147,11 @@ def test_the_worker_renders_each_tier_with_its_profile_and_records_it(runner, ev
         "latent_tokens": 2 * 2 * 3,
         "cost": 2 * 2 * 2 * 3,
     }
-    assert (rendered["CINEMA"]["steps"], rendered["CINEMA"]["width"], rendered["CINEMA"]["height"]) == (6, 64, 64)
+    assert (rendered["CINEMA"]["steps"], rendered["CINEMA"]["width"], rendered["CINEMA"]["height"]) == (
+        6,
+        64,
+        64,
+    )
     assert rendered["CINEMA"]["cost"] > rendered["DRAFT"]["cost"]
     # The steps really ran: one progress event per step (throttling is off in the fixture)
     progress = {

@@ -77,7 +77,16 @@ def test_clip_lengths_stay_within_what_the_model_was_trained_on(shipped_routes):
             "CINEMA renders without a step cache",
         ),
         (
-            {"STANDARD": {"width": 64, "height": 64, "fps": 8, "max_frames": 161, "steps": 4, "guidance": 5.0}},
+            {
+                "STANDARD": {
+                    "width": 64,
+                    "height": 64,
+                    "fps": 8,
+                    "max_frames": 161,
+                    "steps": 4,
+                    "guidance": 5.0,
+                }
+            },
             "STANDARD: max_frames 161 is beyond the model's range",
         ),
         (
@@ -154,7 +163,9 @@ def test_run_time_follows_the_tiers_steps(shipped_routes):
 def _user():
     from apps.accounts.models import User
 
-    return User.objects.create_user(email=f"u{User.objects.count()}@example.com", password="x-long-password-1")
+    return User.objects.create_user(
+        email=f"u{User.objects.count()}@example.com", password="x-long-password-1"
+    )
 
 
 def test_model_route_table_round_trips_through_the_contract(shipped_routes):
