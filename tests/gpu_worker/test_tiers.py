@@ -161,3 +161,26 @@ def test_the_worker_renders_each_tier_with_its_profile_and_records_it(runner, ev
     videos = {tier: event.outputs["video"] for tier, event in done.items()}
     assert (videos["DRAFT"]["width"], videos["CINEMA"]["width"]) == (32, 64)
     assert done["DRAFT"].outputs["seed"] == done["CINEMA"].outputs["seed"] == draft.seed
+
+
+def test_a_drafts_step_cache_is_off_again_for_the_cinema_job_after_it(runner):
+    native = tiny_route(steps=4)
+    cached = RenderProfile(
+        width=32,
+        height=32,
+        fps=8,
+        max_frames=33,
+        steps=4,
+        guidance=5.0,
+        speed_profile={"cache": "first_block", "cache_params": {"threshold": 0.2}},
+    )
+    no_cache = RenderProfile(
+        width=64, height=64, fps=8, max_frames=33, steps=6, guidance=5.0, speed_profile={}
+    )
+    draft = runner.run(make_job(route=route_for_tier(native, cached), tier="DRAFT", width=32, height=32))
+    cinema = runner.run(make_job(route=route_for_tier(native, no_cache), tier="CINEMA", width=64, height=64))
+
+    assert (draft.kind, cinema.kind) == ("completed", "completed")
+    assert draft.timings["speed_profile"]["cache"] == "first_block"
+    assert cinema.timings["speed_profile"]["cache"] is None  # the pipeline is the same; its cache is not
+    assert (draft.timings["render"]["steps"], cinema.timings["render"]["steps"]) == (4, 6)
