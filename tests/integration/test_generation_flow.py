@@ -19,7 +19,15 @@ from apps.notifications.models import PushKind, PushMessage
 from apps.storage.backends import get_storage
 from apps.trends.models import Trend
 from gpu_worker.contract import ACTOR_JOB_EVENT, QUEUE_JOB_EVENTS, JobEvent
-from tests.graphql.generations.helpers import GENERATION, a_trend, generation_from, ledger, wait_for, wallet
+from tests.graphql.generations.helpers import (
+    GENERATION,
+    a_trend,
+    generation_from,
+    ledger,
+    route_set_steps,
+    wait_for,
+    wallet,
+)
 from tests.graphql.generations.stack import (
     LiveUser,
     decode_mp4,
@@ -204,9 +212,7 @@ def test_cancel_while_queued_never_runs_and_releases_the_hold(stack, gpu_lanes):
 
 
 def test_cancel_while_running_stops_the_job_and_releases_the_hold(stack, gpu_lanes, shipped_routes):
-    tiny = shipped_routes["tiny-wan"]
-    profiles = {**tiny.render_profiles, "STANDARD": {**tiny.render_profiles["STANDARD"], "steps": 400}}
-    tiny.__class__.objects.filter(name="tiny-wan").update(steps=400, render_profiles=profiles)  # a long job
+    route_set_steps("tiny-wan", 400)  # a long job
     trend = a_trend(requires="NONE", price_standard=4)
     dave = LiveUser(stack)
     created = dave.create(trendSlug=trend.slug)
