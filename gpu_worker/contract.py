@@ -775,8 +775,12 @@ class GenerationJob:
     `attempt` grows when the backend dispatches the generation again (a retry after a retryable
     failure, or the fallback route); `seed` is the attempt's seed (the worker picks a new one itself
     for its one quality-gate retry and reports the seed it used). `width`/`height` come from
-    `output_size`, `num_frames` from `frames_for_duration`. Inputs and outputs are storage keys:
-    the worker writes `<output_prefix>/video.mp4` and `<output_prefix>/poster.jpg`.
+    `output_size`, `num_frames` from `frames_for_duration` (both on the tier's render profile). Inputs and
+    outputs are storage keys: the worker writes `<output_prefix>/video.mp4` and `<output_prefix>/poster.jpg`.
+
+    `tier` (version 2) names the quality tier; `route` then comes rendered at it (`route_for_tier`: the
+    tier's steps, guidance, fps, scheduler and speed-ups), so the worker runs `route` as it is. A finalized
+    draft is a new job with the draft's seed and prompt at a higher tier on the same route.
     """
 
     job_id: str
@@ -911,7 +915,9 @@ class JobEvent:
     `{"video": VideoOutput, "poster": MediaOutput, "seed": int, "route": str}` (the seed actually used);
     its `timings` are seconds: `load`, `denoise`, `decode`, `encode`, `quality`, `upload`, `total`
     and `seconds_per_step` (for ETAs per route), and, when the route has a speed profile,
-    `speed_profile`: not seconds but what was applied (gpu_worker/speedups.py `apply_speedups`). A
+    `speed_profile`: not seconds but what was applied (gpu_worker/speedups.py `apply_speedups`); and
+    `render` (from version 2): what the job rendered with (`tier`, `width`, `height`, `num_frames`, `fps`,
+    `steps`, `guidance`, `scheduler`, `latent_tokens` and `cost` = steps x latent tokens). A
     `failed` event carries `reason_code` (one of REASON_CODES), `retryable` and a `message` safe to show.
     A non-terminal event with a `reason_code` announces a retry: QUALITY_FAILED (a new seed, same run)
     or a retryable code (the job runs again). A cancel is reported as `failed` with reason CANCELED.
