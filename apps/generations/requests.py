@@ -379,6 +379,8 @@ def _resolve_final(*, user, draft_id, quality: str) -> tuple[Resolved, dict, Gen
         raise UnsupportedOption(
             "The model this draft was made with is no longer available. Make a new video.", field="id"
         )
+    if draft.lora_key and draft.character_id is not None:  # its Soul ID still there and ready
+        _character_lora(user=user, character_id=str(draft.character_id))
     if quality not in route.quality_tiers or draft.lane not in route.lanes:
         tiers = [t for t in route.quality_tiers if _tier_rank(t) > _tier_rank(QualityTier.DRAFT)]
         raise UnsupportedOption(
