@@ -268,6 +268,8 @@ GENERATIONS_PROMPT_DURATIONS = [int(v) for v in env_list("GENERATIONS_PROMPT_DUR
 GENERATIONS_PROMPT_MAX_CHARS = env_int("GENERATIONS_PROMPT_MAX_CHARS", 500)
 # The ECONOMY lane costs this much less (percent of the price, rounded down, never below 1 credit).
 GENERATIONS_ECONOMY_DISCOUNT_PERCENT = env_int("GENERATIONS_ECONOMY_DISCOUNT_PERCENT", 25)
+# finalizeGeneration: take what the draft was charged off the final's price (never below 1 credit).
+GENERATIONS_FINAL_CREDITS_DRAFT = env_bool("GENERATIONS_FINAL_CREDITS_DRAFT", False)
 # Queued + running generations one user may have at once (RATE_LIMITED beyond).
 GENERATIONS_MAX_ACTIVE_PER_USER = env_int("GENERATIONS_MAX_ACTIVE_PER_USER", 3)
 # A retryable failure (out of memory, a lost worker) is dispatched again on the same route this many

@@ -29,7 +29,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
-CONTRACT_VERSION = 1
+CONTRACT_VERSION = 2
+# Versions a reader accepts. Version 2 added `GenerationJob.tier` (required) with `route` rendered at that
+# tier (`route_for_tier`); a version-1 job has no tier and means what it meant: the route's own settings.
+SUPPORTED_VERSIONS: tuple[int, ...] = (1, 2)
 
 
 class ContractError(ValueError):
@@ -248,8 +251,11 @@ def _check_version(data: Any, what: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ContractError(f"a {what} message must be a dict, got {type(data).__name__}")
     version = data.get("version")
-    if version != CONTRACT_VERSION:
-        raise ContractError(f"unsupported {what} version {version!r}; this side speaks {CONTRACT_VERSION}")
+    if version not in SUPPORTED_VERSIONS:
+        raise ContractError(
+            f"unsupported {what} version {version!r}; "
+            f"this side speaks {', '.join(map(str, SUPPORTED_VERSIONS))}"
+        )
     return data
 
 
@@ -634,6 +640,134 @@ class RouteSpec:
             raise ContractError(f"malformed route: {exc}") from None
 
 
+# --- Quality tiers and render profiles -----------------------------------------------------------
+# A route renders each quality tier (API.md QualityTier) with its own settings, a `RenderProfile`: DRAFT is
+# the same model at a fraction of the cost (smaller, fewer steps), STANDARD its native quality, CINEMA
+# spends more (more steps, no lossy step cache). The backend resolves the profile of a job's tier and sends
+# the route rendered at it (`route_for_tier`); the worker runs `job.route` as it comes and records the
+# settings it rendered with in the job's timings (`render`).
+TIER_DRAFT = "DRAFT"
+TIER_STANDARD = "STANDARD"
+TIER_CINEMA = "CINEMA"
+TIERS: tuple[str, ...] = (TIER_DRAFT, TIER_STANDARD, TIER_CINEMA)  # cheapest first
+_RENDER_PROFILE_FIELDS = (
+    "width",
+    "height",
+    "fps",
+    "max_frames",
+    "steps",
+    "guidance",
+    "scheduler",
+    "speed_profile",
+)
+
+
+def latent_tokens(family: str, *, width: int, height: int, num_frames: int) -> int:
+    """The transformer's tokens for one clip: (width / size multiple) x (height / size multiple) x
+    latent frames (the size multiple is the VAE's spatial factor times the patch size)."""
+    rules = FAMILIES[family]
+    latent_frames = (num_frames - 1) // rules.frame_multiple + 1
+    return (width // rules.size_multiple) * (height // rules.size_multiple) * latent_frames
+
+
+@dataclass(frozen=True)
+class RenderProfile:
+    """How a route renders one tier: the size its jobs are made at (`width` x `height`, the landscape
+    form; `output_size` turns it per aspect ratio), `fps`, the longest clip (`max_frames`, within what the
+    model was trained on), denoising `steps` and `guidance`, a `scheduler` override (`check_scheduler`,
+    e.g. `{"class": "UniPCMultistepScheduler", "config": {"flow_shift": 5.0}}`; empty: the route's) and the
+    speed-ups (`speed_profile`, a `SpeedProfile`'s JSON form; None: the route's)."""
+
+    width: int
+    height: int
+    fps: int
+    max_frames: int
+    steps: int
+    guidance: float
+    scheduler: dict[str, Any] = field(default_factory=dict)
+    speed_profile: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("width", "height", "fps", "max_frames", "steps"):
+            value = getattr(self, name)
+            _require(_is_int(value) and value > 0, f"{name} must be a positive integer, got {value!r}")
+        _require(_is_number(self.guidance) and self.guidance >= 0, "guidance must be a number >= 0")
+        object.__setattr__(self, "guidance", float(self.guidance))
+        object.__setattr__(self, "scheduler", check_scheduler(self.scheduler))
+        if self.speed_profile is not None:
+            _require(isinstance(self.speed_profile, dict), "speed_profile must be a mapping or null")
+            try:
+                profile = SpeedProfile.from_dict(self.speed_profile)
+            except ValueError as exc:
+                raise ContractError(f"speed_profile: {exc}") from None
+            object.__setattr__(self, "speed_profile", profile.to_dict())
+
+    def check_for(self, family: str, *, native_width: int, native_height: int, native_frames: int) -> None:
+        """ContractError unless the family can render this profile within its route's trained range:
+        sizes on the family's multiple, at most MAX_AREA_FACTOR x the native area, and `max_frames` a
+        frame count of the family, at most MAX_FRAME_FACTOR x the native frames."""
+        rules = FAMILIES[family]
+        _require(
+            self.width % rules.size_multiple == 0 and self.height % rules.size_multiple == 0,
+            f"width and height must be multiples of {rules.size_multiple} on {family}, "
+            f"got {self.width}x{self.height}",
+        )
+        _require(
+            self.width * self.height <= native_width * native_height * MAX_AREA_FACTOR,
+            f"{self.width}x{self.height} is beyond the model's range ({native_width}x{native_height} native)",
+        )
+        _require(
+            (self.max_frames - 1) % rules.frame_multiple == 0 and self.max_frames > rules.frame_multiple,
+            f"max_frames must be {rules.frame_multiple}*k+1 on {family}, got {self.max_frames}",
+        )
+        _require(
+            self.max_frames <= native_frames * MAX_FRAME_FACTOR,
+            f"max_frames {self.max_frames} is beyond the model's range ({native_frames} frames native)",
+        )
+
+    def cost(self, family: str) -> int:
+        """Steps x latent tokens of the longest clip at this size: what a tier costs, relatively."""
+        return self.steps * latent_tokens(
+            family, width=self.width, height=self.height, num_frames=self.max_frames
+        )
+
+    def unit_cost(self, family: str) -> int:
+        """Steps x latent tokens per latent frame: comparable across tiers of equal clip lengths."""
+        return self.steps * latent_tokens(family, width=self.width, height=self.height, num_frames=1)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> RenderProfile:
+        _require(isinstance(data, Mapping), f"a render profile must be a mapping, got {type(data).__name__}")
+        unknown = sorted(set(data) - set(_RENDER_PROFILE_FIELDS))
+        _require(
+            not unknown,
+            f"unknown render profile fields: {', '.join(map(str, unknown))}; "
+            f"expected some of {', '.join(_RENDER_PROFILE_FIELDS)}",
+        )
+        try:
+            return cls(**dict(data))
+        except TypeError as exc:  # a missing field
+            raise ContractError(f"malformed render profile: {exc}") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def route_for_tier(route: RouteSpec, profile: RenderProfile) -> RouteSpec:
+    """The route as a job renders it at a tier: the profile's steps, guidance and fps, its scheduler and
+    speed profile where it names them. The native size and frames stay (they bound what jobs may ask)."""
+    return dataclasses.replace(
+        route,
+        fps=profile.fps,
+        steps=profile.steps,
+        guidance=profile.guidance,
+        scheduler=dict(profile.scheduler) if profile.scheduler else dict(route.scheduler),
+        speed_profile=dict(profile.speed_profile)
+        if profile.speed_profile is not None
+        else dict(route.speed_profile),
+    )
+
+
 @dataclass(frozen=True)
 class GenerationJob:
     """One generation attempt for a GPU worker. Built by the backend after planning and routing.
@@ -641,8 +775,12 @@ class GenerationJob:
     `attempt` grows when the backend dispatches the generation again (a retry after a retryable
     failure, or the fallback route); `seed` is the attempt's seed (the worker picks a new one itself
     for its one quality-gate retry and reports the seed it used). `width`/`height` come from
-    `output_size`, `num_frames` from `frames_for_duration`. Inputs and outputs are storage keys:
-    the worker writes `<output_prefix>/video.mp4` and `<output_prefix>/poster.jpg`.
+    `output_size`, `num_frames` from `frames_for_duration` (both on the tier's render profile). Inputs and
+    outputs are storage keys: the worker writes `<output_prefix>/video.mp4` and `<output_prefix>/poster.jpg`.
+
+    `tier` (version 2) names the quality tier; `route` then comes rendered at it (`route_for_tier`: the
+    tier's steps, guidance, fps, scheduler and speed-ups), so the worker runs `route` as it is. A finalized
+    draft is a new job with the draft's seed and prompt at a higher tier on the same route.
 
     `sound_key` (added without a version bump: an old worker ignores it and delivers a silent video) is
     the trend's sound, an AAC M4A already normalized by the backend (apps/trends/sound.py): the worker
@@ -666,10 +804,20 @@ class GenerationJob:
     lora_scale: float = 1.0
     version: int = CONTRACT_VERSION
     sound_key: str | None = None  # the trend's sound (AAC M4A) to mux in; None: a silent video
+    # Added in version 2: the quality tier `route` is rendered at (`route_for_tier`: the backend always
+    # names one). None: the route's own settings, which is what every version-1 job means.
+    tier: str | None = None
 
     def __post_init__(self) -> None:
         _read_route(self)
         _require_identity(self)
+        _require(self.version in SUPPORTED_VERSIONS, f"unsupported job version {self.version!r}")
+        if self.version == 1:
+            object.__setattr__(self, "tier", None)  # version 1 had no tier: the route's own settings
+        _require(
+            self.tier is None or self.tier in TIERS,
+            f"tier must be one of {', '.join(TIERS)}, got {self.tier!r}",
+        )
         _require(
             isinstance(self.prompt, str) and bool(self.prompt.strip()), "prompt must be a non-empty string"
         )
@@ -775,7 +923,9 @@ class JobEvent:
     `load`, `denoise`, `decode`, `encode`, `mux` (with a sound), `quality`, `upload`, `total` and
     `seconds_per_step` (for ETAs per route: `denoise` over the route's steps), and, when the route has
     a speed profile, `speed_profile`: not seconds but what was applied (gpu_worker/speedups.py
-    `apply_speedups`). An LTX job says which flow ran in `ltx_flow` ("one-stage" or "two-stage"), and a
+    `apply_speedups`); and `render` (from version 2): what the job rendered with (`tier`, `width`,
+    `height`, `num_frames`, `fps`, `steps`, `guidance`, `scheduler`, `latent_tokens` and `cost` = steps x
+    latent tokens). An LTX job says which flow ran in `ltx_flow` ("one-stage" or "two-stage"), and a
     two-stage one the seconds of the parts of its `denoise`: `denoise_low_res`, `upsample` and
     `denoise_refine` (gpu_worker/pipelines/ltx.py). A
     `failed` event carries `reason_code` (one of REASON_CODES), `retryable` and a `message` safe to show.
@@ -838,9 +988,7 @@ class JobEvent:
 
     @classmethod
     def from_message(cls, data: dict[str, Any]) -> JobEvent:
-        version = data.get("version")
-        if version != CONTRACT_VERSION:
-            raise ContractError(f"unsupported event version {version!r}; this side speaks {CONTRACT_VERSION}")
+        _check_version(data, "event")
         return cls(**_known_fields(cls, data))
 
 

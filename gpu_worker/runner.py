@@ -40,6 +40,7 @@ from gpu_worker.contract import (
     GenerationJob,
     JobEvent,
     RouteSpec,
+    latent_tokens,
 )
 from gpu_worker.execution import (
     AfterGpu,
@@ -390,6 +391,7 @@ class Runner:
             pipelines.check_inputs(job)
         except ValueError as exc:  # ContractError included
             raise BadInput(str(exc)) from None
+        run.timings["render"] = render_settings(job)
         run.events.stage(STAGE_LOADING_MODEL)
         with run.timed("load"):
             image = self._input_image(job)
@@ -803,9 +805,29 @@ def _model_key(route: RouteSpec) -> tuple[str, str, str]:
     return (route.name, route.family, route.checkpoint)
 
 
+def render_settings(job: GenerationJob) -> dict[str, Any]:
+    """What a job renders with, recorded in its timings (`render`): its tier (None: a version-1 job, the
+    route's own settings), size, steps, guidance and the cost (steps x latent tokens)."""
+    route = job.route
+    tokens = latent_tokens(route.family, width=job.width, height=job.height, num_frames=job.num_frames)
+    return {
+        "tier": job.tier,
+        "width": job.width,
+        "height": job.height,
+        "num_frames": job.num_frames,
+        "fps": job.fps,
+        "steps": route.steps,
+        "guidance": route.guidance,
+        "scheduler": route.scheduler.get("class") if route.scheduler else None,
+        "latent_tokens": tokens,
+        "cost": route.steps * tokens,
+    }
+
+
 def next_seed(seed: int) -> int:
-    """A different, reproducible seed for a retry (the quality gate's, a diverged training's)."""
-    return int.from_bytes(hashlib.sha256(str(seed).encode()).digest()[:7], "big")
+    """A different, reproducible seed for a retry (the quality gate's, a diverged training's), below 2**31
+    like the seeds users send (the API shows the seed a video was made with, and takes it back)."""
+    return int.from_bytes(hashlib.sha256(str(seed).encode()).digest()[:4], "big") & 0x7FFFFFFF
 
 
 __all__ = [

@@ -84,6 +84,7 @@ class ModelRouteAdmin(admin.ModelAdmin):
         ),
         ("Output", {"fields": ("width", "height", "fps", "frames", "steps", "guidance", "scheduler")}),
         ("GPU speed-ups", {"fields": ("speed_profile",)}),
+        ("Quality tiers", {"fields": ("render_profiles",)}),
         ("Who it serves", {"fields": ("quality_tiers", "lanes")}),
         (
             "Cost and timing",

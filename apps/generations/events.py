@@ -26,6 +26,7 @@ STATE_FIELDS: tuple[str, ...] = (
     "width",
     "height",
     "num_frames",
+    "fps",  # a fallback route renders the tier at its own frame rate
     "queued_at",
     "started_at",
     "finished_at",

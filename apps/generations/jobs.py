@@ -110,7 +110,7 @@ def generation_job(generation: Generation) -> contract.GenerationJob:
     plan = generation.plan or {}
     return contract.GenerationJob(
         job_id=str(generation.pk),
-        route=generation.route.spec(),
+        route=generation.route.spec(tier=generation.quality),
         prompt=plan.get("prompt") or generation.prompt,
         negative_prompt=plan.get("negative_prompt", ""),
         seed=int(generation.seed),
@@ -123,6 +123,7 @@ def generation_job(generation: Generation) -> contract.GenerationJob:
         image_key=generation.image_key or None,
         lora_key=generation.lora_key or None,
         sound_key=generation.sound_key or None,
+        tier=generation.quality,
     )
 
 
@@ -333,10 +334,14 @@ class GenerationJobs(JobKind):
         )
         if fallback is None:
             return False
+        quality = generation.quality
         width, height, num_frames = routing.job_size(
-            fallback, aspect_ratio=generation.aspect_ratio, duration_seconds=generation.duration_seconds
+            fallback,
+            aspect_ratio=generation.aspect_ratio,
+            duration_seconds=generation.duration_seconds,
+            quality=quality,
         )
-        if not routing.job_fits(fallback, width=width, height=height, num_frames=num_frames):
+        if not routing.job_fits(fallback, width=width, height=height, num_frames=num_frames, quality=quality):
             return False
         if fallback.family != route.family:  # the prompt is written per model family
             generation.plan = generation_plan(
@@ -353,6 +358,7 @@ class GenerationJobs(JobKind):
             )
         generation.route, generation.route_name = fallback, fallback.name
         generation.width, generation.height, generation.num_frames = width, height, num_frames
+        generation.fps = fallback.profile(quality).fps
         generation.route_attempts = 1
         return True
 

@@ -133,8 +133,12 @@ def generation_retry_by_staff(*, generation_id) -> Generation:
                 raise UnsupportedOption("No enabled model route can run this generation now.")
             generation.route, generation.route_name = route, route.name
             generation.width, generation.height, generation.num_frames = routing.job_size(
-                route, aspect_ratio=generation.aspect_ratio, duration_seconds=generation.duration_seconds
+                route,
+                aspect_ratio=generation.aspect_ratio,
+                duration_seconds=generation.duration_seconds,
+                quality=generation.quality,
             )
+            generation.fps = route.profile(generation.quality).fps
         generation.route_attempts = 1
         generation.finished_at = None
         generation.failure_code = generation.failure_message = ""

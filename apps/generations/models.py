@@ -159,6 +159,15 @@ class ModelRoute(BaseModel):
         help_text="A Soul ID's LoRA may be stacked on this checkpoint (off for a distilled checkpoint "
         "that a LoRA trained on its base model would spoil).",
     )
+    render_profiles = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="How each quality tier renders (gpu_worker.contract.RenderProfile), by tier: "
+        '{"DRAFT": {"width": 640, "height": 352, "fps": 24, "max_frames": 121, "steps": 20, "guidance": 5.0, '
+        '"scheduler": {...}, "speed_profile": {...}}, ...}. DRAFT must cost less than STANDARD (steps x '
+        "latent tokens), CINEMA at least as much and without a step cache. A tier left out gets a default "
+        "from the native settings (DRAFT: half the size and steps; CINEMA: 1.5x the steps, no cache).",
+    )
     enabled = models.BooleanField(default=True)
     fallback = models.ForeignKey(
         "self",
@@ -179,7 +188,19 @@ class ModelRoute(BaseModel):
     def rules(self) -> contract.FamilyRules:
         return contract.FAMILIES[self.family]
 
-    def spec(self) -> contract.RouteSpec:
+    def profile(self, tier: str) -> contract.RenderProfile:
+        """How this route renders `tier`: its stored render profile, else the default for the tier."""
+        data = (self.render_profiles or {}).get(tier)
+        if data is not None:
+            return contract.RenderProfile.from_dict(data)
+        return default_render_profile(self, tier)
+
+    def spec(self, tier: str | None = None) -> contract.RouteSpec:
+        """The route as the GPU contract describes it; with `tier`, rendered at that tier's profile."""
+        spec = self._native_spec()
+        return contract.route_for_tier(spec, self.profile(tier)) if tier else spec
+
+    def _native_spec(self) -> contract.RouteSpec:
         return contract.RouteSpec(
             name=self.name,
             family=self.family,
@@ -238,6 +259,10 @@ class ModelRoute(BaseModel):
             contract.check_scheduler(self.scheduler)
         except ValueError as exc:
             errors["scheduler"] = str(exc)
+        if not errors and self.family in contract.FAMILIES and self.width and self.height and self.frames:
+            problem = self._render_profiles_problem()
+            if problem:
+                errors["render_profiles"] = problem
         if self.fallback_id is not None:
             seen = {self.pk}
             route = self.fallback
@@ -249,6 +274,80 @@ class ModelRoute(BaseModel):
                 route = route.fallback
         if errors:
             raise ValidationError(errors)
+
+    def _render_profiles_problem(self) -> str:
+        """What is wrong with the render profiles, or "" (admin's clean())."""
+        data = self.render_profiles
+        if not isinstance(data, dict):
+            return "A mapping from tier (DRAFT, STANDARD, CINEMA) to a render profile."
+        unknown = sorted(set(data) - set(contract.TIERS))
+        if unknown:
+            return (
+                f"Unknown tiers: {', '.join(map(str, unknown))}; the tiers are {', '.join(contract.TIERS)}."
+            )
+        profiles = {}
+        for tier in contract.TIERS:
+            try:
+                profile = self.profile(tier)
+                profile.check_for(
+                    self.family, native_width=self.width, native_height=self.height, native_frames=self.frames
+                )
+                contract.route_for_tier(self._native_spec(), profile)
+            except ValueError as exc:  # ContractError included
+                return f"{tier}: {exc}"
+            profiles[tier] = profile
+        cost = {tier: profile.unit_cost(self.family) for tier, profile in profiles.items()}
+        if cost[contract.TIER_DRAFT] >= cost[contract.TIER_STANDARD]:
+            return (
+                f"DRAFT must cost less than STANDARD (steps x latent tokens per frame: "
+                f"{cost[contract.TIER_DRAFT]} >= {cost[contract.TIER_STANDARD]}): "
+                "make it smaller or use fewer steps."
+            )
+        if cost[contract.TIER_CINEMA] < cost[contract.TIER_STANDARD]:
+            return "CINEMA must cost at least as much as STANDARD (more steps, no step cache)."
+        cinema = contract.route_for_tier(self._native_spec(), profiles[contract.TIER_CINEMA])
+        if cinema.speedups.cache is not None:
+            return (
+                "CINEMA renders without a step cache (a lossy speed-up): set its speed_profile without one."
+            )
+        return ""
+
+
+def _snap(value: float, multiple: int) -> int:
+    return max(multiple, int(round(value / multiple)) * multiple)
+
+
+def default_render_profile(route: ModelRoute, tier: str) -> contract.RenderProfile:
+    """A tier's profile when the route names none: STANDARD is the native settings; DRAFT half the width,
+    height and steps; CINEMA 1.5x the steps, without a step cache. The longest clip is the longest the
+    worker accepts (contract.MAX_FRAME_FACTOR x the native frames)."""
+    rules = contract.FAMILIES[route.family]
+    fm = rules.frame_multiple
+    max_frames = max(1, (int(route.frames * contract.MAX_FRAME_FACTOR) - 1) // fm) * fm + 1
+    width, height, steps, speed_profile = route.width, route.height, route.steps, None
+    if tier == contract.TIER_DRAFT:
+        width, height = (
+            _snap(route.width / 2, rules.size_multiple),
+            _snap(route.height / 2, rules.size_multiple),
+        )
+        steps = max(1, (route.steps + 1) // 2)
+    elif tier == contract.TIER_CINEMA:
+        steps = -(-route.steps * 3 // 2)
+        try:
+            speedups = contract.SpeedProfile.from_dict(route.speed_profile)
+        except ValueError:
+            speedups = contract.SpeedProfile()
+        if speedups.cache is not None:
+            speed_profile = speedups.replace(cache=None).to_dict()
+    return contract.RenderProfile(
+        width=width,
+        height=height,
+        fps=route.fps,
+        max_frames=max_frames,
+        steps=steps,
+        guidance=float(route.guidance),
+        speed_profile=speed_profile,
+    )
 
 
 class PriceRule(BaseModel):
@@ -329,7 +428,15 @@ class Generation(BaseModel):
     quality = models.CharField(max_length=16, choices=QualityTier.choices)
     lane = models.CharField(max_length=16, choices=Lane.choices)
     seed = models.BigIntegerField(validators=[MinValueValidator(0)])
-    seed_used = models.BigIntegerField(null=True, blank=True)
+    seed_used = models.BigIntegerField(null=True, blank=True, help_text="The seed the worker used.")
+    draft = models.ForeignKey(
+        "self",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="finals",
+        help_text="The DRAFT this generation renders again at a higher tier (finalizeGeneration).",
+    )
     quoted_credits = models.PositiveIntegerField()
     plan = models.JSONField(default=dict)
     # How it is made
@@ -340,6 +447,7 @@ class Generation(BaseModel):
     width = models.PositiveIntegerField()
     height = models.PositiveIntegerField()
     num_frames = models.PositiveIntegerField()
+    fps = models.PositiveIntegerField(null=True, blank=True, help_text="The tier's frame rate on the route.")
     # Where it is
     status = models.CharField(
         max_length=16, choices=GenerationStatus.choices, default=GenerationStatus.QUEUED

@@ -46,7 +46,7 @@ from . import routing
 from .jobs import GENERATION_JOBS, count_trend, generation_plan, generation_subject
 from .models import Generation, GenerationStatus, Lane, ModelRoute
 from .pricing import price_credits
-from .selectors import new_job_eta_seconds
+from .selectors import generation_get_for_user, new_job_eta_seconds
 
 IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")  # visible ASCII, like a UUID
 MAX_SEED = 2**31 - 1  # a GraphQL Int
@@ -226,8 +226,10 @@ def _resolve(*, user, request: GenerationRequest, for_create: bool) -> Resolved:
     if character_id is not None and upload is None and route.image_conditioning:
         # A Soul ID and no selfie: its sharpest accepted photo is the first frame, where the route takes one.
         image_key = character_reference_photo_key(character_id=character_id)
-    width, height, num_frames = routing.job_size(route, aspect_ratio=aspect_ratio, duration_seconds=duration)
-    if not routing.job_fits(route, width=width, height=height, num_frames=num_frames):
+    width, height, num_frames = routing.job_size(
+        route, aspect_ratio=aspect_ratio, duration_seconds=duration, quality=quality
+    )
+    if not routing.job_fits(route, width=width, height=height, num_frames=num_frames, quality=quality):
         raise UnsupportedOption(
             "This length is too long for this model. Choose a shorter one.", field="durationSeconds"
         )
@@ -282,6 +284,7 @@ def generation_quote(*, user, request: GenerationRequest) -> Quote:
         width=resolved.width,
         height=resolved.height,
         num_frames=resolved.num_frames,
+        quality=resolved.quality,
     )
     return Quote(
         credits=resolved.credits,
@@ -345,8 +348,107 @@ def generation_create(*, user, request: GenerationRequest) -> Generation:
     once); with another request it is IDEMPOTENCY_KEY_REUSED; while the first is still being handled,
     IDEMPOTENCY_IN_PROGRESS. Keys live with their generations (never purged), so well over 24 hours.
     """
-    key = _idempotency_key(request.idempotency_key)
-    fingerprint = request.fingerprint()
+
+    def resolve() -> tuple[Resolved, dict, Generation | None]:
+        resolved = _resolve(user=user, request=request, for_create=True)
+        return resolved, _plan(resolved), None
+
+    return _create_once(
+        user=user,
+        key=_idempotency_key(request.idempotency_key),
+        fingerprint=request.fingerprint(),
+        resolve=resolve,
+    )
+
+
+# --- Finalize: a draft rendered again at a higher tier ---------------------------------------------
+
+
+def _tier_rank(quality: str) -> int:
+    return list(QualityTier.values).index(quality)
+
+
+def _resolve_final(*, user, draft_id, quality: str) -> tuple[Resolved, dict, Generation]:
+    """A final of the caller's succeeded DRAFT at `quality`: the same inputs, seed (the one the worker
+    used), shot plan and route (so the same model family), sized and priced for the final tier."""
+    if quality not in QualityTier.values:
+        raise ValidationFailed(f"Choose a quality: one of {', '.join(QualityTier.values)}.", field="quality")
+    draft = generation_get_for_user(user=user, generation_id=draft_id)
+    if draft.quality != QualityTier.DRAFT:
+        raise ValidationFailed("Only a draft can be finalized; this video is already final.", field="id")
+    if draft.status != GenerationStatus.SUCCEEDED:
+        raise ValidationFailed("Only a finished draft can be finalized. Make a new draft.", field="id")
+    if _tier_rank(quality) <= _tier_rank(QualityTier.DRAFT):
+        raise ValidationFailed("Finalize at a quality above the draft: Standard or Cinema.", field="quality")
+    route = draft.route
+    if route is None or not route.enabled:
+        raise UnsupportedOption(
+            "The model this draft was made with is no longer available. Make a new video.", field="id"
+        )
+    if draft.lora_key and draft.character_id is not None:  # its Soul ID still there and ready
+        _character_lora(user=user, character_id=str(draft.character_id))
+    if quality not in route.quality_tiers or draft.lane not in route.lanes:
+        tiers = [t for t in route.quality_tiers if _tier_rank(t) > _tier_rank(QualityTier.DRAFT)]
+        raise UnsupportedOption(
+            f"{QualityTier(quality).label} quality is not offered for this draft."
+            + (f" Choose {' or '.join(tiers)}." if tiers else ""),
+            field="quality",
+        )
+    width, height, num_frames = routing.job_size(
+        route, aspect_ratio=draft.aspect_ratio, duration_seconds=draft.duration_seconds, quality=quality
+    )
+    if not routing.job_fits(route, width=width, height=height, num_frames=num_frames, quality=quality):
+        raise UnsupportedOption("This draft is too long for a final on this model.", field="quality")
+    credits = price_credits(
+        trend=draft.trend,
+        route=route,
+        quality=quality,
+        duration_seconds=draft.duration_seconds,
+        lane=draft.lane,
+    )
+    if settings.GENERATIONS_FINAL_CREDITS_DRAFT:
+        credits = max(credits - draft.credits_charged, 1)
+    resolved = Resolved(
+        trend=draft.trend,
+        prompt=draft.prompt,
+        aspect_ratio=draft.aspect_ratio,
+        duration_seconds=draft.duration_seconds,
+        quality=quality,
+        lane=draft.lane,
+        seed=draft.seed_used if draft.seed_used is not None else draft.seed,
+        upload=draft.photo_upload,
+        image_key=draft.image_key,
+        character_id=draft.character_id,
+        lora_key=draft.lora_key,
+        route=route,
+        width=width,
+        height=height,
+        num_frames=num_frames,
+        credits=credits,
+    )
+    return resolved, dict(draft.plan or {}), draft
+
+
+def generation_finalize(*, user, generation_id, quality: str, idempotency_key: str | None) -> Generation:
+    """Renders the caller's succeeded DRAFT again at STANDARD or CINEMA (finalizeGeneration): a new
+    generation linked to its draft (`draft`, and the draft's `finals`), priced as its tier and held like
+    `generation_create`, idempotent per user and key the same way. Nothing is held on a refusal:
+    NOT_FOUND (someone else's or missing), VALIDATION (not a draft, not succeeded, a quality that is not
+    above DRAFT), UNSUPPORTED_OPTION (its route is gone or does not offer the tier)."""
+    fingerprint = hashlib.sha256(
+        json.dumps({"finalize": str(generation_id), "quality": quality}, sort_keys=True).encode()
+    ).hexdigest()
+    return _create_once(
+        user=user,
+        key=_idempotency_key(idempotency_key),
+        fingerprint=fingerprint,
+        resolve=lambda: _resolve_final(user=user, draft_id=generation_id, quality=quality),
+    )
+
+
+def _create_once(*, user, key: str, fingerprint: str, resolve) -> Generation:
+    """What creates share: the replay by key, the claim that keeps two requests with one key apart, and
+    the insert (`resolve()` gives the resolved request, its plan and the draft it finalizes, if any)."""
     replay = _replay(user=user, key=key, fingerprint=fingerprint)
     if replay is not None:
         return replay
@@ -357,10 +459,11 @@ def generation_create(*, user, request: GenerationRequest) -> Generation:
             return replay
         raise IdempotencyInProgress(field="idempotencyKey")
     try:
-        resolved = _resolve(user=user, request=request, for_create=True)
-        plan = _plan(resolved)
+        resolved, plan, draft = resolve()
         try:
-            return _create(user=user, key=key, fingerprint=fingerprint, resolved=resolved, plan=plan)
+            return _create(
+                user=user, key=key, fingerprint=fingerprint, resolved=resolved, plan=plan, draft=draft
+            )
         except IntegrityError:  # the same key committed by a request that outlived its claim
             replay = _replay(user=user, key=key, fingerprint=fingerprint)
             if replay is None:
@@ -371,7 +474,9 @@ def generation_create(*, user, request: GenerationRequest) -> Generation:
 
 
 @transaction.atomic
-def _create(*, user, key: str, fingerprint: str, resolved: Resolved, plan: dict) -> Generation:
+def _create(
+    *, user, key: str, fingerprint: str, resolved: Resolved, plan: dict, draft: Generation | None = None
+) -> Generation:
     # One user's creates run one at a time: the active-job limit and the key check cannot race.
     list(get_user_model().objects.select_for_update().filter(pk=user.pk).values_list("pk", flat=True))
     replay = _replay(user=user, key=key, fingerprint=fingerprint)
@@ -397,11 +502,13 @@ def _create(*, user, key: str, fingerprint: str, resolved: Resolved, plan: dict)
         seed=resolved.seed if resolved.seed is not None else secrets.randbelow(MAX_SEED + 1),
         quoted_credits=resolved.credits,
         plan=plan,
+        draft=draft,
         route=route,
         route_name=route.name,
         width=resolved.width,
         height=resolved.height,
         num_frames=resolved.num_frames,
+        fps=route.profile(resolved.quality).fps,
         status=GenerationStatus.QUEUED,
         queued_at=now,
         idempotency_key=key,
@@ -410,7 +517,9 @@ def _create(*, user, key: str, fingerprint: str, resolved: Resolved, plan: dict)
     )
     # The related rows were just read; checking them again would cost a query each.
     generation.full_clean(
-        exclude=["owner", "trend", "photo_upload", "route"], validate_unique=False, validate_constraints=False
+        exclude=["owner", "trend", "photo_upload", "route", "draft"],
+        validate_unique=False,
+        validate_constraints=False,
     )
     with transaction.atomic():  # a duplicate key surfaces here as IntegrityError, the outer block intact
         generation.save(force_insert=True)

@@ -137,25 +137,34 @@ def route_fallback(
     return None
 
 
-def job_size(route: ModelRoute, *, aspect_ratio: str, duration_seconds: int) -> tuple[int, int, int]:
-    """(width, height, num_frames) of a job on `route` (gpu_worker.contract's rules)."""
+def job_size(
+    route: ModelRoute, *, aspect_ratio: str, duration_seconds: int, quality: str = QualityTier.STANDARD
+) -> tuple[int, int, int]:
+    """(width, height, num_frames) of a job on `route` at `quality`: the tier's render profile's size
+    and fps, by gpu_worker.contract's rules."""
     rules = route.rules
+    profile = route.profile(quality)
     width, height = contract.output_size(
         CONTRACT_ASPECT_RATIOS[aspect_ratio],
-        native_width=route.width,
-        native_height=route.height,
+        native_width=profile.width,
+        native_height=profile.height,
         size_multiple=rules.size_multiple,
     )
     frames = contract.frames_for_duration(
-        duration_seconds, fps=route.fps, frame_multiple=rules.frame_multiple
+        duration_seconds, fps=profile.fps, frame_multiple=rules.frame_multiple
     )
     return width, height, frames
 
 
-def job_fits(route: ModelRoute, *, width: int, height: int, num_frames: int) -> bool:
+def job_fits(
+    route: ModelRoute, *, width: int, height: int, num_frames: int, quality: str = QualityTier.STANDARD
+) -> bool:
+    """Whether the model of `route` handles a clip of that size: within the worker's limits and no longer
+    than the tier's `max_frames` (what the model was trained on)."""
     return (
         width * height <= route.width * route.height * contract.MAX_AREA_FACTOR
         and num_frames <= route.frames * contract.MAX_FRAME_FACTOR
+        and num_frames <= route.profile(quality).max_frames
     )
 
 
@@ -165,10 +174,14 @@ def size_factor(route: ModelRoute, *, width: int, height: int, num_frames: int) 
     return max((width * height * num_frames) / native, 0.01) if native else 1.0
 
 
-def run_seconds(route: ModelRoute, *, width: int, height: int, num_frames: int) -> float:
-    """Expected seconds from the start of a job to its completion on `route`."""
+def run_seconds(
+    route: ModelRoute, *, width: int, height: int, num_frames: int, quality: str | None = None
+) -> float:
+    """Expected seconds from the start of a job to its completion on `route`, with the steps of the
+    tier's render profile (the route's own steps without a tier)."""
     factor = size_factor(route, width=width, height=height, num_frames=num_frames)
-    return route.steps * route.seconds_per_step * factor + route.overhead_seconds
+    steps = route.profile(quality).steps if quality else route.steps
+    return steps * route.seconds_per_step * factor + route.overhead_seconds
 
 
 def route_record_timings(

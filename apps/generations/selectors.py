@@ -42,6 +42,26 @@ def generation_get_for_user(*, user, generation_id, for_update: bool = False) ->
     return generation
 
 
+def generation_visible_or_none(*, user, generation_id) -> Generation | None:
+    """The generation if the user may see it (a final's draft the user deleted reads as none)."""
+    return (
+        generations_visible_to(user=user)
+        .filter(pk=generation_id)
+        .select_related("trend__category", "route")
+        .first()
+    )
+
+
+def generation_finals(*, user, draft: Generation) -> list[Generation]:
+    """The finals the user may see that were rendered from `draft`, newest first."""
+    return list(
+        generations_visible_to(user=user)
+        .filter(draft=draft)
+        .select_related("trend__category", "route")
+        .order_by("-created_at")
+    )
+
+
 def generations_to_continue_exist(*, user) -> bool:
     """Whether the user has a video in progress or ready to watch (the home screen's continue section)."""
     return (
@@ -71,17 +91,25 @@ def _work_seconds(rows, routes: dict) -> float:
         route = routes.get(row["route_id"])
         if route is None:
             continue
-        seconds = run_seconds(route, width=row["width"], height=row["height"], num_frames=row["num_frames"])
+        seconds = run_seconds(
+            route,
+            width=row["width"],
+            height=row["height"],
+            num_frames=row["num_frames"],
+            quality=row["quality"],
+        )
         total += seconds * row.get("n", 1) * (1.0 - row.get("progress", 0.0))
     return total
 
 
 def _queue_wait_seconds(ahead: QuerySet[Generation], routes: dict) -> tuple[int, float]:
     """(jobs ahead, seconds until a GPU is free for the next one) - two queries."""
-    grouped = list(ahead.values("route_id", "width", "height", "num_frames").annotate(n=Count("id")))
+    grouped = list(
+        ahead.values("route_id", "width", "height", "num_frames", "quality").annotate(n=Count("id"))
+    )
     running = list(
         Generation.objects.filter(status=GenerationStatus.RUNNING).values(
-            "route_id", "width", "height", "num_frames", "progress"
+            "route_id", "width", "height", "num_frames", "quality", "progress"
         )
     )
     seconds = _work_seconds(grouped, routes) + _work_seconds(running, routes)
@@ -99,7 +127,13 @@ def generation_estimate(generation: Generation, *, routes: dict | None = None) -
         return QueueEstimate(position=None, eta_seconds=None)
     route = generation.route
     own = (
-        run_seconds(route, width=generation.width, height=generation.height, num_frames=generation.num_frames)
+        run_seconds(
+            route,
+            width=generation.width,
+            height=generation.height,
+            num_frames=generation.num_frames,
+            quality=generation.quality,
+        )
         if route is not None
         else 0.0
     )
@@ -117,8 +151,12 @@ def generation_estimate(generation: Generation, *, routes: dict | None = None) -
     return QueueEstimate(position=count + 1, eta_seconds=round(wait + own))
 
 
-def new_job_eta_seconds(*, route: ModelRoute, lane: str, width: int, height: int, num_frames: int) -> int:
-    """The ETA of a generation submitted now: everything queued in its lane and above, then itself."""
+def new_job_eta_seconds(
+    *, route: ModelRoute, lane: str, width: int, height: int, num_frames: int, quality: str | None = None
+) -> int:
+    """The ETA of a generation submitted now: everything queued in its lane and above, then itself (at
+    its tier's steps)."""
     ahead = Generation.objects.filter(status=GenerationStatus.QUEUED, lane__in=_lanes_at_or_above(lane))
     _, wait = _queue_wait_seconds(ahead, _routes())
-    return round(wait + run_seconds(route, width=width, height=height, num_frames=num_frames))
+    own = run_seconds(route, width=width, height=height, num_frames=num_frames, quality=quality)
+    return round(wait + own)

@@ -13,7 +13,13 @@ from .lifecycle import (
     generation_retry_by_staff,
     generation_share_record,
 )
-from .requests import GenerationRequest, Quote, generation_create, generation_quote
+from .requests import (
+    GenerationRequest,
+    Quote,
+    generation_create,
+    generation_finalize,
+    generation_quote,
+)
 
 __all__ = [
     "FAILURE_MESSAGES",
@@ -23,6 +29,7 @@ __all__ = [
     "generation_cancel",
     "generation_create",
     "generation_delete",
+    "generation_finalize",
     "generation_job",
     "generation_quote",
     "generation_retry_by_staff",

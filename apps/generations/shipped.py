@@ -3,8 +3,13 @@ back any that are missing without touching the ones staff edited).
 
 - `tiny-wan`: random weights built from configs, on the CPU: tests and the embedded `make run`. Its
   output is coloured noise with motion; never route real users to it.
-- `wan2.2-ti2v-5b`: Wan 2.2 TI2V-5B from MODEL_ROOT on CUDA (standard and cinema tiers), falling back to
+- `wan2.2-ti2v-5b`: Wan 2.2 TI2V-5B from MODEL_ROOT on CUDA (every tier), falling back to
 - `ltx-video`: LTX-Video 0.9.7 distilled (draft and standard tiers).
+
+Each route renders each tier with its `render_profiles` (gpu_worker.contract.RenderProfile): DRAFT is the
+same model smaller and with fewer steps, STANDARD the native settings, CINEMA more steps without a step
+cache. Clips stay within what each model was trained on (`max_frames`: Wan 2.2 TI2V-5B 121 frames, 5 s at
+24 fps; LTX-Video up to 257 frames, held here to the worker's 2x native).
 
 The CUDA routes are enabled, but only GPU workers that hold the weights can run them; a worker without
 them reports MODEL_UNAVAILABLE (retryable), so the job is retried, then sent to the fallback route.
@@ -34,6 +39,12 @@ SHIPPED_ROUTES: tuple[dict, ...] = (
         "cost_per_second": Decimal("0"),
         "seconds_per_step": 0.05,
         "overhead_seconds": 1.0,
+        # DRAFT a quarter of the pixels and half the steps; CINEMA twice the steps (8 fps throughout).
+        "render_profiles": {
+            "DRAFT": {"width": 32, "height": 32, "fps": 8, "max_frames": 81, "steps": 2, "guidance": 5.0},
+            "STANDARD": {"width": 64, "height": 64, "fps": 8, "max_frames": 81, "steps": 4, "guidance": 5.0},
+            "CINEMA": {"width": 64, "height": 64, "fps": 8, "max_frames": 81, "steps": 8, "guidance": 5.0},
+        },
         "enabled": True,
         "fallback": None,
     },
@@ -60,6 +71,27 @@ SHIPPED_ROUTES: tuple[dict, ...] = (
         "cost_per_second": Decimal("0.0100"),
         "seconds_per_step": 0.5,
         "overhead_seconds": 8.0,
+        # The distilled recipe is 8 given timesteps at guidance 1.0 at every size (the worker refuses
+        # others): its DRAFT is smaller only (768x448, 40% of the pixels). No CINEMA on a distilled model.
+        "render_profiles": {
+            "DRAFT": {"width": 768, "height": 448, "fps": 24, "max_frames": 241, "steps": 8, "guidance": 1.0},
+            "STANDARD": {
+                "width": 1216,
+                "height": 704,
+                "fps": 24,
+                "max_frames": 241,
+                "steps": 8,
+                "guidance": 1.0,
+            },
+            "CINEMA": {
+                "width": 1216,
+                "height": 704,
+                "fps": 24,
+                "max_frames": 241,
+                "steps": 8,
+                "guidance": 1.0,
+            },
+        },
         "enabled": True,
         "fallback": None,
     },
@@ -77,7 +109,7 @@ SHIPPED_ROUTES: tuple[dict, ...] = (
         "guidance": 5.0,
         "image_conditioning": True,
         "lora_support": True,
-        "quality_tiers": ["STANDARD", "CINEMA"],
+        "quality_tiers": ["DRAFT", "STANDARD", "CINEMA"],
         "lanes": ["INSTANT", "ECONOMY"],
         "cost_per_second": Decimal("0.0500"),
         "seconds_per_step": 4.0,
@@ -87,6 +119,44 @@ SHIPPED_ROUTES: tuple[dict, ...] = (
         # against the float32 decode; the encoder of the selfie stays float32). Step caches (TaylorSeer
         # 3.9x per step with compile) stay off until checked on the real weights.
         "speed_profile": {"compile_blocks": True, "tf32": True, "vae_decode_dtype": "bfloat16"},
+        # Trained on 121 frames (5 s at 24 fps): no longer clip at any tier. DRAFT: 640x352 (a quarter of
+        # the pixels), 20 steps, the flow shift Wan uses at 480p (3.0) and TaylorSeer on top of the route's
+        # speed-ups (a lossy cache is fine for a preview; 3.9x per step with compile on an H200); about
+        # 1/10 of STANDARD's cost. CINEMA: 70 steps, no cache.
+        "render_profiles": {
+            "DRAFT": {
+                "width": 640,
+                "height": 352,
+                "fps": 24,
+                "max_frames": 121,
+                "steps": 20,
+                "guidance": 5.0,
+                "scheduler": {"class": "UniPCMultistepScheduler", "config": {"flow_shift": 3.0}},
+                "speed_profile": {
+                    "compile_blocks": True,
+                    "tf32": True,
+                    "vae_decode_dtype": "bfloat16",
+                    "cache": "taylorseer",
+                    "cache_params": {"cache_interval": 4, "disable_cache_before_step": 3},
+                },
+            },
+            "STANDARD": {
+                "width": 1280,
+                "height": 704,
+                "fps": 24,
+                "max_frames": 121,
+                "steps": 50,
+                "guidance": 5.0,
+            },
+            "CINEMA": {
+                "width": 1280,
+                "height": 704,
+                "fps": 24,
+                "max_frames": 121,
+                "steps": 70,
+                "guidance": 5.0,
+            },
+        },
         "enabled": True,
         "fallback": "ltx-video",
     },

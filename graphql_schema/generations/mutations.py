@@ -9,6 +9,7 @@ from apps.generations import services
 
 from ..accounts.mutations import DeleteResult
 from ..accounts.types import DeletePayload
+from ..enums import QualityTier
 from ..errors import (
     CharacterNotReady,
     Error,
@@ -85,6 +86,25 @@ class GenerationMutations:
         user = require_user(info)
         result = await call_service(
             lambda: services.generation_cancel(user=user, generation_id=node_pk(id, "Generation"))
+        )
+        return result if isinstance(result, Error) else GenerationPayload(generation=result)
+
+    @strawberry.mutation(
+        description="Render a succeeded DRAFT again at STANDARD or CINEMA with the same inputs, seed, shot "
+        "plan and model: a new generation linked to its draft, priced as its tier (held, charged only if it "
+        "succeeds). Idempotent by idempotencyKey like createGeneration."
+    )
+    async def finalize_generation(
+        self, info: Info, id: strawberry.ID, quality: QualityTier, idempotency_key: str | None = None
+    ) -> GenerationResult:
+        user = require_user(info)
+        result = await call_service(
+            lambda: services.generation_finalize(
+                user=user,
+                generation_id=node_pk(id, "Generation"),
+                quality=quality.value,
+                idempotency_key=idempotency_key,
+            )
         )
         return result if isinstance(result, Error) else GenerationPayload(generation=result)
 

@@ -6,6 +6,7 @@ import strawberry
 from asgiref.sync import sync_to_async
 from strawberry import Info
 
+from apps.core.errors import DomainError
 from apps.core.errors import NotFound as NotFoundError
 from apps.generations import selectors, services
 
@@ -19,10 +20,11 @@ from ..errors import (
     ValidationError,
     not_found,
     page_arguments_check,
+    public_error,
 )
 from ..permissions import require_user
 from ..services import call_service
-from ..toolkit import node_pk
+from ..toolkit import connection_page, node_pk
 from .inputs import GenerationInput
 from .mutations import generation_request
 from .types import GenerationConnection, GenerationType, QuotePayload
@@ -77,12 +79,15 @@ class GenerationQueries:
 
         def page() -> GenerationConnection:
             queryset = selectors.generations_visible_to(user=user).select_related("trend__category", "route")
-            connection = GenerationConnection.resolve_connection(
-                queryset, info=info, first=first, after=after, last=last, before=before
+            connection = connection_page(
+                GenerationConnection, queryset, info=info, first=first, after=after, last=last, before=before
             )
             # Evaluate here, in the worker thread: the edges are read in async code afterwards.
             for edge in connection.edges:
                 _ = edge.node.pk
             return connection
 
-        return await sync_to_async(page)()
+        try:
+            return await sync_to_async(page)()
+        except DomainError as exc:
+            raise public_error(exc) from None

@@ -172,6 +172,50 @@ class GenerationType(ModelNode):
             style_keywords=list(data.style_keywords),
         )
 
+    @strawberry_django.field(
+        description="The seed of the video: the one the GPU used once it ran (a quality-gate retry picks a "
+        "new one), else the one it will start from."
+    )
+    async def seed(self, root: strawberry.Parent[models.Generation]) -> int:
+        used = root.seed_used
+        return used if used is not None and 0 <= used < 2**31 else root.seed  # older workers: 56-bit seeds
+
+    @strawberry_django.field(description="The quality tier it is rendered at (the same as `quality`).")
+    async def tier(self, root: strawberry.Parent[models.Generation]) -> QualityTier:
+        return QualityTier(root.quality)
+
+    @strawberry_django.field(description="Width in pixels: the video's once made, else the planned one.")
+    async def width(self, root: strawberry.Parent[models.Generation]) -> int:
+        return root.video_width or root.width
+
+    @strawberry_django.field(description="Height in pixels: the video's once made, else the planned one.")
+    async def height(self, root: strawberry.Parent[models.Generation]) -> int:
+        return root.video_height or root.height
+
+    @strawberry_django.field(description="Frames per second of its tier on its model.")
+    async def fps(self, root: strawberry.Parent[models.Generation]) -> int | None:
+        return root.video_fps or root.fps
+
+    @strawberry_django.field(
+        description="Frames in the video: the video's once made, else the planned count."
+    )
+    async def frame_count(self, root: strawberry.Parent[models.Generation]) -> int:
+        return root.video_frames or root.num_frames
+
+    @strawberry_django.field(description="The draft this final was rendered from (finalizeGeneration).")
+    async def draft(self, root: strawberry.Parent[models.Generation], info: Info) -> GenerationType | None:
+        if root.draft_id is None:
+            return None
+        return await sync_to_async(selectors.generation_visible_or_none)(
+            user=info.context.user, generation_id=root.draft_id
+        )
+
+    @strawberry_django.field(description="The finals rendered from this draft, newest first.")
+    async def finals(self, root: strawberry.Parent[models.Generation], info: Info) -> list[GenerationType]:
+        if root.quality != models.QualityTier.DRAFT:
+            return []
+        return await sync_to_async(selectors.generation_finals)(user=info.context.user, draft=root)
+
     @strawberry_django.field(description="The MP4 (H.264), once succeeded.")
     async def video(self, root: strawberry.Parent[models.Generation], info: Info) -> MediaFile | None:
         if root.status != models.GenerationStatus.SUCCEEDED:

@@ -4,11 +4,12 @@ import strawberry
 from asgiref.sync import sync_to_async
 from strawberry import Info
 
-from apps.core.errors import ValidationFailed
+from apps.core.errors import DomainError, ValidationFailed
 from apps.trends import selectors
 
 from ..enums import Platform
 from ..errors import page_arguments_check, public_error
+from ..toolkit import connection_page
 from .types import Screen, TrendConnection, TrendType, section_from
 
 SCREEN_ID = "home"
@@ -50,7 +51,8 @@ class TrendQueries:
         page_arguments_check(info, first=first, after=after, last=last, before=before)
 
         def page() -> TrendConnection:
-            return TrendConnection.resolve_connection(
+            return connection_page(
+                TrendConnection,
                 selectors.trends_live(category=category, tag=tag),
                 info=info,
                 first=first,
@@ -59,7 +61,10 @@ class TrendQueries:
                 before=before,
             )
 
-        return await sync_to_async(page)()
+        try:
+            return await sync_to_async(page)()
+        except DomainError as exc:
+            raise public_error(exc) from None
 
     @strawberry.field(description="A live trend by its slug; null when there is none.")
     async def trend(self, slug: str) -> TrendType | None:

@@ -106,8 +106,9 @@ def test_events_come_in_stage_order_with_rising_sequences_and_end_completed_with
         "upload",
         "total",
         "seconds_per_step",
+        "render",  # what it rendered with: tier, size, steps (tests/gpu_worker/test_tiers.py)
     }
-    assert all(value >= 0 for value in timings.values())
+    assert all(value >= 0 for name, value in timings.items() if name != "render")
     assert timings["total"] >= sum(
         timings[k] for k in ("load", "denoise", "decode", "encode", "quality", "upload")
     )

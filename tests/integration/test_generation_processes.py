@@ -13,9 +13,16 @@ import httpx
 import pytest
 
 from apps.core.queues import DJANGO_QUEUES
-from apps.generations.models import GenerationStatus, ModelRoute
+from apps.generations.models import GenerationStatus
 from gpu_worker.contract import GPU_QUEUES
-from tests.graphql.generations.helpers import a_trend, generation_from, ledger, wait_for, wallet
+from tests.graphql.generations.helpers import (
+    a_trend,
+    generation_from,
+    ledger,
+    route_set_steps,
+    wait_for,
+    wallet,
+)
 from tests.graphql.generations.stack import (
     GpuLanes,
     LiveUser,
@@ -104,7 +111,7 @@ def test_selfie_to_video_through_s3_and_separate_worker_processes(s3_stack, proc
 
 def test_a_gpu_worker_killed_mid_job_is_redelivered_and_charged_once(s3_stack, processes):
     server, bucket, backend = s3_stack
-    ModelRoute.objects.filter(name="tiny-wan").update(steps=150)  # long enough to be killed while denoising
+    route_set_steps("tiny-wan", 150)  # long enough to be killed while denoising
     trend = a_trend(requires="NONE", price_standard=4)
     user = LiveUser(server)
     created = user.create(trendSlug=trend.slug)

@@ -202,6 +202,7 @@ def test_a_retryable_failure_is_retried_with_backoff_then_on_the_fallback_then_f
     )
     (delayed,) = _waiting(broker, "gpu-instant.DQ")
     assert delayed.kwargs["job"]["attempt"] == 2
+    assert (delayed.kwargs["job"]["tier"], delayed.kwargs["job"]["route"]["steps"]) == ("STANDARD", 50)
     assert 25_000 < delayed.options["eta"] - time.time() * 1000 <= 30_000
     assert wallet(make.user) == (46, 4)  # still held
 
@@ -215,6 +216,8 @@ def test_a_retryable_failure_is_retried_with_backoff_then_on_the_fallback_then_f
     assert (fallback.width, fallback.height, fallback.num_frames) == (704, 1216, 121)
     job = _waiting(broker, contract.QUEUE_GPU_INSTANT)[-1].kwargs["job"]
     assert (job["attempt"], job["route"]["name"]) == (3, "ltx-video")
+    # ... at the same tier, with the fallback's render profile for it
+    assert (job["tier"], job["route"]["steps"], job["route"]["fps"], fallback.fps) == ("STANDARD", 8, 24, 24)
 
     # 3. No fallback left: FAILED, released, retryable.
     apply(event(generation, "failed", reason_code=contract.MODEL_UNAVAILABLE, retryable=True), capture)

@@ -80,7 +80,9 @@ def test_routing_by_preference_tier_lane_and_inputs(shipped_routes, settings):
         return route_choose(**{**options, **kwargs}).name
 
     assert choose() == "wan2.2-ti2v-5b"
-    assert choose(quality="DRAFT") == "ltx-video"
+    assert choose(quality="DRAFT") == "wan2.2-ti2v-5b"  # a draft on the same model family as its final
+    ModelRoute.objects.filter(name="wan2.2-ti2v-5b").update(quality_tiers=["STANDARD", "CINEMA"])
+    assert choose(quality="DRAFT") == "ltx-video"  # a tier the preferred route does not offer: its fallback
     ModelRoute.objects.filter(name="wan2.2-ti2v-5b").update(lanes=["INSTANT"])
     assert choose(lane="ECONOMY") == "ltx-video"
     ModelRoute.objects.filter(name="ltx-video").update(image_conditioning=False)

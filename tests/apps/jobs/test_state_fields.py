@@ -30,6 +30,7 @@ GENERATION_FIXED = {
     "quoted_credits",
     "idempotency_key",
     "request_hash",
+    "draft",  # a final's draft, set when finalizeGeneration creates it
 }
 GENERATION_OWN_UPDATES = {"updated_at", "api_sequence", "shares"}  # saved by generation_changed / F()
 CHARACTER_FIXED = {"id", "created_at", "owner"}

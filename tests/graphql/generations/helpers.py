@@ -146,6 +146,16 @@ def generation_from(global_id: str) -> Generation:
     return Generation.objects.get(pk=from_base64(global_id)[1])
 
 
+def route_set_steps(name: str, steps: int, *, tier: str = "STANDARD") -> None:
+    """Makes a route's jobs at `tier` run `steps` denoising steps (the tier's render profile decides)."""
+    from apps.generations.models import ModelRoute
+
+    route = ModelRoute.objects.get(name=name)
+    profile = route.profile(tier).to_dict() | {"steps": steps}
+    profiles = {**route.render_profiles, tier: profile}
+    ModelRoute.objects.filter(pk=route.pk).update(steps=steps, render_profiles=profiles)
+
+
 def wait_for(condition: Callable[[], Any], *, timeout: float = 60, what: str = "the condition") -> Any:
     deadline = time.monotonic() + timeout
     while True:

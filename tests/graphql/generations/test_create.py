@@ -317,9 +317,13 @@ def test_a_quality_the_route_chain_does_not_offer_is_unsupported(gql, alice, shi
     assert "DRAFT or STANDARD" in result["message"]
 
 
-def test_tier_routing_follows_the_fallback_chain(gql, alice, shipped_routes):
+def test_tier_routing_follows_the_fallback_chain(gql, alice, shipped_routes, settings):
+    settings.GENERATIONS_MAX_ACTIVE_PER_USER = 4
     token, _, _ = alice
-    trend = a_trend(requires="NONE", preferred_model_route="wan2.2-ti2v-5b")  # wan: STANDARD, CINEMA
+    trend = a_trend(requires="NONE", preferred_model_route="wan2.2-ti2v-5b")
+    same_family = _create(gql, token, trendSlug=trend.slug, quality="DRAFT")
+    assert generation_from(same_family["generation"]["id"]).route_name == "wan2.2-ti2v-5b"  # wan drafts too
+    ModelRoute.objects.filter(name="wan2.2-ti2v-5b").update(quality_tiers=["STANDARD", "CINEMA"])
     draft = _create(gql, token, trendSlug=trend.slug, quality="DRAFT")
     cinema = _create(gql, token, trendSlug=trend.slug, quality="CINEMA")
     assert generation_from(draft["generation"]["id"]).route_name == "ltx-video"  # its fallback serves DRAFT

@@ -1,0 +1,175 @@
+"""Render profiles per route and tier: what the shipped routes render, what admin refuses, what a job
+message carries, and the sizes, clip lengths, ETAs and prices that follow each tier."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.exceptions import ValidationError
+
+import gpu_worker.contract as contract
+from apps.generations.jobs import generation_job
+from apps.generations.models import Generation, ModelRoute
+from apps.generations.routing import job_fits, job_size, run_seconds
+
+pytestmark = pytest.mark.django_db
+
+TIERS = ("DRAFT", "STANDARD", "CINEMA")
+
+
+@pytest.mark.parametrize("name", ["tiny-wan", "wan2.2-ti2v-5b", "ltx-video"])
+def test_every_shipped_route_renders_draft_cheaper_and_cinema_no_cheaper_than_standard(shipped_routes, name):
+    route = shipped_routes[name]
+    route.full_clean()  # its profiles pass admin's checks
+    cost = {tier: route.profile(tier).unit_cost(route.family) for tier in TIERS}
+    assert cost["DRAFT"] < cost["STANDARD"] <= cost["CINEMA"]
+    standard = route.profile("STANDARD")
+    assert (standard.width, standard.height, standard.steps) == (route.width, route.height, route.steps)
+    assert route.spec("CINEMA").speedups.cache is None  # no lossy cache at CINEMA
+
+
+def test_the_tiny_route_draft_is_smaller_with_fewer_steps_than_cinema(shipped_routes):
+    tiny = shipped_routes["tiny-wan"]
+    draft, cinema = tiny.profile("DRAFT"), tiny.profile("CINEMA")
+    assert draft.width * draft.height < cinema.width * cinema.height and draft.steps < cinema.steps
+    assert "DRAFT" in shipped_routes["wan2.2-ti2v-5b"].quality_tiers  # a draft on the final's family
+    wan_draft = shipped_routes["wan2.2-ti2v-5b"].spec("DRAFT")
+    assert wan_draft.speedups.cache == "taylorseer" and wan_draft.scheduler["config"] == {"flow_shift": 3.0}
+
+
+def test_clip_lengths_stay_within_what_the_model_was_trained_on(shipped_routes):
+    wan = shipped_routes["wan2.2-ti2v-5b"]
+    for tier in TIERS:
+        five = job_size(wan, aspect_ratio="PORTRAIT_9_16", duration_seconds=5, quality=tier)
+        eight = job_size(wan, aspect_ratio="PORTRAIT_9_16", duration_seconds=8, quality=tier)
+        assert job_fits(wan, width=five[0], height=five[1], num_frames=five[2], quality=tier)
+        assert not job_fits(wan, width=eight[0], height=eight[1], num_frames=eight[2], quality=tier)
+    assert job_size(wan, aspect_ratio="PORTRAIT_9_16", duration_seconds=5, quality="DRAFT") == (352, 640, 121)
+
+
+@pytest.mark.parametrize(
+    ("profiles", "says"),
+    [
+        ({"ULTRA": {}}, "Unknown tiers: ULTRA"),
+        (
+            {"DRAFT": {"width": 40, "height": 32, "fps": 8, "max_frames": 17, "steps": 1, "guidance": 5.0}},
+            "DRAFT: width and height must be multiples of 16",
+        ),
+        (
+            {"DRAFT": {"width": 64, "height": 64, "fps": 8, "max_frames": 41, "steps": 4, "guidance": 5.0}},
+            "DRAFT must cost less than STANDARD",
+        ),
+        (
+            {"CINEMA": {"width": 64, "height": 64, "fps": 8, "max_frames": 41, "steps": 2, "guidance": 5.0}},
+            "CINEMA must cost at least as much as STANDARD",
+        ),
+        (
+            {
+                "CINEMA": {
+                    "width": 64,
+                    "height": 64,
+                    "fps": 8,
+                    "max_frames": 41,
+                    "steps": 8,
+                    "guidance": 5.0,
+                    "speed_profile": {"cache": "first_block"},
+                }
+            },
+            "CINEMA renders without a step cache",
+        ),
+        (
+            {
+                "STANDARD": {
+                    "width": 64,
+                    "height": 64,
+                    "fps": 8,
+                    "max_frames": 161,
+                    "steps": 4,
+                    "guidance": 5.0,
+                }
+            },
+            "STANDARD: max_frames 161 is beyond the model's range",
+        ),
+        (
+            {"STANDARD": {"width": 64, "height": 64, "fps": 8, "steps": 4, "guidance": 5.0}},
+            "STANDARD: malformed render profile",
+        ),
+    ],
+)
+def test_admin_refuses_a_bad_render_profile_with_what_to_fix(shipped_routes, profiles, says):
+    route = shipped_routes["tiny-wan"]
+    route.render_profiles = {**route.render_profiles, **profiles}
+    with pytest.raises(ValidationError) as refused:
+        route.full_clean()
+    assert says in " ".join(refused.value.message_dict["render_profiles"])
+
+
+def test_a_route_without_profiles_gets_defaults_from_its_native_settings(shipped_routes):
+    route = shipped_routes["tiny-wan"]
+    route.render_profiles = {}
+    route.speed_profile = {"cache": "first_block"}
+    route.full_clean()
+    draft, standard, cinema = (route.profile(tier) for tier in TIERS)
+    assert (draft.width, draft.height, draft.steps) == (32, 32, 2)
+    assert (standard.width, standard.height, standard.steps) == (64, 64, 4)
+    assert cinema.steps == 6 and route.spec("CINEMA").speedups.cache is None
+    assert route.spec("DRAFT").speedups.cache == "first_block"
+
+
+def test_the_job_message_names_the_tier_and_carries_its_settings(shipped_routes):
+    from tests.graphql.generations.helpers import a_trend
+
+    tiny = shipped_routes["tiny-wan"]
+    trend = a_trend()
+    jobs = {}
+    for tier in TIERS:
+        width, height, frames = job_size(tiny, aspect_ratio="SQUARE_1_1", duration_seconds=5, quality=tier)
+        generation = Generation.objects.create(
+            owner=_user(),
+            trend=trend,
+            prompt="a dancer on a rooftop",
+            aspect_ratio="SQUARE_1_1",
+            duration_seconds=5,
+            quality=tier,
+            lane="INSTANT",
+            seed=11,
+            quoted_credits=1,
+            route=tiny,
+            route_name=tiny.name,
+            width=width,
+            height=height,
+            num_frames=frames,
+            queued_at="2026-12-04T00:00:00Z",
+            idempotency_key=f"k-{tier}",
+            request_hash="h",
+        )
+        jobs[tier] = contract.GenerationJob.from_message(generation_job(generation).to_message())
+    assert {tier: job.tier for tier, job in jobs.items()} == {tier: tier for tier in TIERS}
+    assert [job.route.steps for job in jobs.values()] == [2, 4, 8]
+    assert [(job.width, job.height) for job in jobs.values()] == [(32, 32), (64, 64), (64, 64)]
+    assert len({job.seed for job in jobs.values()}) == 1
+
+
+def test_run_time_follows_the_tiers_steps(shipped_routes):
+    wan = shipped_routes["wan2.2-ti2v-5b"]
+    seconds = {}
+    for tier in TIERS:
+        width, height, frames = job_size(wan, aspect_ratio="PORTRAIT_9_16", duration_seconds=5, quality=tier)
+        seconds[tier] = run_seconds(wan, width=width, height=height, num_frames=frames, quality=tier)
+    assert seconds["DRAFT"] < seconds["STANDARD"] < seconds["CINEMA"]
+    per_step = wan.seconds_per_step
+    assert seconds["CINEMA"] == pytest.approx(70 * per_step + wan.overhead_seconds)
+
+
+def _user():
+    from apps.accounts.models import User
+
+    return User.objects.create_user(
+        email=f"u{User.objects.count()}@example.com", password="x-long-password-1"
+    )
+
+
+def test_model_route_table_round_trips_through_the_contract(shipped_routes):
+    for route in ModelRoute.objects.all():
+        for tier in TIERS:
+            spec = route.spec(tier)
+            assert contract.RouteSpec.from_dict(spec.__dict__ | {}) == spec
