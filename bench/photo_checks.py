@@ -6,14 +6,14 @@ One process, one thread: OpenCV is held to one thread (`cv2.setNumThreads(1)`) a
 decoder, so the CPU time per check is one core's work. The photos are the astronaut portrait cropped to
 4:3 and upscaled (fixtures/photos/make_photos.py), with mild sensor-like noise added so that the files are
 as hard to decode as real photos of their size (an upscaled, smooth picture compresses and decodes far
-faster than a camera's). Every check is the full verdict: the safe decode (`inspect_image`), the second,
-reduced decode, EXIF orientation, face detection and measurements, and the clean JPEG plus the 512 px
+faster than a camera's). Every check is the full verdict: the one safe decode (`decode_image`; a JPEG at
+reduced DCT scale), EXIF orientation, face detection and measurements, and the clean JPEG plus the 512 px
 face crop.
 
 Printed per size and format: file size, the median wall time per check, the CPU time per check and
 checks/s/core (1 / CPU time). Also the same photo through `inspect_image` alone (the upload check that
-decodes every pixel once), to show what the two decodes cost. On a shared machine, take CPU time per
-check as the figure; wall time moves with other processes' load.
+decodes every pixel once, at full size), to show what a full decode costs. On a shared machine, take CPU
+time per check as the figure; wall time moves with other processes' load.
 """
 
 from __future__ import annotations

@@ -9,13 +9,15 @@ project's limits passes them in:
 
 ## One photo, in order (the first failing step ends the check with that one reason)
 
-1. **Bytes and decoding.** More than `max_bytes` -> `TOO_LARGE`. Then `apps.storage.images.inspect_image`,
-   the same safe decode as uploads: the type sniffed from the magic bytes (JPEG, PNG, WebP, HEIC only ->
-   else `UNSUPPORTED_FORMAT`, animations too), more pixels than `max_pixels` or a decompression bomb ->
-   `TOO_LARGE`, a truncated or damaged file -> `UNREADABLE`. A shorter side under `min_short_side` ->
-   `TOO_SMALL`.
-2. **Pixels upright.** Decoded again, at a reduced size where the output allows it (JPEG's DCT scaling
-   decodes 1/2, 1/4 or 1/8 of the pixels directly; other formats are box-reduced after decoding), then the
+1. **Bytes and decoding.** More than `max_bytes` -> `TOO_LARGE`. Then `apps.storage.images.decode_image`,
+   the same safe decode as uploads (`inspect_image`): the type sniffed from the magic bytes (JPEG, PNG,
+   WebP, HEIC only -> else `UNSUPPORTED_FORMAT`, animations too), more pixels than `max_pixels` or a
+   decompression bomb -> `TOO_LARGE`, a truncated or damaged file -> `UNREADABLE`. A shorter side under
+   `min_short_side` -> `TOO_SMALL`. This is the file's only decode, and its pixels go on to step 2: a JPEG
+   is decoded at a reduced size where the output allows it (JPEG's DCT scaling, `Image.draft`, decodes 1/2,
+   1/4 or 1/8 of the pixels directly while still reading every byte, so damage is caught as in a full
+   decode; the long side stays >= 3/4 of `output_max_side`); a HEIC, PNG or WebP is decoded once in full.
+2. **Pixels upright.** Other formats are box-reduced by the same factor as a JPEG's DCT scaling, then the
    EXIF orientation is applied, alpha is flattened on white, colour is converted to sRGB when the file
    carries an ICC profile, and the long side is capped at `output_max_side`.
 3. **Faces.** OpenCV's bundled Haar cascades on a grey copy whose long side is 480 px, equalised with
@@ -92,7 +94,7 @@ import numpy as np
 from django.utils.translation import gettext
 from PIL import Image, ImageCms, ImageOps
 
-from apps.storage.images import CONTENT_TYPES, ImageRejected, inspect_image, sniff
+from apps.storage.images import CONTENT_TYPES, ImageRejected, decode_image, draft_factor, sniff
 
 logger = logging.getLogger(__name__)
 
@@ -335,7 +337,9 @@ def check_photo(
     require); `outputs=False` skips encoding clean_jpeg and face_crop_jpeg."""
     # 1. Bytes and decoding
     try:
-        image_format, width, height = _inspect(data, rules=rules, declared_content_type=declared_content_type)
+        image_format, width, height, decoded = _inspect(
+            data, rules=rules, declared_content_type=declared_content_type
+        )
     except _Rejected as rejected:
         return PhotoVerdict(accepted=False, reasons=[rejected.reason])
     facts = {"format": image_format, "width": width, "height": height}
@@ -344,9 +348,9 @@ def check_photo(
 
     # 2. Pixels upright
     try:
-        picture = _decode_upright(data, image_format=image_format, rules=rules)
-    except Exception as exc:  # inspect_image decoded it already; anything else is a damaged file too
-        logger.info("photo refused as unreadable on the second decode: %s: %s", type(exc).__name__, exc)
+        picture = _upright(decoded, long_side=max(width, height), rules=rules)
+    except Exception as exc:  # the decode passed; anything else is a damaged file too
+        logger.info("photo refused as unreadable after decoding: %s: %s", type(exc).__name__, exc)
         return PhotoVerdict(accepted=False, reasons=[Reason.UNREADABLE], **facts)
     grey = np.asarray(picture.convert("L"))
     to_original = width / picture.width
@@ -429,38 +433,42 @@ def check_photo(
     )
 
 
-def _inspect(data: bytes, *, rules: PhotoRules, declared_content_type: str | None) -> tuple[str, int, int]:
-    """(Pillow format, upright width, upright height) of a photo that decodes safely, or _Rejected."""
+def _inspect(
+    data: bytes, *, rules: PhotoRules, declared_content_type: str | None
+) -> tuple[str, int, int, Image.Image]:
+    """(Pillow format, upright width, upright height, the decoded image) of a photo that decodes safely,
+    or _Rejected. The one decode of the file: a JPEG at a reduced DCT scale (`_draft_long_side`)."""
     if len(data) > rules.max_bytes:
         raise _Rejected(Reason.TOO_LARGE)
     image_format = sniff(data)
     if image_format is None:
         raise _Rejected(Reason.UNSUPPORTED_FORMAT)
     try:
-        facts = inspect_image(
+        facts, decoded = decode_image(
             data,
             declared_content_type=declared_content_type or CONTENT_TYPES[image_format],
             max_pixels=rules.max_pixels,
+            draft_long_side=_draft_long_side(rules),
         )
     except ImageRejected as rejected:
         raise _Rejected(_STORAGE_REASONS.get(rejected.reason, Reason.UNREADABLE)) from None
-    return facts.format, facts.width, facts.height
+    return facts.format, facts.width, facts.height, decoded
 
 
-def _decode_upright(data: bytes, *, image_format: str, rules: PhotoRules) -> Image.Image:
-    """RGB pixels, upright, sRGB, long side at most rules.output_max_side, with no metadata attached."""
-    with Image.open(io.BytesIO(data), formats=[image_format]) as image:
-        stored_width, stored_height = image.size
-        # The largest power-of-two reduction that keeps the long side >= 3/4 of the output cap
-        factor = 1
-        while factor < 8 and max(image.size) / (factor * 2) >= 0.75 * rules.output_max_side:
-            factor *= 2
-        if factor > 1 and image.format == "JPEG":
-            image.draft(None, (stored_width // factor, stored_height // factor))
-        image.load()
-        icc_profile = image.info.get("icc_profile")
-        drafted = image.size != (stored_width, stored_height)
-        ImageOps.exif_transpose(image, in_place=True)  # the pixels are loaded: they outlive the file
+def _draft_long_side(rules: PhotoRules) -> float:
+    """Reduce while the long side stays >= 3/4 of the output cap (clean_jpeg is made from these pixels)."""
+    return 0.75 * rules.output_max_side
+
+
+def _upright(image: Image.Image, *, long_side: int, rules: PhotoRules) -> Image.Image:
+    """RGB pixels, upright, sRGB, long side at most rules.output_max_side, with no metadata attached.
+
+    `image` is the loaded decode of a file whose long side is `long_side`; a JPEG may come reduced
+    already (DCT scaling), other formats are box-reduced here by the same factor."""
+    factor = draft_factor((long_side, long_side), _draft_long_side(rules))
+    icc_profile = image.info.get("icc_profile")
+    drafted = max(image.size) != long_side
+    ImageOps.exif_transpose(image, in_place=True)
     picture = _to_rgb(image)
     if factor > 1 and not drafted:
         picture = picture.reduce(factor)  # a box filter: cheap, and enough before the final resize

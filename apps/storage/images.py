@@ -5,6 +5,8 @@
 2. Open it with Pillow restricted to that one format (`formats=[...]`), so no other decoder ever sees it.
 3. Refuse before decoding: more pixels than the cap (the decompression-bomb guard), animations.
 4. Verify and fully decode (`load()`), so a truncated or damaged file is refused here, not later.
+   `decode_image` returns those pixels (a JPEG optionally at a reduced DCT scale) to a caller that needs
+   them, so the file is not decoded twice.
 
 Pillow warns (`DecompressionBombWarning`) above `Image.MAX_IMAGE_PIXELS` and raises above twice that.
 The cap below is never above `MAX_IMAGE_PIXELS`, so everything Pillow would only warn about is refused:
@@ -86,6 +88,19 @@ def _pixels_text(pixels: int) -> str:
 
 def inspect_image(data: bytes, *, declared_content_type: str, max_pixels: int) -> ImageFacts:
     """Facts about a photo that passed every check, or ImageRejected with a reason and a message."""
+    facts, _ = decode_image(data, declared_content_type=declared_content_type, max_pixels=max_pixels)
+    return facts
+
+
+def decode_image(
+    data: bytes, *, declared_content_type: str, max_pixels: int, draft_long_side: float | None = None
+) -> tuple[ImageFacts, Image.Image]:
+    """`inspect_image`'s checks, and the decoded image (as stored: not yet turned by its EXIF orientation)
+    for a caller that needs the pixels, so that the file is decoded once.
+
+    `draft_long_side`: a JPEG is decoded at the largest DCT scale (1/2, 1/4, 1/8) whose long side stays at
+    least this many pixels (`Image.draft`). A reduced decode still reads every entropy-coded byte, so a
+    truncated or damaged file is refused as by a full one. Other formats are always decoded in full."""
     # 1. Type by content
     image_format = sniff(data)
     if image_format is None:
@@ -117,6 +132,9 @@ def inspect_image(data: bytes, *, declared_content_type: str, max_pixels: int) -
             image.verify()
         # 4. Decode every pixel (verify() leaves the image unusable, so open it again)
         with Image.open(io.BytesIO(data), formats=[image_format]) as image:
+            factor = draft_factor(image.size, draft_long_side) if image.format == "JPEG" else 1
+            if factor > 1:
+                image.draft(None, (width // factor, height // factor))
             image.load()
             if image.getexif().get(_EXIF_ORIENTATION) in _QUARTER_TURNS:
                 width, height = height, width
@@ -128,4 +146,16 @@ def inspect_image(data: bytes, *, declared_content_type: str, max_pixels: int) -
     except Exception as exc:  # untrusted input: any decoder failure means a damaged file
         logger.info("image refused as damaged (%s): %s: %s", image_format, type(exc).__name__, exc)
         raise damaged from None
-    return ImageFacts(format=image_format, content_type=content_type, width=width, height=height)
+    facts = ImageFacts(format=image_format, content_type=content_type, width=width, height=height)
+    return facts, image
+
+
+def draft_factor(size: tuple[int, int], long_side: float | None) -> int:
+    """The largest power-of-two reduction (at most 8, JPEG's DCT scaling) that keeps the long side of
+    `size` at least `long_side`; 1 when `long_side` is None."""
+    factor = 1
+    if long_side is None:
+        return factor
+    while factor < 8 and max(size) / (factor * 2) >= long_side:
+        factor *= 2
+    return factor

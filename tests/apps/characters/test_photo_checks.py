@@ -294,6 +294,51 @@ def test_progressive_12mp_jpeg_is_decoded_reduced():
     assert result.clean_size == (2000, 1500)  # JPEG's DCT scaling at 1/2
 
 
+def _count_decodes(monkeypatch) -> list[tuple[str, tuple[int, int]]]:
+    """A spy on Pillow's decoders: (format, decoded size) per file actually decoded. pillow-heif decodes
+    in `HeifImage.data`; Pillow's own formats in `ImageFile.load` when tiles are left to decode."""
+    import pillow_heif.heif
+    from PIL import ImageFile
+
+    decodes: list[tuple[str, tuple[int, int]]] = []
+    heif_data = pillow_heif.heif.HeifImage.data
+    file_load = ImageFile.ImageFile.load
+
+    def data(self):
+        decodes.append(("HEIF", self.size))
+        return heif_data.fget(self)
+
+    def load(self):
+        if self.tile:
+            decodes.append((self.format, self.size))
+        return file_load(self)
+
+    monkeypatch.setattr(pillow_heif.heif.HeifImage, "data", property(data))
+    monkeypatch.setattr(ImageFile.ImageFile, "load", load)
+    return decodes
+
+
+def test_heic_is_decoded_once(monkeypatch):
+    decodes = _count_decodes(monkeypatch)
+    result = check_photo(ACCEPTED["brighter_heic"])
+    assert result.accepted, result
+    assert [image_format for image_format, _ in decodes] == ["HEIF"]
+
+
+def test_a_12mp_jpeg_is_decoded_once_at_a_reduced_scale(monkeypatch):
+    decodes = _count_decodes(monkeypatch)
+    result = check_photo(ACCEPTED["12mp_jpeg"])
+    assert result.accepted, result
+    assert (result.width, result.height) == (4000, 3000)
+    assert decodes == [("JPEG", (2000, 1500))]  # DCT scaling at 1/2, never the full 12 MP
+
+
+def test_a_truncated_jpeg_is_refused_by_the_reduced_decode_too():
+    data = make_photos.encode(make_photos.upright_reference(4000))
+    result = check_photo(data[: len(data) // 2])
+    assert result.reasons == ["UNREADABLE"]
+
+
 def test_transparent_png_is_flattened_on_white():
     image = make_photos.astronaut().convert("RGBA")
     alpha = Image.new("L", image.size, 255)
