@@ -253,7 +253,11 @@ def page_arguments_check(
     try:
         SliceMetadata.from_arguments(info, before=before, after=after, first=first, last=last)
     except (ValueError, TypeError) as exc:
-        message = str(exc) if str(exc).startswith("Argument") else "A cursor is not valid."
+        message = (
+            str(exc)
+            if str(exc).startswith("Argument")
+            else "A cursor is not valid: send `after`/`before` cursors from an earlier page."
+        )
         raise public_error(domain.ValidationFailed(message)) from None
 
 

@@ -38,7 +38,7 @@ from strawberry.relay.types import GlobalIDValueError
 from strawberry_django.relay import resolve_model_node
 from strawberry_django.resolvers import django_resolver
 
-from apps.core.errors import NotFound, ValidationFailed
+from apps.core.errors import NotFound
 from apps.storage.backends import get_storage
 
 # --- Enums from model choices ----------------------------------------------------------------------
@@ -104,17 +104,6 @@ class ModelNode(relay.Node):
                 raise NotFound(field="id")
             return None
         return django_resolver(resolve_model_node)(cls, node_id, info=info, required=required)
-
-
-def connection_page(connection: Any, queryset: Any, *, info: Info, **arguments: Any) -> Any:
-    """`connection.resolve_connection(queryset, first=, after=, last=, before=)`, with a cursor that is
-    not one of ours (or a bad `first`/`last`) answered as VALIDATION instead of a masked bug."""
-    try:
-        return connection.resolve_connection(queryset, info=info, **arguments)
-    except ValueError:
-        raise ValidationFailed(
-            "Send `after`/`before` cursors from an earlier page and a `first`/`last` of 0 to 100."
-        ) from None
 
 
 def node_id(type_name: str, pk: object) -> strawberry.ID:

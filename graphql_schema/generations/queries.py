@@ -24,7 +24,7 @@ from ..errors import (
 )
 from ..permissions import require_user
 from ..services import call_service
-from ..toolkit import connection_page, node_pk
+from ..toolkit import node_pk
 from .inputs import GenerationInput
 from .mutations import generation_request
 from .types import GenerationConnection, GenerationType, QuotePayload
@@ -79,8 +79,8 @@ class GenerationQueries:
 
         def page() -> GenerationConnection:
             queryset = selectors.generations_visible_to(user=user).select_related("trend__category", "route")
-            connection = connection_page(
-                GenerationConnection, queryset, info=info, first=first, after=after, last=last, before=before
+            connection = GenerationConnection.resolve_connection(
+                queryset, info=info, first=first, after=after, last=last, before=before
             )
             # Evaluate here, in the worker thread: the edges are read in async code afterwards.
             for edge in connection.edges:

@@ -9,7 +9,6 @@ from apps.trends import selectors
 
 from ..enums import Platform
 from ..errors import page_arguments_check, public_error
-from ..toolkit import connection_page
 from .types import Screen, TrendConnection, TrendType, section_from
 
 SCREEN_ID = "home"
@@ -51,8 +50,7 @@ class TrendQueries:
         page_arguments_check(info, first=first, after=after, last=last, before=before)
 
         def page() -> TrendConnection:
-            return connection_page(
-                TrendConnection,
+            return TrendConnection.resolve_connection(
                 selectors.trends_live(category=category, tag=tag),
                 info=info,
                 first=first,

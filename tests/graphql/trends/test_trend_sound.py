@@ -103,7 +103,7 @@ def test_the_same_key_with_and_without_sound_is_another_request(gql, alice, flow
     [
         ("first: -1", "Argument 'first' must be a non-negative integer."),
         ("last: 101", "Argument 'last' cannot be higher than 100."),
-        ('after: "x"', "A cursor is not valid."),
+        ('after: "x"', "A cursor is not valid: send `after`/`before` cursors from an earlier page."),
     ],
 )
 def test_bad_paging_arguments_are_a_validation_error_not_a_bug(gql, argument, message):
