@@ -293,6 +293,10 @@ GRAPHQL_IDE = env_bool("GRAPHQL_IDE", not IS_PRODUCTION)
 GRAPHQL_MAX_DEPTH = env_int("GRAPHQL_MAX_DEPTH", 12)
 GRAPHQL_MAX_ALIASES = env_int("GRAPHQL_MAX_ALIASES", 15)
 GRAPHQL_MAX_TOKENS = env_int("GRAPHQL_MAX_TOKENS", 2000)
+# Automatic persisted queries (Apollo): how long a registered document stays in the cache, and the
+# max-age of an anonymous GET answered by hash (signed-in ones are private, max-age=0).
+GRAPHQL_APQ_TTL_SECONDS = env_int("GRAPHQL_APQ_TTL_SECONDS", 7 * 24 * 3600)
+GRAPHQL_APQ_PUBLIC_MAX_AGE = env_int("GRAPHQL_APQ_PUBLIC_MAX_AGE", 60)
 GRAPHQL_WS_INIT_TIMEOUT_SECONDS = env_int("GRAPHQL_WS_INIT_TIMEOUT_SECONDS", 10)
 GRAPHQL_WS_MAX_SUBSCRIPTIONS = env_int("GRAPHQL_WS_MAX_SUBSCRIPTIONS", 50)
 # A plain JSON twin of `me` at /bench/me for bench/http_me.py; never on outside a benchmark.

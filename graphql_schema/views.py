@@ -2,18 +2,50 @@
 
 CSRF-exempt on purpose: the API authenticates with bearer tokens only, never session cookies, so a
 cross-site request carries no credentials. Multipart uploads stay off (uploads go to storage directly).
+
+Automatic persisted queries (Apollo's protocol): `extensions.persistedQuery = {version: 1, sha256Hash}`
+without a query runs the document registered under that hash, or answers PERSISTED_QUERY_NOT_FOUND (200,
+so the client resends it with the query); with a query it registers the document once sha256(query)
+matches and the document has passed parsing, validation and the depth/token/alias limits. A GET answered
+by hash carries Cache-Control and an ETag, and a matching If-None-Match is answered 304.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
+import re
+
 from cross_web import HTTPException
 from django.conf import settings
+from django.core.cache import cache
+from django.http import HttpResponse, HttpResponseNotModified, JsonResponse
+from django.utils.cache import patch_vary_headers
+from django.utils.http import parse_etags
 from django.views.decorators.csrf import csrf_exempt
 from strawberry.django.views import AsyncGraphQLView
 from strawberry.schema.exceptions import InvalidOperationTypeError
 
 from .context import Context, context_auth
 from .schema import schema
+
+APQ_CACHE_PREFIX = "graphql:apq:v1:"
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+
+
+class PersistedQueryError(Exception):
+    """Answered as a GraphQL error body: `{"errors": [{"message", "extensions": {"code"}}]}`."""
+
+    def __init__(self, status: int, message: str, code: str) -> None:
+        super().__init__(message)
+        self.status, self.message, self.code = status, message, code
+
+    def response(self) -> JsonResponse:
+        body = {"errors": [{"message": self.message, "extensions": {"code": self.code}}]}
+        response = JsonResponse(body, status=self.status)
+        response["Cache-Control"] = "no-store"
+        return response
 
 
 class GraphQLView(AsyncGraphQLView):
@@ -28,20 +60,94 @@ class GraphQLView(AsyncGraphQLView):
             client_ip=request.META.get("REMOTE_ADDR", ""),
         )
 
+    def should_render_graphql_ide(self, request) -> bool:
+        # A GET by hash has no `query` parameter; with `Accept: */*` Strawberry would answer GraphiQL.
+        return "extensions" not in request.query_params and super().should_render_graphql_ide(request)
+
+    async def parse_http_body(self, request):
+        data = await super().parse_http_body(request)
+        if isinstance(data, list) or not data.extensions or "persistedQuery" not in data.extensions:
+            return data
+        persisted = data.extensions["persistedQuery"]
+        if not isinstance(persisted, dict) or persisted.get("version") != 1:
+            raise PersistedQueryError(
+                400, "Unsupported persisted query version", "PERSISTED_QUERY_NOT_SUPPORTED"
+            )
+        sha256_hash = persisted.get("sha256Hash")
+        if not isinstance(sha256_hash, str) or not _SHA256_HEX.fullmatch(sha256_hash):
+            raise PersistedQueryError(400, "Invalid persisted query hash", "PERSISTED_QUERY_HASH_MISMATCH")
+        django_request = request.request
+        django_request.apq_hash = sha256_hash
+        key = APQ_CACHE_PREFIX + sha256_hash
+        if data.query is None:
+            stored = await cache.aget(key)
+            if not isinstance(stored, str):
+                raise PersistedQueryError(200, "PersistedQueryNotFound", "PERSISTED_QUERY_NOT_FOUND")
+            return dataclasses.replace(data, query=stored)
+        if len(data.query.encode()) > settings.MAX_REQUEST_BYTES:
+            raise PersistedQueryError(400, "The persisted query is too large", "PERSISTED_QUERY_TOO_LARGE")
+        if hashlib.sha256(data.query.encode()).hexdigest() != sha256_hash:
+            raise PersistedQueryError(
+                400, "provided sha does not match query", "PERSISTED_QUERY_HASH_MISMATCH"
+            )
+        django_request.apq_register = (key, data.query)
+        return data
+
     async def execute_single(self, *, request_adapter, **kwargs):
         # GraphQL over HTTP: a mutation sent with GET is 405 Method Not Allowed (Strawberry answers 400).
         try:
-            return await super().execute_single(request_adapter=request_adapter, **kwargs)
+            result = await super().execute_single(request_adapter=request_adapter, **kwargs)
         except HTTPException as exc:
             if request_adapter.method == "GET" and isinstance(exc.__cause__, InvalidOperationTypeError):
                 raise HTTPException(405, exc.reason) from exc
             raise
+        register = getattr(request_adapter.request, "apq_register", None)
+        # Data (even null fields) means the document parsed and passed validation and the limits; a
+        # document refused there is never stored, so the cache only holds operations this schema runs.
+        if register is not None and result.data is not None:
+            key, query = register
+            await cache.aset(key, query, timeout=settings.GRAPHQL_APQ_TTL_SECONDS)
+        return result
 
     async def dispatch(self, request, *args, **kwargs):
-        response = await super().dispatch(request, *args, **kwargs)
+        try:
+            response = await super().dispatch(request, *args, **kwargs)
+        except PersistedQueryError as exc:
+            response = exc.response()
         if response.status_code == 405:
             response["Allow"] = "GET, POST"
+        if request.method == "GET" and getattr(request, "apq_hash", None) and response.status_code == 200:
+            response = _http_cache(request, response)
         return response
+
+
+def _http_cache(request, response):
+    """Cache-Control and an ETag for a GET answered by hash; 304 on a matching If-None-Match."""
+    if "Cache-Control" in response or not isinstance(response, HttpResponse):
+        return response
+    try:
+        has_errors = "errors" in json.loads(response.content)
+    except ValueError:
+        has_errors = True
+    if has_errors:
+        response["Cache-Control"] = "no-store"
+        return response
+    if request.headers.get("Authorization"):
+        response["Cache-Control"] = "private, max-age=0, must-revalidate"
+    else:
+        response["Cache-Control"] = f"public, max-age={settings.GRAPHQL_APQ_PUBLIC_MAX_AGE}"
+    patch_vary_headers(response, ["Authorization"])
+    etag = f'"{hashlib.sha256(response.content).hexdigest()[:32]}"'
+    response["ETag"] = etag
+    if_none_match = request.headers.get("If-None-Match")
+    if if_none_match:
+        candidates = {tag.removeprefix("W/") for tag in parse_etags(if_none_match)}
+        if etag in candidates or "*" in candidates:
+            not_modified = HttpResponseNotModified()
+            for header in ("Cache-Control", "ETag", "Vary"):
+                not_modified[header] = response[header]
+            return not_modified
+    return response
 
 
 graphql_view = csrf_exempt(
