@@ -4,6 +4,8 @@ from django import forms
 from django.contrib import admin, messages
 from django.shortcuts import render
 
+from apps.core.admin import ReadOnlyAdmin
+
 from .models import CreditEntry, CreditHold, Wallet
 from .services import credits_revoke
 from .tasks import credits_schedule_grant
@@ -101,32 +103,16 @@ class WalletAdmin(admin.ModelAdmin):
 
 
 @admin.register(CreditEntry)
-class CreditEntryAdmin(admin.ModelAdmin):
+class CreditEntryAdmin(ReadOnlyAdmin):
     list_display = ("created_at", "wallet", "kind", "amount", "delta", "balance_after", "reason", "reference")
     list_filter = ("kind",)
     search_fields = ("wallet__user__email", "reference")
 
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
-
 
 @admin.register(CreditHold)
-class CreditHoldAdmin(admin.ModelAdmin):
+class CreditHoldAdmin(ReadOnlyAdmin):
+    """Read-only: a deleted hold would leave its credits held forever; settle it through the services."""
+
     list_display = ("owner", "wallet", "amount", "status", "created_at", "settled_at")
     list_filter = ("status",)
     search_fields = ("owner", "wallet__user__email")
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False  # a deleted hold would leave its credits held forever; settle it through the services

@@ -12,6 +12,7 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.utils.html import format_html
 
+from apps.core.admin import ReadOnlyAdmin
 from apps.core.errors import ValidationFailed
 
 from .models import Product, Purchase, PurchaseStatus, StoreNotification, Subscription
@@ -23,19 +24,6 @@ def _pretty(payload) -> str:
         "<pre style='white-space: pre-wrap; max-width: 60em'>{}</pre>",
         json.dumps(payload, indent=2, sort_keys=True, default=str),
     )
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """What the stores said: staff read it; only services write it."""
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
 
 @admin.register(Product)
