@@ -163,7 +163,14 @@ def purchases_restore(*, user, platform: str) -> PurchaseOutcome:
         .values_list("original_id", "environment", "product__kind", "product__google_product_id")
         .distinct()
     )
+    apple_histories_read: set[str] = set()
     for original_id, environment, kind, google_product_id in originals:
+        if platform == Platform.IOS:
+            # Apple's history of any one transaction is the customer's whole history: one read per
+            # environment, not one per purchase.
+            if environment in apple_histories_read:
+                continue
+            apple_histories_read.add(environment)
         for txn in _reread(platform, original_id, Environment(environment), kind, google_product_id):
             try:
                 transaction_apply(txn, source=PurchaseSource.RESTORE, caller=user)
