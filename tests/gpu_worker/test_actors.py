@@ -481,19 +481,19 @@ def blackhole_url() -> Iterator[str]:
     server.close()
 
 
-class Timed:
-    """Wraps a callable: how long each failing call took, and what it raised."""
+class Failures:
+    """Wraps a callable: what each failing call raised. A read of the silent server without a socket
+    timeout would hang until pytest-timeout; a TimeoutError here means the timeout ended it."""
 
     def __init__(self, call) -> None:
         self.call = call
-        self.calls: list[tuple[float, type[BaseException] | None]] = []
+        self.errors: list[type[BaseException]] = []
 
     def __call__(self, *args):
-        start = time.monotonic()
         try:
             return self.call(*args)
         except BaseException as exc:
-            self.calls.append((time.monotonic() - start, type(exc)))
+            self.errors.append(type(exc))
             raise
 
 
@@ -502,7 +502,7 @@ def test_a_cancel_flag_read_that_hangs_times_out_and_the_job_goes_on(make_runner
 
     from gpu_worker.actors import redis_signal_client
 
-    checker = Timed(redis_cancel_checker(redis_signal_client(blackhole_url, timeout_s=0.3)))
+    checker = Failures(redis_cancel_checker(redis_signal_client(blackhole_url, timeout_s=0.3)))
     runner = make_runner(cancel_checker=checker)
 
     terminal = runner.run(make_job())
@@ -510,9 +510,8 @@ def test_a_cancel_flag_read_that_hangs_times_out_and_the_job_goes_on(make_runner
     assert terminal.kind == "completed"
     # One read reached the silent server and gave up after the timeout (no retries); the later checks
     # of this run (one per step) were skipped while the flag store is down.
-    [(seconds, error)] = checker.calls
+    [error] = checker.errors
     assert issubclass(error, redis.exceptions.TimeoutError)
-    assert 0.3 <= seconds < 2.0
 
 
 def test_events_sent_into_a_partition_time_out_and_only_the_terminal_one_fails_the_run(
@@ -523,15 +522,14 @@ def test_events_sent_into_a_partition_time_out_and_only_the_terminal_one_fails_t
     from gpu_worker.actors import redis_signal_client
 
     broker = RedisBroker(client=redis_signal_client(blackhole_url, timeout_s=0.3))
-    sink = Timed(broker_sink(broker))
+    sink = Failures(broker_sink(broker))
     runner = make_runner(sink=sink)
 
     with pytest.raises(redis.exceptions.TimeoutError):  # the terminal event must arrive: Dramatiq retries
         runner.run(make_job())
 
     # The first stage event timed out, the other best-effort events were skipped, the terminal one tried.
-    assert [error for _, error in sink.calls] == [redis.exceptions.TimeoutError] * 2
-    assert all(0.3 <= seconds < 2.0 for seconds, _ in sink.calls)
+    assert sink.errors == [redis.exceptions.TimeoutError] * 2
 
 
 def test_the_redis_timeout_comes_from_the_settings():
