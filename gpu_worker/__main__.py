@@ -31,6 +31,7 @@ def main() -> int:
     from dramatiq.brokers.redis import RedisBroker
 
     from gpu_worker.actors import broker_sink, build_worker, redis_cancel_checker, redis_signal_client
+    from gpu_worker.content_credentials import ContentCredentialsError, content_credentials_from_settings
     from gpu_worker.routes_held import RouteAdvertiser
     from gpu_worker.runner import Runner, default_max_loaded_models
     from gpu_worker.settings import WorkerSettings
@@ -43,6 +44,11 @@ def main() -> int:
         return 2
     if not settings.redis_url:
         print("gpu_worker: REDIS_URL is not set", file=sys.stderr)
+        return 2
+    try:
+        content_credentials = content_credentials_from_settings(settings.label)
+    except ContentCredentialsError as exc:
+        print(f"gpu_worker: {exc}", file=sys.stderr)
         return 2
 
     import diffusers
@@ -67,6 +73,7 @@ def main() -> int:
         max_loaded_models=settings.max_loaded_models or default_max_loaded_models(settings.device),
         warmup_shapes=settings.warmup_shapes or None,
         lora_hotswap_rank=settings.lora_hotswap_rank,
+        content_credentials=content_credentials,
     )
     # The preloaded routes' queues are consumed first, and advertised while their models are loaded
     held_routes = [route.name for route in settings.preload_routes]

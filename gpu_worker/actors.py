@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +50,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from gpu_worker import pipelines
+from gpu_worker.content_credentials import content_credentials_from_settings
 from gpu_worker.contract import (
     ACTOR_RUN_GENERATION,
     ACTOR_TRAIN_CHARACTER,
@@ -74,6 +76,7 @@ from gpu_worker.settings import (
     DEFAULT_TIME_LIMIT_S,
     DEFAULT_TRAINING_MAX_WAIT_S,
     DEFAULT_TRAINING_TIME_LIMIT_S,
+    LabelSettings,
     WorkerSettings,
 )
 from gpu_worker.storage import Storage
@@ -327,8 +330,9 @@ def start_embedded(
     progress_interval: float = 0.25,
 ) -> dramatiq.Worker:
     """Runs the GPU lanes inside this process on `broker` (the backend's embedded mode): generations
-    and Soul ID trainings, with the tiny-wan route on the CPU. Returns the started Worker; `worker.stop()`
-    ends it."""
+    and Soul ID trainings, with the tiny-wan route on the CPU, their videos labelled as the settings
+    say (C2PA_*; without signing material, a development chain made now). Returns the started Worker;
+    `worker.stop()` ends it."""
     runner = Runner(
         storage=storage,
         sink=sink or broker_sink(broker),
@@ -337,6 +341,7 @@ def start_embedded(
         device="cpu",
         tiny_device="cpu",
         progress_interval=progress_interval,
+        content_credentials=content_credentials_from_settings(LabelSettings.from_env(os.environ)),
     )
     pipelines.family_module(FAMILY_TINY_WAN)  # import diffusers now rather than in the first job
     worker = build_worker(broker, runner, threads=1)

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from gpu_worker import audio, pipelines, quality, video
+from gpu_worker.content_credentials import ContentCredentials
 from gpu_worker.contract import (
     FAMILY_TINY_WAN,
     QUALITY_FAILED,
@@ -332,6 +333,7 @@ class Runner:
         warmup_shapes: Sequence[tuple[int, int, int]] | None = None,
         lora_hotswap_rank: int = DEFAULT_LORA_HOTSWAP_RANK,
         compile_options: Mapping[str, Any] | None = None,
+        content_credentials: ContentCredentials | None = None,
     ) -> None:
         self.storage = storage
         self.executor = GpuExecutor(sink=sink, cancel_checker=cancel_checker)
@@ -342,6 +344,9 @@ class Runner:
         self.max_loaded_models = max_loaded_models
         self.quality_gate = quality_gate
         self.audio_gate = audio_gate
+        # signs the AI label into every delivered MP4 (None: unlabelled, C2PA_DISABLED; the worker and the
+        # embedded mode build it from gpu_worker/settings.py's LabelSettings)
+        self.content_credentials = content_credentials
         self.models: OrderedDict[tuple[str, str, str], pipelines.VideoModel] = OrderedDict()
         self.lora = LoraAdapters(storage, hotswap_rank=lora_hotswap_rank)
         # the (width, height, num_frames) a compiled route is warmed up at by `preload` (None: its native
@@ -460,6 +465,7 @@ class Runner:
                     audio.mux_sound(
                         silent_path, sound_path, video_path, duration_seconds=job.duration_seconds
                     )
+            self._label(run, video_path)
 
             # 6. Quality gate on what the user would get: the MP4 decoded back
             run.check_cancel()
@@ -533,6 +539,14 @@ class Runner:
         return run.completed(
             seconds_per_step=run.timings["denoise"] / (job.route.steps * quality_attempt), outputs=outputs
         )
+
+    def _label(self, run: JobRun, video_path: Path) -> None:
+        """Step 5 ends with the AI label (C2PA) signed into the MP4, before the quality gate checks it."""
+        if self.content_credentials is None:
+            return
+        with run.timed("label"):
+            route = run.job.route
+            self.content_credentials.sign_mp4(video_path, route=route.name, family=route.family)
 
     def _upload(self, run: JobRun, *files: tuple[str, Path, str]) -> list[int]:
         """Writes (key, path, content type) files in order, checking for a cancel between them and after

@@ -26,6 +26,15 @@ GPU_WARMUP_SHAPES  the shapes of that warm-up, "WxHxF" comma-separated (e.g. "70
 GPU_LORA_HOTSWAP_RANK  the rank users' LoRAs are padded to on a route with compiled blocks, where they are
                    hot-swapped into one adapter slot without recompiling (64; a LoRA of a higher rank
                    does not fit)
+C2PA_SIGN_CERT     the AI label's signer (gpu_worker/content_credentials.py): a PEM file of its certificate
+                   chain, end-entity first, then the intermediates
+C2PA_SIGN_KEY      a PEM file of the end-entity certificate's private key
+C2PA_SIGN_ALG      the key's signing algorithm (es256; es384, es512, ps256, ps384, ps512, ed25519)
+C2PA_TSA_URL       an RFC 3161 timestamp authority for the signatures (none by default)
+C2PA_PRODUCER      the service named as the labels' producer (claim generator) ("Diffuse")
+C2PA_DISABLED      1: deliver videos without a C2PA label. Without it and without C2PA_SIGN_CERT/KEY a
+                   worker in development signs with a chain it makes at start-up (trusted by no one), and
+                   one with APP_ENV=production refuses to start
 """
 
 from __future__ import annotations
@@ -46,6 +55,39 @@ DEFAULT_TRAINING_TIME_LIMIT_S = 2 * 60 * 60
 DEFAULT_TRAINING_MAX_WAIT_S = 10 * 60
 DEFAULT_REDIS_TIMEOUT_S = 2.0
 DEFAULT_LORA_HOTSWAP_RANK = 64  # as gpu_worker/runner.py's (this module does not import torch)
+DEFAULT_C2PA_PRODUCER = "Diffuse"
+
+
+@dataclass(frozen=True)
+class LabelSettings:
+    """How delivered videos are labelled as AI-made (C2PA_*, above)."""
+
+    cert_chain_path: Path | None = None
+    private_key_path: Path | None = None
+    alg: str = "es256"
+    tsa_url: str | None = None
+    producer: str = DEFAULT_C2PA_PRODUCER
+    disabled: bool = False
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> LabelSettings:
+        cert, key = environ.get("C2PA_SIGN_CERT", "").strip(), environ.get("C2PA_SIGN_KEY", "").strip()
+        disabled = environ.get("C2PA_DISABLED", "").strip().lower() in ("1", "true", "yes", "on")
+        if bool(cert) != bool(key):
+            raise ValueError("C2PA_SIGN_CERT and C2PA_SIGN_KEY go together: set both or neither")
+        if not cert and not disabled and environ.get("APP_ENV") == "production":
+            raise ValueError(
+                "C2PA_SIGN_CERT and C2PA_SIGN_KEY are required in production: every delivered video carries "
+                "a signed AI label (set C2PA_DISABLED=1 to deliver unlabelled videos)"
+            )
+        return cls(
+            cert_chain_path=Path(cert) if cert else None,
+            private_key_path=Path(key) if key else None,
+            alg=environ.get("C2PA_SIGN_ALG", "").strip().lower() or "es256",
+            tsa_url=environ.get("C2PA_TSA_URL", "").strip() or None,
+            producer=environ.get("C2PA_PRODUCER", "").strip() or DEFAULT_C2PA_PRODUCER,
+            disabled=disabled,
+        )
 
 
 def _int(environ: Mapping[str, str], name: str, default: int) -> int:
@@ -70,6 +112,7 @@ class WorkerSettings:
     tail_threads: int = 1
     warmup_shapes: tuple[tuple[int, int, int], ...] = ()
     lora_hotswap_rank: int = DEFAULT_LORA_HOTSWAP_RANK
+    label: LabelSettings = LabelSettings()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> WorkerSettings:
@@ -92,6 +135,7 @@ class WorkerSettings:
             warmup_shapes=warmup_shapes(environ.get("GPU_WARMUP_SHAPES", "")),
             lora_hotswap_rank=_positive_int_or_none(environ, "GPU_LORA_HOTSWAP_RANK")
             or DEFAULT_LORA_HOTSWAP_RANK,
+            label=LabelSettings.from_env(environ),
         )
 
 

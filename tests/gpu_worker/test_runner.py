@@ -102,6 +102,7 @@ def test_events_come_in_stage_order_with_rising_sequences_and_end_completed_with
         "denoise",
         "decode",
         "encode",
+        "label",  # the C2PA label signed into the MP4 (tests/gpu_worker/test_content_credentials.py)
         "quality",
         "upload",
         "total",
@@ -110,7 +111,7 @@ def test_events_come_in_stage_order_with_rising_sequences_and_end_completed_with
     }
     assert all(value >= 0 for name, value in timings.items() if name != "render")
     assert timings["total"] >= sum(
-        timings[k] for k in ("load", "denoise", "decode", "encode", "quality", "upload")
+        timings[k] for k in ("load", "denoise", "decode", "encode", "label", "quality", "upload")
     )
     assert timings["seconds_per_step"] == pytest.approx(timings["denoise"] / 4, abs=1e-3)
 
