@@ -247,6 +247,15 @@ CHARACTERS_TRAINING_ROUTE = os.environ.get(
 
 MODEL_ROOT = Path(os.environ.get("MODEL_ROOT", VAR_DIR / "models"))
 
+# --- AI label (C2PA) -------------------------------------------------------------------------
+
+# Every delivered video carries a signed C2PA manifest saying a generative model made it; the GPU workers
+# sign (gpu_worker/settings.py reads the same C2PA_* variables, and the embedded mode's lanes run here).
+# A deploy without the signing material fails `check --deploy` unless C2PA_DISABLED says so on purpose.
+C2PA_SIGN_CERT = os.environ.get("C2PA_SIGN_CERT", "").strip()
+C2PA_SIGN_KEY = os.environ.get("C2PA_SIGN_KEY", "").strip()
+C2PA_DISABLED = env_bool("C2PA_DISABLED", False)
+
 # --- Generations ------------------------------------------------------------------------------
 
 # The GPU lanes inside this process (gpu_worker.actors.start_embedded, tiny-wan on the CPU), next to the

@@ -75,6 +75,13 @@ def production_errors() -> list[Error]:
             "Google Play notifications would be taken without checking who sent them.",
             "Set GOOGLE_PLAY_PUSH_AUDIENCE and GOOGLE_PLAY_PUSH_SERVICE_ACCOUNT (the Pub/Sub push's OIDC).",
         )
+    if not settings.C2PA_DISABLED and not (settings.C2PA_SIGN_CERT and settings.C2PA_SIGN_KEY):
+        fail(
+            "E015",
+            "Videos would be delivered without a signed AI label (C2PA): no signing material.",
+            "Set C2PA_SIGN_CERT (PEM chain) and C2PA_SIGN_KEY (PEM key) for the GPU workers, "
+            "or C2PA_DISABLED=1 to deliver unlabelled videos on purpose.",
+        )
     if getattr(settings, "BENCH_ENDPOINTS", False):
         fail("E010", "BENCH_ENDPOINTS is on in production.", "Unset BENCH_ENDPOINTS.")
     return errors

@@ -40,6 +40,8 @@ def _safe_env(tmp_path: Path) -> dict[str, str]:
         "S3_BUCKET": "x",
         "ALLOWED_HOSTS": "api.example.com",
         "FIREBASE_CREDENTIALS": str(tmp_path / "service-account.json"),
+        "C2PA_SIGN_CERT": str(tmp_path / "c2pa-chain.pem"),
+        "C2PA_SIGN_KEY": str(tmp_path / "c2pa-key.pem"),
     }
     assert len(env["SECRET_KEY"]) == 60
     return env
@@ -97,7 +99,19 @@ UNSAFE = [
         id="apple-without-app-id",
     ),
     pytest.param({"GOOGLE_PLAY_PACKAGE_NAME": "com.example.app"}, "backend.E014", id="play-push-unchecked"),
+    pytest.param({"C2PA_SIGN_KEY": None}, "backend.E015", id="no-c2pa-signing-key"),
 ]
+
+
+def test_labels_disabled_on_purpose_pass_the_deploy_check_without_signing_material(tmp_path):
+    env = _safe_env(tmp_path)
+    del env["C2PA_SIGN_CERT"], env["C2PA_SIGN_KEY"]
+    env["C2PA_DISABLED"] = "1"
+
+    (check_rc, check_out), _ = _deploy_check_and_asgi_import(env)
+
+    assert check_rc == 0, check_out
+    assert "backend.E0" not in check_out
 
 
 @pytest.mark.parametrize(("change", "error_id"), UNSAFE)
