@@ -14,6 +14,7 @@ import pytest
 
 from apps.core.queues import DJANGO_QUEUES
 from apps.generations.models import GenerationStatus
+from gpu_worker.content_credentials import TRAINED_ALGORITHMIC_MEDIA, read_label
 from gpu_worker.contract import GPU_QUEUES
 from tests.graphql.generations.helpers import (
     a_trend,
@@ -24,6 +25,7 @@ from tests.graphql.generations.helpers import (
     wallet,
 )
 from tests.graphql.generations.stack import (
+    C2PA_CHAIN,
     GpuLanes,
     LiveUser,
     backend_worker_process,
@@ -74,7 +76,7 @@ def s3_stack(asgi_server, s3_bucket, shipped_routes, redis_queues, processes, se
     return asgi_server, s3_bucket, backend
 
 
-def test_selfie_to_video_through_s3_and_separate_worker_processes(s3_stack, processes):
+def test_selfie_to_video_through_s3_and_separate_worker_processes(s3_stack, processes, tmp_path):
     server, bucket, backend = s3_stack
     trend = a_trend(requires="SELFIE", price_standard=4)
     user = LiveUser(server)
@@ -93,6 +95,16 @@ def test_selfie_to_video_through_s3_and_separate_worker_processes(s3_stack, proc
     response = httpx.get(video["url"], timeout=30)
     assert response.status_code == 200
     assert decode_mp4(response.content).shape == (41, 80, 48, 3)
+    # The AI label: a C2PA manifest signed by the worker's configured chain, intact after S3
+    downloaded = tmp_path / "downloaded.mp4"
+    downloaded.write_bytes(response.content)
+    label = read_label(downloaded, trust_anchors_pem=C2PA_CHAIN.root_pem)
+    assert label is not None and label.validation_state == "Trusted" and label.failures == [], label
+    assert [(a["action"], a["digitalSourceType"]) for a in label.actions] == [
+        ("c2pa.created", TRAINED_ALGORITHMIC_MEDIA)
+    ]
+    assert label.claim_generator == "Diffuse"
+    assert "tiny-wan" in label.actions[0]["softwareAgent"]["name"]
     generation = generation_from(created["id"])
     assert bucket.get(generation.video_key)[1] == "video/mp4"
     assert bucket.get(generation.poster_key)[1] == "image/jpeg"

@@ -23,12 +23,16 @@ import numpy as np
 from django.conf import settings
 from django.db import connection
 
+from gpu_worker.content_credentials import ContentCredentials, make_signing_material
 from tests.fixtures.api import PASSWORD, SIGN_UP
 from tests.fixtures.live import WSClient, http_graphql
 from tests.fixtures.uploads import REQUEST_UPLOADS, send_file
 from tests.graphql.generations.helpers import CANCEL, CREATE, SUBSCRIBE, key, selfie_bytes
 
 ROOT = Path(__file__).resolve().parents[3]
+# The GPU workers of these tests label videos with a chain made for the run; `read_label(path,
+# trust_anchors_pem=C2PA_CHAIN.root_pem)` verifies what the app downloads.
+C2PA_CHAIN = make_signing_material(organization="Diffuse tests")
 
 REGISTER_DEVICE = """
 mutation ($token: String!) {
@@ -73,6 +77,7 @@ class GpuLanes:
             model_root=Path(tempfile.gettempdir()) / "no-models",
             device="cpu",
             progress_interval=progress_interval,
+            content_credentials=ContentCredentials(C2PA_CHAIN.material, producer="Diffuse"),
         )
         self.worker = build_worker(self.broker, runner, threads=1, time_limit_s=300)
         self.worker.start()
@@ -136,12 +141,17 @@ class Process:
 
 
 def gpu_worker_process(log_path: Path) -> Process:
+    cert, key = log_path.parent / "c2pa-chain.pem", log_path.parent / "c2pa-key.pem"
+    cert.write_bytes(C2PA_CHAIN.material.cert_chain_pem)
+    key.write_bytes(C2PA_CHAIN.material.private_key_pem)
     return Process(
         [sys.executable, "-m", "gpu_worker"],
         log_path,
         MODEL_ROOT=str(log_path.parent / "models"),
         GPU_DEVICE="cpu",
         GPU_PROGRESS_INTERVAL_S="0.02",
+        C2PA_SIGN_CERT=str(cert),
+        C2PA_SIGN_KEY=str(key),
     )
 
 
