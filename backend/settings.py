@@ -268,6 +268,9 @@ GENERATIONS_ROUTE_OVERRIDE = os.environ.get(
 )
 # Free prompts (no trend): their route, prices per tier and the durations offered.
 GENERATIONS_DEFAULT_ROUTE = os.environ.get("GENERATIONS_DEFAULT_ROUTE", "wan2.2-ti2v-5b")
+# The text of the visible mark in a corner of the videos whose tier's render profile asks for one (by
+# default DRAFT only: gpu_worker.contract.RenderProfile.watermark_for; routes change it per tier in admin).
+GENERATIONS_WATERMARK_TEXT = os.environ.get("GENERATIONS_WATERMARK_TEXT", "AI generated")
 GENERATIONS_PROMPT_PRICES = {
     "DRAFT": env_int("GENERATIONS_PROMPT_PRICE_DRAFT", 1),
     "STANDARD": env_int("GENERATIONS_PROMPT_PRICE_STANDARD", 4),

@@ -659,7 +659,12 @@ _RENDER_PROFILE_FIELDS = (
     "guidance",
     "scheduler",
     "speed_profile",
+    "watermark",
 )
+# A visible mark burnt into the frames (GenerationJob.watermark): on by default for DRAFT only, the preview
+# a user may share before paying for the final; a route's render profile may turn it on or off per tier.
+WATERMARK_DEFAULT_TIERS: frozenset[str] = frozenset({TIER_DRAFT})
+MAX_WATERMARK_CHARS = 40
 
 
 def latent_tokens(family: str, *, width: int, height: int, num_frames: int) -> int:
@@ -676,7 +681,8 @@ class RenderProfile:
     form; `output_size` turns it per aspect ratio), `fps`, the longest clip (`max_frames`, within what the
     model was trained on), denoising `steps` and `guidance`, a `scheduler` override (`check_scheduler`,
     e.g. `{"class": "UniPCMultistepScheduler", "config": {"flow_shift": 5.0}}`; empty: the route's) and the
-    speed-ups (`speed_profile`, a `SpeedProfile`'s JSON form; None: the route's)."""
+    speed-ups (`speed_profile`, a `SpeedProfile`'s JSON form; None: the route's), and whether its videos
+    carry a visible mark (`watermark`; None: the tier's default, `watermark_for`)."""
 
     width: int
     height: int
@@ -686,8 +692,13 @@ class RenderProfile:
     guidance: float
     scheduler: dict[str, Any] = field(default_factory=dict)
     speed_profile: dict[str, Any] | None = None
+    watermark: bool | None = None
 
     def __post_init__(self) -> None:
+        _require(
+            self.watermark is None or isinstance(self.watermark, bool),
+            "watermark must be true, false or null",
+        )
         for name in ("width", "height", "fps", "max_frames", "steps"):
             value = getattr(self, name)
             _require(_is_int(value) and value > 0, f"{name} must be a positive integer, got {value!r}")
@@ -752,6 +763,10 @@ class RenderProfile:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def watermark_for(self, tier: str) -> bool:
+        """Whether this profile's videos carry the visible mark when it renders `tier`."""
+        return self.watermark if self.watermark is not None else tier in WATERMARK_DEFAULT_TIERS
+
 
 def route_for_tier(route: RouteSpec, profile: RenderProfile) -> RouteSpec:
     """The route as a job renders it at a tier: the profile's steps, guidance and fps, its scheduler and
@@ -786,6 +801,11 @@ class GenerationJob:
     the trend's sound, an AAC M4A already normalized by the backend (apps/trends/sound.py): the worker
     muxes it into the MP4 as an AAC stereo track cut to the clip's length with a short fade-out, after
     the GPU is released, and its quality gate checks the track (gpu_worker/audio.py). None: silent.
+
+    `watermark` (added the same way: an old worker delivers the video unmarked) is the text of a small
+    visible mark burnt into the bottom-right corner of every frame before encoding (gpu_worker/watermark.py),
+    when the tier's render profile asks for one (`RenderProfile.watermark_for`). None: no mark. The C2PA
+    label (gpu_worker/content_credentials.py) is on every video either way.
     """
 
     job_id: str
@@ -807,6 +827,7 @@ class GenerationJob:
     # Added in version 2: the quality tier `route` is rendered at (`route_for_tier`: the backend always
     # names one). None: the route's own settings, which is what every version-1 job means.
     tier: str | None = None
+    watermark: str | None = None  # the text of a visible mark in a corner; None: none
 
     def __post_init__(self) -> None:
         _read_route(self)
@@ -839,6 +860,15 @@ class GenerationJob:
                 f"{name} must be None or a storage key, got {value!r}",
             )
         _require(_is_number(self.lora_scale) and 0 <= self.lora_scale <= 2, "lora_scale must be within 0..2")
+        _require(
+            self.watermark is None
+            or (
+                isinstance(self.watermark, str)
+                and 0 < len(self.watermark.strip()) <= MAX_WATERMARK_CHARS
+                and self.watermark.isprintable()
+            ),
+            f"watermark must be None or printable text of 1 to {MAX_WATERMARK_CHARS} characters",
+        )
 
     @property
     def fps(self) -> int:

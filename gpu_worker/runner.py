@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from gpu_worker import audio, pipelines, quality, video
+from gpu_worker import audio, pipelines, quality, video, watermark
 from gpu_worker.content_credentials import ContentCredentials
 from gpu_worker.contract import (
     FAMILY_TINY_WAN,
@@ -452,9 +452,10 @@ class Runner:
                 with run.gpu():
                     frames = self._render(run, image, seed)
 
-            # 5. Encode the video and the poster
+            # 5. Encode the video and the poster (with the tier's visible mark, if any)
             run.check_cancel()
             events.stage(STAGE_ENCODING)
+            frames = self._watermark(run, frames)
             with run.timed("encode"):
                 silent_path = run.work / "silent.mp4" if sound_path else video_path
                 video.encode_mp4(frames, silent_path, fps=job.fps)
@@ -539,6 +540,16 @@ class Runner:
         return run.completed(
             seconds_per_step=run.timings["denoise"] / (job.route.steps * quality_attempt), outputs=outputs
         )
+
+    def _watermark(self, run: JobRun, frames: np.ndarray) -> np.ndarray:
+        """Step 5 starts with the job's visible mark burnt into the frames' corner, when it asks for one."""
+        text = run.job.watermark
+        if not text:
+            return frames
+        with run.timed("watermark"):
+            if not frames.flags.writeable:
+                frames = frames.copy()
+            return watermark.burn_watermark(frames, text)
 
     def _label(self, run: JobRun, video_path: Path) -> None:
         """Step 5 ends with the AI label (C2PA) signed into the MP4, before the quality gate checks it."""

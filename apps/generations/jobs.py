@@ -108,6 +108,8 @@ def generation_plan(
 def generation_job(generation: Generation) -> contract.GenerationJob:
     """The job message of the generation's current attempt."""
     plan = generation.plan or {}
+    tier = generation.quality
+    marked = generation.route.profile(tier).watermark_for(tier)
     return contract.GenerationJob(
         job_id=str(generation.pk),
         route=generation.route.spec(tier=generation.quality),
@@ -124,6 +126,7 @@ def generation_job(generation: Generation) -> contract.GenerationJob:
         lora_key=generation.lora_key or None,
         sound_key=generation.sound_key or None,
         tier=generation.quality,
+        watermark=settings.GENERATIONS_WATERMARK_TEXT if marked else None,
     )
 
 

@@ -164,9 +164,11 @@ class ModelRoute(BaseModel):
         blank=True,
         help_text="How each quality tier renders (gpu_worker.contract.RenderProfile), by tier: "
         '{"DRAFT": {"width": 640, "height": 352, "fps": 24, "max_frames": 121, "steps": 20, "guidance": 5.0, '
-        '"scheduler": {...}, "speed_profile": {...}}, ...}. DRAFT must cost less than STANDARD (steps x '
-        "latent tokens), CINEMA at least as much and without a step cache. A tier left out gets a default "
-        "from the native settings (DRAFT: half the size and steps; CINEMA: 1.5x the steps, no cache).",
+        '"scheduler": {...}, "speed_profile": {...}, "watermark": true}, ...}. DRAFT must cost less than '
+        "STANDARD (steps x latent tokens), CINEMA at least as much and without a step cache. A tier left out "
+        "gets a default from the native settings (DRAFT: half the size and steps; CINEMA: 1.5x the steps, no "
+        "cache). watermark: a visible mark (GENERATIONS_WATERMARK_TEXT) in a corner of the tier's videos; "
+        "left out, DRAFT has it and the paid tiers do not.",
     )
     enabled = models.BooleanField(default=True)
     fallback = models.ForeignKey(

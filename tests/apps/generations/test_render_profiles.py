@@ -115,10 +115,10 @@ def test_a_route_without_profiles_gets_defaults_from_its_native_settings(shipped
     assert route.spec("DRAFT").speedups.cache == "first_block"
 
 
-def test_the_job_message_names_the_tier_and_carries_its_settings(shipped_routes):
+def _jobs_per_tier(tiny: ModelRoute) -> dict[str, contract.GenerationJob]:
+    """One generation per tier on the route `tiny`, and its job message as a worker reads it."""
     from tests.graphql.generations.helpers import a_trend
 
-    tiny = shipped_routes["tiny-wan"]
     trend = a_trend()
     jobs = {}
     for tier in TIERS:
@@ -143,10 +143,55 @@ def test_the_job_message_names_the_tier_and_carries_its_settings(shipped_routes)
             request_hash="h",
         )
         jobs[tier] = contract.GenerationJob.from_message(generation_job(generation).to_message())
+    return jobs
+
+
+def test_the_job_message_names_the_tier_and_carries_its_settings(shipped_routes):
+    jobs = _jobs_per_tier(shipped_routes["tiny-wan"])
     assert {tier: job.tier for tier, job in jobs.items()} == {tier: tier for tier in TIERS}
     assert [job.route.steps for job in jobs.values()] == [2, 4, 8]
     assert [(job.width, job.height) for job in jobs.values()] == [(32, 32), (64, 64), (64, 64)]
     assert len({job.seed for job in jobs.values()}) == 1
+
+
+def test_drafts_carry_the_visible_mark_and_paid_tiers_do_not_by_default(shipped_routes, settings):
+    settings.GENERATIONS_WATERMARK_TEXT = "Made with AI"
+
+    jobs = _jobs_per_tier(shipped_routes["tiny-wan"])
+
+    assert {tier: job.watermark for tier, job in jobs.items()} == {
+        "DRAFT": "Made with AI",
+        "STANDARD": None,
+        "CINEMA": None,
+    }
+
+
+def test_admin_turns_the_mark_on_or_off_per_tier_in_the_routes_render_profiles(shipped_routes):
+    tiny = shipped_routes["tiny-wan"]
+    profiles = {tier: tiny.profile(tier).to_dict() for tier in TIERS}
+    profiles["DRAFT"]["watermark"] = False
+    profiles["CINEMA"]["watermark"] = True
+    tiny.render_profiles = profiles
+    tiny.full_clean()
+    tiny.save()
+
+    jobs = _jobs_per_tier(tiny)
+
+    assert {tier: job.watermark for tier, job in jobs.items()} == {
+        "DRAFT": None,
+        "STANDARD": None,
+        "CINEMA": "AI generated",
+    }
+
+
+def test_admin_refuses_a_watermark_that_is_not_true_false_or_null(shipped_routes):
+    tiny = shipped_routes["tiny-wan"]
+    tiny.render_profiles = {"DRAFT": {**tiny.profile("DRAFT").to_dict(), "watermark": "yes"}}
+    with pytest.raises(ValidationError) as refused:
+        tiny.full_clean()
+    assert "DRAFT: watermark must be true, false or null" in " ".join(
+        refused.value.message_dict["render_profiles"]
+    )
 
 
 def test_run_time_follows_the_tiers_steps(shipped_routes):
