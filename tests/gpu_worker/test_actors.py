@@ -16,6 +16,7 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
 
 from gpu_worker.actors import broker_sink, build_worker, redis_cancel_checker, start_embedded
+from gpu_worker.content_credentials import read_label
 from gpu_worker.contract import (
     ACTOR_JOB_EVENT,
     BAD_INPUT,
@@ -322,7 +323,11 @@ def stub_broker() -> Iterator[StubBroker]:
     broker.close()
 
 
-def test_the_embedded_mode_runs_the_lanes_in_process_on_a_given_broker(stub_broker, storage, tmp_path):
+def test_the_embedded_mode_runs_the_lanes_in_process_on_a_given_broker(
+    stub_broker, storage, tmp_path, monkeypatch
+):
+    for name in ("C2PA_SIGN_CERT", "C2PA_SIGN_KEY", "C2PA_DISABLED"):
+        monkeypatch.delenv(name, raising=False)
     worker = start_embedded(stub_broker, storage=storage, model_root=tmp_path)
     # One thread for the GPU, one for a finished job's CPU tail; the gate fetches one message at a time.
     assert (worker.worker_threads, worker.queue_prefetch) == (2, 2)
@@ -338,6 +343,9 @@ def test_the_embedded_mode_runs_the_lanes_in_process_on_a_given_broker(stub_brok
     events = [e for e in stub_events(stub_broker) if e.job_id == job.job_id]
     assert events[-1].kind == "completed"
     assert (storage.root / job.video_key).is_file()
+    # labelled with the development chain made at start-up: intact, trusted by no one
+    label = read_label(storage.root / job.video_key)
+    assert (label.validation_state, label.failures) == ("Valid", ["signingCredential.untrusted"])
     assert dramatiq.get_broker() is not stub_broker  # declared on the given broker, not the global one
 
 

@@ -203,3 +203,22 @@ def test_a_fatal_gpu_error_reports_the_job_retryable_and_the_process_exits_non_z
     assert "exiting after a fatal GPU error" in log_path.read_text()
     lane = f"{broker.namespace}:{QUEUE_GPU_ECONOMY}"
     assert broker.client.llen(lane) == 1  # the next job waits for a healthy worker
+
+
+def test_a_production_worker_without_c2pa_signing_material_refuses_to_start(tmp_path):
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "APP_ENV": "production",
+        "REDIS_URL": os.environ["REDIS_URL"],
+        "MODEL_ROOT": str(tmp_path),
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "gpu_worker"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "C2PA_SIGN_CERT and C2PA_SIGN_KEY are required in production" in result.stderr
