@@ -11,8 +11,9 @@ import httpx
 import pytest
 
 from apps.generations.models import GenerationStatus
+from gpu_worker.content_credentials import read_label
 from tests.graphql.generations.helpers import a_trend, generation_from, wait_for, wallet
-from tests.graphql.generations.stack import LiveUser, decode_mp4
+from tests.graphql.generations.stack import C2PA_CHAIN, LiveUser, decode_mp4
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
 
@@ -43,7 +44,9 @@ def _done(generation_id: str) -> bool:
     return generation_from(generation_id).status == GenerationStatus.SUCCEEDED
 
 
-def test_a_draft_finalized_at_cinema_gives_the_same_shot_with_more_pixels_and_steps(stack, gpu_lanes):
+def test_a_draft_finalized_at_cinema_gives_the_same_shot_with_more_pixels_and_steps(
+    stack, gpu_lanes, tmp_path
+):
     trend = a_trend(requires="NONE", price_draft=2, price_standard=4, price_cinema=9)
     erin = LiveUser(stack)
     gpu_lanes()
@@ -75,7 +78,14 @@ def test_a_draft_finalized_at_cinema_gives_the_same_shot_with_more_pixels_and_st
     pixels = {tier: r["width"] * r["height"] * r["num_frames"] for tier, r in render.items()}
     assert pixels["CINEMA"] > pixels["DRAFT"]
 
-    # The MP4s really have those sizes.
+    # The draft carries the visible mark (the DRAFT default), the paid final does not
+    assert "watermark" in rows["DRAFT"].timings and "watermark" not in rows["CINEMA"].timings
+
+    # The MP4s really have those sizes, and both carry the AI label
     for generation, size in ((draft, (32, 32)), (final, (64, 64))):
-        frames = decode_mp4(httpx.get(generation["video"]["url"], timeout=30).content)
+        content = httpx.get(generation["video"]["url"], timeout=30).content
+        frames = decode_mp4(content)
         assert (frames.shape[2], frames.shape[1]) == size and frames.shape[0] == 41
+        (tmp_path / "video.mp4").write_bytes(content)
+        label = read_label(tmp_path / "video.mp4", trust_anchors_pem=C2PA_CHAIN.root_pem)
+        assert label.validation_state == "Trusted", label
