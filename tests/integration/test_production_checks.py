@@ -17,6 +17,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from django.conf import settings
 
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 60
@@ -40,6 +41,8 @@ def _safe_env(tmp_path: Path) -> dict[str, str]:
         "S3_BUCKET": "x",
         "ALLOWED_HOSTS": "api.example.com",
         "FIREBASE_CREDENTIALS": str(tmp_path / "service-account.json"),
+        # collectstatic's output (the session's, tests/fixtures/static.py), as a deploy's image build has.
+        "STATIC_ROOT": str(settings.STATIC_ROOT),
     }
     assert len(env["SECRET_KEY"]) == 60
     return env
@@ -97,6 +100,7 @@ UNSAFE = [
         id="apple-without-app-id",
     ),
     pytest.param({"GOOGLE_PLAY_PACKAGE_NAME": "com.example.app"}, "backend.E014", id="play-push-unchecked"),
+    pytest.param({"STATIC_ROOT": "/nonexistent/static"}, "backend.E015", id="collectstatic-not-run"),
 ]
 
 
