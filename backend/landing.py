@@ -7,7 +7,7 @@ production), so the page gives away no more than the API itself does.
 from __future__ import annotations
 
 from django.conf import settings
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 
 SCHEMA_FILE = settings.BASE_DIR / "graphql_schema" / "schema.graphql"
@@ -25,8 +25,9 @@ def api_landing(request: HttpRequest) -> HttpResponse:
     )
 
 
-def schema_file(request: HttpRequest) -> FileResponse:
+def schema_file(request: HttpRequest) -> HttpResponse:
     """The committed SDL the mobile apps generate code from (`make schema` writes it)."""
     if not settings.GRAPHQL_INTROSPECTION:
         raise Http404("The schema is not published here.")
-    return FileResponse(SCHEMA_FILE.open("rb"), content_type="text/plain; charset=utf-8")
+    # Read whole (tens of KB): a file stream would be iterated synchronously under ASGI.
+    return HttpResponse(SCHEMA_FILE.read_bytes(), content_type="text/plain; charset=utf-8")

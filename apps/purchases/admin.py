@@ -60,6 +60,7 @@ class RefundForm(forms.Form):
 
 @admin.register(Purchase)
 class PurchaseAdmin(ReadOnlyAdmin):
+    list_per_page = 50  # pages of 50; these tables only grow
     list_display = (
         "purchased_at",
         "user_history",
@@ -149,6 +150,7 @@ class SubscriptionAdmin(ReadOnlyAdmin):
 
 @admin.register(StoreNotification)
 class StoreNotificationAdmin(ReadOnlyAdmin):
+    list_per_page = 50  # pages of 50; these tables only grow
     list_display = (
         "created_at",
         "platform",
