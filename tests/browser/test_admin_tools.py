@@ -27,6 +27,7 @@ from apps.trends.curators import CURATOR_GROUP, curator_group_ensure
 from gpu_worker import contract
 from tests.browser.driver import PASSWORD, Browser, assert_styled, needs_chromium, screenshot, sign_in
 from tests.fixtures.live import http_graphql
+from tests.fixtures.static import needs_graphiql
 from tests.graphql.generations.helpers import a_trend
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True), needs_chromium]
@@ -83,6 +84,7 @@ def _run_in_graphiql(base: str, document: str, token: str):
     return step
 
 
+@needs_graphiql
 def test_admin_and_graphiql_work_with_no_route_off_the_machine(asgi_server, browser, screens, staff):
     base = asgi_server.url
     browser.fresh(offline=True)

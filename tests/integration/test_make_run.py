@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from tests.fixtures.live import WSClient, free_port
+from tests.fixtures.static import needs_graphiql
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = json.loads((ROOT / "fixtures" / "demo_account.json").read_text())
@@ -83,6 +84,7 @@ def _sign_in_demo(base: str) -> dict:
     return response.json()["data"]["signIn"]
 
 
+@needs_graphiql
 def test_make_run_serves_graphiql_and_the_demo_account(make_run):
     base, _, _ = make_run
     page = httpx.get(f"{base}/graphql", headers={"Accept": "text/html"}, timeout=10)

@@ -11,12 +11,14 @@ import pytest
 from django.contrib.auth import get_user_model
 
 from backend.staticfiles import GRAPHIQL_FILES
+from tests.fixtures.static import needs_graphiql
 
 pytestmark = pytest.mark.django_db
 
 ASSET = re.compile(r'(?:src|href)="([^"]+\.(?:js|css))"')
 
 
+@needs_graphiql
 def test_graphiql_loads_its_scripts_and_styles_from_this_server(client):
     page = client.get("/graphql", HTTP_ACCEPT="text/html")
     assert page.status_code == 200
