@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 import pytest
 from django.contrib.auth import get_user_model
 
+from apps.credits.services import credits_grant
 from backend.staticfiles import GRAPHIQL_FILES
 from tests.fixtures.static import needs_graphiql
 
@@ -79,3 +80,14 @@ def test_a_date_in_admin_is_the_staff_members_local_time(client):
     client.cookies["staff_tz"] = "Asia/Tokyo"
     page = client.get(f"/admin/accounts/user/{staff.pk}/change/").content.decode()
     assert "Jan. 1, 2026, 9:30 a.m." in page  # 00:30 UTC is 09:30 in Tokyo
+
+
+def test_long_admin_lists_come_in_pages_of_50(client):
+    staff = get_user_model().objects.create_superuser("pages@example.com", "a-long-test-password-42")
+    for n in range(51):
+        credits_grant(user=staff, amount=1, reason=f"grant {n}")
+    client.force_login(staff)
+    first = client.get("/admin/credits/creditentry/").content.decode()
+    assert len(re.findall(r'<tr><t[dh] class="field-created_at', first)) == 50
+    second = client.get("/admin/credits/creditentry/?p=2").content.decode()
+    assert "grant 0" in second and "grant 0" not in first  # newest first; the oldest on page 2
