@@ -91,6 +91,7 @@ class WalletAdmin(admin.ModelAdmin):
             request,
             "admin/credits/grant.html",
             {
+                **self.admin_site.each_context(request),  # the header's user links, the sidebar
                 "form": form,
                 "wallets": queryset,
                 "batch": uuid.uuid4().hex,

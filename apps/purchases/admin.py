@@ -120,7 +120,13 @@ class PurchaseAdmin(ReadOnlyAdmin):
         return render(
             request,
             "admin/purchases/refund.html",
-            {"form": form, "purchases": queryset, "opts": self.model._meta, "title": "Refund purchases"},
+            {
+                **self.admin_site.each_context(request),  # the header's user links, the sidebar
+                "form": form,
+                "purchases": queryset,
+                "opts": self.model._meta,
+                "title": "Refund purchases",
+            },
         )
 
 

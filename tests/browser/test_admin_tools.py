@@ -357,6 +357,7 @@ def test_staff_grant_credits_with_a_reason(asgi_server, django_worker, browser, 
 
     # 1. A grant of nothing is refused on the form; nothing is granted.
     assert "must be greater than or equal to 1" in browser(grant("0", "goodwill"))
+    assert browser(lambda page: page.locator("#user-tools").count()) == 1  # a full admin page
     browser(assert_styled)
     browser(screenshot(screens, "grant-refused"))
     assert Wallet.objects.get(pk=wallet.pk).balance == 20
