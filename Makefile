@@ -12,7 +12,7 @@ TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 # Torch ops in the tests are tiny: one thread each is about ten times faster than contending for two cores.
 TEST_THREADS ?= 1
 
-.PHONY: install run test test-fast lint format schema audit audit-deps bench clean
+.PHONY: install run test test-fast lint format schema audit audit-deps graphiql-deps static bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,7 +24,8 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-run: $(STAMP)
+run: $(STAMP) graphiql-deps
+	$(PY) manage.py collectstatic --noinput -v 0
 	$(PY) manage.py migrate --noinput -v 0
 	$(PY) manage.py seed_demo
 	$(PY) manage.py load_trends
@@ -33,7 +34,7 @@ run: $(STAMP)
 
 # The whole suite against real PostgreSQL and Redis (started by .ci/run in CI). Without them locally,
 # the services tests are skipped with a reason; under CI (CI=true) a missing service fails the run.
-test: $(STAMP) audit-deps
+test: $(STAMP) audit-deps graphiql-deps
 	@if $(PY) -m tests.services_up "$(TEST_DATABASE_URL)" "$(TEST_REDIS_URL)"; then \
 		DATABASE_URL="$(TEST_DATABASE_URL)" REDIS_URL="$(TEST_REDIS_URL)" OMP_NUM_THREADS=$(TEST_THREADS) \
 			$(PY) -m pytest $(PYTEST_ARGS); \
@@ -56,6 +57,24 @@ $(AUDIT_STAMP): $(AUDIT_DIR)/package.json $(AUDIT_DIR)/package-lock.json
 	else echo "npm not found: the graphql-http audit test will be skipped"; fi
 
 audit-deps: $(AUDIT_STAMP)
+
+# GraphiQL's scripts and styles (tools/graphiql), served as static files so that the IDE needs no CDN
+# (backend/staticfiles.py picks the files; `collectstatic` copies them). `make run` and `make test` install
+# them; without npm the IDE page cannot load its scripts (manage.py check says so), and CI fails here.
+GRAPHIQL_DIR := tools/graphiql
+GRAPHIQL_STAMP := $(GRAPHIQL_DIR)/node_modules/.package-lock.json
+
+$(GRAPHIQL_STAMP): $(GRAPHIQL_DIR)/package.json $(GRAPHIQL_DIR)/package-lock.json
+	@if command -v npm >/dev/null; then \
+		npm ci --prefix $(GRAPHIQL_DIR) --no-audit --no-fund --loglevel=error && touch $(GRAPHIQL_STAMP); \
+	elif [ "$$CI" = "true" ]; then echo "npm is missing under CI: failing"; exit 1; \
+	else echo "npm not found: GraphiQL will not load its scripts"; fi
+
+graphiql-deps: $(GRAPHIQL_STAMP)
+
+# What production runs in its image build: hashed, compressed static files in STATIC_ROOT for WhiteNoise.
+static: $(STAMP) graphiql-deps
+	$(PY) manage.py collectstatic --noinput
 
 # The same audit against a server you started yourself (`make run`): make audit AUDIT_URL=http://...
 AUDIT_URL ?= http://$(HOST):$(PORT)/graphql
@@ -82,4 +101,5 @@ schema: $(STAMP)
 	$(PY) manage.py export_schema graphql_schema.schema:schema --path graphql_schema/schema.graphql
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .ruff_cache .import_linter_cache $(AUDIT_DIR)/node_modules
+	rm -rf $(VENV) var .pytest_cache .ruff_cache .import_linter_cache $(AUDIT_DIR)/node_modules \
+		$(GRAPHIQL_DIR)/node_modules

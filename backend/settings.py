@@ -74,12 +74,15 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Static files (admin, GraphiQL) straight from STATIC_ROOT, before anything else does work.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "apps.core.middleware.RequestIdMiddleware",
     "apps.core.middleware.CorsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "apps.core.middleware.StaffTimeZoneMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -92,7 +95,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [],
+        "DIRS": [BASE_DIR / "backend" / "templates"],  # the landing page, GraphiQL, admin's base_site
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
@@ -108,8 +111,23 @@ LANGUAGE_CODE = "en"
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
-STATIC_URL = "static/"
-STATIC_ROOT = VAR_DIR / "static"
+
+# --- Static files -----------------------------------------------------------------------------
+# WhiteNoise serves them from STATIC_ROOT in every mode (uvicorn serves no files itself): names carry a
+# content hash, gzip/brotli copies sit beside them, and hashed files are cached for a year. `collectstatic`
+# fills STATIC_ROOT (`make run` runs it; production runs it in the image build). Admin's files come from
+# Django; GraphiQL's from the npm packages in tools/graphiql (backend/staticfiles.py), so no page loads a CDN.
+STATIC_URL = "/static/"
+STATIC_ROOT = Path(os.environ.get("STATIC_ROOT", VAR_DIR / "static"))
+STATICFILES_FINDERS = [
+    "django.contrib.staticfiles.finders.AppDirectoriesFinder",
+    "backend.staticfiles.GraphiQLFinder",
+]
+GRAPHIQL_PACKAGES_DIR = BASE_DIR / "tools" / "graphiql" / "node_modules"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

@@ -4,9 +4,12 @@ from django.urls import include, path
 
 from apps.trends.views import trend_media
 from backend.health import healthz, readyz
+from backend.landing import api_landing, schema_file
 from graphql_schema.views import graphql_view
 
 urlpatterns = [
+    path("", api_landing, name="api-landing"),  # admin's "View site"
+    path("schema.graphql", schema_file, name="schema-file"),
     path("graphql", graphql_view, name="graphql"),
     path("graphql/", graphql_view),
     path("healthz", healthz, name="healthz"),

@@ -21,6 +21,7 @@ from cross_web import HTTPException
 from django.conf import settings
 from django.core.cache import cache
 from django.http import HttpResponse, HttpResponseNotModified, JsonResponse
+from django.template.loader import render_to_string
 from django.utils.cache import patch_vary_headers
 from django.utils.http import parse_etags
 from django.views.decorators.csrf import csrf_exempt
@@ -59,6 +60,11 @@ class GraphQLView(AsyncGraphQLView):
             request_id=getattr(request, "request_id", ""),
             client_ip=request.META.get("REMOTE_ADDR", ""),
         )
+
+    async def render_graphql_ide(self, request) -> HttpResponse:
+        # Strawberry's page loads React and GraphiQL from unpkg.com; ours loads the same builds from this
+        # server's static files (backend/staticfiles.py), so the IDE works offline and behind firewalls.
+        return HttpResponse(render_to_string("graphql/graphiql.html", request=request))
 
     def should_render_graphql_ide(self, request) -> bool:
         # A GET by hash has no `query` parameter; with `Accept: */*` Strawberry would answer GraphiQL.

@@ -26,6 +26,7 @@ pytest_plugins = [
     "tests.fixtures.play",
     "tests.fixtures.gpu",
     "tests.fixtures.apple",
+    "tests.fixtures.static",
 ]
 
 

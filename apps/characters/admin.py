@@ -17,6 +17,7 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 @admin.register(Character)
 class CharacterAdmin(ReadOnlyAdmin):
+    list_per_page = 50  # pages of 50; these tables only grow
     list_display = ("id", "owner", "name", "status", "photo_count", "created_at", "trained_at")
     list_filter = ("status",)
     fields = (
@@ -41,11 +42,13 @@ class CharacterAdmin(ReadOnlyAdmin):
 
 @admin.register(ConsentRecord)
 class ConsentRecordAdmin(ReadOnlyAdmin):
+    list_per_page = 50  # pages of 50; these tables only grow
     list_display = ("id", "user", "character_ref", "text_version", "created_at", "withdrawn_at")
 
 
 @admin.register(ErasureRecord)
 class ErasureRecordAdmin(ReadOnlyAdmin):
+    list_per_page = 50  # pages of 50; these tables only grow
     list_display = ("id", "user_ref", "character_ref", "trigger", "status", "created_at", "finished_at")
     list_filter = ("status", "trigger")
     readonly_fields = ("user_ref", "character_ref", "trigger", "status", "job", "artifacts", "finished_at")

@@ -6,7 +6,9 @@ the ASGI application at start-up when `APP_ENV=production`, so an unsafe product
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 
 from django.conf import settings
 from django.core.checks import Error, Tags, register
@@ -82,9 +84,36 @@ def production_errors() -> list[Error]:
             "Set C2PA_SIGN_CERT (PEM chain) and C2PA_SIGN_KEY (PEM key) for the GPU workers, "
             "or C2PA_DISABLED=1 to deliver unlabelled videos on purpose.",
         )
+    static_problem = static_files_problem()
+    if static_problem:
+        fail("E016", f"Static files would not be served: {static_problem}.", STATIC_HINT)
     if getattr(settings, "BENCH_ENDPOINTS", False):
         fail("E010", "BENCH_ENDPOINTS is on in production.", "Unset BENCH_ENDPOINTS.")
     return errors
+
+
+STATIC_HINT = (
+    "Keep whitenoise.middleware.WhiteNoiseMiddleware in MIDDLEWARE and run "
+    "`manage.py collectstatic --noinput` (in the image build) before starting the server."
+)
+# A file every admin page loads: in the manifest means collectstatic ran with the hashed-names storage.
+STATIC_PROBE = "admin/css/base.css"
+
+
+def static_files_problem() -> str | None:
+    """Why admin and GraphiQL would load unstyled (404s under /static/), or None when they will not."""
+    if "whitenoise.middleware.WhiteNoiseMiddleware" not in settings.MIDDLEWARE:
+        return "WhiteNoise's middleware is not installed"
+    manifest = Path(settings.STATIC_ROOT) / "staticfiles.json"
+    if not manifest.is_file():
+        return f"collectstatic has not filled STATIC_ROOT ({settings.STATIC_ROOT})"
+    try:
+        paths = json.loads(manifest.read_text()).get("paths", {})
+    except (OSError, ValueError):
+        return f"{manifest} is unreadable"
+    if STATIC_PROBE not in paths:
+        return f"{STATIC_PROBE} is not in {manifest}"
+    return None
 
 
 @register(Tags.security, deploy=True)

@@ -91,6 +91,7 @@ class WalletAdmin(admin.ModelAdmin):
             request,
             "admin/credits/grant.html",
             {
+                **self.admin_site.each_context(request),  # the header's user links, the sidebar
                 "form": form,
                 "wallets": queryset,
                 "batch": uuid.uuid4().hex,
@@ -104,6 +105,7 @@ class WalletAdmin(admin.ModelAdmin):
 
 @admin.register(CreditEntry)
 class CreditEntryAdmin(ReadOnlyAdmin):
+    list_per_page = 50  # pages of 50; these tables only grow
     list_display = ("created_at", "wallet", "kind", "amount", "delta", "balance_after", "reason", "reference")
     list_filter = ("kind",)
     search_fields = ("wallet__user__email", "reference")
@@ -113,6 +115,7 @@ class CreditEntryAdmin(ReadOnlyAdmin):
 class CreditHoldAdmin(ReadOnlyAdmin):
     """Read-only: a deleted hold would leave its credits held forever; settle it through the services."""
 
+    list_per_page = 50  # pages of 50; these tables only grow
     list_display = ("owner", "wallet", "amount", "status", "created_at", "settled_at")
     list_filter = ("status",)
     search_fields = ("owner", "wallet__user__email")

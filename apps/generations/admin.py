@@ -130,6 +130,7 @@ class StatusFilter(admin.SimpleListFilter):
 
 @admin.register(Generation)
 class GenerationAdmin(admin.ModelAdmin):
+    list_per_page = 50  # pages of 50; these tables only grow
     list_display = (
         "created_at",
         "owner",

@@ -7,6 +7,7 @@ from .models import PushMessage
 class PushMessageAdmin(admin.ModelAdmin):
     """Read-only: what was sent to whom and how it went. No token is stored here, so none is shown."""
 
+    list_per_page = 50  # pages of 50; these tables only grow
     list_display = ("kind", "user", "platform", "locale", "status", "attempts", "created_at")
     list_filter = ("status", "kind", "platform")
     search_fields = ("user__email", "=id", "collapse_key")

@@ -60,6 +60,7 @@ class RefundForm(forms.Form):
 
 @admin.register(Purchase)
 class PurchaseAdmin(ReadOnlyAdmin):
+    list_per_page = 50  # pages of 50; these tables only grow
     list_display = (
         "purchased_at",
         "user_history",
@@ -119,7 +120,13 @@ class PurchaseAdmin(ReadOnlyAdmin):
         return render(
             request,
             "admin/purchases/refund.html",
-            {"form": form, "purchases": queryset, "opts": self.model._meta, "title": "Refund purchases"},
+            {
+                **self.admin_site.each_context(request),  # the header's user links, the sidebar
+                "form": form,
+                "purchases": queryset,
+                "opts": self.model._meta,
+                "title": "Refund purchases",
+            },
         )
 
 
@@ -149,6 +156,7 @@ class SubscriptionAdmin(ReadOnlyAdmin):
 
 @admin.register(StoreNotification)
 class StoreNotificationAdmin(ReadOnlyAdmin):
+    list_per_page = 50  # pages of 50; these tables only grow
     list_display = (
         "created_at",
         "platform",

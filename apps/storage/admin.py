@@ -5,6 +5,7 @@ from .models import Upload
 
 @admin.register(Upload)
 class UploadAdmin(admin.ModelAdmin):
+    list_per_page = 50  # pages of 50; these tables only grow
     list_display = ("id", "user", "status", "reject_reason", "content_type", "bytes", "created_at")
     list_filter = ("status", "reject_reason", "content_type")
     search_fields = ("id", "user__email", "key")

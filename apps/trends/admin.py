@@ -206,12 +206,23 @@ class TrendChangeInline(admin.TabularInline):
         return False
 
 
+# Covers and previews are portrait (9:16): a fixed box for each, so a list lays out once, before the
+# images arrive, and an odd-sized file is cropped to the box instead of pushing the columns about.
+def _box(height: int) -> tuple[int, int]:
+    return round(height * 9 / 16), height
+
+
 def _thumbnail(key: str, height: int = 64) -> str:
     url = media_url(key)
     if not url:
         return "—"
+    width, height = _box(height)
     return format_html(
-        '<img src="{}" alt="" style="height:{}px;border-radius:4px" loading="lazy">', url, height
+        '<img src="{}" alt="" width="{}" height="{}" style="object-fit:cover;border-radius:4px" '
+        'loading="lazy">',
+        url,
+        width,
+        height,
     )
 
 
@@ -219,10 +230,12 @@ def _video(key: str, height: int = 64) -> str:
     url = media_url(key)
     if not url:
         return "—"
+    width, height = _box(height)
     return format_html(
-        '<video src="{}" style="height:{}px;border-radius:4px" muted loop autoplay playsinline '
-        'preload="none"></video>',
+        '<video src="{}" width="{}" height="{}" style="object-fit:cover;border-radius:4px" muted loop '
+        'autoplay playsinline preload="none"></video>',
         url,
+        width,
         height,
     )
 
@@ -642,6 +655,7 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 @admin.register(TrendChange)
 class TrendChangeAdmin(ReadOnlyAdmin):
+    list_per_page = 50  # pages of 50; these tables only grow
     list_display = ("created_at", "trend_slug", "action", "reason", "actor")
     list_filter = ("action", "actor")
     search_fields = ("trend_slug", "reason")
@@ -650,5 +664,6 @@ class TrendChangeAdmin(ReadOnlyAdmin):
 
 @admin.register(RotationRun)
 class RotationRunAdmin(ReadOnlyAdmin):
+    list_per_page = 50  # pages of 50; these tables only grow
     list_display = ("started_at", "published", "retired", "rescored", "seconds")
     date_hierarchy = "started_at"

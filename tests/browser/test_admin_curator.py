@@ -3,11 +3,7 @@ admin; the next `homeScreen` query shows it where the section rules put it, then
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
 from django.contrib.auth.models import Group
@@ -16,19 +12,10 @@ from apps.accounts.models import User
 from apps.trends.curators import CURATOR_GROUP, curator_group_ensure
 from apps.trends.models import Trend, TrendChange, TrendStatus
 from tests.apps.trends.helpers import make_category, make_section, make_trend, png_bytes
-from tests.fixtures.env import UNDER_CI
+from tests.browser.driver import PASSWORD, Browser, assert_styled, needs_chromium, screenshot
 from tests.fixtures.live import http_graphql
 
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-PASSWORD = "a-long-test-password-42"
-
-pytestmark = [
-    pytest.mark.services,
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif(
-        not Path(CHROMIUM).exists() and not UNDER_CI, reason=f"needs Debian's chromium at {CHROMIUM}"
-    ),
-]
+pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True), needs_chromium]
 
 HOME = """{ homeScreen(platform: IOS, appVersion: "2.0", locale: "en") { sections { __typename
   ... on HomeSection { title }
@@ -40,38 +27,7 @@ def carousels(url: str) -> dict[str, list[str]]:
     return {s["title"]: [t["slug"] for t in s.get("trends", [])] for s in sections}
 
 
-class Browser:
-    """Chromium driven from its own thread: Playwright's sync API keeps an event loop on the thread that
-    uses it, and Django refuses ORM calls on such a thread, so the test's ORM reads stay on this one."""
-
-    def __init__(self) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="playwright")
-        self._pool.submit(self._start).result()
-
-    def _start(self) -> None:
-        from playwright.sync_api import sync_playwright
-
-        self._playwright = sync_playwright().start()
-        # Debian's chromium, never a downloaded browser; no sandbox because CI runs as root.
-        self._browser = self._playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=["--no-sandbox"]
-        )
-        self.page = self._browser.new_page()
-        self.page.set_default_timeout(15_000)
-
-    def __call__(self, step: Callable[[Any], Any]) -> Any:
-        return self._pool.submit(step, self.page).result()
-
-    def close(self) -> None:
-        def stop() -> None:
-            self._browser.close()
-            self._playwright.stop()
-
-        self._pool.submit(stop).result()
-        self._pool.shutdown()
-
-
-@pytest.fixture
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     driver = Browser()
     yield driver
@@ -98,6 +54,8 @@ def test_a_curator_publishes_and_retires_a_trend_in_the_browser(asgi_server, bro
     cover.write_bytes(png_bytes((90, 160), color="#ff3366"))
 
     # 1. Sign in to admin.
+    browser.fresh()
+
     def sign_in(page) -> None:
         page.goto(f"{base}/admin/login/?next=/admin/trends/trend/add/")
         page.fill("#id_username", curator.email)
@@ -137,13 +95,18 @@ def test_a_curator_publishes_and_retires_a_trend_in_the_browser(asgi_server, bro
     assert trend.status == TrendStatus.LIVE
     cover_url = f"/media/{trend.cover_image_key}"
 
-    def thumbnail(page) -> tuple[int, int]:
+    def thumbnail(page) -> tuple[int, int, tuple[str, str]]:
+        image = page.locator(f'img[src="{cover_url}"]')
         return (
-            page.locator(f'img[src="{cover_url}"]').count(),
+            image.count(),
             page.evaluate("src => fetch(src).then(r => r.status)", cover_url),
+            (image.get_attribute("width"), image.get_attribute("height")),  # its box before it loads
         )
 
-    assert browser(thumbnail) == (1, 200)
+    assert browser(thumbnail) == (1, 200, ("36", "64"))
+    browser(assert_styled)
+    browser(screenshot(tmp_path, "trend-list"))
+    print(f"\ntrend list screenshot: {tmp_path / 'trend-list.png'}")
 
     # 4. The next homeScreen shows it where the rules put it: alone under "New today", and in trending.
     after = carousels(base)

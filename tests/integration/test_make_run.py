@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -14,6 +15,7 @@ import httpx
 import pytest
 
 from tests.fixtures.live import WSClient, free_port
+from tests.fixtures.static import needs_graphiql
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = json.loads((ROOT / "fixtures" / "demo_account.json").read_text())
@@ -82,11 +84,19 @@ def _sign_in_demo(base: str) -> dict:
     return response.json()["data"]["signIn"]
 
 
+@needs_graphiql
 def test_make_run_serves_graphiql_and_the_demo_account(make_run):
     base, _, _ = make_run
     page = httpx.get(f"{base}/graphql", headers={"Accept": "text/html"}, timeout=10)
     assert page.status_code == 200
     assert "graphiql" in page.text.lower()
+    # The page's scripts and styles and admin's stylesheet come from this server (collectstatic ran).
+    login = httpx.get(f"{base}/admin/login/", timeout=10).text
+    assets = re.findall(r'(?:src|href)="(/static/[^"]+)"', page.text + login)
+    assert any(url.startswith("/static/admin/css/base.") for url in assets), assets
+    assert sum(url.startswith("/static/graphiql/") for url in assets) == 7, assets
+    for url in assets:
+        assert httpx.get(f"{base}{url}", timeout=10).status_code == 200, url
 
     ready = httpx.get(f"{base}/readyz", timeout=10).json()
     assert ready == {"status": "ok", "checks": {"database": "ok", "broker": "ok", "storage": "ok"}}

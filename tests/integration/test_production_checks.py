@@ -17,6 +17,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from django.conf import settings
 
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 60
@@ -42,6 +43,8 @@ def _safe_env(tmp_path: Path) -> dict[str, str]:
         "FIREBASE_CREDENTIALS": str(tmp_path / "service-account.json"),
         "C2PA_SIGN_CERT": str(tmp_path / "c2pa-chain.pem"),
         "C2PA_SIGN_KEY": str(tmp_path / "c2pa-key.pem"),
+        # collectstatic's output (the session's, tests/fixtures/static.py), as a deploy's image build has.
+        "STATIC_ROOT": str(settings.STATIC_ROOT),
     }
     assert len(env["SECRET_KEY"]) == 60
     return env
@@ -100,6 +103,7 @@ UNSAFE = [
     ),
     pytest.param({"GOOGLE_PLAY_PACKAGE_NAME": "com.example.app"}, "backend.E014", id="play-push-unchecked"),
     pytest.param({"C2PA_SIGN_KEY": None}, "backend.E015", id="no-c2pa-signing-key"),
+    pytest.param({"STATIC_ROOT": "/nonexistent/static"}, "backend.E016", id="collectstatic-not-run"),
 ]
 
 
