@@ -75,6 +75,13 @@ def production_errors() -> list[Error]:
             "Google Play notifications would be taken without checking who sent them.",
             "Set GOOGLE_PLAY_PUSH_AUDIENCE and GOOGLE_PLAY_PUSH_SERVICE_ACCOUNT (the Pub/Sub push's OIDC).",
         )
+    if not settings.MODERATION_IMAGE_MODEL and not settings.MODERATION_IMAGES_DISABLED:
+        fail(
+            "E020",
+            "No image classifier is configured: photos and videos would go unmoderated.",
+            "Set MODERATION_IMAGE_MODEL to its folder under MODEL_ROOT (or MODERATION_IMAGES_DISABLED=1 "
+            "if that is really meant).",
+        )
     if getattr(settings, "BENCH_ENDPOINTS", False):
         fail("E010", "BENCH_ENDPOINTS is on in production.", "Unset BENCH_ENDPOINTS.")
     return errors

@@ -41,7 +41,8 @@ def generation_cancel(*, user, generation_id) -> Generation:
     step (running), and its hold is released. A finished generation is returned as it is."""
     with transaction.atomic():
         generation = generation_get_for_user(user=user, generation_id=generation_id, for_update=True)
-        if not generation.is_terminal:
+        # IN_REVIEW has finished rendering: it waits for staff, like a finished one, and stays as it is
+        if not generation.is_terminal and generation.status != GenerationStatus.IN_REVIEW:
             generation.cancel_requested_at = timezone.now()
             job_finish(
                 GENERATION_JOBS,
