@@ -377,6 +377,10 @@ def _resolve_final(*, user, draft_id, quality: str) -> tuple[Resolved, dict, Gen
     if quality not in QualityTier.values:
         raise ValidationFailed(f"Choose a quality: one of {', '.join(QualityTier.values)}.", field="quality")
     draft = generation_get_for_user(user=user, generation_id=draft_id)
+    if draft.prompt:  # the user's text goes to the model again: checked against today's term lists
+        prompt_check(
+            user=user, text=draft.prompt, locales=user.devices.values_list("locale", flat=True), field="id"
+        )
     if draft.quality != QualityTier.DRAFT:
         raise ValidationFailed("Only a draft can be finalized; this video is already final.", field="id")
     if draft.status != GenerationStatus.SUCCEEDED:

@@ -115,3 +115,38 @@ def test_the_same_term_twice_in_a_category_and_locale_is_refused_by_the_admin_fo
     duplicate = BlockedTerm(term="NÚDE", category=Category.SEXUAL)
     with pytest.raises(Exception, match="already exists"):
         duplicate.full_clean()
+
+
+FINALIZE = """
+mutation ($id: ID!, $key: String) {
+  finalizeGeneration(id: $id, quality: STANDARD, idempotencyKey: $key) {
+    __typename ... on Error { code message } ... on ModerationRefused { field }
+  }
+}
+"""
+
+
+def test_a_draft_whose_prompt_was_listed_since_is_not_finalized(gql, alice, shipped_routes):
+    from apps.credits.services import credits_capture
+    from apps.generations.models import GenerationStatus
+    from tests.graphql.generations.helpers import generation_from
+
+    token, user = alice
+    created = _create(gql, token, "a nude portrait")
+    assert created["__typename"] == "GenerationPayload"
+    draft = generation_from(created["generation"]["id"])
+    credits_capture(owner=draft)
+    Generation.objects.filter(pk=draft.pk).update(status=GenerationStatus.SUCCEEDED, seed_used=1)
+    _term("nude")
+    before = wallet(user), ledger(user)
+
+    result = gql(FINALIZE, {"id": created["generation"]["id"], "key": key()}, token=token)
+    refused = result["data"]["finalizeGeneration"]
+
+    assert (refused["__typename"], refused["code"], refused["field"]) == (
+        "ModerationRefused",
+        "MODERATION",
+        "id",
+    )
+    assert (wallet(user), ledger(user)) == before
+    assert Generation.objects.filter(owner=user).count() == 1
