@@ -27,15 +27,21 @@ def _language(locale: str) -> str:
 def prompt_matches(text: str, *, locales: Iterable[str] = ()) -> list[BlockedTerm]:
     """The enabled terms a text contains: terms for everyone, and those of the languages of `locales`
     (the user's devices); with no locale known, every locale's terms."""
+    terms = BlockedTerm.objects.filter(enabled=True).only(
+        "category", "locale", "normalized", "match_anywhere", "term"
+    )
+    return terms_in(text, terms, locales=locales)
+
+
+def terms_in(text: str, terms: Iterable[BlockedTerm], *, locales: Iterable[str] = ()) -> list[BlockedTerm]:
+    """The terms among `terms` that a text contains (see `prompt_matches`); reads no database."""
     forms = prompt_forms(text)
     words = [f" {form} " for form in forms]
     joined = [form.replace(" ", "") for form in forms]
     spelled = spelled_runs(text)
     languages = {_language(locale) for locale in locales if locale}
     found = []
-    for term in BlockedTerm.objects.filter(enabled=True).only(
-        "category", "locale", "normalized", "match_anywhere", "term"
-    ):
+    for term in terms:
         if term.locale and languages and _language(term.locale) not in languages:
             continue
         needle = term.normalized
