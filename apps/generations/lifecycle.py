@@ -28,7 +28,7 @@ from apps.trends.services import trend_share_record
 from . import routing
 from .events import generation_changed
 from .jobs import GENERATION_JOBS
-from .models import Generation, GenerationStatus, generation_prefix
+from .models import Generation, GenerationReview, GenerationStatus, ReviewStatus, generation_prefix
 from .selectors import generation_get_for_user
 
 logger = logging.getLogger(__name__)
@@ -67,6 +67,10 @@ def generation_delete(*, user, generation_id) -> uuid.UUID:
                 outcome=Outcome.CANCELED,
                 code=contract.CANCELED,
             )
+        # an output waiting for review goes with it: nothing is left for staff to decide
+        GenerationReview.objects.filter(generation=generation, status=ReviewStatus.PENDING).update(
+            status=ReviewStatus.WITHDRAWN, outputs={}, decided_at=timezone.now()
+        )
         prefix = generation_prefix(generation)
         generation.deleted_at = timezone.now()
         generation.video_key = generation.poster_key = ""

@@ -534,6 +534,7 @@ class ReviewStatus(models.TextChoices):
     PENDING = "PENDING", "Waiting for review"
     APPROVED = "APPROVED", "Approved: delivered"
     REJECTED = "REJECTED", "Rejected: erased"
+    WITHDRAWN = "WITHDRAWN", "Withdrawn: the user deleted the generation"
 
 
 class GenerationReview(BaseModel):

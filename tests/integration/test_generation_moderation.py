@@ -18,6 +18,7 @@ from apps.notifications.models import PushKind, PushMessage
 from apps.storage.backends import get_storage
 from tests.fixtures.moderation import CLASSIFIER
 from tests.graphql.generations.helpers import (
+    DELETE,
     GENERATION,
     a_trend,
     generation_from,
@@ -148,3 +149,12 @@ def test_a_flagged_input_photo_fails_moderation_uncharged(stack):
         ["nsfw"],
     )
     assert not GenerationReview.objects.exists()
+
+
+def test_deleting_a_generation_in_review_withdraws_the_review(stack):
+    alice, created = _flagged_output(stack)
+    deleted = alice.gql(DELETE, {"id": created["id"]})["data"]["deleteGeneration"]
+    assert deleted["__typename"] == "DeletePayload"
+    review = GenerationReview.objects.get()
+    assert (review.status, review.outputs) == (ReviewStatus.WITHDRAWN, {})
+    assert ledger(alice.user) == [("grant", 20), ("hold", 4), ("release", 4)]
