@@ -150,3 +150,18 @@ def test_a_draft_whose_prompt_was_listed_since_is_not_finalized(gql, alice, ship
     )
     assert (wallet(user), ledger(user)) == before
     assert Generation.objects.filter(owner=user).count() == 1
+
+
+def test_staff_add_a_term_in_admin_and_it_applies_at_once(gql, alice, shipped_routes, admin_client):
+    from django.urls import reverse
+
+    token, _ = alice
+    response = admin_client.post(
+        reverse("admin:moderation_blockedterm_add"),
+        {"term": "Bl00d-Bath", "category": "VIOLENCE", "locale": "", "enabled": "on", "note": ""},
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    assert BlockedTerm.objects.get().normalized == "blood bath"
+    assert _create(gql, token, "a blood bath")["__typename"] == "ModerationRefused"
+    audit = admin_client.get(reverse("admin:moderation_moderationdecision_changelist"))
+    assert audit.status_code == 200 and "Refused automatically" in audit.content.decode()
