@@ -9,6 +9,7 @@ checks in `backend/checks.py`, which refuse to start with an unsafe setting.
 
 from __future__ import annotations
 
+import json
 import os
 from datetime import timedelta
 from pathlib import Path
@@ -70,6 +71,7 @@ INSTALLED_APPS = [
     "apps.purchases",
     "apps.generations",
     "apps.characters",
+    "apps.moderation",
 ]
 
 MIDDLEWARE = [
@@ -273,6 +275,16 @@ MODEL_ROOT = Path(os.environ.get("MODEL_ROOT", VAR_DIR / "models"))
 C2PA_SIGN_CERT = os.environ.get("C2PA_SIGN_CERT", "").strip()
 C2PA_SIGN_KEY = os.environ.get("C2PA_SIGN_KEY", "").strip()
 C2PA_DISABLED = env_bool("C2PA_DISABLED", False)
+# --- Moderation (apps/moderation; the image classifier runs on the GPU workers, gpu_worker/moderation.py) --
+
+# The image classifier: a transformers image-classification folder under the GPU workers' MODEL_ROOT (its
+# labels are the categories). Empty: image moderation is off (the embedded mode; production refuses to
+# start so unless MODERATION_IMAGES_DISABLED says it is meant).
+MODERATION_IMAGE_MODEL = os.environ.get("MODERATION_IMAGE_MODEL", "").strip()
+MODERATION_IMAGES_DISABLED = env_bool("MODERATION_IMAGES_DISABLED", False)
+# The score (0..1) at or above which a category flags an image, as JSON; a trend may only lower them.
+MODERATION_IMAGE_THRESHOLDS = json.loads(os.environ.get("MODERATION_IMAGE_THRESHOLDS") or '{"nsfw": 0.7}')
+MODERATION_OUTPUT_FRAMES = env_int("MODERATION_OUTPUT_FRAMES", 4)  # frames of an output classified
 
 # --- Generations ------------------------------------------------------------------------------
 

@@ -783,6 +783,57 @@ def route_for_tier(route: RouteSpec, profile: RenderProfile) -> RouteSpec:
     )
 
 
+# --- Image moderation --------------------------------------------------------------------------
+# The backend asks for image moderation in a job (`GenerationJob.moderation`, a `ModerationSpec`): the
+# worker runs the image classifier in `model` (a transformers image-classification folder under its
+# MODEL_ROOT) on the input photo before denoising and on `output_frames` frames of the output before
+# upload. A category flags when its score is at or above its threshold (categories without a threshold
+# never flag). A flagged input fails the job MODERATION (not retryable); a flagged output is still
+# uploaded, for staff to review, and the completed event says so. Both events carry the verdicts in
+# `JobEvent.moderation`: {"input": ModerationVerdict, "output": ModerationVerdict} (each when checked).
+MAX_MODERATION_FRAMES = 16
+
+
+@dataclass(frozen=True)
+class ModerationSpec:
+    model: str
+    thresholds: dict[str, float]
+    output_frames: int = 4
+
+    def __post_init__(self) -> None:
+        _require(
+            isinstance(self.model, str) and bool(self.model) and ".." not in self.model.split("/"),
+            "moderation.model must be a folder under MODEL_ROOT",
+        )
+        _require(
+            isinstance(self.thresholds, Mapping)
+            and all(isinstance(k, str) and _is_number(v) and v >= 0 for k, v in self.thresholds.items()),
+            "moderation.thresholds must map category names to numbers >= 0",
+        )
+        object.__setattr__(self, "thresholds", {k: float(v) for k, v in self.thresholds.items()})
+        _require(
+            _is_int(self.output_frames) and 1 <= self.output_frames <= MAX_MODERATION_FRAMES,
+            f"moderation.output_frames must be an integer in 1..{MAX_MODERATION_FRAMES}",
+        )
+
+    @classmethod
+    def from_dict(cls, data: Any) -> ModerationSpec:
+        _require(isinstance(data, Mapping), f"moderation must be a mapping, got {type(data).__name__}")
+        try:
+            return cls(**_known_fields(cls, dict(data)))
+        except TypeError as exc:
+            raise ContractError(f"malformed moderation: {exc}") from None
+
+
+class ModerationVerdict(TypedDict):
+    """What the classifier said about an image (the highest score over an output's frames)."""
+
+    flagged: bool
+    categories: list[str]  # the categories at or above their thresholds
+    scores: dict[str, float]  # every category of the model, 0..1
+    model: str
+
+
 @dataclass(frozen=True)
 class GenerationJob:
     """One generation attempt for a GPU worker. Built by the backend after planning and routing.
@@ -828,9 +879,14 @@ class GenerationJob:
     # names one). None: the route's own settings, which is what every version-1 job means.
     tier: str | None = None
     watermark: str | None = None  # the text of a visible mark in a corner; None: none
+    # Added without a version bump: image moderation asked by the backend (`ModerationSpec`; None: off).
+    # A worker that predates it ignores it.
+    moderation: ModerationSpec | None = None
 
     def __post_init__(self) -> None:
         _read_route(self)
+        if self.moderation is not None and not isinstance(self.moderation, ModerationSpec):
+            object.__setattr__(self, "moderation", ModerationSpec.from_dict(self.moderation))
         _require_identity(self)
         _require(self.version in SUPPORTED_VERSIONS, f"unsupported job version {self.version!r}")
         if self.version == 1:
@@ -986,6 +1042,9 @@ class JobEvent:
     step: int = 0
     total_steps: int = 0
     eta_seconds: float | None = None
+    # Added without a version bump: the image moderation verdicts of a generation (see ModerationSpec);
+    # empty when none was asked. Readers that predate it ignore it.
+    moderation: dict[str, Any] = field(default_factory=dict)
 
     KINDS = ("progress", "stage", "completed", "failed")
 
@@ -1008,6 +1067,10 @@ class JobEvent:
             raise ContractError("step and total_steps must be integers >= 0")
         if self.eta_seconds is not None and not (_is_number(self.eta_seconds) and self.eta_seconds >= 0):
             raise ContractError("eta_seconds must be None or a number >= 0")
+        if not isinstance(self.moderation, dict) or not all(
+            key in ("input", "output") and isinstance(value, dict) for key, value in self.moderation.items()
+        ):
+            raise ContractError('moderation must be a mapping of "input" and "output" verdicts')
 
     @property
     def is_terminal(self) -> bool:

@@ -27,10 +27,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from gpu_worker import audio, pipelines, quality, video, watermark
+from gpu_worker import audio, moderation, pipelines, quality, video, watermark
 from gpu_worker.content_credentials import ContentCredentials
 from gpu_worker.contract import (
     FAMILY_TINY_WAN,
+    MODERATION,
     QUALITY_FAILED,
     STAGE_DECODING,
     STAGE_DENOISING,
@@ -74,6 +75,7 @@ MAX_IMAGE_BYTES = 20 * 1024 * 1024
 MAX_LORA_BYTES = 1024 * 1024 * 1024
 MAX_SOUND_BYTES = 32 * 1024 * 1024  # a trend sound is at most a minute of 192 kb/s AAC (about 1.5 MB)
 MAX_IMAGE_PIXELS = 40_000_000  # as the backend's UPLOAD_MAX_PIXELS
+INPUT_REFUSED = "the photo is not allowed by our content rules"
 
 
 # --- Events -----------------------------------------------------------------------------------
@@ -364,6 +366,9 @@ class Runner:
         self._checkpoint_schedulers: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
         # called with a route's name once its model is loaded (gpu_worker/routes_held.py advertises it)
         self.on_model_loaded: Callable[[str], None] | None = None
+        # the image classifier of jobs that ask for moderation (a small model: beside the video model)
+        on_gpu = device.startswith("cuda") and torch.cuda.is_available()
+        self.moderator = moderation.Moderator(self.model_root, device=device if on_gpu else "cpu")
 
     # Public API
 
@@ -401,12 +406,22 @@ class Runner:
         with run.timed("load"):
             image = self._input_image(job)
 
+        # 1b. Moderate the input photo, before any GPU time is spent on it
+        verdicts: dict[str, Any] = {}
+        if job.moderation is not None and image is not None:
+            with run.timed("moderation"):
+                verdicts["input"] = self.moderator.check(job.moderation, [image])
+            if verdicts["input"]["flagged"]:
+                return run.events.failed(
+                    MODERATION, INPUT_REFUSED, moderation=verdicts, timings=run.rounded_timings()
+                )
+
         # 2-4. Load, denoise, decode: the GPU's part
         rendered = [self._render(run, image, job.seed)]
 
         # 5-7. Encode, check and upload with the GPU lock released (the next job denoises meanwhile);
         # the frames are handed over (popped), so the tail frees them once encoded
-        return run.after_gpu(lambda run: self._deliver(run, image, rendered.pop()))
+        return run.after_gpu(lambda run: self._deliver(run, image, rendered.pop(), verdicts))
 
     def _render(self, run: JobRun, image: Any, seed: int) -> np.ndarray:
         """Steps 2-4 on the GPU (the caller holds the lock): the clip as uint8 frames (T, H, W, 3)."""
@@ -438,7 +453,9 @@ class Runner:
             del latents, decoded
         return frames
 
-    def _deliver(self, run: JobRun, image: Any, frames: np.ndarray | None) -> JobEvent:
+    def _deliver(
+        self, run: JobRun, image: Any, frames: np.ndarray | None, verdicts: dict[str, Any] | None = None
+    ) -> JobEvent:
         """Steps 5-7, without the GPU lock: encode (and mux the job's sound), quality gate (a refused
         clip is rendered once more with a new seed, on the GPU again; a refused sound fails the job, as a
         new seed would not change it), upload. A cancel seen up to the end of the upload wins."""
@@ -451,6 +468,10 @@ class Runner:
             if frames is None:
                 with run.gpu():
                     frames = self._render(run, image, seed)
+
+            # frames for the output's moderation (6b), kept small: the clip itself is freed once encoded;
+            # sampled before the visible mark, so the classifier sees what the model made
+            sampled = moderation.sample_frames(frames, job.moderation.output_frames) if job.moderation else []
 
             # 5. Encode the video and the poster (with the tier's visible mark, if any)
             run.check_cancel()
@@ -505,6 +526,14 @@ class Runner:
                 message=f"{report.message}; retrying with a new seed",
             )
 
+        # 6b. Moderate the output; a flagged one is still uploaded, for staff to review (the backend
+        # holds it back from the user)
+        verdicts = dict(verdicts or {})
+        if job.moderation is not None:
+            with run.timed("moderation"):
+                verdicts["output"] = self.moderator.check(job.moderation, sampled)
+        del sampled
+
         # 7. Upload
         run.check_cancel()
         events.stage(STAGE_UPLOADING)
@@ -538,7 +567,9 @@ class Runner:
             "has_sound": sound_path is not None,
         }
         return run.completed(
-            seconds_per_step=run.timings["denoise"] / (job.route.steps * quality_attempt), outputs=outputs
+            seconds_per_step=run.timings["denoise"] / (job.route.steps * quality_attempt),
+            outputs=outputs,
+            moderation=verdicts,
         )
 
     def _watermark(self, run: JobRun, frames: np.ndarray) -> np.ndarray:

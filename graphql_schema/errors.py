@@ -140,6 +140,11 @@ class StoreUnavailable(Error):
     retry_after_seconds: int
 
 
+@strawberry.type(description="The content rules forbid this input; nothing was charged.")
+class ModerationRefused(Error):
+    field: str | None = strawberry.field(description="The input field to change.")
+
+
 _MAPPING: dict[type[domain.DomainError], Callable[[Any], Error]] = {
     domain.ValidationFailed: lambda e: ValidationError(code=e.code, message=e.message, field=e.field),
     domain.NotFound: lambda e: NotFound(code=e.code, message=e.message, field=e.field),
@@ -180,6 +185,7 @@ _MAPPING: dict[type[domain.DomainError], Callable[[Any], Error]] = {
     domain.StoreUnavailable: lambda e: StoreUnavailable(
         code=e.code, message=e.message, retry_after_seconds=e.retry_after_seconds
     ),
+    domain.ModerationRefused: lambda e: ModerationRefused(code=e.code, message=e.message, field=e.field),
 }
 
 ALL_ERROR_TYPES = (
@@ -203,6 +209,7 @@ ALL_ERROR_TYPES = (
     ReceiptBelongsToAnotherUser,
     ProductUnknown,
     StoreUnavailable,
+    ModerationRefused,
 )
 
 

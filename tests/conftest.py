@@ -25,6 +25,7 @@ pytest_plugins = [
     "tests.fixtures.push",
     "tests.fixtures.play",
     "tests.fixtures.gpu",
+    "tests.fixtures.moderation",
     "tests.fixtures.apple",
     "tests.fixtures.static",
 ]

@@ -87,6 +87,13 @@ def production_errors() -> list[Error]:
     static_problem = static_files_problem()
     if static_problem:
         fail("E016", f"Static files would not be served: {static_problem}.", STATIC_HINT)
+    if not settings.MODERATION_IMAGE_MODEL and not settings.MODERATION_IMAGES_DISABLED:
+        fail(
+            "E020",
+            "No image classifier is configured: photos and videos would go unmoderated.",
+            "Set MODERATION_IMAGE_MODEL to its folder under MODEL_ROOT (or MODERATION_IMAGES_DISABLED=1 "
+            "if that is really meant).",
+        )
     if getattr(settings, "BENCH_ENDPOINTS", False):
         fail("E010", "BENCH_ENDPOINTS is on in production.", "Unset BENCH_ENDPOINTS.")
     return errors

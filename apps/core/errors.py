@@ -33,6 +33,7 @@ class ErrorCode(enum.Enum):
     RECEIPT_BELONGS_TO_ANOTHER_USER = "RECEIPT_BELONGS_TO_ANOTHER_USER"
     PRODUCT_UNKNOWN = "PRODUCT_UNKNOWN"
     STORE_UNAVAILABLE = "STORE_UNAVAILABLE"
+    MODERATION = "MODERATION"
 
 
 class DomainError(Exception):
@@ -174,3 +175,10 @@ class StoreUnavailable(DomainError):
     def __init__(self, message: str | None = None, *, retry_after_seconds: int = 30, **extra) -> None:
         super().__init__(message, **extra)
         self.retry_after_seconds = retry_after_seconds
+
+
+class ModerationRefused(DomainError):
+    """A prompt (or another input) that the content rules forbid; the message never repeats what matched."""
+
+    code = ErrorCode.MODERATION
+    default_message = "This request is not allowed by our content rules."

@@ -7,10 +7,14 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.utils.html import format_html
 
+from apps.core.admin import ReadOnlyAdmin
+from apps.core.errors import DomainError
+from apps.storage.backends import get_storage
 from apps.trends.models import QualityTier
 
 from . import services
-from .models import Generation, GenerationStatus, Lane, ModelRoute, PriceRule
+from .models import Generation, GenerationReview, GenerationStatus, Lane, ModelRoute, PriceRule
+from .review import generation_review_approve, generation_review_reject
 
 
 class ModelRouteForm(forms.ModelForm):
@@ -192,3 +196,82 @@ class GenerationAdmin(admin.ModelAdmin):
             generation = services.generation_retry_by_staff(generation_id=generation_id)
             retried += generation.status == GenerationStatus.QUEUED
         self.message_user(request, f"{retried} generation(s) queued again.", messages.SUCCESS)
+
+
+def _signed_url(key: str) -> str:
+    return get_storage().download_url(key, expires_in=600) if key else ""
+
+
+@admin.register(GenerationReview)
+class GenerationReviewAdmin(ReadOnlyAdmin):
+    """The review queue: outputs that image moderation flagged, held back from their users. Approve
+    delivers one (free), reject erases it; both are audited (Moderation > Moderation decisions)."""
+
+    list_display = (
+        "created_at",
+        "preview",
+        "video",
+        "generation",
+        "owner",
+        "categories",
+        "top_scores",
+        "status",
+    )
+    list_filter = ("status",)
+    search_fields = ("generation__id", "generation__owner__email")
+    readonly_fields = ("preview_large", "video", "generation", "status", "categories", "scores", "decided_by",
+                       "decided_at", "created_at")  # fmt: skip
+    fields = readonly_fields
+    actions = ["approve", "reject"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("generation__owner", "decided_by")
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return request.user.has_perm("generations.change_generationreview")  # what the actions need
+
+    @admin.display(description="Owner")
+    def owner(self, obj: GenerationReview) -> str:
+        return obj.generation.owner.email
+
+    @admin.display(description="Scores")
+    def top_scores(self, obj: GenerationReview) -> str:
+        ranked = sorted(obj.scores.items(), key=lambda item: -item[1])[:3]
+        return ", ".join(f"{name} {score:.2f}" for name, score in ranked)
+
+    def _poster(self, obj: GenerationReview, height: int) -> str:
+        url = _signed_url((obj.outputs.get("poster") or {}).get("key", ""))
+        if not url:
+            return "—"
+        return format_html('<img src="{}" alt="" style="height:{}px" loading="lazy">', url, height)
+
+    @admin.display(description="Preview")
+    def preview(self, obj: GenerationReview) -> str:
+        return self._poster(obj, 96)
+
+    @admin.display(description="Preview")
+    def preview_large(self, obj: GenerationReview) -> str:
+        return self._poster(obj, 360)
+
+    @admin.display(description="Video")
+    def video(self, obj: GenerationReview) -> str:
+        url = _signed_url((obj.outputs.get("video") or {}).get("key", ""))
+        return format_html('<a href="{}" target="_blank" rel="noopener">play</a>', url) if url else "—"
+
+    def _decide(self, request, queryset, decide, verb: str) -> None:
+        done = 0
+        for review_id in queryset.values_list("pk", flat=True):
+            try:
+                decide(review_id=review_id, staff=request.user)
+                done += 1
+            except DomainError as exc:
+                self.message_user(request, f"{review_id}: {exc.message}", messages.WARNING)
+        self.message_user(request, f"{done} output(s) {verb}.", messages.SUCCESS)
+
+    @admin.action(description="Approve: deliver the selected outputs (free)", permissions=["change"])
+    def approve(self, request, queryset):
+        self._decide(request, queryset, generation_review_approve, "approved and delivered")
+
+    @admin.action(description="Reject: erase the selected outputs", permissions=["change"])
+    def reject(self, request, queryset):
+        self._decide(request, queryset, generation_review_reject, "rejected and erased")

@@ -25,6 +25,8 @@ from apps.characters.selectors import character_lora_base_by_id, character_trigg
 from apps.jobs import dispatch
 from apps.jobs.kinds import Job, JobKind, JobUnavailable, Outcome, register
 from apps.jobs.lifecycle import EXPIRED
+from apps.moderation.models import Decision, Subject
+from apps.moderation.services import decision_record, image_moderation_model, image_thresholds
 from apps.notifications.services import push_notify_generation_finished
 from apps.storage.backends import get_storage
 from apps.trends.models import Trend
@@ -32,7 +34,14 @@ from apps.trends.services import trend_generation_record
 
 from . import routing
 from .events import generation_changed
-from .models import CONTRACT_ASPECT_RATIOS, Generation, GenerationStatus, ModelRoute, generation_prefix
+from .models import (
+    CONTRACT_ASPECT_RATIOS,
+    Generation,
+    GenerationReview,
+    GenerationStatus,
+    ModelRoute,
+    generation_prefix,
+)
 from .planner import ShotDefaults, plan_shot
 
 logger = logging.getLogger(__name__)
@@ -105,6 +114,20 @@ def generation_plan(
     return dataclasses.asdict(plan)
 
 
+def moderation_spec(generation: Generation) -> contract.ModerationSpec | None:
+    """What the worker's image classifier checks (None: image moderation is off): the settings'
+    thresholds, made stricter by the generation's trend."""
+    model = image_moderation_model()
+    if not model:
+        return None
+    overrides = generation.trend.moderation_thresholds if generation.trend_id and generation.trend else None
+    return contract.ModerationSpec(
+        model=model,
+        thresholds=image_thresholds(overrides=overrides),
+        output_frames=settings.MODERATION_OUTPUT_FRAMES,
+    )
+
+
 def generation_job(generation: Generation) -> contract.GenerationJob:
     """The job message of the generation's current attempt."""
     plan = generation.plan or {}
@@ -127,6 +150,7 @@ def generation_job(generation: Generation) -> contract.GenerationJob:
         sound_key=generation.sound_key or None,
         tier=generation.quality,
         watermark=settings.GENERATIONS_WATERMARK_TEXT if marked else None,
+        moderation=moderation_spec(generation),
     )
 
 
@@ -154,6 +178,56 @@ def _valid_output(generation: Generation, output: Any, content_type: str) -> boo
         and output["key"].startswith(generation_prefix(generation))
         and output.get("content_type") == content_type
     )
+
+
+def generation_deliver(generation: Generation, *, outputs: dict, timings: dict) -> None:
+    """Writes a finished job's outputs on the generation and makes it SUCCEEDED (the caller saves it
+    through `generation_changed` and says what was charged)."""
+    video, poster = outputs["video"], outputs["poster"]
+    now = timezone.now()
+    generation.status = GenerationStatus.SUCCEEDED
+    generation.stage = ""
+    generation.progress = 1.0
+    generation.finished_at = now
+    generation.started_at = generation.started_at or now
+    generation.video_key = video["key"]
+    generation.video_bytes = video.get("bytes")
+    generation.video_width = video.get("width")
+    generation.video_height = video.get("height")
+    generation.video_fps = video.get("fps")
+    generation.video_frames = video.get("num_frames")
+    generation.video_duration_seconds = video.get("duration_seconds")
+    generation.poster_key = poster["key"]
+    generation.poster_bytes = poster.get("bytes")
+    generation.poster_width = poster.get("width")
+    generation.poster_height = poster.get("height")
+    seed = outputs.get("seed")
+    generation.seed_used = seed if isinstance(seed, int) and not isinstance(seed, bool) else None
+    generation.timings = timings
+
+
+AUTOMATIC_DECISIONS = {
+    ("input", True): (Subject.INPUT_IMAGE, Decision.REFUSED),
+    ("input", False): (Subject.INPUT_IMAGE, Decision.PASSED),
+    ("output", True): (Subject.OUTPUT, Decision.FLAGGED),
+    ("output", False): (Subject.OUTPUT, Decision.PASSED),
+}
+
+
+def moderation_audit(generation: Generation, event: contract.JobEvent) -> None:
+    """Audits the image classifier's verdicts that a terminal event carries (one record each)."""
+    for part, verdict in (event.moderation or {}).items():
+        flagged = bool(verdict.get("flagged"))
+        subject, decision = AUTOMATIC_DECISIONS[(part, flagged)]
+        decision_record(
+            subject=subject,
+            decision=decision,
+            user=generation.owner,
+            object_ref=str(generation.pk),
+            categories=verdict.get("categories") or [],
+            scores=verdict.get("scores") or {},
+            detail=f"model {verdict.get('model', '')}, attempt {event.attempt}",
+        )
 
 
 # --- The kind -------------------------------------------------------------------------------------
@@ -190,7 +264,9 @@ class GenerationJobs(JobKind):
             attempt=generation.attempt,
             last_sequence=generation.last_worker_sequence,
             running=running,
-            finished=generation.is_terminal or generation.deleted_at is not None,
+            finished=generation.is_terminal
+            or generation.status == GenerationStatus.IN_REVIEW
+            or generation.deleted_at is not None,
             since=since or generation.queued_at,
             hold_owner=generation,
             row=generation,
@@ -216,7 +292,7 @@ class GenerationJobs(JobKind):
     # 2. Messages
 
     def message_fields(self, job_id: str, attempt: int) -> dict[str, Any] | None:
-        generation = Generation.objects.select_related("route").filter(pk=job_id).first()
+        generation = Generation.objects.select_related("route", "trend").filter(pk=job_id).first()
         if (
             generation is None
             or generation.attempt != attempt
@@ -242,6 +318,7 @@ class GenerationJobs(JobKind):
         generation.last_event_at = timezone.now()
         if event.is_terminal:
             generation.worker_outcome = "completed" if event.kind == "completed" else event.reason_code or ""
+            moderation_audit(generation, event)
         job.last_sequence = event.sequence
 
     def progress(self, job: Job, event: contract.JobEvent) -> None:
@@ -262,32 +339,14 @@ class GenerationJobs(JobKind):
 
     def succeed(self, job: Job, event: contract.JobEvent, *, charged: bool) -> None:
         generation: Generation = job.row
-        outputs = event.outputs or {}
-        video, poster = outputs["video"], outputs["poster"]
-        now = timezone.now()
-        generation.status = GenerationStatus.SUCCEEDED
-        generation.stage = ""
-        generation.progress = 1.0
-        generation.finished_at = now
-        generation.started_at = generation.started_at or now
-        generation.video_key = video["key"]
-        generation.video_bytes = video.get("bytes")
-        generation.video_width = video.get("width")
-        generation.video_height = video.get("height")
-        generation.video_fps = video.get("fps")
-        generation.video_frames = video.get("num_frames")
-        generation.video_duration_seconds = video.get("duration_seconds")
-        generation.poster_key = poster["key"]
-        generation.poster_bytes = poster.get("bytes")
-        generation.poster_width = poster.get("width")
-        generation.poster_height = poster.get("height")
-        seed = outputs.get("seed")
-        generation.seed_used = seed if isinstance(seed, int) and not isinstance(seed, bool) else None
-        generation.timings = event.timings or {}
+        generation_deliver(generation, outputs=event.outputs or {}, timings=event.timings or {})
         if charged:
             generation.credits_charged = generation.quoted_credits
         generation_changed(generation)
-        same_run = event.attempt == generation.attempt and outputs.get("route") == generation.route_name
+        same_run = (
+            event.attempt == generation.attempt
+            and (event.outputs or {}).get("route") == generation.route_name
+        )
         if same_run and generation.route is not None:  # the route's measured speed, for ETAs
             routing.route_record_timings(
                 route_id=generation.route_id,
@@ -301,6 +360,28 @@ class GenerationJobs(JobKind):
             transaction.on_commit(
                 functools.partial(count_trend, trend_id=generation.trend_id, succeeded=True)
             )
+
+    def review_needed(self, job: Job, event: contract.JobEvent) -> bool:
+        return bool((event.moderation or {}).get("output", {}).get("flagged"))
+
+    def hold_for_review(self, job: Job, event: contract.JobEvent) -> None:
+        """The flagged output waits for staff (admin: Generation reviews); the user sees IN_REVIEW."""
+        generation: Generation = job.row
+        verdict = event.moderation["output"]
+        generation.status = GenerationStatus.IN_REVIEW
+        generation.stage = ""
+        generation.progress = 1.0
+        generation.credits_charged = 0
+        generation_changed(generation)
+        GenerationReview.objects.update_or_create(
+            generation=generation,
+            defaults={
+                "outputs": event.outputs or {},
+                "timings": event.timings or {},
+                "categories": list(verdict.get("categories") or []),
+                "scores": dict(verdict.get("scores") or {}),
+            },
+        )
 
     def retry(self, job: Job, *, code: str, message: str) -> float | None:
         """The same route again after a backoff, then the fallback route; None when neither is left."""
@@ -403,6 +484,12 @@ class GenerationJobs(JobKind):
         if event.kind != "completed":
             return
         kept = {generation.video_key, generation.poster_key} - {""}
+        review = (
+            GenerationReview.objects.filter(generation=generation).values_list("outputs", flat=True).first()
+        )
+        kept |= {
+            o["key"] for o in (review or {}).values() if isinstance(o, dict) and isinstance(o.get("key"), str)
+        }
         prefix = generation_prefix(generation)
         stray = [
             output["key"]

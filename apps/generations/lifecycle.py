@@ -28,7 +28,7 @@ from apps.trends.services import trend_share_record
 from . import routing
 from .events import generation_changed
 from .jobs import GENERATION_JOBS
-from .models import Generation, GenerationStatus, generation_prefix
+from .models import Generation, GenerationReview, GenerationStatus, ReviewStatus, generation_prefix
 from .selectors import generation_get_for_user
 
 logger = logging.getLogger(__name__)
@@ -41,7 +41,8 @@ def generation_cancel(*, user, generation_id) -> Generation:
     step (running), and its hold is released. A finished generation is returned as it is."""
     with transaction.atomic():
         generation = generation_get_for_user(user=user, generation_id=generation_id, for_update=True)
-        if not generation.is_terminal:
+        # IN_REVIEW has finished rendering: it waits for staff, like a finished one, and stays as it is
+        if not generation.is_terminal and generation.status != GenerationStatus.IN_REVIEW:
             generation.cancel_requested_at = timezone.now()
             job_finish(
                 GENERATION_JOBS,
@@ -66,6 +67,10 @@ def generation_delete(*, user, generation_id) -> uuid.UUID:
                 outcome=Outcome.CANCELED,
                 code=contract.CANCELED,
             )
+        # an output waiting for review goes with it: nothing is left for staff to decide
+        GenerationReview.objects.filter(generation=generation, status=ReviewStatus.PENDING).update(
+            status=ReviewStatus.WITHDRAWN, outputs={}, decided_at=timezone.now()
+        )
         prefix = generation_prefix(generation)
         generation.deleted_at = timezone.now()
         generation.video_key = generation.poster_key = ""

@@ -37,6 +37,9 @@ class GenerationStatus(models.TextChoices):
     SUCCEEDED = "SUCCEEDED", "Succeeded"
     FAILED = "FAILED", "Failed"
     CANCELED = "CANCELED", "Canceled"
+    # The output was flagged by image moderation: not delivered, its hold released, waiting for staff
+    # (GenerationReview). Approved: SUCCEEDED (free); rejected: FAILED with MODERATION.
+    IN_REVIEW = "IN_REVIEW", "Being reviewed"
 
 
 TERMINAL_STATUSES = frozenset(
@@ -403,7 +406,8 @@ class PriceRule(BaseModel):
 
 class Generation(BaseModel):
     """One video request. Status moves QUEUED -> RUNNING -> SUCCEEDED | FAILED | CANCELED; a retry or a
-    fallback puts it back in QUEUED with a higher `attempt`. Terminal states are final.
+    fallback puts it back in QUEUED with a higher `attempt`. Terminal states are final. A flagged output
+    goes RUNNING -> IN_REVIEW -> SUCCEEDED | FAILED by a staff decision (GenerationReview).
 
     `last_worker_sequence` is the highest JobEvent.sequence handled (the worker numbers from the run's
     start time in microseconds: 64-bit). `api_sequence` numbers the changes subscribers see, one by one.
@@ -526,6 +530,38 @@ class Generation(BaseModel):
     def output_prefix(self) -> str:
         """Where the current attempt writes: generations/<owner>/<generation>/a<attempt>."""
         return f"{generation_prefix(self)}a{self.attempt}"
+
+
+class ReviewStatus(models.TextChoices):
+    PENDING = "PENDING", "Waiting for review"
+    APPROVED = "APPROVED", "Approved: delivered"
+    REJECTED = "REJECTED", "Rejected: erased"
+    WITHDRAWN = "WITHDRAWN", "Withdrawn: the user deleted the generation"
+
+
+class GenerationReview(BaseModel):
+    """A generation whose output image moderation flagged: the outputs the worker uploaded (kept from the
+    user until a decision), the classifier's verdict, and the staff decision (also audited in
+    apps/moderation's ModerationDecision)."""
+
+    generation = models.OneToOneField(Generation, on_delete=models.CASCADE, related_name="review")
+    status = models.CharField(
+        max_length=16, choices=ReviewStatus.choices, default=ReviewStatus.PENDING, db_index=True
+    )
+    outputs = models.JSONField(default=dict, help_text="The completed event's outputs, held back.")
+    timings = models.JSONField(default=dict)
+    categories = models.JSONField(default=list)
+    scores = models.JSONField(default=dict)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["created_at"]
+
+    def __str__(self) -> str:
+        return f"review of {self.generation_id} ({self.status})"
 
 
 def generation_prefix(generation: Generation) -> str:

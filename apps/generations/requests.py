@@ -37,6 +37,7 @@ from apps.core.errors import (
 from apps.credits.selectors import credits_balance
 from apps.credits.services import credits_hold
 from apps.jobs.lifecycle import job_dispatch_on_commit
+from apps.moderation.services import prompt_check
 from apps.storage.models import UploadStatus
 from apps.storage.selectors import upload_get_for_user
 from apps.storage.services import upload_verify
@@ -170,6 +171,8 @@ def _resolve(*, user, request: GenerationRequest, for_create: bool) -> Resolved:
         raise ValidationFailed(f"Keep the prompt to {most} characters; it has {len(prompt)}.", field="prompt")
     if trend is None and not prompt:
         raise ValidationFailed("Choose a trend or write a prompt.", field="trendSlug")
+    if for_create and prompt:  # refused before anything is held (a quote changes nothing)
+        prompt_check(user=user, text=prompt, locales=user.devices.values_list("locale", flat=True))
 
     # 2. The options, within what the trend offers
     aspect_ratio = _choice(
@@ -374,6 +377,10 @@ def _resolve_final(*, user, draft_id, quality: str) -> tuple[Resolved, dict, Gen
     if quality not in QualityTier.values:
         raise ValidationFailed(f"Choose a quality: one of {', '.join(QualityTier.values)}.", field="quality")
     draft = generation_get_for_user(user=user, generation_id=draft_id)
+    if draft.prompt:  # the user's text goes to the model again: checked against today's term lists
+        prompt_check(
+            user=user, text=draft.prompt, locales=user.devices.values_list("locale", flat=True), field="id"
+        )
     if draft.quality != QualityTier.DRAFT:
         raise ValidationFailed("Only a draft can be finalized; this video is already final.", field="id")
     if draft.status != GenerationStatus.SUCCEEDED:

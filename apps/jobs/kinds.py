@@ -102,6 +102,15 @@ class JobKind:
         """Delivers the outputs; `charged` says whether the hold was captured now."""
         raise NotImplementedError
 
+    def review_needed(self, job: Job, event: JobEvent) -> bool:
+        """Whether a completed job's outputs wait for a staff review instead of being delivered (image
+        moderation flagged them); its hold is then released, not captured."""
+        return False
+
+    def hold_for_review(self, job: Job, event: JobEvent) -> None:
+        """Keeps the outputs of a job that `review_needed` from its user, for staff to decide."""
+        raise NotImplementedError
+
     def retry(self, job: Job, *, code: str, message: str) -> float | None:
         """Requeues a retryable failure as a new attempt and returns its delay in seconds, or None when
         the kind will not retry it (the job then fails)."""

@@ -5,7 +5,8 @@ What every kind shares lives here once; each kind plugs in with the hooks of `ap
   sender) and schedules its watchdog;
 - `job_event_apply` applies one event of a GPU worker: repeated and stale sequence numbers are ignored,
   terminal states are final, the credit hold is captured exactly once on success and released on every
-  other end, and terminal states are pushed;
+  other end, and terminal states are pushed; an output that moderation flagged is released and held for
+  review instead (the kind's `review_needed` / `hold_for_review`);
 - `job_finish` ends a job from the backend (a cancel, an expiry, a deletion) with the same settlement, and
   `job_retry_or_fail` requeues a retryable failure or ends it;
 - `job_watchdog` checks one attempt (a silent worker, a wait too long) and `jobs_reap` sweeps every kind.
@@ -113,6 +114,12 @@ def _job_succeed(kind: JobKind, job: Job, event: JobEvent) -> None:
             "%s %s: a completed event with unusable outputs: %r", kind.job_type, job.job_id, event.outputs
         )
         job_finish(kind, job, outcome=Outcome.FAILED, code=INTERNAL)
+        return
+    if kind.review_needed(job, event):  # flagged by moderation: not delivered, not charged, for staff
+        if job.hold_owner is not None:
+            credits_release(owner=job.hold_owner)
+        kind.hold_for_review(job, event)
+        job.finished = True
         return
     charged = credits_capture(owner=job.hold_owner) if job.hold_owner is not None else False
     kind.succeed(job, event, charged=charged)

@@ -74,7 +74,8 @@ class TrendAdminForm(forms.ModelForm):
             "sort_weight", "cover_image_key", "cover_width", "cover_height", "preview_video_key",
             "preview_width", "preview_height", "preview_duration_seconds", "sound_title", "sound_artist",
             "sound_licence", "prompt_template",
-            "negative_prompt", "requires", "camera_body", "lens", "focal_length_mm", "aperture",
+            "negative_prompt", "moderation_thresholds", "requires", "camera_body", "lens", "focal_length_mm",
+            "aperture",
             "camera_movement",
             "movement_strength", "lighting", "mood", "aspect_ratios", "default_aspect_ratio", "durations",
             "default_duration_seconds", "preferred_model_route", "default_quality", "price_draft",
@@ -329,7 +330,7 @@ class TrendAdmin(admin.ModelAdmin):
                 )
             },
         ),
-        ("Prompt", {"fields": ("prompt_template", "negative_prompt", "requires")}),
+        ("Prompt", {"fields": ("prompt_template", "negative_prompt", "requires", "moderation_thresholds")}),
         (
             "Cinematic defaults",
             {

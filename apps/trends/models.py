@@ -133,6 +133,12 @@ class Trend(Targeting, BaseModel):
         help_text="Text with named slots, like: {subject} dancing in the rain."
     )
     negative_prompt = models.TextField(blank=True)
+    moderation_thresholds = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text='Stricter image moderation for this trend: {"category": score 0..1}, e.g. {"nsfw": 0.3}. '
+        "Only lower than the settings' thresholds counts.",
+    )
     camera_body = models.CharField(max_length=64, blank=True)
     lens = models.CharField(max_length=64, blank=True)
     focal_length_mm = models.PositiveSmallIntegerField(
@@ -226,6 +232,12 @@ class Trend(Targeting, BaseModel):
 
     def clean(self) -> None:
         errors: dict[str, str] = {}
+        thresholds = self.moderation_thresholds
+        if not isinstance(thresholds, dict) or not all(
+            isinstance(k, str) and isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v <= 1
+            for k, v in thresholds.items()
+        ):
+            errors["moderation_thresholds"] = 'Write {"category": a score from 0 to 1}, like {"nsfw": 0.3}.'
         if isinstance(self.aspect_ratios, list) and self.default_aspect_ratio not in self.aspect_ratios:
             errors["default_aspect_ratio"] = "The default aspect ratio must be one of the allowed ones."
         if isinstance(self.durations, list) and self.default_duration_seconds not in self.durations:

@@ -16,6 +16,7 @@ from ..errors import (
     IdempotencyInProgress,
     IdempotencyKeyReused,
     InsufficientCredits,
+    ModerationRefused,
     NotFound,
     RateLimited,
     UnsupportedOption,
@@ -38,7 +39,8 @@ GenerationResult = Annotated[
     | IdempotencyInProgress
     | UnsupportedOption
     | UploadInvalid
-    | CharacterNotReady,
+    | CharacterNotReady
+    | ModerationRefused,
     strawberry.union("GenerationResult"),
 ]
 ShareResult = Annotated[SharePayload | NotFound | ValidationError, strawberry.union("ShareResult")]

@@ -45,6 +45,7 @@ def _safe_env(tmp_path: Path) -> dict[str, str]:
         "C2PA_SIGN_KEY": str(tmp_path / "c2pa-key.pem"),
         # collectstatic's output (the session's, tests/fixtures/static.py), as a deploy's image build has.
         "STATIC_ROOT": str(settings.STATIC_ROOT),
+        "MODERATION_IMAGE_MODEL": "moderation/image-classifier",
     }
     assert len(env["SECRET_KEY"]) == 60
     return env
@@ -81,6 +82,15 @@ def test_the_safe_production_environment_passes_the_deploy_check_and_starts(tmp_
     assert asgi_out.strip().splitlines()[-1] == "Lifespan"
 
 
+def test_image_moderation_may_be_turned_off_in_production_only_explicitly(tmp_path):
+    env = _safe_env(tmp_path)
+    del env["MODERATION_IMAGE_MODEL"]
+    env["MODERATION_IMAGES_DISABLED"] = "1"
+    check = _finish(_start(["manage.py", "check", "--deploy"], env))
+    assert check[0] == 0, check[1]
+    assert "backend.E020" not in check[1]
+
+
 UNSAFE = [
     pytest.param({"DEBUG": "1"}, "backend.E001", id="debug-on"),
     pytest.param({"SECRET_KEY": None}, "backend.E002", id="default-secret-key"),
@@ -104,6 +114,7 @@ UNSAFE = [
     pytest.param({"GOOGLE_PLAY_PACKAGE_NAME": "com.example.app"}, "backend.E014", id="play-push-unchecked"),
     pytest.param({"C2PA_SIGN_KEY": None}, "backend.E015", id="no-c2pa-signing-key"),
     pytest.param({"STATIC_ROOT": "/nonexistent/static"}, "backend.E016", id="collectstatic-not-run"),
+    pytest.param({"MODERATION_IMAGE_MODEL": None}, "backend.E020", id="no-image-classifier"),
 ]
 
 

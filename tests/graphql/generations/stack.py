@@ -59,9 +59,10 @@ def gpu_storage():
 class GpuLanes:
     """`gpu_worker.actors` consuming the GPU lanes in this process, on its own RedisBroker."""
 
-    def __init__(self, **broker_options: Any) -> None:
+    def __init__(self, *, model_root: Path | None = None, **broker_options: Any) -> None:
         from dramatiq.brokers.redis import RedisBroker
 
+        self.model_root = model_root or Path(tempfile.gettempdir()) / "no-models"  # tiny-wan needs none
         self.broker = RedisBroker(url=os.environ["REDIS_URL"], **broker_options)
         self.broker.emit_after("process_boot")
         self.worker: dramatiq.Worker | None = None
@@ -74,7 +75,7 @@ class GpuLanes:
             storage=gpu_storage(),
             sink=broker_sink(self.broker),
             cancel_checker=redis_cancel_checker(self.broker.client),
-            model_root=Path(tempfile.gettempdir()) / "no-models",
+            model_root=self.model_root,
             device="cpu",
             progress_interval=progress_interval,
             content_credentials=ContentCredentials(C2PA_CHAIN.material, producer="Diffuse"),

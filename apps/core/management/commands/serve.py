@@ -39,6 +39,12 @@ class Command(BaseCommand):
         self.stdout.write(f"  GraphiQL:  {base}/graphql" + ("" if settings.GRAPHQL_IDE else " (IDE off)"))
         self.stdout.write(f"  Websocket: ws://{host}:{port}/graphql (graphql-transport-ws)")
         self.stdout.write(f"  Admin:     {base}/admin/")
+        model = "" if settings.MODERATION_IMAGES_DISABLED else settings.MODERATION_IMAGE_MODEL
+        self.stdout.write(
+            f"  Images:    moderated by {model}"
+            if model
+            else "  Images:    NOT moderated (no MODERATION_IMAGE_MODEL; prompts still are)"
+        )
         self.stdout.write(f"  Demo:      {demo['email']} / {demo['password']}\n\n")
         self.stdout.flush()
 

@@ -1,0 +1,24 @@
+from django.contrib import admin
+
+from apps.core.admin import ReadOnlyAdmin
+
+from .models import BlockedTerm, ModerationDecision
+
+
+@admin.register(BlockedTerm)
+class BlockedTermAdmin(admin.ModelAdmin):
+    list_display = ("term", "normalized", "category", "locale", "match_anywhere", "enabled")
+    list_filter = ("category", "locale", "enabled", "match_anywhere")
+    list_editable = ("enabled",)
+    search_fields = ("term", "normalized", "note")
+    readonly_fields = ("normalized",)
+
+
+@admin.register(ModerationDecision)
+class ModerationDecisionAdmin(ReadOnlyAdmin):
+    """The audit: every automatic and staff decision, never edited."""
+
+    list_display = ("created_at", "subject", "decision", "object_ref", "user", "decided_by", "categories")
+    list_filter = ("subject", "decision")
+    search_fields = ("object_ref", "user__email", "decided_by__email")
+    date_hierarchy = "created_at"
