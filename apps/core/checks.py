@@ -75,6 +75,12 @@ def production_errors() -> list[Error]:
             "Google Play notifications would be taken without checking who sent them.",
             "Set GOOGLE_PLAY_PUSH_AUDIENCE and GOOGLE_PLAY_PUSH_SERVICE_ACCOUNT (the Pub/Sub push's OIDC).",
         )
+    if settings.METRICS_ENDPOINT and len(settings.METRICS_TOKEN) < 32:
+        fail(
+            "E020",
+            "/metrics is served without a bearer token of 32+ characters in production.",
+            "Set METRICS_TOKEN (and give it to the scraper), or METRICS_ENDPOINT=0 to turn /metrics off.",
+        )
     if getattr(settings, "BENCH_ENDPOINTS", False):
         fail("E010", "BENCH_ENDPOINTS is on in production.", "Unset BENCH_ENDPOINTS.")
     return errors

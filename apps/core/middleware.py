@@ -9,6 +9,8 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
+from gpu_worker.contract import log_context_bind
+
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
@@ -46,6 +48,9 @@ class RequestIdMiddleware(_Middleware):
     def before(self, request: HttpRequest) -> None:
         given = request.headers.get("X-Request-ID", "")
         request.request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+        # Every log record of this request, and every job it sends, carries the id (gpu_worker/contract.py).
+        # No reset: Django runs each request in a task of its own, whose context ends with it.
+        log_context_bind(request_id=request.request_id)
         return None
 
     def after(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:

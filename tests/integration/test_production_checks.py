@@ -40,6 +40,7 @@ def _safe_env(tmp_path: Path) -> dict[str, str]:
         "S3_BUCKET": "x",
         "ALLOWED_HOSTS": "api.example.com",
         "FIREBASE_CREDENTIALS": str(tmp_path / "service-account.json"),
+        "METRICS_TOKEN": secrets.token_urlsafe(32),
     }
     assert len(env["SECRET_KEY"]) == 60
     return env
@@ -97,6 +98,8 @@ UNSAFE = [
         id="apple-without-app-id",
     ),
     pytest.param({"GOOGLE_PLAY_PACKAGE_NAME": "com.example.app"}, "backend.E014", id="play-push-unchecked"),
+    pytest.param({"METRICS_TOKEN": None}, "backend.E020", id="metrics-unprotected"),
+    pytest.param({"METRICS_TOKEN": "short"}, "backend.E020", id="metrics-short-token"),
 ]
 
 
