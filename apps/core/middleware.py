@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import uuid
 
@@ -9,7 +10,7 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
-from gpu_worker.contract import log_context_bind
+from gpu_worker.contract import log_context_bind, log_context_reset
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
@@ -49,12 +50,14 @@ class RequestIdMiddleware(_Middleware):
         given = request.headers.get("X-Request-ID", "")
         request.request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
         # Every log record of this request, and every job it sends, carries the id (gpu_worker/contract.py).
-        # No reset: Django runs each request in a task of its own, whose context ends with it.
-        log_context_bind(request_id=request.request_id)
+        request.log_context_token = log_context_bind(request_id=request.request_id)
         return None
 
     def after(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
         response["X-Request-ID"] = request.request_id
+        # Unbound, so a thread that serves requests one after another (WSGI, tests) carries none over.
+        with contextlib.suppress(AttributeError, ValueError):
+            log_context_reset(request.log_context_token)
         return response
 
 
