@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 
 from django.core.asgi import get_asgi_application
 
@@ -22,7 +23,9 @@ from django.core.exceptions import ImproperlyConfigured  # noqa: E402
 from django.urls import re_path  # noqa: E402
 
 from apps.core.checks import production_errors  # noqa: E402
+from apps.core.metrics import WEBSOCKETS  # noqa: E402
 from backend.embedded import start_embedded_worker, stop_embedded_worker  # noqa: E402
+from gpu_worker.contract import log_context_bind  # noqa: E402
 from graphql_schema.schema import schema  # noqa: E402
 from graphql_schema.ws import GraphQLSocket  # noqa: E402
 
@@ -53,6 +56,33 @@ class Lifespan:
                 stop_embedded_worker()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+class WebsocketObserver:
+    """Counts open websockets (the `websocket_connections` gauge) and gives each connection a request id
+    in the log context, so a subscription's records can be told apart. HTTP passes straight through."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "websocket":
+            return await self.app(scope, receive, send)
+        log_context_bind(request_id=uuid.uuid4().hex)  # this connection's task: its context ends with it
+        accepted = False
+
+        async def counting_send(message):
+            nonlocal accepted
+            if message["type"] == "websocket.accept" and not accepted:
+                accepted = True
+                WEBSOCKETS.inc()
+            await send(message)
+
+        try:
+            await self.app(scope, receive, counting_send)
+        finally:
+            if accepted:
+                WEBSOCKETS.dec()
 
 
 class BodySizeLimit:
@@ -123,11 +153,13 @@ class BodySizeLimit:
 
 application = Lifespan(
     BodySizeLimit(
-        ProtocolTypeRouter(
-            {
-                "http": django_asgi_app,
-                "websocket": URLRouter([re_path(r"^graphql/?$", GraphQLSocket.as_asgi(schema=schema))]),
-            }
+        WebsocketObserver(
+            ProtocolTypeRouter(
+                {
+                    "http": django_asgi_app,
+                    "websocket": URLRouter([re_path(r"^graphql/?$", GraphQLSocket.as_asgi(schema=schema))]),
+                }
+            )
         )
     )
 )

@@ -431,13 +431,32 @@ TRENDS_RETIRE_AFTER_HOURS = env_int("TRENDS_RETIRE_AFTER_HOURS", 48)
 TRENDS_RETIRE_MIN_AGE_HOURS = env_int("TRENDS_RETIRE_MIN_AGE_HOURS", 72)
 TRENDS_RETIRE_MIN_IMPRESSIONS = env_float("TRENDS_RETIRE_MIN_IMPRESSIONS", 500.0)
 
+# --- Metrics and logs (apps/core/metrics.py, backend/metrics.py, gpu_worker/contract.py) ----------
+
+# `/metrics` on the server; production requires METRICS_TOKEN (a bearer token, 32+ characters) with it.
+METRICS_ENDPOINT = env_bool("METRICS_ENDPOINT", True)
+METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
+# A backend worker process serves its metrics on this port (0: off). Several worker processes on one
+# host share PROMETHEUS_MULTIPROC_DIR and one of them serves them all.
+WORKER_METRICS_PORT = env_int("WORKER_METRICS_PORT", 0)
+# json: one JSON object per line with the log context (request id, user, operation, job id); text: plain.
+LOG_FORMAT = os.environ.get("LOG_FORMAT", "json" if IS_PRODUCTION else "text").strip().lower()
+if LOG_FORMAT not in ("json", "text"):
+    raise ValueError(f"LOG_FORMAT must be json or text, got {LOG_FORMAT!r}")
+
 # --- Logging ----------------------------------------------------------------------------------
 
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "gpu_worker.contract.JsonLogFormatter"},
+    },
+    "filters": {"log_context": {"()": "gpu_worker.contract.LogContextFilter"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["log_context"]}
+    },
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},

@@ -20,6 +20,11 @@ urlpatterns = [
     path("webhooks/", include("apps.purchases.urls")),  # the stores' server notifications
 ]
 
+if settings.METRICS_ENDPOINT:  # Prometheus (backend/metrics.py): a bearer token in production
+    from backend.metrics import metrics_view
+
+    urlpatterns.append(path("metrics", metrics_view, name="metrics"))
+
 if settings.BENCH_ENDPOINTS:  # bench/http_me.py compares GraphQL with a plain Django view
     from backend.bench_views import bench_me
 

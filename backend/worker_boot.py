@@ -3,3 +3,13 @@
 from backend.worker import setup
 
 setup()
+
+# Each backend worker process may serve its metrics on a port of its own (off by default).
+from django.conf import settings  # noqa: E402
+
+if settings.WORKER_METRICS_PORT:
+    from prometheus_client import start_http_server
+
+    from apps.core.metrics import exposition_registry
+
+    start_http_server(settings.WORKER_METRICS_PORT, registry=exposition_registry())

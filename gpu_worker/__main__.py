@@ -25,9 +25,9 @@ EXIT_GPU_FAULT = 3  # the CUDA context broke: restart the process (a supervisor 
 
 
 def main() -> int:
-    logging.basicConfig(
-        level=os.environ.get("LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    from gpu_worker.logs import configure_logging
+
+    configure_logging()  # LOG_FORMAT=json|text, LOG_LEVEL
     from dramatiq.brokers.redis import RedisBroker
 
     from gpu_worker.actors import broker_sink, build_worker, redis_cancel_checker, redis_signal_client
@@ -110,6 +110,12 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+
+    metrics_port = int(os.environ.get("GPU_METRICS_PORT") or 0)
+    if metrics_port:  # off by default: a scrape port of its own (gpu_worker/metrics.py)
+        from gpu_worker.metrics import start_metrics_server
+
+        start_metrics_server(metrics_port, addr=os.environ.get("GPU_METRICS_ADDR", "0.0.0.0"))
 
     broker.emit_after("process_boot")
     worker.start()

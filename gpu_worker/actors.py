@@ -49,7 +49,7 @@ from dramatiq.middleware.time_limit import TimeLimitExceeded
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from gpu_worker import pipelines
+from gpu_worker import metrics, pipelines
 from gpu_worker.content_credentials import content_credentials_from_settings
 from gpu_worker.contract import (
     ACTOR_RUN_GENERATION,
@@ -68,9 +68,11 @@ from gpu_worker.contract import (
     JobEvent,
     cancel_key,
     gpu_queues_by_priority,
+    log_context_bind,
 )
 from gpu_worker.execution import GpuExecutor, JobKind
 from gpu_worker.lanes import LaneGate
+from gpu_worker.logs import install_log_context
 from gpu_worker.runner import GENERATION, CancelChecker, EventSink, Runner
 from gpu_worker.settings import (
     DEFAULT_TIME_LIMIT_S,
@@ -105,6 +107,7 @@ def broker_sink(broker: dramatiq.Broker) -> EventSink:
     """Sends events on QUEUE_JOB_EVENTS as messages of the backend's actor for their job type
     (ACTOR_JOB_EVENT, one for every job type)."""
     broker.declare_queue(QUEUE_JOB_EVENTS)
+    install_log_context(broker)  # an event carries the context of its job (gpu_worker/logs.py)
 
     def send(event: JobEvent) -> None:
         broker.enqueue(
@@ -198,6 +201,7 @@ def declare_lane_actor(
     the worker and end the process."""
     if not any(isinstance(m, CurrentMessage) for m in broker.middleware):
         broker.add_middleware(CurrentMessage())
+    install_log_context(broker)
     noun = lane.kind.noun
 
     def run_job(job: dict[str, Any] | None = None) -> None:
@@ -221,15 +225,30 @@ def declare_lane_actor(
             raise JobFailed(f"malformed {lane.message_noun} message: {exc}") from None
 
         # 2. Run it; past the time limit it is retried like any retryable failure, or reported at once
+        route = parsed.route.name
+        # Every record of the job names it (the LogContextMiddleware unbinds it with the message's context)
+        log_context_bind(job_id=parsed.job_id)
+        logger.info("%s %s attempt %s on %s: started", noun, parsed.job_id, parsed.attempt, route)
         try:
             event = handler.run(parsed, final_attempt=final_attempt)
         except TimeLimitExceeded:
+            metrics.job_timed_out(noun, route)
             if lane.retry_past_time_limit and not final_attempt:
                 raise
             handler.report_failure(
                 parsed.job_id, TIMED_OUT, f"the {noun} took too long", attempt=parsed.attempt
             )
             raise JobFailed(f"{noun} {parsed.job_id} ran past the time limit") from None
+        metrics.job_finished(noun, route, event)
+        logger.info(
+            "%s %s attempt %s on %s: %s%s",
+            noun,
+            parsed.job_id,
+            parsed.attempt,
+            route,
+            event.kind,
+            f" ({event.reason_code})" if event.reason_code else "",
+        )
 
         # 3. A broken GPU: the job is reported (retryable, for another worker); this process must end
         if handler.executor.broken is not None:
@@ -301,6 +320,7 @@ def build_worker(
         max_wait_ms={QUEUE_GPU_TRAINING: int(training_max_wait_s * 1000)},
         first_lanes=queues.index(QUEUE_GPU_INSTANT) + 1,  # INSTANT's route queues and INSTANT
     ).install()
+    metrics.QUEUE_DEPTH.watch(gate.waiting, queues)
 
     def gpu_slot_free() -> None:  # on the job's thread, as its tail starts
         message = CurrentMessage.get_current_message()

@@ -23,9 +23,13 @@ queues a new training of the same character.
 from __future__ import annotations
 
 import dataclasses
+import json
+import logging
 import math
 import re
+import time
 from collections.abc import Mapping, Sequence
+from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
@@ -1283,3 +1287,86 @@ class TrainingOutputs(TypedDict):
     seed: int
     first_loss: float
     final_loss: float  # the mean loss of the last steps (up to 10)
+
+
+# --- Log context (one generation followed end to end) -----------------------------------------
+# Every log record, on the server, the backend workers and the GPU workers, carries the same context
+# keys, so a search for one request id or job id finds the whole story across processes. The context
+# lives in a contextvar; a Dramatiq message carries it in its options under LOG_CONTEXT_OPTION (an
+# optional field: a message without it is read as before, and a reader that predates it ignores it).
+# Both sides bind it around each message with a small Dramatiq middleware (backend/broker.py,
+# gpu_worker/logs.py) built on `log_context_to_options` / `log_context_bind_options`.
+
+LOG_CONTEXT_OPTION = "log_context"
+LOG_CONTEXT_FIELDS: tuple[str, ...] = ("request_id", "user_id", "organization_id", "operation", "job_id")
+_LOG_CONTEXT_MAX_CHARS = 128
+_log_context: ContextVar[Mapping[str, str]] = ContextVar("log_context", default={})  # noqa: B039
+
+
+def log_context() -> dict[str, str]:
+    """The fields bound in the current context (request, message or job)."""
+    return dict(_log_context.get())
+
+
+def log_context_bind(**fields: Any) -> Token:
+    """Adds `fields` (known names; None or empty skipped) to the current context; `log_context_reset`
+    with the returned token restores what was there."""
+    merged = dict(_log_context.get())
+    for name, value in fields.items():
+        if name in LOG_CONTEXT_FIELDS and value not in (None, ""):
+            merged[name] = str(value)[:_LOG_CONTEXT_MAX_CHARS]
+    return _log_context.set(merged)
+
+
+def log_context_reset(token: Token) -> None:
+    _log_context.reset(token)
+
+
+def log_context_to_options(options: dict[str, Any]) -> None:
+    """Writes the current context into a message's options (before it is enqueued), unless the message
+    already carries one (a retry keeps the context of its first send)."""
+    current = _log_context.get()
+    if current and LOG_CONTEXT_OPTION not in options:
+        options[LOG_CONTEXT_OPTION] = dict(current)
+
+
+def log_context_bind_options(options: Mapping[str, Any]) -> Token:
+    """Binds the context a message carries (anything malformed is ignored) on top of a clean one."""
+    carried = options.get(LOG_CONTEXT_OPTION)
+    fields = (
+        {k: v for k, v in carried.items() if isinstance(v, str | int)} if isinstance(carried, dict) else {}
+    )
+    token = _log_context.set({})
+    log_context_bind(**fields)
+    return token
+
+
+class LogContextFilter(logging.Filter):
+    """Puts the bound context on every record (as attributes `request_id`, `job_id`, ...)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for name, value in _log_context.get().items():
+            if not hasattr(record, name):
+                setattr(record, name, value)
+        return True
+
+
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, the log context, and the exception."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for name in LOG_CONTEXT_FIELDS:
+            value = getattr(record, name, None)
+            if value is not None:
+                entry[name] = value
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+    converter = time.gmtime

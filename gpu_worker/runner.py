@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from gpu_worker import audio, moderation, pipelines, quality, video, watermark
+from gpu_worker import audio, metrics, moderation, pipelines, quality, video, watermark
 from gpu_worker.content_credentials import ContentCredentials
 from gpu_worker.contract import (
     FAMILY_TINY_WAN,
@@ -681,7 +681,9 @@ class Runner:
             self.models.popitem(last=False)
             free_memory()
         device = self.tiny_device if route.family == FAMILY_TINY_WAN else self.device
+        started = time.perf_counter()
         model = pipelines.load_model(route, model_root=self.model_root, device=device)
+        metrics.model_loaded(route.name, time.perf_counter() - started)
         self.models[key] = model
         if self.on_model_loaded is not None:
             self.on_model_loaded(route.name)

@@ -25,6 +25,7 @@ from .generations.mutations import GenerationMutations
 from .generations.queries import GenerationQueries
 from .generations.subscriptions import GenerationSubscriptions
 from .generations.types import GenerationType
+from .observability import OperationObserver
 from .purchases.mutations import PurchaseMutations
 from .purchases.queries import PurchaseQueries
 from .storage.mutations import StorageMutations
@@ -72,6 +73,7 @@ class Schema(strawberry.Schema):
 
 def _extensions() -> list:
     extensions: list = [
+        OperationObserver,  # first, so it sees the result after the others (error codes, limits)
         lambda: MaxTokensLimiter(max_token_count=settings.GRAPHQL_MAX_TOKENS),
         lambda: QueryDepthLimiter(max_depth=settings.GRAPHQL_MAX_DEPTH),
         lambda: MaxAliasesLimiter(max_alias_count=settings.GRAPHQL_MAX_ALIASES),

@@ -94,6 +94,12 @@ def production_errors() -> list[Error]:
             "Set MODERATION_IMAGE_MODEL to its folder under MODEL_ROOT (or MODERATION_IMAGES_DISABLED=1 "
             "if that is really meant).",
         )
+    if settings.METRICS_ENDPOINT and len(settings.METRICS_TOKEN) < 32:
+        fail(
+            "E021",
+            "/metrics is served without a bearer token of 32+ characters in production.",
+            "Set METRICS_TOKEN (and give it to the scraper), or METRICS_ENDPOINT=0 to turn /metrics off.",
+        )
     if getattr(settings, "BENCH_ENDPOINTS", False):
         fail("E010", "BENCH_ENDPOINTS is on in production.", "Unset BENCH_ENDPOINTS.")
     return errors

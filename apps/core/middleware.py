@@ -3,6 +3,7 @@ member's time zone on admin pages."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 import uuid
 import zoneinfo
@@ -11,6 +12,8 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
+
+from gpu_worker.contract import log_context_bind, log_context_reset
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
@@ -49,10 +52,15 @@ class RequestIdMiddleware(_Middleware):
     def before(self, request: HttpRequest) -> None:
         given = request.headers.get("X-Request-ID", "")
         request.request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+        # Every log record of this request, and every job it sends, carries the id (gpu_worker/contract.py).
+        request.log_context_token = log_context_bind(request_id=request.request_id)
         return None
 
     def after(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
         response["X-Request-ID"] = request.request_id
+        # Unbound, so a thread that serves requests one after another (WSGI, tests) carries none over.
+        with contextlib.suppress(AttributeError, ValueError):
+            log_context_reset(request.log_context_token)
         return response
 
 

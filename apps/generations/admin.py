@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+from decimal import Decimal
+
 from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
+from django.template.response import TemplateResponse
+from django.utils import timezone
 from django.utils.html import format_html
 
 from apps.core.admin import ReadOnlyAdmin
@@ -12,9 +17,10 @@ from apps.core.errors import DomainError
 from apps.storage.backends import get_storage
 from apps.trends.models import QualityTier
 
-from . import services
-from .models import Generation, GenerationReview, GenerationStatus, Lane, ModelRoute, PriceRule
+from . import charts, services
+from .models import CostReport, Generation, GenerationReview, GenerationStatus, Lane, ModelRoute, PriceRule
 from .review import generation_review_approve, generation_review_reject
+from .selectors import route_costs_by_day
 
 
 class ModelRouteForm(forms.ModelForm):
@@ -92,7 +98,15 @@ class ModelRouteAdmin(admin.ModelAdmin):
         ("Who it serves", {"fields": ("quality_tiers", "lanes")}),
         (
             "Cost and timing",
-            {"fields": ("cost_per_second", "seconds_per_step", "overhead_seconds", "timing_samples")},
+            {
+                "fields": (
+                    "cost_per_gpu_hour",
+                    "cost_per_second",
+                    "seconds_per_step",
+                    "overhead_seconds",
+                    "timing_samples",
+                )
+            },
         ),
         ("History", {"fields": ("created_at", "updated_at")}),
     )
@@ -275,3 +289,87 @@ class GenerationReviewAdmin(ReadOnlyAdmin):
     @admin.action(description="Reject: erase the selected outputs", permissions=["change"])
     def reject(self, request, queryset):
         self._decide(request, queryset, generation_review_reject, "rejected and erased")
+
+
+@admin.register(CostReport)
+class CostReportAdmin(admin.ModelAdmin):
+    """The cost per output minute page (read-only): GPU cost per route, tier and day beside the credits
+    earned, with two charts drawn on the server (apps/generations/charts.py)."""
+
+    DAY_CHOICES = (7, 14, 30, 90)
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    def changelist_view(self, request, extra_context=None):
+        try:
+            days = int(request.GET.get("days", 30))
+        except ValueError:
+            days = 30
+        days = days if days in self.DAY_CHOICES else 30
+        until = timezone.now()
+        since = (until - timedelta(days=days - 1)).replace(hour=0, minute=0, second=0, microsecond=0)
+        rows = route_costs_by_day(since=since, until=until)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Cost per output minute",
+            "opts": self.model._meta,
+            "days": days,
+            "day_choices": self.DAY_CHOICES,
+            "since": since,
+            "until": until,
+            "rows": rows,
+            "totals": _totals(rows),
+            "by_route_chart": _by_route_chart(rows),
+            "by_day_chart": _by_day_chart(rows, since=since, days=days),
+            **(extra_context or {}),
+        }
+        return TemplateResponse(request, "admin/generations/cost_report.html", context)
+
+
+def _totals(rows) -> dict:
+    cost = sum((row.cost_usd for row in rows), Decimal(0))
+    minutes = sum(row.output_minutes for row in rows)
+    credits = sum(row.credits_earned for row in rows)
+    return {
+        "jobs": sum(row.jobs for row in rows),
+        "output_minutes": minutes,
+        "gpu_hours": sum(row.gpu_seconds for row in rows) / 3600,
+        "cost_usd": cost,
+        "cost_per_minute": cost / Decimal(str(minutes)) if minutes else None,
+        "credits": credits,
+        "credits_per_minute": credits / minutes if minutes else None,
+    }
+
+
+def _by_route_chart(rows) -> str:
+    groups: dict[tuple[str, str], list] = {}
+    for row in rows:
+        groups.setdefault((row.route, row.tier), []).append(row)
+    bars = []
+    for (route, tier), group in sorted(groups.items()):
+        minutes = sum(row.output_minutes for row in group)
+        if not minutes:
+            continue
+        per_minute = float(sum(row.cost_usd for row in group)) / minutes
+        credits = sum(row.credits_earned for row in group) / minutes
+        bars.append((f"{route} {tier}", per_minute, f"${per_minute:.4f}/min  ·  {credits:.1f} credits/min"))
+    return charts.horizontal_bars("Cost per output minute (USD), by route and tier", bars)
+
+
+def _by_day_chart(rows, *, since, days: int) -> str:
+    per_day: dict = {}
+    for row in rows:
+        per_day[row.day] = per_day.get(row.day, 0.0) + float(row.cost_usd)
+    first = since.date()
+    series = [
+        ((first + timedelta(days=i)).strftime("%m-%d"), per_day.get(first + timedelta(days=i), 0.0))
+        for i in range(days)
+    ]
+    return charts.daily_bars("GPU cost per day (USD)", series, unit="USD")

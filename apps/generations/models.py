@@ -132,6 +132,14 @@ class ModelRoute(BaseModel):
         default=Decimal("0"),
         help_text="What one second of video costs to make, in US dollars (for reports and choices).",
     )
+    cost_per_gpu_hour = models.DecimalField(
+        max_digits=8,
+        decimal_places=4,
+        default=Decimal("0"),
+        validators=[MinValueValidator(Decimal("0"))],
+        help_text="What one hour of the GPU this route runs on costs, in US dollars (the cost per output "
+        "minute report: GPU seconds of each job times this rate).",
+    )
     seconds_per_step = models.FloatField(
         default=1.0, validators=[MinValueValidator(0.0)], help_text="Measured, at the native size."
     )
@@ -320,6 +328,16 @@ class ModelRoute(BaseModel):
 
 def _snap(value: float, multiple: int) -> int:
     return max(multiple, int(round(value / multiple)) * multiple)
+
+
+class CostReport(ModelRoute):
+    """No table of its own: the admin's "Cost per output minute" page (apps/generations/admin.py) hangs off
+    this proxy, so it is listed on the admin index and guarded by its own view permission."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "cost per output minute"
+        verbose_name_plural = "cost per output minute"
 
 
 def default_render_profile(route: ModelRoute, tier: str) -> contract.RenderProfile:

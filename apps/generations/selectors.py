@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
 
 from django.conf import settings
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, FloatField, Q, QuerySet, Sum, Value
+from django.db.models.fields.json import KT
+from django.db.models.functions import Cast, Coalesce, TruncDate
 
 from apps.core.errors import NotFound
 
@@ -160,3 +164,75 @@ def new_job_eta_seconds(
     _, wait = _queue_wait_seconds(ahead, _routes())
     own = run_seconds(route, width=width, height=height, num_frames=num_frames, quality=quality)
     return round(wait + own)
+
+
+# --- Cost per output minute (the admin report, apps/generations/admin.py) -----------------------------
+
+# The stages of a job that hold the GPU (gpu_worker/contract.py JobEvent timings): the CPU tail (encode,
+# quality check, upload) runs after the GPU is handed to the next job, so it is not GPU time.
+GPU_TIMINGS = ("load", "denoise", "decode")
+
+
+@dataclass(frozen=True)
+class RouteCostRow:
+    """One route, tier and day of succeeded generations."""
+
+    day: date
+    route: str
+    tier: str
+    jobs: int
+    gpu_seconds: float
+    output_minutes: float
+    cost_usd: Decimal  # GPU seconds x the route's cost per GPU-hour (its rate now)
+    credits_earned: int
+
+    @property
+    def cost_per_output_minute(self) -> Decimal | None:
+        if self.output_minutes <= 0:
+            return None
+        return (self.cost_usd / Decimal(str(self.output_minutes))).quantize(Decimal("0.0001"))
+
+    @property
+    def credits_per_output_minute(self) -> float | None:
+        return self.credits_earned / self.output_minutes if self.output_minutes > 0 else None
+
+
+def route_costs_by_day(*, since: datetime, until: datetime) -> list[RouteCostRow]:
+    """Succeeded generations finished in [since, until), by day (UTC), route and tier: jobs, GPU seconds,
+    output minutes, their GPU cost at each route's cost per GPU-hour, and the credits charged for them.
+    Staff only (the admin page); one aggregate query plus one for the routes' rates."""
+
+    def timing(key: str):
+        return Coalesce(Cast(KT(f"timings__{key}"), FloatField()), Value(0.0))
+
+    gpu_seconds = sum((timing(key) for key in GPU_TIMINGS[1:]), timing(GPU_TIMINGS[0]))
+    rows = (
+        Generation.objects.filter(
+            status=GenerationStatus.SUCCEEDED, finished_at__gte=since, finished_at__lt=until
+        )
+        .annotate(day=TruncDate("finished_at"))
+        .values("day", "route_name", "quality")
+        .annotate(
+            jobs=Count("id"),
+            gpu_seconds=Sum(gpu_seconds),
+            output_seconds=Sum(Coalesce("video_duration_seconds", Value(0.0))),
+            credits=Sum("credits_charged"),
+        )
+        .order_by("day", "route_name", "quality")
+    )
+    rates = dict(ModelRoute.objects.values_list("name", "cost_per_gpu_hour"))
+    return [
+        RouteCostRow(
+            day=row["day"],
+            route=row["route_name"],
+            tier=row["quality"],
+            jobs=row["jobs"],
+            gpu_seconds=row["gpu_seconds"] or 0.0,
+            output_minutes=(row["output_seconds"] or 0.0) / 60,
+            cost_usd=(
+                Decimal(str(row["gpu_seconds"] or 0.0)) * rates.get(row["route_name"], Decimal(0)) / 3600
+            ).quantize(Decimal("0.0001")),
+            credits_earned=row["credits"] or 0,
+        )
+        for row in rows
+    ]

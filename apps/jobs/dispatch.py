@@ -21,7 +21,13 @@ from typing import Any
 import dramatiq
 from django.core.cache import cache
 
-from gpu_worker.contract import CANCEL_FLAG_TTL_SECONDS, cancel_key, route_held_key
+from gpu_worker.contract import (
+    CANCEL_FLAG_TTL_SECONDS,
+    cancel_key,
+    log_context_bind,
+    log_context_reset,
+    route_held_key,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +39,11 @@ def job_send(*, fields: dict[str, Any], job_id: str, attempt: int, delay_seconds
     broker.declare_queue(fields["queue_name"])  # the StubBroker refuses unknown queues; Redis needs none
     message = dramatiq.Message(**fields)
     delay_ms = int(delay_seconds * 1000)
-    broker.enqueue(message, delay=delay_ms if delay_ms > 0 else None)
+    context = log_context_bind(job_id=job_id)  # the message carries it (backend/broker.py)
+    try:
+        broker.enqueue(message, delay=delay_ms if delay_ms > 0 else None)
+    finally:
+        log_context_reset(context)
     logger.info(
         "%s job %s attempt %s queued on %s%s",
         fields["actor_name"],

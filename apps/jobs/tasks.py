@@ -36,6 +36,15 @@ def job_event_task(event: dict) -> None:
         return
     if result != "applied":
         logger.debug("job event %s of %s: %s", event.get("sequence"), event.get("job_id"), result)
+    elif event.get("kind") in ("completed", "failed"):  # one line per attempt's end, with its log context
+        logger.info(
+            "%s job %s attempt %s %s%s",
+            event.get("job_type"),
+            event.get("job_id"),
+            event.get("attempt"),
+            event.get("kind"),
+            f": {event.get('reason_code')}" if event.get("reason_code") else "",
+        )
 
 
 @dramatiq.actor(

@@ -46,6 +46,7 @@ def _safe_env(tmp_path: Path) -> dict[str, str]:
         # collectstatic's output (the session's, tests/fixtures/static.py), as a deploy's image build has.
         "STATIC_ROOT": str(settings.STATIC_ROOT),
         "MODERATION_IMAGE_MODEL": "moderation/image-classifier",
+        "METRICS_TOKEN": secrets.token_urlsafe(32),
     }
     assert len(env["SECRET_KEY"]) == 60
     return env
@@ -115,6 +116,8 @@ UNSAFE = [
     pytest.param({"C2PA_SIGN_KEY": None}, "backend.E015", id="no-c2pa-signing-key"),
     pytest.param({"STATIC_ROOT": "/nonexistent/static"}, "backend.E016", id="collectstatic-not-run"),
     pytest.param({"MODERATION_IMAGE_MODEL": None}, "backend.E020", id="no-image-classifier"),
+    pytest.param({"METRICS_TOKEN": None}, "backend.E021", id="metrics-unprotected"),
+    pytest.param({"METRICS_TOKEN": "short"}, "backend.E021", id="metrics-short-token"),
 ]
 
 

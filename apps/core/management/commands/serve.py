@@ -61,6 +61,8 @@ class Command(BaseCommand):
                 port=port,
                 lifespan="on",
                 log_level="info",
+                # JSON logs: uvicorn's records go through the root logger's JSON handler (settings.LOGGING)
+                **({"log_config": None} if settings.LOG_FORMAT == "json" else {}),
                 ws_max_size=1024 * 1024,
             )
         finally:
