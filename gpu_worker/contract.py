@@ -731,6 +731,11 @@ class RenderProfile:
             family, width=self.width, height=self.height, num_frames=self.max_frames
         )
 
+    def clip_cost(self, family: str, *, num_frames: int) -> int:
+        """Steps x latent tokens of a clip of `num_frames` at this profile's size: what the backend prices
+        (apps/generations/pricing.py) and the ETA scales with."""
+        return self.steps * latent_tokens(family, width=self.width, height=self.height, num_frames=num_frames)
+
     def unit_cost(self, family: str) -> int:
         """Steps x latent tokens per latent frame: comparable across tiers of equal clip lengths."""
         return self.steps * latent_tokens(family, width=self.width, height=self.height, num_frames=1)
