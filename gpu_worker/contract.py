@@ -934,8 +934,9 @@ class JobEvent:
     two-stage one the seconds of the parts of its `denoise`: `denoise_low_res`, `upsample` and
     `denoise_refine` (gpu_worker/pipelines/ltx.py). A
     `failed` event carries `reason_code` (one of REASON_CODES), `retryable` and a `message` safe to show.
-    A non-terminal event with a `reason_code` announces a retry: QUALITY_FAILED (a new seed, same run)
-    or a retryable code (the job runs again). A cancel is reported as `failed` with reason CANCELED.
+    A non-terminal event with a `reason_code` announces a retry: QUALITY_FAILED (a new seed, same run;
+    the event's `seed` is the new one) or a retryable code (the job runs again). A cancel is reported
+    as `failed` with reason CANCELED.
 
     `job_type` says which job the event is about: JOB_TYPE_GENERATION (job_id: the generation) or
     JOB_TYPE_TRAINING (job_id: the character; see `TrainingJob` for its stages and outputs). Progress
@@ -961,6 +962,9 @@ class JobEvent:
     step: int = 0
     total_steps: int = 0
     eta_seconds: float | None = None
+    # Added without a version bump (readers that predate it ignore it): the seed a QUALITY_FAILED retry
+    # renders with, on the event that announces it, so the backend shows it while the retry runs.
+    seed: int | None = None
 
     KINDS = ("progress", "stage", "completed", "failed")
 
@@ -983,6 +987,8 @@ class JobEvent:
             raise ContractError("step and total_steps must be integers >= 0")
         if self.eta_seconds is not None and not (_is_number(self.eta_seconds) and self.eta_seconds >= 0):
             raise ContractError("eta_seconds must be None or a number >= 0")
+        if self.seed is not None and not (_is_int(self.seed) and 0 <= self.seed < 2**63):
+            raise ContractError("seed must be None or an integer from 0 to 2**63 - 1")
 
     @property
     def is_terminal(self) -> bool:

@@ -496,6 +496,7 @@ class Runner:
                 STAGE_QUALITY_CHECK,
                 reason_code=QUALITY_FAILED,
                 message=f"{report.message}; retrying with a new seed",
+                seed=seed,
             )
 
         # 7. Upload

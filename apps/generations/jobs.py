@@ -153,6 +153,10 @@ def _valid_output(generation: Generation, output: Any, content_type: str) -> boo
     )
 
 
+def _is_seed(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 # --- The kind -------------------------------------------------------------------------------------
 
 
@@ -246,6 +250,9 @@ class GenerationJobs(JobKind):
         if generation.status == GenerationStatus.QUEUED:
             generation.status = GenerationStatus.RUNNING
             generation.started_at = generation.started_at or timezone.now()
+            generation.seed_used = None  # a new attempt renders with the generation's seed again
+        if _is_seed(event.seed):  # a quality-gate retry's new seed: the app sees it while it renders
+            generation.seed_used = event.seed
         if event.stage:
             generation.stage = event.stage
         generation.progress = min(max(float(event.progress), 0.0), 1.0)
@@ -279,7 +286,7 @@ class GenerationJobs(JobKind):
         generation.poster_width = poster.get("width")
         generation.poster_height = poster.get("height")
         seed = outputs.get("seed")
-        generation.seed_used = seed if isinstance(seed, int) and not isinstance(seed, bool) else None
+        generation.seed_used = seed if _is_seed(seed) else None
         generation.timings = event.timings or {}
         if charged:
             generation.credits_charged = generation.quoted_credits
