@@ -5,8 +5,9 @@
 
 1. For every route in apps/generations/shipped.py and every tier it offers (and the ones it defines but
    does not offer, in brackets): the job size of a 5-second 9:16 clip at that tier (the backend's rule:
-   contract.output_size / frames_for_duration on the tier's render profile), the steps, the latent tokens
-   (contract.latent_tokens) and the cost, steps x latent tokens, also as a share of STANDARD's; and the
+   contract.output_size / frames_for_duration on the tier's render profile), the steps ("8+4": a refine
+   pass of 4 after 8), the latent tokens (contract.latent_tokens) and the cost, all steps x latent tokens,
+   also as a share of STANDARD's; and the
    render price in credits of a 5 s and an 8 s clip (apps/generations/pricing.py: the cost at the tier's
    landscape size, times the route's credits_per_million_cost, half up; before the trend's minimum, price
    rules and the ECONOMY discount; "-" where the model does not take that length).
@@ -94,7 +95,8 @@ def cost_table() -> None:
         for tier, profile in profiles.items():
             width, height, frames = job_size(row, profile)
             tokens = contract.latent_tokens(row["family"], width=width, height=height, num_frames=frames)
-            costs[tier] = (width, height, frames, profile.steps, tokens, profile.steps * tokens)
+            steps = f"{profile.steps}+{profile.refine_steps}" if profile.refine_steps else str(profile.steps)
+            costs[tier] = (width, height, frames, steps, tokens, profile.all_steps * tokens)
         standard = costs[contract.TIER_STANDARD][5]
         for tier, (width, height, frames, steps, tokens, cost) in costs.items():
             spec = contract.route_for_tier(route_spec(row), profiles[tier])

@@ -196,15 +196,18 @@ FAMILY_LTX = "ltx"  # LTX-Video (LTXConditionPipeline)
 @dataclass(frozen=True)
 class FamilyRules:
     """What a family can render: width and height are multiples of `size_multiple` (VAE x patch size);
-    `num_frames` is `frame_multiple * k + 1` (the VAE's temporal compression)."""
+    `num_frames` is `frame_multiple * k + 1` (the VAE's temporal compression). `refines`: the family runs
+    a render profile's refine pass (`RenderProfile.refine_steps`; LTX refines in its own two-stage flow
+    instead, when its folder holds the latent upsampler)."""
 
     size_multiple: int
     frame_multiple: int
+    refines: bool = False
 
 
 FAMILIES: dict[str, FamilyRules] = {
-    FAMILY_TINY_WAN: FamilyRules(size_multiple=16, frame_multiple=4),
-    FAMILY_WAN22: FamilyRules(size_multiple=32, frame_multiple=4),
+    FAMILY_TINY_WAN: FamilyRules(size_multiple=16, frame_multiple=4, refines=True),
+    FAMILY_WAN22: FamilyRules(size_multiple=32, frame_multiple=4, refines=True),
     FAMILY_LTX: FamilyRules(size_multiple=32, frame_multiple=8),
 }
 
@@ -588,6 +591,9 @@ class RouteSpec:
     speed_profile: dict[str, Any] = field(default_factory=dict)
     scheduler: dict[str, Any] = field(default_factory=dict)
     lora_stacking: bool = True
+    # Added without a version bump (an older worker ignores them and renders without the refine pass):
+    refine_steps: int = 0
+    refine_strength: float = 0.0
 
     def __post_init__(self) -> None:
         _require(isinstance(self.name, str) and bool(self.name), "route.name must be a non-empty string")
@@ -615,6 +621,10 @@ class RouteSpec:
         except ContractError as exc:
             raise ContractError(f"route.{exc}") from None
         _require(isinstance(self.lora_stacking, bool), "route.lora_stacking must be a boolean")
+        try:
+            _check_refine(self.refine_steps, self.refine_strength, self.family)
+        except ContractError as exc:
+            raise ContractError(f"route.{exc}") from None
 
     @property
     def takes_lora(self) -> bool:
@@ -659,7 +669,29 @@ _RENDER_PROFILE_FIELDS = (
     "guidance",
     "scheduler",
     "speed_profile",
+    "refine_steps",
+    "refine_strength",
 )
+MAX_REFINE_STEPS = 50
+
+
+def _check_refine(steps: Any, strength: Any, family: str) -> None:
+    """ContractError unless (`steps`, `strength`) is no refine pass (0, any) or one the family runs."""
+    _require(
+        _is_int(steps) and 0 <= steps <= MAX_REFINE_STEPS,
+        f"refine_steps must be an integer from 0 to {MAX_REFINE_STEPS}, got {steps!r}",
+    )
+    if steps:
+        _require(
+            _is_number(strength) and 0 < strength < 1,
+            f"refine_strength must be above 0 and below 1 (the share of the noise the refine pass "
+            f"starts from), got {strength!r}",
+        )
+        _require(
+            FAMILIES[family].refines,
+            f"{family} has no refine pass (LTX refines in its two-stage flow when its folder holds "
+            "latent_upsampler/): set refine_steps to 0",
+        )
 
 
 def latent_tokens(family: str, *, width: int, height: int, num_frames: int) -> int:
@@ -675,8 +707,11 @@ class RenderProfile:
     """How a route renders one tier: the size its jobs are made at (`width` x `height`, the landscape
     form; `output_size` turns it per aspect ratio), `fps`, the longest clip (`max_frames`, within what the
     model was trained on), denoising `steps` and `guidance`, a `scheduler` override (`check_scheduler`,
-    e.g. `{"class": "UniPCMultistepScheduler", "config": {"flow_shift": 5.0}}`; empty: the route's) and the
-    speed-ups (`speed_profile`, a `SpeedProfile`'s JSON form; None: the route's)."""
+    e.g. `{"class": "UniPCMultistepScheduler", "config": {"flow_shift": 5.0}}`; empty: the route's), the
+    speed-ups (`speed_profile`, a `SpeedProfile`'s JSON form; None: the route's) and a refine pass
+    (CINEMA's): `refine_steps` more steps with the same model at the same size over the first pass's
+    latents, re-noised to `refine_strength` of the noise (a second low-noise pass, as img2img runs the
+    tail of the schedule); 0: none."""
 
     width: int
     height: int
@@ -686,6 +721,8 @@ class RenderProfile:
     guidance: float
     scheduler: dict[str, Any] = field(default_factory=dict)
     speed_profile: dict[str, Any] | None = None
+    refine_steps: int = 0
+    refine_strength: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("width", "height", "fps", "max_frames", "steps"):
@@ -701,6 +738,17 @@ class RenderProfile:
             except ValueError as exc:
                 raise ContractError(f"speed_profile: {exc}") from None
             object.__setattr__(self, "speed_profile", profile.to_dict())
+        _require(
+            _is_int(self.refine_steps) and 0 <= self.refine_steps <= MAX_REFINE_STEPS,
+            f"refine_steps must be an integer from 0 to {MAX_REFINE_STEPS}, got {self.refine_steps!r}",
+        )
+        _require(_is_number(self.refine_strength), "refine_strength must be a number")
+        object.__setattr__(self, "refine_strength", float(self.refine_strength))
+
+    @property
+    def all_steps(self) -> int:
+        """The denoising steps of a job: the first pass's and the refine pass's."""
+        return self.steps + self.refine_steps
 
     def check_for(self, family: str, *, native_width: int, native_height: int, native_frames: int) -> None:
         """ContractError unless the family can render this profile within its route's trained range:
@@ -724,21 +772,24 @@ class RenderProfile:
             self.max_frames <= native_frames * MAX_FRAME_FACTOR,
             f"max_frames {self.max_frames} is beyond the model's range ({native_frames} frames native)",
         )
+        _check_refine(self.refine_steps, self.refine_strength, family)
 
     def cost(self, family: str) -> int:
         """Steps x latent tokens of the longest clip at this size: what a tier costs, relatively."""
-        return self.steps * latent_tokens(
+        return self.all_steps * latent_tokens(
             family, width=self.width, height=self.height, num_frames=self.max_frames
         )
 
     def clip_cost(self, family: str, *, num_frames: int) -> int:
         """Steps x latent tokens of a clip of `num_frames` at this profile's size: what the backend prices
         (apps/generations/pricing.py) and the ETA scales with."""
-        return self.steps * latent_tokens(family, width=self.width, height=self.height, num_frames=num_frames)
+        return self.all_steps * latent_tokens(
+            family, width=self.width, height=self.height, num_frames=num_frames
+        )
 
     def unit_cost(self, family: str) -> int:
         """Steps x latent tokens per latent frame: comparable across tiers of equal clip lengths."""
-        return self.steps * latent_tokens(family, width=self.width, height=self.height, num_frames=1)
+        return self.all_steps * latent_tokens(family, width=self.width, height=self.height, num_frames=1)
 
     @classmethod
     def from_dict(cls, data: Any) -> RenderProfile:
@@ -759,13 +810,16 @@ class RenderProfile:
 
 
 def route_for_tier(route: RouteSpec, profile: RenderProfile) -> RouteSpec:
-    """The route as a job renders it at a tier: the profile's steps, guidance and fps, its scheduler and
-    speed profile where it names them. The native size and frames stay (they bound what jobs may ask)."""
+    """The route as a job renders it at a tier: the profile's steps, guidance, fps and refine pass, its
+    scheduler and speed profile where it names them. The native size and frames stay (they bound what
+    jobs may ask)."""
     return dataclasses.replace(
         route,
         fps=profile.fps,
         steps=profile.steps,
         guidance=profile.guidance,
+        refine_steps=profile.refine_steps,
+        refine_strength=profile.refine_strength if profile.refine_steps else 0.0,
         scheduler=dict(profile.scheduler) if profile.scheduler else dict(route.scheduler),
         speed_profile=dict(profile.speed_profile)
         if profile.speed_profile is not None
@@ -929,8 +983,10 @@ class JobEvent:
     `seconds_per_step` (for ETAs per route: `denoise` over the route's steps), and, when the route has
     a speed profile, `speed_profile`: not seconds but what was applied (gpu_worker/speedups.py
     `apply_speedups`); and `render` (from version 2): what the job rendered with (`tier`, `width`,
-    `height`, `num_frames`, `fps`, `steps`, `guidance`, `scheduler`, `latent_tokens` and `cost` = steps x
-    latent tokens). An LTX job says which flow ran in `ltx_flow` ("one-stage" or "two-stage"), and a
+    `height`, `num_frames`, `fps`, `steps`, `refine_steps`, `refine_strength`, `guidance`, `scheduler`,
+    `latent_tokens` and `cost` = all steps x latent tokens). A job with a refine pass (the tier's
+    `refine_steps`, gpu_worker/pipelines/refine.py) has its seconds in `denoise_refine` (part of
+    `denoise`). An LTX job says which flow ran in `ltx_flow` ("one-stage" or "two-stage"), and a
     two-stage one the seconds of the parts of its `denoise`: `denoise_low_res`, `upsample` and
     `denoise_refine` (gpu_worker/pipelines/ltx.py). A
     `failed` event carries `reason_code` (one of REASON_CODES), `retryable` and a `message` safe to show.

@@ -532,7 +532,9 @@ class Runner:
             "has_sound": sound_path is not None,
         }
         return run.completed(
-            seconds_per_step=run.timings["denoise"] / (job.route.steps * quality_attempt), outputs=outputs
+            seconds_per_step=run.timings["denoise"]
+            / ((job.route.steps + job.route.refine_steps) * quality_attempt),
+            outputs=outputs,
         )
 
     def _upload(self, run: JobRun, *files: tuple[str, Path, str]) -> list[int]:
@@ -808,7 +810,8 @@ def _model_key(route: RouteSpec) -> tuple[str, str, str]:
 
 def render_settings(job: GenerationJob) -> dict[str, Any]:
     """What a job renders with, recorded in its timings (`render`): its tier (None: a version-1 job, the
-    route's own settings), size, steps, guidance and the cost (steps x latent tokens)."""
+    route's own settings), size, steps (and the refine pass's), guidance and the cost (all steps x latent
+    tokens)."""
     route = job.route
     tokens = latent_tokens(route.family, width=job.width, height=job.height, num_frames=job.num_frames)
     return {
@@ -818,10 +821,12 @@ def render_settings(job: GenerationJob) -> dict[str, Any]:
         "num_frames": job.num_frames,
         "fps": job.fps,
         "steps": route.steps,
+        "refine_steps": route.refine_steps,
+        "refine_strength": route.refine_strength,
         "guidance": route.guidance,
         "scheduler": route.scheduler.get("class") if route.scheduler else None,
         "latent_tokens": tokens,
-        "cost": route.steps * tokens,
+        "cost": (route.steps + route.refine_steps) * tokens,
     }
 
 

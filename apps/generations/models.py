@@ -174,9 +174,12 @@ class ModelRoute(BaseModel):
         blank=True,
         help_text="How each quality tier renders (gpu_worker.contract.RenderProfile), by tier: "
         '{"DRAFT": {"width": 640, "height": 352, "fps": 24, "max_frames": 121, "steps": 20, "guidance": 5.0, '
-        '"scheduler": {...}, "speed_profile": {...}}, ...}. DRAFT must cost less than STANDARD (steps x '
-        "latent tokens), CINEMA at least as much and without a step cache. A tier left out gets a default "
-        "from the native settings (DRAFT: half the size and steps; CINEMA: 1.5x the steps, no cache).",
+        '"scheduler": {...}, "speed_profile": {...}, "refine_steps": 0, "refine_strength": 0.5}, ...}. '
+        "refine_steps: a second, low-noise pass of that many steps over the first pass's latents (Wan "
+        "families; refine_strength: the share of the schedule it runs). DRAFT must cost less than STANDARD "
+        "(all steps x latent tokens), CINEMA at least as much and without a step cache. A tier left out "
+        "gets a default from the native settings (DRAFT: half the size and steps; CINEMA: 1.5x the steps, "
+        "no cache).",
     )
     enabled = models.BooleanField(default=True)
     fallback = models.ForeignKey(

@@ -370,7 +370,7 @@ def _tier_rank(quality: str) -> int:
 
 def _resolve_final(*, user, draft_id, quality: str) -> tuple[Resolved, dict, Generation]:
     """A final of the caller's succeeded DRAFT at `quality`: the same inputs, seed (the one the worker
-    used), shot plan and route (so the same model family), sized and priced for the final tier."""
+    used), shot plan, sound and route (so the same model family), sized and priced for the final tier."""
     if quality not in QualityTier.values:
         raise ValidationFailed(f"Choose a quality: one of {', '.join(QualityTier.values)}.", field="quality")
     draft = generation_get_for_user(user=user, generation_id=draft_id)
@@ -425,6 +425,7 @@ def _resolve_final(*, user, draft_id, quality: str) -> tuple[Resolved, dict, Gen
         height=height,
         num_frames=num_frames,
         credits=credits,
+        sound_key=draft.sound_key,  # the draft's sound (or its silence): the same shot, heard the same
     )
     return resolved, dict(draft.plan or {}), draft
 

@@ -178,9 +178,9 @@ def run_seconds(
     route: ModelRoute, *, width: int, height: int, num_frames: int, quality: str | None = None
 ) -> float:
     """Expected seconds from the start of a job to its completion on `route`, with the steps of the
-    tier's render profile (the route's own steps without a tier)."""
+    tier's render profile, its refine pass's included (the route's own steps without a tier)."""
     factor = size_factor(route, width=width, height=height, num_frames=num_frames)
-    steps = route.profile(quality).steps if quality else route.steps
+    steps = route.profile(quality).all_steps if quality else route.steps
     return steps * route.seconds_per_step * factor + route.overhead_seconds
 
 

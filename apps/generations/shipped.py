@@ -41,11 +41,21 @@ SHIPPED_ROUTES: tuple[dict, ...] = (
         "credits_per_million_cost": Decimal("5700"),
         "seconds_per_step": 0.05,
         "overhead_seconds": 1.0,
-        # DRAFT a quarter of the pixels and half the steps; CINEMA twice the steps (8 fps throughout).
+        # DRAFT a quarter of the pixels and half the steps; CINEMA twice the steps and a refine pass of 4
+        # more over the first pass's latents (half the schedule's tail; 8 fps throughout).
         "render_profiles": {
             "DRAFT": {"width": 32, "height": 32, "fps": 8, "max_frames": 81, "steps": 2, "guidance": 5.0},
             "STANDARD": {"width": 64, "height": 64, "fps": 8, "max_frames": 81, "steps": 4, "guidance": 5.0},
-            "CINEMA": {"width": 64, "height": 64, "fps": 8, "max_frames": 81, "steps": 8, "guidance": 5.0},
+            "CINEMA": {
+                "width": 64,
+                "height": 64,
+                "fps": 8,
+                "max_frames": 81,
+                "steps": 8,
+                "guidance": 5.0,
+                "refine_steps": 4,
+                "refine_strength": 0.5,
+            },
         },
         "enabled": True,
         "fallback": None,
