@@ -425,7 +425,8 @@ def _resolve_final(*, user, draft_id, quality: str) -> tuple[Resolved, dict, Gen
         height=height,
         num_frames=num_frames,
         credits=credits,
-        sound_key=draft.sound_key,  # the draft's sound (or its silence): the same shot, heard the same
+        # The draft's sound (or its silence): the trend's sound now, as a replaced one's file is deleted
+        sound_key=draft.trend.sound_key if draft.sound_key and draft.trend is not None else "",
     )
     return resolved, dict(draft.plan or {}), draft
 
