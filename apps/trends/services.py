@@ -45,6 +45,14 @@ _sound_in_use: Callable[[str], bool] | None = None
 
 SOUND_DELETE_ACTOR = "trends_sound_delete"  # tasks.py
 
+# And which clip lengths a route renders: (the durations it cannot, its longest clip in seconds).
+_durations_beyond: Callable[[str, list[int]], tuple[list[int], float]] | None = None
+
+
+def route_durations_source_set(source: Callable[[str, list[int]], tuple[list[int], float]]) -> None:
+    global _durations_beyond
+    _durations_beyond = source
+
 
 def sound_in_use_source_set(source: Callable[[str], bool]) -> None:
     global _sound_in_use
@@ -96,6 +104,14 @@ def trend_publish_problems(*, trend: Trend) -> list[str]:
             + ", ".join(sorted(known_model_routes()))
             + "."
         )
+    elif _durations_beyond is not None and isinstance(trend.durations, list):
+        beyond, longest = _durations_beyond(trend.preferred_model_route, list(trend.durations))
+        if beyond:
+            problems.append(
+                f"The model route {trend.preferred_model_route} renders clips up to {longest:g} s (what its "
+                f"model was trained on): remove {' and '.join(f'{s} s' for s in beyond)} from the durations, "
+                "or choose a route that renders them."
+            )
     return problems
 
 
