@@ -219,3 +219,34 @@ def test_a_drafts_step_cache_is_off_again_for_the_cinema_job_after_it(runner):
     assert draft.timings["speed_profile"]["cache"] == "first_block"
     assert cinema.timings["speed_profile"]["cache"] is None  # the pipeline is the same; its cache is not
     assert (draft.timings["render"]["steps"], cinema.timings["render"]["steps"]) == (4, 6)
+
+
+@pytest.mark.parametrize(
+    "scheduler_class, config",
+    [
+        ("FlowMatchEulerDiscreteScheduler", {"shift": 7.0}),  # tiny-wan's
+        (
+            "UniPCMultistepScheduler",
+            {"prediction_type": "flow_prediction", "use_flow_sigmas": True, "flow_shift": 5.0},
+        ),  # Wan 2.2's
+    ],
+)
+def test_the_refine_pass_runs_the_tail_of_its_schedule_down_to_no_noise(scheduler_class, config):
+    import diffusers
+    import torch
+
+    from gpu_worker.pipelines.refine import _schedule_tail, refine_schedule_steps
+
+    scheduler = getattr(diffusers, scheduler_class)(**config)
+    full = refine_schedule_steps(4, 0.5)
+    scheduler.set_timesteps(full)
+    whole = scheduler.timesteps.clone()
+    with _schedule_tail(scheduler, 4):
+        scheduler.set_timesteps(full)  # as the pipeline asks for it
+        assert torch.equal(scheduler.timesteps, whole[-4:]) and float(scheduler.sigmas[-1]) == 0.0
+        sample = torch.randn(1, 4, 2, 2, 2)
+        for timestep in scheduler.timesteps:  # every step of the tail runs (no index past the end)
+            sample = scheduler.step(torch.zeros_like(sample), timestep, sample).prev_sample
+    assert full == 8 and "set_timesteps" not in vars(scheduler)  # the scheduler's own method again
+    scheduler.set_timesteps(full)
+    assert len(scheduler.timesteps) == full
