@@ -169,7 +169,8 @@ def tiny_timings(jobs: int) -> None:
             cold, warm = timings[0], timings[1:] or timings[:1]
             totals = [t["total"] for t in warm]
             print(
-                f"{tier:<10} {f'{width}x{height}':>9} {frames:>6} {profile.steps:>5} {cold['total']:>7.2f} "
+                f"{tier:<10} {f'{width}x{height}':>9} {frames:>6} {profile.all_steps:>5} "
+                f"{cold['total']:>7.2f} "
                 f"{f'{median(totals):.2f} / {min(totals):.2f}':>21} "
                 f"{median(t['denoise'] for t in warm):>9.3f} "
                 f"{median(t['seconds_per_step'] for t in warm):>7.3f}"
