@@ -26,9 +26,11 @@ leaves it at 4; a rule "wan2.2-ti2v-5b / STANDARD / 5 s: x1.5 + 0" makes it 6; E
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from decimal import ROUND_HALF_UP, Decimal
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db.models import Q
 
 import gpu_worker.contract as contract
@@ -37,6 +39,8 @@ from apps.trends.models import Trend
 from .models import Lane, ModelRoute, PriceRule
 
 COST_PER_PRICE_UNIT = 1_000_000  # a route's compute price is in credits per million step-tokens
+CARD_PRICING_CACHE_KEY = "generations:card-pricing:v1"
+CARD_PRICING_TTL_SECONDS = 60
 
 
 def _round(value: Decimal) -> int:
@@ -65,6 +69,20 @@ def price_floor(*, trend: Trend | None, quality: str) -> int:
     return int(settings.GENERATIONS_PROMPT_PRICES[quality])
 
 
+def _most_specific(
+    rules: Iterable[PriceRule], *, route: ModelRoute, quality: str, duration_seconds: int
+) -> PriceRule | None:
+    matching = [
+        rule
+        for rule in rules
+        if rule.enabled
+        and rule.route_id in (route.pk, None)
+        and rule.quality in (quality, "")
+        and rule.duration_seconds in (duration_seconds, None)
+    ]
+    return max(matching, key=lambda rule: (rule.specificity, rule.updated_at), default=None)
+
+
 def price_rule_for(*, route: ModelRoute, quality: str, duration_seconds: int) -> PriceRule | None:
     """The most specific enabled rule for this route, tier and duration, or None (one query)."""
     rules = PriceRule.objects.filter(
@@ -73,11 +91,26 @@ def price_rule_for(*, route: ModelRoute, quality: str, duration_seconds: int) ->
         Q(duration_seconds=duration_seconds) | Q(duration_seconds__isnull=True),
         enabled=True,
     )
-    return max(rules, key=lambda rule: (rule.specificity, rule.updated_at), default=None)
+    return _most_specific(rules, route=route, quality=quality, duration_seconds=duration_seconds)
 
 
 def price_credits(
     *, trend: Trend | None, route: ModelRoute, quality: str, duration_seconds: int, lane: str
+) -> int:
+    rule = price_rule_for(route=route, quality=quality, duration_seconds=duration_seconds)
+    return _price(
+        trend=trend, route=route, quality=quality, duration_seconds=duration_seconds, lane=lane, rule=rule
+    )
+
+
+def _price(
+    *,
+    trend: Trend | None,
+    route: ModelRoute,
+    quality: str,
+    duration_seconds: int,
+    lane: str,
+    rule: PriceRule | None,
 ) -> int:
     price = Decimal(
         max(
@@ -85,10 +118,59 @@ def price_credits(
             price_floor(trend=trend, quality=quality),
         )
     )
-    rule = price_rule_for(route=route, quality=quality, duration_seconds=duration_seconds)
     if rule is not None:
         price = Decimal(_round(price * rule.multiplier) + rule.add_credits)
     credits = max(int(price), 1)
     if lane == Lane.ECONOMY:
         credits -= credits * settings.GENERATIONS_ECONOMY_DISCOUNT_PERCENT // 100
     return max(credits, 1)
+
+
+def trend_card_prices(trends: Sequence[Trend]) -> list[dict[str, int]]:
+    """What a video of each trend costs at each tier, as a quote of its defaults says (its default length,
+    the INSTANT lane, the route a tier takes: GENERATIONS_ROUTE_OVERRIDE, else the first enabled route of
+    the trend's preferred chain that offers it); a tier no route offers shows the trend's price. For the
+    trend cards of the home screen, so the routes and price rules are read once for any number of trends
+    and kept in the shared cache for CARD_PRICING_TTL_SECONDS (a warm home screen reads no table; an
+    admin's change reaches the cards within that time, and quotes at once)."""
+    cached = cache.get(CARD_PRICING_CACHE_KEY)
+    if cached is None:
+        cached = (list(ModelRoute.objects.all()), list(PriceRule.objects.filter(enabled=True)))
+        cache.set(CARD_PRICING_CACHE_KEY, cached, CARD_PRICING_TTL_SECONDS)
+    route_rows, rules = cached
+    routes = {route.pk: route for route in route_rows}
+    by_name = {route.name: route for route in routes.values()}
+    override = settings.GENERATIONS_ROUTE_OVERRIDE
+
+    def route_for(trend: Trend, quality: str) -> ModelRoute | None:
+        if override:
+            route = by_name.get(override)
+            return route if route is not None and route.enabled else None
+        route, seen = by_name.get(trend.preferred_model_route), set()
+        while route is not None and route.pk not in seen:
+            seen.add(route.pk)
+            if route.enabled and quality in route.quality_tiers and Lane.INSTANT in route.lanes:
+                return route
+            route = routes.get(route.fallback_id)
+        return None
+
+    prices = []
+    for trend in trends:
+        tiers = {}
+        for quality in contract.TIERS:
+            route = route_for(trend, quality)
+            if route is None:
+                tiers[quality] = trend.price_for(quality)
+                continue
+            duration = trend.default_duration_seconds
+            rule = _most_specific(rules, route=route, quality=quality, duration_seconds=duration)
+            tiers[quality] = _price(
+                trend=trend,
+                route=route,
+                quality=quality,
+                duration_seconds=duration,
+                lane=Lane.INSTANT,
+                rule=rule,
+            )
+        prices.append(tiers)
+    return prices
