@@ -296,7 +296,8 @@ EMBEDDED_GPU_WORKER = env_bool("EMBEDDED_GPU_WORKER", DRAMATIQ_BROKER == "stub")
 GENERATIONS_ROUTE_OVERRIDE = os.environ.get(
     "GENERATIONS_ROUTE_OVERRIDE", "tiny-wan" if DRAMATIQ_BROKER == "stub" else ""
 )
-# Free prompts (no trend): their route, prices per tier and the durations offered.
+# Free prompts (no trend): their route, minimum prices per tier (the render's cost decides above them:
+# apps/generations/pricing.py) and the durations offered.
 GENERATIONS_DEFAULT_ROUTE = os.environ.get("GENERATIONS_DEFAULT_ROUTE", "wan2.2-ti2v-5b")
 # The text of the visible mark in a corner of the videos whose tier's render profile asks for one (by
 # default DRAFT only: gpu_worker.contract.RenderProfile.watermark_for; routes change it per tier in admin).

@@ -5,8 +5,12 @@
 
 1. For every route in apps/generations/shipped.py and every tier it offers (and the ones it defines but
    does not offer, in brackets): the job size of a 5-second 9:16 clip at that tier (the backend's rule:
-   contract.output_size / frames_for_duration on the tier's render profile), the steps, the latent tokens
-   (contract.latent_tokens) and the cost, steps x latent tokens, also as a share of STANDARD's.
+   contract.output_size / frames_for_duration on the tier's render profile), the steps ("8+4": a refine
+   pass of 4 after 8), the latent tokens (contract.latent_tokens) and the cost, all steps x latent tokens,
+   also as a share of STANDARD's; and the
+   render price in credits of a 5 s and an 8 s clip (apps/generations/pricing.py: the cost at the tier's
+   landscape size, times the route's credits_per_million_cost, half up; before the trend's minimum, price
+   rules and the ECONOMY discount; "-" where the model does not take that length).
 2. tiny-wan runs each tier through the real runner (gpu_worker.runner, CPU): one cold job (model build
    included), then BENCH_JOBS warm jobs with new seeds; printed: the median and best warm total, denoise and
    seconds per step, from the completed events' timings. No Django, no database: the contract and the
@@ -19,6 +23,7 @@ import os
 import sys
 import tempfile
 import time
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from statistics import median
 
@@ -60,6 +65,17 @@ def job_size(row: dict, profile: contract.RenderProfile) -> tuple[int, int, int]
     return width, height, frames
 
 
+def render_credits(row: dict, profile: contract.RenderProfile, seconds: int) -> str:
+    """The render price of a clip (apps/generations/pricing.py's price_compute, on the shipped data)."""
+    rules = contract.FAMILIES[row["family"]]
+    frames = contract.frames_for_duration(seconds, fps=profile.fps, frame_multiple=rules.frame_multiple)
+    if frames > profile.max_frames:
+        return "-"
+    cost = Decimal(profile.clip_cost(row["family"], num_frames=frames))
+    price = cost * row["credits_per_million_cost"] / 1_000_000
+    return str(int(price.quantize(Decimal(1), rounding=ROUND_HALF_UP)))
+
+
 def cost_table() -> None:
     print(
         f"Cost per tier: a {SECONDS} s {ASPECT} clip; cost = steps x latent tokens "
@@ -67,7 +83,7 @@ def cost_table() -> None:
     )
     header = (
         f"{'route':<16} {'tier':<10} {'size':>11} {'frames':>6} {'steps':>5} {'tokens':>8} {'cost':>11} "
-        f"{'vs STD':>7}  speed-ups"
+        f"{'vs STD':>7} {'5s cr':>5} {'8s cr':>5}  speed-ups"
     )
     print(header)
     print("-" * len(header))
@@ -79,7 +95,8 @@ def cost_table() -> None:
         for tier, profile in profiles.items():
             width, height, frames = job_size(row, profile)
             tokens = contract.latent_tokens(row["family"], width=width, height=height, num_frames=frames)
-            costs[tier] = (width, height, frames, profile.steps, tokens, profile.steps * tokens)
+            steps = f"{profile.steps}+{profile.refine_steps}" if profile.refine_steps else str(profile.steps)
+            costs[tier] = (width, height, frames, steps, tokens, profile.all_steps * tokens)
         standard = costs[contract.TIER_STANDARD][5]
         for tier, (width, height, frames, steps, tokens, cost) in costs.items():
             spec = contract.route_for_tier(route_spec(row), profiles[tier])
@@ -98,7 +115,8 @@ def cost_table() -> None:
             label = tier if tier in row["quality_tiers"] else f"[{tier}]"
             print(
                 f"{row['name']:<16} {label:<10} {f'{width}x{height}':>11} {frames:>6} {steps:>5} {tokens:>8} "
-                f"{cost:>11,} {cost / standard:>6.2f}x  {', '.join(applied) or '-'}"
+                f"{cost:>11,} {cost / standard:>6.2f}x {render_credits(row, profiles[tier], 5):>5} "
+                f"{render_credits(row, profiles[tier], 8):>5}  {', '.join(applied) or '-'}"
             )
 
 
@@ -151,7 +169,8 @@ def tiny_timings(jobs: int) -> None:
             cold, warm = timings[0], timings[1:] or timings[:1]
             totals = [t["total"] for t in warm]
             print(
-                f"{tier:<10} {f'{width}x{height}':>9} {frames:>6} {profile.steps:>5} {cold['total']:>7.2f} "
+                f"{tier:<10} {f'{width}x{height}':>9} {frames:>6} {profile.all_steps:>5} "
+                f"{cold['total']:>7.2f} "
                 f"{f'{median(totals):.2f} / {min(totals):.2f}':>21} "
                 f"{median(t['denoise'] for t in warm):>9.3f} "
                 f"{median(t['seconds_per_step'] for t in warm):>7.3f}"

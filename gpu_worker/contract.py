@@ -200,15 +200,18 @@ FAMILY_LTX = "ltx"  # LTX-Video (LTXConditionPipeline)
 @dataclass(frozen=True)
 class FamilyRules:
     """What a family can render: width and height are multiples of `size_multiple` (VAE x patch size);
-    `num_frames` is `frame_multiple * k + 1` (the VAE's temporal compression)."""
+    `num_frames` is `frame_multiple * k + 1` (the VAE's temporal compression). `refines`: the family runs
+    a render profile's refine pass (`RenderProfile.refine_steps`; LTX refines in its own two-stage flow
+    instead, when its folder holds the latent upsampler)."""
 
     size_multiple: int
     frame_multiple: int
+    refines: bool = False
 
 
 FAMILIES: dict[str, FamilyRules] = {
-    FAMILY_TINY_WAN: FamilyRules(size_multiple=16, frame_multiple=4),
-    FAMILY_WAN22: FamilyRules(size_multiple=32, frame_multiple=4),
+    FAMILY_TINY_WAN: FamilyRules(size_multiple=16, frame_multiple=4, refines=True),
+    FAMILY_WAN22: FamilyRules(size_multiple=32, frame_multiple=4, refines=True),
     FAMILY_LTX: FamilyRules(size_multiple=32, frame_multiple=8),
 }
 
@@ -592,6 +595,9 @@ class RouteSpec:
     speed_profile: dict[str, Any] = field(default_factory=dict)
     scheduler: dict[str, Any] = field(default_factory=dict)
     lora_stacking: bool = True
+    # Added without a version bump (an older worker ignores them and renders without the refine pass):
+    refine_steps: int = 0
+    refine_strength: float = 0.0
 
     def __post_init__(self) -> None:
         _require(isinstance(self.name, str) and bool(self.name), "route.name must be a non-empty string")
@@ -619,6 +625,10 @@ class RouteSpec:
         except ContractError as exc:
             raise ContractError(f"route.{exc}") from None
         _require(isinstance(self.lora_stacking, bool), "route.lora_stacking must be a boolean")
+        try:
+            _check_refine(self.refine_steps, self.refine_strength, self.family)
+        except ContractError as exc:
+            raise ContractError(f"route.{exc}") from None
 
     @property
     def takes_lora(self) -> bool:
@@ -664,11 +674,33 @@ _RENDER_PROFILE_FIELDS = (
     "scheduler",
     "speed_profile",
     "watermark",
+    "refine_steps",
+    "refine_strength",
 )
 # A visible mark burnt into the frames (GenerationJob.watermark): on by default for DRAFT only, the preview
 # a user may share before paying for the final; a route's render profile may turn it on or off per tier.
 WATERMARK_DEFAULT_TIERS: frozenset[str] = frozenset({TIER_DRAFT})
 MAX_WATERMARK_CHARS = 40
+MAX_REFINE_STEPS = 50
+
+
+def _check_refine(steps: Any, strength: Any, family: str) -> None:
+    """ContractError unless (`steps`, `strength`) is no refine pass (0, any) or one the family runs."""
+    _require(
+        _is_int(steps) and 0 <= steps <= MAX_REFINE_STEPS,
+        f"refine_steps must be an integer from 0 to {MAX_REFINE_STEPS}, got {steps!r}",
+    )
+    if steps:
+        _require(
+            _is_number(strength) and 0 < strength < 1,
+            f"refine_strength must be above 0 and below 1 (the share of the noise the refine pass "
+            f"starts from), got {strength!r}",
+        )
+        _require(
+            FAMILIES[family].refines,
+            f"{family} has no refine pass (LTX refines in its two-stage flow when its folder holds "
+            "latent_upsampler/): set refine_steps to 0",
+        )
 
 
 def latent_tokens(family: str, *, width: int, height: int, num_frames: int) -> int:
@@ -684,9 +716,12 @@ class RenderProfile:
     """How a route renders one tier: the size its jobs are made at (`width` x `height`, the landscape
     form; `output_size` turns it per aspect ratio), `fps`, the longest clip (`max_frames`, within what the
     model was trained on), denoising `steps` and `guidance`, a `scheduler` override (`check_scheduler`,
-    e.g. `{"class": "UniPCMultistepScheduler", "config": {"flow_shift": 5.0}}`; empty: the route's) and the
-    speed-ups (`speed_profile`, a `SpeedProfile`'s JSON form; None: the route's), and whether its videos
-    carry a visible mark (`watermark`; None: the tier's default, `watermark_for`)."""
+    e.g. `{"class": "UniPCMultistepScheduler", "config": {"flow_shift": 5.0}}`; empty: the route's), the
+    speed-ups (`speed_profile`, a `SpeedProfile`'s JSON form; None: the route's), a refine pass
+    (CINEMA's): `refine_steps` more steps with the same model at the same size over the first pass's
+    latents, re-noised to `refine_strength` of the noise (a second low-noise pass, as img2img runs the
+    tail of the schedule; 0: none), and whether its videos carry a visible mark (`watermark`; None: the
+    tier's default, `watermark_for`)."""
 
     width: int
     height: int
@@ -697,6 +732,8 @@ class RenderProfile:
     scheduler: dict[str, Any] = field(default_factory=dict)
     speed_profile: dict[str, Any] | None = None
     watermark: bool | None = None
+    refine_steps: int = 0
+    refine_strength: float = 0.0
 
     def __post_init__(self) -> None:
         _require(
@@ -716,6 +753,17 @@ class RenderProfile:
             except ValueError as exc:
                 raise ContractError(f"speed_profile: {exc}") from None
             object.__setattr__(self, "speed_profile", profile.to_dict())
+        _require(
+            _is_int(self.refine_steps) and 0 <= self.refine_steps <= MAX_REFINE_STEPS,
+            f"refine_steps must be an integer from 0 to {MAX_REFINE_STEPS}, got {self.refine_steps!r}",
+        )
+        _require(_is_number(self.refine_strength), "refine_strength must be a number")
+        object.__setattr__(self, "refine_strength", float(self.refine_strength))
+
+    @property
+    def all_steps(self) -> int:
+        """The denoising steps of a job: the first pass's and the refine pass's."""
+        return self.steps + self.refine_steps
 
     def check_for(self, family: str, *, native_width: int, native_height: int, native_frames: int) -> None:
         """ContractError unless the family can render this profile within its route's trained range:
@@ -739,16 +787,24 @@ class RenderProfile:
             self.max_frames <= native_frames * MAX_FRAME_FACTOR,
             f"max_frames {self.max_frames} is beyond the model's range ({native_frames} frames native)",
         )
+        _check_refine(self.refine_steps, self.refine_strength, family)
 
     def cost(self, family: str) -> int:
         """Steps x latent tokens of the longest clip at this size: what a tier costs, relatively."""
-        return self.steps * latent_tokens(
+        return self.all_steps * latent_tokens(
             family, width=self.width, height=self.height, num_frames=self.max_frames
+        )
+
+    def clip_cost(self, family: str, *, num_frames: int) -> int:
+        """Steps x latent tokens of a clip of `num_frames` at this profile's size: what the backend prices
+        (apps/generations/pricing.py) and the ETA scales with."""
+        return self.all_steps * latent_tokens(
+            family, width=self.width, height=self.height, num_frames=num_frames
         )
 
     def unit_cost(self, family: str) -> int:
         """Steps x latent tokens per latent frame: comparable across tiers of equal clip lengths."""
-        return self.steps * latent_tokens(family, width=self.width, height=self.height, num_frames=1)
+        return self.all_steps * latent_tokens(family, width=self.width, height=self.height, num_frames=1)
 
     @classmethod
     def from_dict(cls, data: Any) -> RenderProfile:
@@ -773,13 +829,16 @@ class RenderProfile:
 
 
 def route_for_tier(route: RouteSpec, profile: RenderProfile) -> RouteSpec:
-    """The route as a job renders it at a tier: the profile's steps, guidance and fps, its scheduler and
-    speed profile where it names them. The native size and frames stay (they bound what jobs may ask)."""
+    """The route as a job renders it at a tier: the profile's steps, guidance, fps and refine pass, its
+    scheduler and speed profile where it names them. The native size and frames stay (they bound what
+    jobs may ask)."""
     return dataclasses.replace(
         route,
         fps=profile.fps,
         steps=profile.steps,
         guidance=profile.guidance,
+        refine_steps=profile.refine_steps,
+        refine_strength=profile.refine_strength if profile.refine_steps else 0.0,
         scheduler=dict(profile.scheduler) if profile.scheduler else dict(route.scheduler),
         speed_profile=dict(profile.speed_profile)
         if profile.speed_profile is not None
@@ -1014,13 +1073,16 @@ class JobEvent:
     `seconds_per_step` (for ETAs per route: `denoise` over the route's steps), and, when the route has
     a speed profile, `speed_profile`: not seconds but what was applied (gpu_worker/speedups.py
     `apply_speedups`); and `render` (from version 2): what the job rendered with (`tier`, `width`,
-    `height`, `num_frames`, `fps`, `steps`, `guidance`, `scheduler`, `latent_tokens` and `cost` = steps x
-    latent tokens). An LTX job says which flow ran in `ltx_flow` ("one-stage" or "two-stage"), and a
+    `height`, `num_frames`, `fps`, `steps`, `refine_steps`, `refine_strength`, `guidance`, `scheduler`,
+    `latent_tokens` and `cost` = all steps x latent tokens). A job with a refine pass (the tier's
+    `refine_steps`, gpu_worker/pipelines/refine.py) has its seconds in `denoise_refine` (part of
+    `denoise`). An LTX job says which flow ran in `ltx_flow` ("one-stage" or "two-stage"), and a
     two-stage one the seconds of the parts of its `denoise`: `denoise_low_res`, `upsample` and
     `denoise_refine` (gpu_worker/pipelines/ltx.py). A
     `failed` event carries `reason_code` (one of REASON_CODES), `retryable` and a `message` safe to show.
-    A non-terminal event with a `reason_code` announces a retry: QUALITY_FAILED (a new seed, same run)
-    or a retryable code (the job runs again). A cancel is reported as `failed` with reason CANCELED.
+    A non-terminal event with a `reason_code` announces a retry: QUALITY_FAILED (a new seed, same run;
+    the event's `seed` is the new one) or a retryable code (the job runs again). A cancel is reported
+    as `failed` with reason CANCELED.
 
     `job_type` says which job the event is about: JOB_TYPE_GENERATION (job_id: the generation) or
     JOB_TYPE_TRAINING (job_id: the character; see `TrainingJob` for its stages and outputs). Progress
@@ -1049,6 +1111,9 @@ class JobEvent:
     # Added without a version bump: the image moderation verdicts of a generation (see ModerationSpec);
     # empty when none was asked. Readers that predate it ignore it.
     moderation: dict[str, Any] = field(default_factory=dict)
+    # Added without a version bump (readers that predate it ignore it): the seed a QUALITY_FAILED retry
+    # renders with, on the event that announces it, so the backend shows it while the retry runs.
+    seed: int | None = None
 
     KINDS = ("progress", "stage", "completed", "failed")
 
@@ -1075,6 +1140,8 @@ class JobEvent:
             key in ("input", "output") and isinstance(value, dict) for key, value in self.moderation.items()
         ):
             raise ContractError('moderation must be a mapping of "input" and "output" verdicts')
+        if self.seed is not None and not (_is_int(self.seed) and 0 <= self.seed < 2**63):
+            raise ContractError("seed must be None or an integer from 0 to 2**63 - 1")
 
     @property
     def is_terminal(self) -> bool:

@@ -524,6 +524,7 @@ class Runner:
                 STAGE_QUALITY_CHECK,
                 reason_code=QUALITY_FAILED,
                 message=f"{report.message}; retrying with a new seed",
+                seed=seed,
             )
 
         # 6b. Moderate the output; a flagged one is still uploaded, for staff to review (the backend
@@ -567,7 +568,8 @@ class Runner:
             "has_sound": sound_path is not None,
         }
         return run.completed(
-            seconds_per_step=run.timings["denoise"] / (job.route.steps * quality_attempt),
+            seconds_per_step=run.timings["denoise"]
+            / ((job.route.steps + job.route.refine_steps) * quality_attempt),
             outputs=outputs,
             moderation=verdicts,
         )
@@ -865,7 +867,8 @@ def _model_key(route: RouteSpec) -> tuple[str, str, str]:
 
 def render_settings(job: GenerationJob) -> dict[str, Any]:
     """What a job renders with, recorded in its timings (`render`): its tier (None: a version-1 job, the
-    route's own settings), size, steps, guidance and the cost (steps x latent tokens)."""
+    route's own settings), size, steps (and the refine pass's), guidance and the cost (all steps x latent
+    tokens)."""
     route = job.route
     tokens = latent_tokens(route.family, width=job.width, height=job.height, num_frames=job.num_frames)
     return {
@@ -875,10 +878,12 @@ def render_settings(job: GenerationJob) -> dict[str, Any]:
         "num_frames": job.num_frames,
         "fps": job.fps,
         "steps": route.steps,
+        "refine_steps": route.refine_steps,
+        "refine_strength": route.refine_strength,
         "guidance": route.guidance,
         "scheduler": route.scheduler.get("class") if route.scheduler else None,
         "latent_tokens": tokens,
-        "cost": route.steps * tokens,
+        "cost": (route.steps + route.refine_steps) * tokens,
     }
 
 

@@ -17,7 +17,7 @@ from apps.core.errors import DomainError
 from apps.storage.backends import get_storage
 from apps.trends.models import QualityTier
 
-from . import charts, services
+from . import charts, pricing, services
 from .models import CostReport, Generation, GenerationReview, GenerationStatus, Lane, ModelRoute, PriceRule
 from .review import generation_review_approve, generation_review_reject
 from .selectors import route_costs_by_day
@@ -52,6 +52,7 @@ class ModelRouteForm(forms.ModelForm):
             "scheduler",
             "quality_tiers",
             "lanes",
+            "credits_per_million_cost",
             "cost_per_second",
             "seconds_per_step",
             "overhead_seconds",
@@ -76,7 +77,7 @@ class ModelRouteAdmin(admin.ModelAdmin):
     list_filter = ("enabled", "family", "device")
     list_editable = ("enabled",)
     search_fields = ("name", "checkpoint", "description")
-    readonly_fields = ("timing_samples", "created_at", "updated_at")
+    readonly_fields = ("timing_samples", "tier_prices", "created_at", "updated_at")
     fieldsets = (
         (None, {"fields": ("name", "description", "enabled", "fallback")}),
         (
@@ -96,6 +97,7 @@ class ModelRouteAdmin(admin.ModelAdmin):
         ("GPU speed-ups", {"fields": ("speed_profile",)}),
         ("Quality tiers", {"fields": ("render_profiles",)}),
         ("Who it serves", {"fields": ("quality_tiers", "lanes")}),
+        ("Price", {"fields": ("credits_per_million_cost", "tier_prices")}),
         (
             "Cost and timing",
             {
@@ -110,6 +112,19 @@ class ModelRouteAdmin(admin.ModelAdmin):
         ),
         ("History", {"fields": ("created_at", "updated_at")}),
     )
+
+    @admin.display(description="Render price per tier (5 s, before trend minimums and rules)")
+    def tier_prices(self, route: ModelRoute) -> str:
+        if route.pk is None:
+            return "-"
+        try:
+            return ", ".join(
+                f"{tier}: {pricing.price_compute(route=route, quality=tier, duration_seconds=5)} credits "
+                f"({pricing.clip_cost(route=route, quality=tier, duration_seconds=5):,} step-tokens)"
+                for tier in route.quality_tiers
+            )
+        except ValueError as exc:  # a render profile admin is about to refuse
+            return f"- ({exc})"
 
     @admin.display(description="Native size")
     def native_size(self, route: ModelRoute) -> str:

@@ -202,7 +202,7 @@ def generation_deliver(generation: Generation, *, outputs: dict, timings: dict) 
     generation.poster_width = poster.get("width")
     generation.poster_height = poster.get("height")
     seed = outputs.get("seed")
-    generation.seed_used = seed if isinstance(seed, int) and not isinstance(seed, bool) else None
+    generation.seed_used = seed if _is_seed(seed) else None
     generation.timings = timings
 
 
@@ -228,6 +228,10 @@ def moderation_audit(generation: Generation, event: contract.JobEvent) -> None:
             scores=verdict.get("scores") or {},
             detail=f"model {verdict.get('model', '')}, attempt {event.attempt}",
         )
+
+
+def _is_seed(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 # --- The kind -------------------------------------------------------------------------------------
@@ -326,6 +330,9 @@ class GenerationJobs(JobKind):
         if generation.status == GenerationStatus.QUEUED:
             generation.status = GenerationStatus.RUNNING
             generation.started_at = generation.started_at or timezone.now()
+            generation.seed_used = None  # a new attempt renders with the generation's seed again
+        if _is_seed(event.seed):  # a quality-gate retry's new seed: the app sees it while it renders
+            generation.seed_used = event.seed
         if event.stage:
             generation.stage = event.stage
         generation.progress = min(max(float(event.progress), 0.0), 1.0)

@@ -3,8 +3,8 @@
 - `ModelRoute`: a named way to make a video (pipeline family, checkpoint folder under MODEL_ROOT, native
   size, fps, frames, steps, ...), with measured timings (for ETAs) and a fallback route. Staff edit it in
   admin; the GPU workers get the resolved route inside each job (gpu_worker.contract.RouteSpec).
-- `PriceRule`: adjusts the trend's per-tier price for a route, a quality tier and a duration
-  (apps/generations/pricing.py has the exact rule).
+- `PriceRule`: adjusts the price (the render's cost at the route's price per unit, at least the trend's
+  price for the tier) for a route, a quality tier and a duration (apps/generations/pricing.py).
 - `Generation`: one request of one user, from QUEUED to SUCCEEDED, FAILED or CANCELED.
 """
 
@@ -140,6 +140,16 @@ class ModelRoute(BaseModel):
         help_text="What one hour of the GPU this route runs on costs, in US dollars (the cost per output "
         "minute report: GPU seconds of each job times this rate).",
     )
+    credits_per_million_cost = models.DecimalField(
+        max_digits=12,
+        decimal_places=4,
+        default=Decimal("0"),
+        validators=[MinValueValidator(Decimal("0"))],
+        help_text="The price of a render: credits per million units of cost, a unit being one denoising "
+        "step over one latent token (steps x latent tokens of the clip at the tier's render profile). "
+        "The trend's price for the tier is the minimum; price rules adjust the result "
+        "(apps/generations/pricing.py). 0: the trend's price alone.",
+    )
     seconds_per_step = models.FloatField(
         default=1.0, validators=[MinValueValidator(0.0)], help_text="Measured, at the native size."
     )
@@ -175,10 +185,13 @@ class ModelRoute(BaseModel):
         blank=True,
         help_text="How each quality tier renders (gpu_worker.contract.RenderProfile), by tier: "
         '{"DRAFT": {"width": 640, "height": 352, "fps": 24, "max_frames": 121, "steps": 20, "guidance": 5.0, '
-        '"scheduler": {...}, "speed_profile": {...}, "watermark": true}, ...}. DRAFT must cost less than '
-        "STANDARD (steps x latent tokens), CINEMA at least as much and without a step cache. A tier left out "
-        "gets a default from the native settings (DRAFT: half the size and steps; CINEMA: 1.5x the steps, no "
-        "cache). watermark: a visible mark (GENERATIONS_WATERMARK_TEXT) in a corner of the tier's videos; "
+        '"scheduler": {...}, "speed_profile": {...}, "refine_steps": 0, "refine_strength": 0.5, '
+        '"watermark": true}, ...}. '
+        "refine_steps: a second, low-noise pass of that many steps over the first pass's latents (Wan "
+        "families; refine_strength: the share of the schedule it runs). DRAFT must cost less than STANDARD "
+        "(all steps x latent tokens), CINEMA at least as much and without a step cache. A tier left out "
+        "gets a default from the native settings (DRAFT: half the size and steps; CINEMA: 1.5x the steps, "
+        "no cache). watermark: a visible mark (GENERATIONS_WATERMARK_TEXT) in a corner of the tier's videos; "
         "left out, DRAFT has it and the paid tiers do not.",
     )
     enabled = models.BooleanField(default=True)
@@ -374,7 +387,8 @@ def default_render_profile(route: ModelRoute, tier: str) -> contract.RenderProfi
 
 
 class PriceRule(BaseModel):
-    """An adjustment of the trend's price for a route, a quality tier and a duration. Empty matches any.
+    """An adjustment of the base price (the render's cost in credits, at least the trend's price) for a
+    route, a quality tier and a duration. Empty matches any.
 
     For one generation the most specific enabled rule that matches applies (route counts most, then the
     tier, then the duration); no rule means the base price. See apps/generations/pricing.py.

@@ -373,7 +373,7 @@ def _tier_rank(quality: str) -> int:
 
 def _resolve_final(*, user, draft_id, quality: str) -> tuple[Resolved, dict, Generation]:
     """A final of the caller's succeeded DRAFT at `quality`: the same inputs, seed (the one the worker
-    used), shot plan and route (so the same model family), sized and priced for the final tier."""
+    used), shot plan, sound and route (so the same model family), sized and priced for the final tier."""
     if quality not in QualityTier.values:
         raise ValidationFailed(f"Choose a quality: one of {', '.join(QualityTier.values)}.", field="quality")
     draft = generation_get_for_user(user=user, generation_id=draft_id)
@@ -432,6 +432,8 @@ def _resolve_final(*, user, draft_id, quality: str) -> tuple[Resolved, dict, Gen
         height=height,
         num_frames=num_frames,
         credits=credits,
+        # The draft's sound (or its silence): the trend's sound now, as a replaced one's file is deleted
+        sound_key=draft.trend.sound_key if draft.sound_key and draft.trend is not None else "",
     )
     return resolved, dict(draft.plan or {}), draft
 

@@ -168,6 +168,37 @@ def job_fits(
     )
 
 
+def route_longest_seconds(route: ModelRoute) -> float:
+    """The longest clip, in seconds, `route` renders at every tier it offers (its render profiles'
+    `max_frames`, within what the model was trained on, at the tier's fps)."""
+    limit = route.frames * contract.MAX_FRAME_FACTOR
+    return min(
+        (min(route.profile(tier).max_frames, limit) - 1) / route.profile(tier).fps
+        for tier in route.quality_tiers or QualityTier.values
+    )
+
+
+def route_durations_beyond(name: str, durations) -> tuple[list[int], float]:
+    """Of `durations` (seconds), those the route named `name` cannot render at some tier it offers, and
+    the longest clip it renders; ([], 0) for an unknown route (which is a problem of its own).
+    apps.trends asks it before a trend offering those lengths on that route goes live."""
+    route = ModelRoute.objects.filter(name=name).first()
+    if route is None:
+        return [], 0.0
+    beyond = [
+        seconds
+        for seconds in durations
+        if any(
+            contract.frames_for_duration(
+                seconds, fps=route.profile(tier).fps, frame_multiple=route.rules.frame_multiple
+            )
+            > min(route.profile(tier).max_frames, route.frames * contract.MAX_FRAME_FACTOR)
+            for tier in route.quality_tiers
+        )
+    ]
+    return beyond, route_longest_seconds(route)
+
+
 def size_factor(route: ModelRoute, *, width: int, height: int, num_frames: int) -> float:
     """How much more work a job is than the route's native clip (pixels x frames)."""
     native = route.width * route.height * route.frames
@@ -178,9 +209,9 @@ def run_seconds(
     route: ModelRoute, *, width: int, height: int, num_frames: int, quality: str | None = None
 ) -> float:
     """Expected seconds from the start of a job to its completion on `route`, with the steps of the
-    tier's render profile (the route's own steps without a tier)."""
+    tier's render profile, its refine pass's included (the route's own steps without a tier)."""
     factor = size_factor(route, width=width, height=height, num_frames=num_frames)
-    steps = route.profile(quality).steps if quality else route.steps
+    steps = route.profile(quality).all_steps if quality else route.steps
     return steps * route.seconds_per_step * factor + route.overhead_seconds
 
 

@@ -75,6 +75,14 @@ def generations_to_continue_exist(*, user) -> bool:
     )
 
 
+def generation_sound_in_use(key: str) -> bool:
+    """Whether a video being made (queued or running) reads this stored sound (apps.trends asks before
+    it deletes a trend's replaced sound)."""
+    return Generation.objects.filter(
+        sound_key=key, status__in=[GenerationStatus.QUEUED, GenerationStatus.RUNNING]
+    ).exists()
+
+
 # --- Queue position and ETA -------------------------------------------------------------------------
 
 

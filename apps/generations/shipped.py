@@ -37,13 +37,25 @@ SHIPPED_ROUTES: tuple[dict, ...] = (
         "quality_tiers": ["DRAFT", "STANDARD", "CINEMA"],
         "lanes": ["INSTANT", "ECONOMY"],
         "cost_per_second": Decimal("0"),
+        # A 5 s STANDARD clip (704 step-tokens) at 4 credits, DRAFT 1, CINEMA 8, 8 s STANDARD 6.
+        "credits_per_million_cost": Decimal("5700"),
         "seconds_per_step": 0.05,
         "overhead_seconds": 1.0,
-        # DRAFT a quarter of the pixels and half the steps; CINEMA twice the steps (8 fps throughout).
+        # DRAFT a quarter of the pixels and half the steps; CINEMA twice the steps and a refine pass of 4
+        # more over the first pass's latents (half the schedule's tail; 8 fps throughout).
         "render_profiles": {
             "DRAFT": {"width": 32, "height": 32, "fps": 8, "max_frames": 81, "steps": 2, "guidance": 5.0},
             "STANDARD": {"width": 64, "height": 64, "fps": 8, "max_frames": 81, "steps": 4, "guidance": 5.0},
-            "CINEMA": {"width": 64, "height": 64, "fps": 8, "max_frames": 81, "steps": 8, "guidance": 5.0},
+            "CINEMA": {
+                "width": 64,
+                "height": 64,
+                "fps": 8,
+                "max_frames": 81,
+                "steps": 8,
+                "guidance": 5.0,
+                "refine_steps": 4,
+                "refine_strength": 0.5,
+            },
         },
         "enabled": True,
         "fallback": None,
@@ -69,6 +81,8 @@ SHIPPED_ROUTES: tuple[dict, ...] = (
         "quality_tiers": ["DRAFT", "STANDARD"],
         "lanes": ["INSTANT", "ECONOMY"],
         "cost_per_second": Decimal("0.0100"),
+        # A 5 s STANDARD clip (107,008 step-tokens) at 4 credits, DRAFT (768x448) 2, 10 s 8.
+        "credits_per_million_cost": Decimal("40"),
         "seconds_per_step": 0.5,
         "overhead_seconds": 8.0,
         # The distilled recipe is 8 given timesteps at guidance 1.0 at every size (the worker refuses
@@ -112,6 +126,8 @@ SHIPPED_ROUTES: tuple[dict, ...] = (
         "quality_tiers": ["DRAFT", "STANDARD", "CINEMA"],
         "lanes": ["INSTANT", "ECONOMY"],
         "cost_per_second": Decimal("0.0500"),
+        # A 5 s STANDARD clip (1,364,000 step-tokens) at 4 credits, CINEMA (70 steps) 6, DRAFT 0.4.
+        "credits_per_million_cost": Decimal("3"),
         "seconds_per_step": 4.0,
         "overhead_seconds": 20.0,
         # Measured on an H200 at 1280x704x121 (bench/gpu_real.py): compiled blocks 1.29x per step (about

@@ -428,11 +428,15 @@ class TrendAdmin(admin.ModelAdmin):
         services.trend_save(trend=obj, actor=request.user.get_username())
 
     def delete_model(self, request, obj) -> None:
+        sound_key = obj.sound_key
         super().delete_model(request, obj)
+        services.trend_sounds_release_on_commit([sound_key])
         services.feed_changed()
 
     def delete_queryset(self, request, queryset) -> None:
+        sound_keys = list(queryset.values_list("sound_key", flat=True))
         super().delete_queryset(request, queryset)
+        services.trend_sounds_release_on_commit(sound_keys)
         services.feed_changed()
 
     def _each(self, request, queryset, action, done: str) -> None:

@@ -6,6 +6,7 @@ and the shared home screen is invalidated after the transaction commits.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Iterable
 
@@ -16,7 +17,9 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from apps.core.actors import actor_send
 from apps.core.errors import NotFound, ValidationFailed
+from apps.storage.backends import get_storage
 
 from .cache import screen_cache_invalidate_on_commit
 from .media import media_exists
@@ -34,6 +37,47 @@ _model_route_names: Callable[[], set[str]] | None = None
 def model_route_names_source_set(source: Callable[[], set[str]]) -> None:
     global _model_route_names
     _model_route_names = source
+
+
+# Whether a video being made still reads a stored sound is the generations app's to say too (a generation
+# keeps the sound key it was created with): handed over the same way.
+_sound_in_use: Callable[[str], bool] | None = None
+
+SOUND_DELETE_ACTOR = "trends_sound_delete"  # tasks.py
+
+# And which clip lengths a route renders: (the durations it cannot, its longest clip in seconds).
+_durations_beyond: Callable[[str, list[int]], tuple[list[int], float]] | None = None
+
+
+def route_durations_source_set(source: Callable[[str, list[int]], tuple[list[int], float]]) -> None:
+    global _durations_beyond
+    _durations_beyond = source
+
+
+def sound_in_use_source_set(source: Callable[[str], bool]) -> None:
+    global _sound_in_use
+    _sound_in_use = source
+
+
+def trend_sounds_release_on_commit(keys: Iterable[str]) -> None:
+    """After the commit, has each of these stored sounds (a trend's normalized AAC, the only file kept of
+    an upload) deleted once nothing uses it any more (`trend_sound_delete_unused`)."""
+    for key in sorted({key for key in keys if key}):
+        transaction.on_commit(functools.partial(actor_send, SOUND_DELETE_ACTOR, key))
+
+
+def trend_sound_delete_unused(*, key: str) -> str:
+    """Deletes a stored trend sound that no trend uses: "deleted"; "used" when a trend still does (a demo
+    sound several trends share, or one set back) and it stays; "busy" when a video being made still
+    reads it (try again later: such a video finishes or expires within GENERATIONS_QUEUE_MAX_WAIT)."""
+    if Trend.objects.filter(sound_key=key).exists():
+        return "used"
+    if _sound_in_use is None:
+        raise ImproperlyConfigured("no app told apps.trends which sounds videos read (apps.generations does)")
+    if _sound_in_use(key):
+        return "busy"
+    get_storage().delete(key)
+    return "deleted"
 
 
 def known_model_routes() -> set[str]:
@@ -60,6 +104,14 @@ def trend_publish_problems(*, trend: Trend) -> list[str]:
             + ", ".join(sorted(known_model_routes()))
             + "."
         )
+    elif _durations_beyond is not None and isinstance(trend.durations, list):
+        beyond, longest = _durations_beyond(trend.preferred_model_route, list(trend.durations))
+        if beyond:
+            problems.append(
+                f"The model route {trend.preferred_model_route} renders clips up to {longest:g} s (what its "
+                f"model was trained on): remove {' and '.join(f'{s} s' for s in beyond)} from the durations, "
+                "or choose a route that renders them."
+            )
     return problems
 
 
@@ -87,11 +139,10 @@ def _check_publishable(trend: Trend) -> None:
 def trend_save(*, trend: Trend, actor: str) -> Trend:
     """Creates or updates a trend as a curator edited it. Going live or scheduled must pass the checks."""
     now = timezone.now()
-    previous_status = (
-        None
-        if trend._state.adding
-        else Trend.objects.select_for_update().filter(pk=trend.pk).values_list("status", flat=True).first()
-    )
+    previous = None
+    if not trend._state.adding:
+        previous = Trend.objects.select_for_update().filter(pk=trend.pk).values_list("status", "sound_key")
+    previous_status, previous_sound = (previous.first() if previous is not None else None) or (None, "")
     _full_clean(trend)
     if trend.status in (TrendStatus.LIVE, TrendStatus.SCHEDULED):
         _check_publishable(trend)
@@ -102,6 +153,8 @@ def trend_save(*, trend: Trend, actor: str) -> Trend:
     if trend.status == TrendStatus.RETIRED and previous_status != TrendStatus.RETIRED:
         trend.retired_at = now
     trend.save()
+    if previous_sound and previous_sound != trend.sound_key:  # replaced or removed: its file goes
+        trend_sounds_release_on_commit([previous_sound])
     if trend.status != previous_status:
         action = {
             TrendStatus.LIVE: ChangeAction.PUBLISHED,

@@ -16,6 +16,7 @@ from asgiref.sync import sync_to_async
 from strawberry import Info, relay
 from strawberry.dataloader import DataLoader
 
+from apps.generations.pricing import trend_card_prices
 from apps.trends import models, selectors
 from apps.trends.media import media_url
 from apps.trends.screen import CategoryEntry, SectionEntry
@@ -96,6 +97,20 @@ def _favorites_loader(info: Info) -> DataLoader:
     return loader
 
 
+def _prices_loader(info: Info) -> DataLoader:
+    """One batch per request for the trend cards' prices (apps/generations/pricing.py: the routes and the
+    price rules read once)."""
+    loader = getattr(info.context, "trends_prices_loader", None)
+    if loader is None:
+
+        async def load(trends: list[models.Trend]) -> list[dict[str, int]]:
+            return await sync_to_async(trend_card_prices)(trends)
+
+        loader = DataLoader(load_fn=load, cache_key_fn=lambda trend: trend.pk)
+        info.context.trends_prices_loader = loader
+    return loader
+
+
 @strawberry.type(
     name="Trend", description="A video preset on the home screen: pick it, add yourself, get a video."
 )
@@ -163,13 +178,17 @@ class TrendType(relay.Node):
     def default_quality(self, root: strawberry.Parent[models.Trend]) -> QualityTier:
         return QualityTier(root.default_quality)
 
-    @strawberry.field(description="Credits per video at each quality tier.")
-    def prices(self, root: strawberry.Parent[models.Trend]) -> list[TrendPrice]:
-        return [TrendPrice(quality=tier, credits=root.price_for(tier.value)) for tier in QualityTier]
+    @strawberry.field(
+        description="Credits per video at each quality tier, at the default length and speed (what "
+        "generationQuote says for the trend's defaults)."
+    )
+    async def prices(self, root: strawberry.Parent[models.Trend], info: Info) -> list[TrendPrice]:
+        prices = await _prices_loader(info).load(root)
+        return [TrendPrice(quality=tier, credits=prices[tier.value]) for tier in QualityTier]
 
-    @strawberry.field(description="Credits per video at the default quality tier.")
-    def price_credits(self, root: strawberry.Parent[models.Trend]) -> int:
-        return root.price_for(root.default_quality)
+    @strawberry.field(description="Credits per video at the default quality tier, length and speed.")
+    async def price_credits(self, root: strawberry.Parent[models.Trend], info: Info) -> int:
+        return (await _prices_loader(info).load(root))[root.default_quality]
 
     @strawberry.field
     def cinematic(self, root: strawberry.Parent[models.Trend]) -> CinematicDefaults:

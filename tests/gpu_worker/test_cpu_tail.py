@@ -16,6 +16,7 @@ import numpy as np
 from gpu_worker import quality, video
 from gpu_worker.contract import CANCELED, INTERNAL, QUALITY_FAILED, STAGE_DENOISING, STAGE_UPLOADING
 from gpu_worker.execution import GPU_FAULT_MESSAGE
+from gpu_worker.runner import next_seed
 from gpu_worker.storage import LocalStorage
 from tests.fixtures.gpu import make_job
 
@@ -158,7 +159,8 @@ def test_a_quality_retry_renders_again_on_the_gpu_from_the_tail(make_runner, sto
     assert terminal.kind == "completed" and terminal.outputs["seed"] != 21
     assert lock_held_in_gate == [False, False]
     assert lock_held_in_render == [True, True]  # the re-render took the GPU lock again
-    assert [e.reason_code for e in event_log.of(job.job_id)].count(QUALITY_FAILED) == 1
+    (announced,) = [e for e in event_log.of(job.job_id) if e.reason_code == QUALITY_FAILED]
+    assert announced.kind == "stage" and announced.seed == terminal.outputs["seed"] == next_seed(job.seed)
     assert storage.exists(job.video_key)
 
 

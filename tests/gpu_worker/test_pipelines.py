@@ -193,9 +193,19 @@ def test_the_runner_reports_a_missing_model_as_retryable(make_runner, event_log,
     "route",
     [
         wan22_route(checkpoint="wan22-tiny", width=32, height=32, frames=9, steps=2),
+        # CINEMA's refine pass on the checkpoint's own scheduler
+        wan22_route(
+            checkpoint="wan22-tiny",
+            width=32,
+            height=32,
+            frames=9,
+            steps=2,
+            refine_steps=2,
+            refine_strength=0.5,
+        ),
         ltx_route(checkpoint="ltx-tiny", width=32, height=32, frames=9, steps=2, guidance=3.0),
     ],
-    ids=["wan22", "ltx"],
+    ids=["wan22", "wan22-refine", "ltx"],
 )
 @pytest.mark.parametrize("with_image", [False, True], ids=["text", "image"])
 def test_the_loading_code_runs_a_saved_checkpoint_end_to_end(
@@ -215,6 +225,8 @@ def test_the_loading_code_runs_a_saved_checkpoint_end_to_end(
 
     assert terminal.kind == "completed", terminal
     assert decoded_frames(storage.root / job.video_key).shape == (9, 32, 32, 3)
+    assert terminal.timings["render"]["refine_steps"] == route.refine_steps
+    assert ("denoise_refine" in terminal.timings) is bool(route.refine_steps)
     model = next(iter(runner.models.values()))
     if route.family == FAMILY_WAN22:
         assert model.t2v.config.expand_timesteps and model.i2v.config.expand_timesteps

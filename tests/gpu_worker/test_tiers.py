@@ -14,7 +14,9 @@ from gpu_worker.contract import ContractError, GenerationJob, RenderProfile, rou
 from tests.fixtures.gpu import make_job, tiny_route
 
 DRAFT = RenderProfile(width=32, height=32, fps=8, max_frames=33, steps=2, guidance=5.0)
-CINEMA = RenderProfile(width=64, height=64, fps=8, max_frames=33, steps=6, guidance=5.0)
+CINEMA = RenderProfile(
+    width=64, height=64, fps=8, max_frames=33, steps=6, guidance=5.0, refine_steps=3, refine_strength=0.4
+)
 
 
 # --- The contract ---------------------------------------------------------------------------------
@@ -81,6 +83,7 @@ def test_route_for_tier_takes_the_profiles_steps_guidance_scheduler_and_speed_up
         ({"scheduler": {"class": "LCMScheduler"}}, "scheduler.class must be one of"),
         ({"speed_profile": {"cache": "teacache"}}, "speed_profile: cache must be null or one of"),
         ({"turbo": True}, "unknown render profile fields: turbo"),
+        ({"refine_steps": -1}, "refine_steps must be an integer from 0 to 50"),
     ],
 )
 def test_a_bad_render_profile_says_what_is_wrong(fields, match):
@@ -101,6 +104,28 @@ def test_a_profile_must_stay_within_what_the_model_was_trained_on():
         RenderProfile(width=128, height=128, fps=8, max_frames=17, steps=1, guidance=5.0).check_for(
             "tiny-wan", native_width=64, native_height=64, native_frames=17
         )
+    with pytest.raises(ContractError, match="refine_strength must be above 0 and below 1"):
+        RenderProfile(
+            width=64,
+            height=64,
+            fps=8,
+            max_frames=17,
+            steps=4,
+            guidance=5.0,
+            refine_steps=2,
+            refine_strength=1,
+        ).check_for("tiny-wan", native_width=64, native_height=64, native_frames=17)
+    with pytest.raises(ContractError, match="ltx has no refine pass"):
+        RenderProfile(
+            width=64,
+            height=64,
+            fps=8,
+            max_frames=17,
+            steps=4,
+            guidance=1.0,
+            refine_steps=2,
+            refine_strength=0.5,
+        ).check_for("ltx", native_width=64, native_height=64, native_frames=17)
     with pytest.raises(ContractError, match="max_frames 41 is beyond"):
         RenderProfile(width=64, height=64, fps=8, max_frames=41, steps=1, guidance=5.0).check_for(
             "tiny-wan", native_width=64, native_height=64, native_frames=17
@@ -111,7 +136,7 @@ def test_cost_is_steps_times_latent_tokens():
     # tiny-wan: 16 px per token side, 4 frames per latent frame (+1)
     assert contract.latent_tokens("tiny-wan", width=64, height=32, num_frames=9) == 4 * 2 * 3
     assert DRAFT.unit_cost("tiny-wan") == 2 * 2 * 2
-    assert CINEMA.unit_cost("tiny-wan") == 6 * 4 * 4
+    assert CINEMA.unit_cost("tiny-wan") == (6 + 3) * 4 * 4  # the refine pass's steps count
     # Wan 2.2 at 1280x704, 121 frames: 40 x 22 tokens x 31 latent frames
     assert contract.latent_tokens("wan22", width=1280, height=704, num_frames=121) == 40 * 22 * 31
 
@@ -142,22 +167,32 @@ def test_the_worker_renders_each_tier_with_its_profile_and_records_it(runner, ev
         "num_frames": 9,
         "fps": 8,
         "steps": 2,
+        "refine_steps": 0,
+        "refine_strength": 0.0,
         "guidance": 5.0,
         "scheduler": None,
         "latent_tokens": 2 * 2 * 3,
         "cost": 2 * 2 * 2 * 3,
     }
-    assert (rendered["CINEMA"]["steps"], rendered["CINEMA"]["width"], rendered["CINEMA"]["height"]) == (
-        6,
-        64,
-        64,
-    )
-    assert rendered["CINEMA"]["cost"] > rendered["DRAFT"]["cost"]
+    cinema_rendered = rendered["CINEMA"]
+    assert {
+        k: cinema_rendered[k] for k in ("steps", "refine_steps", "refine_strength", "width", "height")
+    } == {
+        "steps": 6,
+        "refine_steps": 3,
+        "refine_strength": 0.4,
+        "width": 64,
+        "height": 64,
+    }
+    assert cinema_rendered["cost"] == (6 + 3) * 4 * 4 * 3 > rendered["DRAFT"]["cost"]
+    # The refine pass ran, timed apart (part of denoise); the draft has none
+    assert 0 < done["CINEMA"].timings["denoise_refine"] < done["CINEMA"].timings["denoise"]
+    assert "denoise_refine" not in done["DRAFT"].timings
     # The steps really ran: one progress event per step (throttling is off in the fixture)
     progress = {
         job.tier: [e for e in event_log.of(job.job_id) if e.kind == "progress"] for job in (draft, cinema)
     }
-    assert (len(progress["DRAFT"]), len(progress["CINEMA"])) == (2, 6)
+    assert (len(progress["DRAFT"]), len(progress["CINEMA"])) == (2, 6 + 3)
     videos = {tier: event.outputs["video"] for tier, event in done.items()}
     assert (videos["DRAFT"]["width"], videos["CINEMA"]["width"]) == (32, 64)
     assert done["DRAFT"].outputs["seed"] == done["CINEMA"].outputs["seed"] == draft.seed
@@ -184,3 +219,34 @@ def test_a_drafts_step_cache_is_off_again_for_the_cinema_job_after_it(runner):
     assert draft.timings["speed_profile"]["cache"] == "first_block"
     assert cinema.timings["speed_profile"]["cache"] is None  # the pipeline is the same; its cache is not
     assert (draft.timings["render"]["steps"], cinema.timings["render"]["steps"]) == (4, 6)
+
+
+@pytest.mark.parametrize(
+    "scheduler_class, config",
+    [
+        ("FlowMatchEulerDiscreteScheduler", {"shift": 7.0}),  # tiny-wan's
+        (
+            "UniPCMultistepScheduler",
+            {"prediction_type": "flow_prediction", "use_flow_sigmas": True, "flow_shift": 5.0},
+        ),  # Wan 2.2's
+    ],
+)
+def test_the_refine_pass_runs_the_tail_of_its_schedule_down_to_no_noise(scheduler_class, config):
+    import diffusers
+    import torch
+
+    from gpu_worker.pipelines.refine import _schedule_tail, refine_schedule_steps
+
+    scheduler = getattr(diffusers, scheduler_class)(**config)
+    full = refine_schedule_steps(4, 0.5)
+    scheduler.set_timesteps(full)
+    whole = scheduler.timesteps.clone()
+    with _schedule_tail(scheduler, 4):
+        scheduler.set_timesteps(full)  # as the pipeline asks for it
+        assert torch.equal(scheduler.timesteps, whole[-4:]) and float(scheduler.sigmas[-1]) == 0.0
+        sample = torch.randn(1, 4, 2, 2, 2)
+        for timestep in scheduler.timesteps:  # every step of the tail runs (no index past the end)
+            sample = scheduler.step(torch.zeros_like(sample), timestep, sample).prev_sample
+    assert full == 8 and "set_timesteps" not in vars(scheduler)  # the scheduler's own method again
+    scheduler.set_timesteps(full)
+    assert len(scheduler.timesteps) == full

@@ -180,6 +180,38 @@ def test_completed_captures_once_and_records_the_route_timing(
     assert route.overhead_seconds == pytest.approx(1.0)
 
 
+def test_a_quality_gate_retry_shows_its_new_seed_at_once_and_a_new_attempt_its_own(
+    broker, make, settings, django_capture_on_commit_callbacks
+):
+    settings.GENERATIONS_RETRY_BACKOFF_SECONDS = 0
+    generation = make()
+    capture = django_capture_on_commit_callbacks
+    apply(event(generation, "stage", stage="DENOISING", progress=0.2), capture)
+    running = Generation.objects.get(pk=generation.pk)
+    assert (running.status, running.seed_used) == ("RUNNING", None)
+
+    # The worker's gate refused the clip: the event announcing the re-render names its seed.
+    retry_event = event(
+        generation,
+        "stage",
+        stage="QUALITY_CHECK",
+        progress=0.9,
+        reason_code=contract.QUALITY_FAILED,
+        message="the video is black; retrying with a new seed",
+        seed=123456,
+    )
+    assert apply(retry_event, capture) == "applied"
+    retrying = Generation.objects.get(pk=generation.pk)
+    assert (retrying.status, retrying.seed_used, retrying.seed) == ("RUNNING", 123456, generation.seed)
+    assert retrying.api_sequence > running.api_sequence  # published to the app's subscription
+
+    # A later attempt (the job runs again) renders the generation's own seed: the retry's is gone.
+    apply(event(generation, "failed", reason_code=contract.OUT_OF_MEMORY, retryable=True), capture)
+    assert Generation.objects.get(pk=generation.pk).attempt == 2
+    apply(event(generation, "stage", stage="LOADING_MODEL"), capture)
+    assert Generation.objects.get(pk=generation.pk).seed_used is None
+
+
 def test_a_retryable_failure_is_retried_with_backoff_then_on_the_fallback_then_fails(
     broker, make, settings, django_capture_on_commit_callbacks
 ):

@@ -3,13 +3,19 @@ message carries, and the sizes, clip lengths, ETAs and prices that follow each t
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 from django.core.exceptions import ValidationError
 
 import gpu_worker.contract as contract
+from apps.core.errors import ValidationFailed
 from apps.generations.jobs import generation_job
 from apps.generations.models import Generation, ModelRoute
-from apps.generations.routing import job_fits, job_size, run_seconds
+from apps.generations.routing import job_fits, job_size, route_durations_beyond, run_seconds
+from apps.trends.services import trend_publish, trend_publish_problems
+from tests.graphql.generations.helpers import a_trend
 
 pytestmark = pytest.mark.django_db
 
@@ -44,6 +50,31 @@ def test_clip_lengths_stay_within_what_the_model_was_trained_on(shipped_routes):
         assert job_fits(wan, width=five[0], height=five[1], num_frames=five[2], quality=tier)
         assert not job_fits(wan, width=eight[0], height=eight[1], num_frames=eight[2], quality=tier)
     assert job_size(wan, aspect_ratio="PORTRAIT_9_16", duration_seconds=5, quality="DRAFT") == (352, 640, 121)
+
+
+def test_a_trend_offers_only_lengths_its_route_renders(shipped_routes):
+    # What each shipped route renders at every tier it offers (max_frames at the tier's fps)
+    assert route_durations_beyond("wan2.2-ti2v-5b", [3, 5, 8, 10]) == ([8, 10], 5.0)
+    assert route_durations_beyond("ltx-video", [5, 8, 10]) == ([], 10.0)
+    assert route_durations_beyond("tiny-wan", [5, 8, 10, 11]) == ([11], 10.0)
+    # A trend on Wan 2.2 offering 8 s cannot go live; curators are told what to change.
+    trend = a_trend(preferred_model_route="wan2.2-ti2v-5b", durations=[5, 8], status="draft")
+    assert trend_publish_problems(trend=trend) == [
+        "The model route wan2.2-ti2v-5b renders clips up to 5 s (what its model was trained on): remove 8 s "
+        "from the durations, or choose a route that renders them."
+    ]
+    with pytest.raises(ValidationFailed, match="remove 8 s from the durations"):
+        trend_publish(trend=trend, actor="curator")
+    trend.durations = [5]
+    trend.save(update_fields=["durations"])
+    assert trend_publish(trend=trend, actor="curator") is True
+
+
+def test_every_catalogue_trend_offers_lengths_its_route_renders(shipped_routes):
+    catalogue = json.loads((Path(__file__).parents[3] / "fixtures/trends/catalogue.json").read_text())
+    for row in catalogue["trends"]:
+        beyond, _ = route_durations_beyond(row["preferred_model_route"], row["durations"])
+        assert beyond == [], row["slug"]
 
 
 @pytest.mark.parametrize(

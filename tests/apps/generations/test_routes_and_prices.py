@@ -9,7 +9,7 @@ from django.core.exceptions import ValidationError
 
 from apps.core.errors import UnsupportedOption
 from apps.generations.models import ModelRoute, PriceRule
-from apps.generations.pricing import price_credits
+from apps.generations.pricing import clip_cost, price_credits
 from apps.generations.routing import job_size, route_choose, route_fallback
 from apps.generations.shipped import SHIPPED_ROUTE_NAMES, routes_ensure_shipped
 from apps.trends.services import known_model_routes
@@ -123,29 +123,55 @@ def test_job_sizes_follow_the_contract(shipped_routes, route, aspect, seconds, s
     assert job_size(shipped_routes[route], aspect_ratio=aspect, duration_seconds=seconds) == size
 
 
-def test_prices(shipped_routes, settings):
+def test_prices_follow_the_render_cost_with_the_trend_price_as_minimum(shipped_routes, settings):
     settings.GENERATIONS_ECONOMY_DISCOUNT_PERCENT = 25
+    cheap = a_trend(price_draft=1, price_standard=1, price_cinema=1)  # minimums below every render
     trend = a_trend(price_draft=1, price_standard=4, price_cinema=10)
-    wan = shipped_routes["wan2.2-ti2v-5b"]
+    wan, ltx = shipped_routes["wan2.2-ti2v-5b"], shipped_routes["ltx-video"]
 
     def price(quality="STANDARD", duration=5, lane="INSTANT", route=wan, on=trend):
         return price_credits(trend=on, route=route, quality=quality, duration_seconds=duration, lane=lane)
 
+    # The render's cost: steps x latent tokens at the tier's profile (Wan 2.2: 1280x704 -> 40x22 tokens a
+    # latent frame, 121 frames -> 31 latent frames), times the route's credits per million, half up.
+    assert clip_cost(route=wan, quality="STANDARD", duration_seconds=5) == 50 * 40 * 22 * 31 == 1_364_000
+    assert clip_cost(route=wan, quality="CINEMA", duration_seconds=5) == 70 * 40 * 22 * 31
+    assert clip_cost(route=wan, quality="DRAFT", duration_seconds=5) == 20 * 20 * 11 * 31
+    assert wan.credits_per_million_cost == Decimal("3")
+    # 0.41 -> 0, under the minimum of 1; 4.09 -> 4; 5.73 -> 6
+    assert (price("DRAFT", on=cheap), price(on=cheap), price("CINEMA", on=cheap)) == (1, 4, 6)
+    # LTX at 40 per million: DRAFT (768x448) 1.72 -> 2, STANDARD 4.28 -> 4; longer clips cost more
+    assert [price(q, route=ltx, on=cheap) for q in ("DRAFT", "STANDARD")] == [2, 4]
+    assert [price(route=ltx, on=cheap, duration=d) for d in (5, 8, 10)] == [4, 7, 8]
+    # The trend's price is the minimum: its CINEMA at 10 beats the render's 6.
     assert (price("DRAFT"), price(), price("CINEMA")) == (1, 4, 10)
     assert price(lane="ECONOMY") == 3 and price("DRAFT", lane="ECONOMY") == 1  # never below 1
+    # The admin's price per unit moves every price of the route.
+    wan.credits_per_million_cost = Decimal("6")
+    wan.save(update_fields=["credits_per_million_cost"])
+    assert price(on=cheap) == 8 and price("CINEMA", on=cheap) == 11
+    # A route priced at 0 has no render price: the trend's price alone.
+    ltx.credits_per_million_cost = Decimal("0")
+    assert price(route=ltx, duration=10) == 4
+    ltx.credits_per_million_cost = Decimal("40")
+
+    # Rules adjust the base (render price or minimum, whichever is higher).
     any_route = PriceRule.objects.create(duration_seconds=8, multiplier=Decimal("1.5"))
     this_route = PriceRule.objects.create(
-        route=wan, duration_seconds=8, multiplier=Decimal("2"), add_credits=1
+        route=ltx, duration_seconds=8, multiplier=Decimal("2"), add_credits=1
     )
-    assert price(duration=8) == 9  # the route's rule wins: 4 x 2 + 1
-    assert price(duration=8, route=shipped_routes["ltx-video"]) == 6  # 4 x 1.5
-    assert price("CINEMA", duration=8, lane="ECONOMY") == 16  # 10 x 2 + 1 = 21, less 25% (5)
+    assert price(route=ltx, duration=8) == 15  # the route's rule wins: 7 x 2 + 1
+    assert price(route=ltx, duration=8, lane="ECONOMY") == 12  # 15, less 25% (3)
+    tiny = shipped_routes["tiny-wan"]
+    assert price(route=tiny, duration=8, on=cheap) == 9  # 1088 x 5700 / 1e6 = 6.2 -> 6, x 1.5
     this_route.enabled = False
     this_route.save()
-    assert price(duration=8) == 6
+    assert price(route=ltx, duration=8) == 11  # 7 x 1.5 = 10.5, half up
     PriceRule.objects.create(route=wan, quality="STANDARD", add_credits=-10)
     assert price() == 1  # never below 1
-    assert price(on=None, route=shipped_routes["ltx-video"]) == settings.GENERATIONS_PROMPT_PRICES["STANDARD"]
+    settings.GENERATIONS_PROMPT_PRICES = {"DRAFT": 1, "STANDARD": 9, "CINEMA": 20}
+    assert price(on=None, route=ltx) == 9  # a free prompt's minimum
+    assert price(on=None, route=ltx, duration=10) == 9
     with pytest.raises(ValidationError):  # the same route, tier and duration as an enabled rule
         PriceRule(duration_seconds=any_route.duration_seconds, multiplier=Decimal("3")).full_clean()
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
+from apps.core.queues import QUEUE_MAINTENANCE
 from apps.storage.backends import get_storage
 from apps.trends import sound
 from apps.trends.models import Trend
@@ -183,3 +184,94 @@ def test_the_change_page_plays_the_sound_and_it_can_be_removed(client, curator, 
     assert response.status_code == 302
     trend.refresh_from_db()
     assert (trend.sound_key, trend.has_sound, trend.sound_duration_seconds) == ("", False, None)
+
+
+def _exists(key: str) -> bool:
+    return get_storage().head(key) is not None
+
+
+def _a_video_reading(sound_key: str):
+    """A generation being made (QUEUED) with that sound, as generation_create stores one."""
+    from django.utils import timezone
+
+    from apps.accounts.models import User
+    from apps.generations.models import Generation
+
+    owner = User.objects.create_user(email="viewer@example.com", password="a-long-test-password-42")
+    return Generation.objects.create(
+        owner=owner, sound_key=sound_key, aspect_ratio="SQUARE_1_1", duration_seconds=5, quality="STANDARD",
+        lane="INSTANT", seed=1, quoted_credits=4, route_name="tiny-wan", width=64, height=64, num_frames=41,
+        queued_at=timezone.now(), idempotency_key="k", request_hash="h",
+    )  # fmt: skip
+
+
+def test_a_replaced_or_removed_sound_is_deleted_once_no_trend_and_no_video_in_progress_uses_it(
+    client,
+    curator,  # noqa: F811
+    django_worker,
+    tmp_path,
+    monkeypatch,
+):
+    from apps.trends import services, tasks
+    from tests.graphql.generations.helpers import wait_for
+
+    monkeypatch.setattr(tasks, "SOUND_DELETE_RETRY_MS", 100)  # ask again soon while a video reads it
+    outcomes: list[str] = []
+    delete_unused = services.trend_sound_delete_unused
+
+    def recorded(*, key: str) -> str:
+        outcomes.append(delete_unused(key=key))
+        return outcomes[-1]
+
+    monkeypatch.setattr(services, "trend_sound_delete_unused", recorded)
+    trend = make_trend(category=make_category())
+    assert (
+        post_sound(client, trend, SimpleUploadedFile("a.mp3", encoded(tune(), "mp3", tmp_path))).status_code
+        == 302
+    )
+    first = Trend.objects.get(pk=trend.pk).sound_key
+    video = _a_video_reading(first)
+
+    # Replaced: the first file stays while the video in progress reads it, then goes.
+    replaced = post_sound(client, trend, SimpleUploadedFile("b.wav", encoded(tune(3.0), "wav", tmp_path)))
+    assert replaced.status_code == 302, errors_of(replaced)
+    second = Trend.objects.get(pk=trend.pk).sound_key
+    assert second != first and _exists(second)
+    wait_for(lambda: "busy" in outcomes, what="the worker to find the first sound still read")
+    assert _exists(first)
+    type(video).objects.filter(pk=video.pk).update(status="SUCCEEDED")
+    wait_for(lambda: not _exists(first), what="the replaced sound to be deleted")
+
+    # Removed in admin: its file goes too.
+    data = _form(trend.category, slug=trend.slug, title=trend.title, remove_sound="on")
+    assert client.post(f"/admin/trends/trend/{trend.pk}/change/", data).status_code == 302
+    wait_for(lambda: not _exists(second), what="the removed sound to be deleted")
+
+    # A sound two trends share (load_trends' demo loops) stays until the last of them is deleted.
+    shared = "trends/sounds/shared.m4a"
+    get_storage().write(shared, sound.encode_m4a(tune(1.0)), content_type=sound.SOUND_CONTENT_TYPE)
+    one, other = (make_trend(category=trend.category, sound_key=shared, sound_title="Loop") for _ in range(2))
+    assert client.post(f"/admin/trends/trend/{one.pk}/delete/", {"post": "yes"}).status_code == 302
+    django_worker.broker.join(QUEUE_MAINTENANCE, timeout=60_000)
+    django_worker.join()
+    assert _exists(shared)
+    assert client.post(f"/admin/trends/trend/{other.pk}/delete/", {"post": "yes"}).status_code == 302
+    wait_for(lambda: not _exists(shared), what="the last user's sound to be deleted")
+
+
+def test_load_trends_gives_trends_made_before_sounds_their_sound_and_leaves_removed_ones_silent():
+    from django.core.management import call_command
+
+    call_command("load_trends", "--no-previews", "--no-sounds", verbosity=0)
+    assert not Trend.objects.exclude(sound_key="").exists()  # as a database from before sounds
+    removed = Trend.objects.order_by("slug").first()
+    Trend.objects.filter(pk=removed.pk).update(sound_title="Taken down")  # an admin removed its sound
+
+    call_command("load_trends", "--no-previews", verbosity=0)  # make run, again
+
+    silent = list(Trend.objects.filter(sound_key="").values_list("slug", flat=True))
+    assert silent == [removed.slug]
+    assert Trend.objects.exclude(sound_key="").count() == 33
+    assert all(
+        _exists(key) for key in set(Trend.objects.exclude(sound_key="").values_list("sound_key", flat=True))
+    )

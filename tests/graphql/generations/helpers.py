@@ -147,13 +147,18 @@ def generation_from(global_id: str) -> Generation:
 
 
 def route_set_steps(name: str, steps: int, *, tier: str = "STANDARD") -> None:
-    """Makes a route's jobs at `tier` run `steps` denoising steps (the tier's render profile decides)."""
+    """Makes a route's jobs at `tier` run `steps` denoising steps (the tier's render profile decides), at
+    the price they had: the price follows steps x latent tokens, so the route's price per unit is scaled
+    down as much as the steps go up (tests that make jobs long for timing reasons charge what they did)."""
     from apps.generations.models import ModelRoute
 
     route = ModelRoute.objects.get(name=name)
-    profile = route.profile(tier).to_dict() | {"steps": steps}
-    profiles = {**route.render_profiles, tier: profile}
-    ModelRoute.objects.filter(pk=route.pk).update(steps=steps, render_profiles=profiles)
+    before = route.profile(tier)
+    profiles = {**route.render_profiles, tier: before.to_dict() | {"steps": steps}}
+    price = route.credits_per_million_cost * before.steps / steps
+    ModelRoute.objects.filter(pk=route.pk).update(
+        steps=steps, render_profiles=profiles, credits_per_million_cost=price
+    )
 
 
 def wait_for(condition: Callable[[], Any], *, timeout: float = 60, what: str = "the condition") -> Any:

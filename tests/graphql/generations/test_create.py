@@ -77,7 +77,9 @@ def test_quote_gives_the_price_and_an_eta_and_changes_nothing(gql, alice, shippe
     cinema = gql(
         QUOTE, {"input": {"trendSlug": trend.slug, "quality": "CINEMA", "speed": "ECONOMY"}}, token=token
     )
-    assert cinema["data"]["generationQuote"]["credits"] == 9 - 9 * 25 // 100  # ECONOMY: 25% off, rounded down
+    # tiny-wan's CINEMA render (12 steps x 176 tokens x 5700 per million = 12.04) is above the trend's 9;
+    # ECONOMY: 25% off, rounded down
+    assert cinema["data"]["generationQuote"]["credits"] == 12 - 12 * 25 // 100
     assert Generation.objects.count() == 0
     assert wallet(user) == (20, 0)
 
@@ -93,8 +95,31 @@ def test_a_price_rule_adjusts_the_trend_price(gql, alice, shipped_routes):
         variables = {"input": {"trendSlug": trend.slug, "durationSeconds": duration}}
         return gql(QUOTE, variables, token=token)["data"]["generationQuote"]["credits"]
 
-    assert price(8) == 6  # 4 x 1.5
+    assert price(8) == 9  # the render of 8 s costs 6 (1088 step-tokens x 5700 / 1e6), x 1.5
     assert price(5) == 7  # 4 + 3
+
+
+@pytest.mark.parametrize(
+    ("quality", "duration", "credits"),
+    [
+        ("DRAFT", 5, 1),  # 88 step-tokens x 5700 / 1e6 = 0.50, half up
+        ("STANDARD", 5, 4),  # 704 -> 4.01
+        ("STANDARD", 8, 6),  # 1088 -> 6.20: a longer clip costs more
+        ("CINEMA", 8, 19),  # 3264 (twice the steps and a refine pass of 4) -> 18.60
+    ],
+)
+def test_the_quote_follows_the_render_cost_and_is_what_create_holds(
+    gql, alice, shipped_routes, quality, duration, credits
+):
+    token, user, _ = alice
+    trend = a_trend(requires="NONE", price_draft=1, price_standard=1, price_cinema=1)  # minimums below
+    fields = {"trendSlug": trend.slug, "quality": quality, "durationSeconds": duration}
+    quote = gql(QUOTE, {"input": fields}, token=token)["data"]["generationQuote"]
+    assert quote["credits"] == credits
+    created = _create(gql, token, **fields)
+    assert created["__typename"] == "GenerationPayload", created
+    assert created["generation"]["price"] == credits
+    assert wallet(user) == (20 - credits, credits)
 
 
 def test_create_with_a_selfie_holds_the_price_and_queues(gql, alice, shipped_routes):
@@ -214,7 +239,7 @@ def test_too_many_active_generations_is_rate_limited(gql, alice, shipped_routes,
         "RATE_LIMITED",
         30,
     )
-    assert Generation.objects.count() == 2 and wallet(user) == (18, 2)
+    assert Generation.objects.count() == 2 and wallet(user) == (12, 8)  # 4 each: tiny-wan's render
     # A finished one frees a place.
     Generation.objects.filter(pk=Generation.objects.first().pk).update(status=GenerationStatus.FAILED)
     assert _create(gql, token, trendSlug=trend.slug)["__typename"] == "GenerationPayload"

@@ -96,14 +96,17 @@ def test_quotes_and_prices_follow_the_tier(gql, alice, trend, shipped_routes):
         ]
         for tier in ("DRAFT", "STANDARD", "CINEMA")
     }
-    assert [quotes[tier]["credits"] for tier in ("DRAFT", "STANDARD", "CINEMA")] == [2, 5, 9]
+    # The trend's 2, 5 and 9 are minimums; tiny-wan's CINEMA render (8 + 4 refine steps x 176 tokens x
+    # 5700 credits per million = 12.04) costs more than 9.
+    assert [quotes[tier]["credits"] for tier in ("DRAFT", "STANDARD", "CINEMA")] == [2, 5, 12]
     etas = [quotes[tier]["etaSeconds"] for tier in ("DRAFT", "STANDARD", "CINEMA")]
     tiny = shipped_routes["tiny-wan"]
-    # 9:16 at 5 s: DRAFT 32x32 -> 32x48 at 2 steps, STANDARD and CINEMA 48x80 at 4 and 8 steps, 41 frames
+    # 9:16 at 5 s: DRAFT 32x32 -> 32x48 at 2 steps, STANDARD and CINEMA 48x80 at 4 and 8 + 4 steps, 41
+    # frames
     native = 64 * 64 * 41
     expected = [
         round(steps * tiny.seconds_per_step * (w * h * 41) / native + tiny.overhead_seconds)
-        for steps, (w, h) in ((2, (32, 48)), (4, (48, 80)), (8, (48, 80)))
+        for steps, (w, h) in ((2, (32, 48)), (4, (48, 80)), (8 + 4, (48, 80)))
     ]
     assert etas == expected
 
@@ -127,7 +130,12 @@ def test_a_draft_finalized_at_cinema_keeps_inputs_seed_and_plan_and_is_priced_as
 
     assert final["__typename"] == "GenerationPayload", final
     made = final["generation"]
-    assert (made["status"], made["quality"], made["tier"], made["price"]) == ("QUEUED", "CINEMA", "CINEMA", 9)
+    assert (made["status"], made["quality"], made["tier"], made["price"]) == (
+        "QUEUED",
+        "CINEMA",
+        "CINEMA",
+        12,
+    )
     assert (made["seed"], made["width"], made["height"], made["frameCount"], made["fps"]) == (
         4242,
         64,
@@ -144,10 +152,10 @@ def test_a_draft_finalized_at_cinema_keeps_inputs_seed_and_plan_and_is_priced_as
         draft.duration_seconds,
         draft.lane,
     )
-    assert wallet(user) == (29, 9) and hold_of(row).amount == 9  # (spendable, held)
+    assert wallet(user) == (26, 12) and hold_of(row).amount == 12  # (spendable, held)
     # The draft lists its finals; the same key gives the same final, held once.
     again = _finalize(gql, token, draft_id, "CINEMA", idempotency_key)
-    assert again["generation"]["id"] == made["id"] and wallet(user) == (29, 9)
+    assert again["generation"]["id"] == made["id"] and wallet(user) == (26, 12)
     finals = gql(READ, {"id": draft_id}, token=token)["data"]["generation"]["finals"]
     assert finals == [{"id": made["id"], "tier": "CINEMA"}]
     reused = _finalize(gql, token, draft_id, "STANDARD", idempotency_key)

@@ -272,10 +272,12 @@ def test_trend_fields_a_client_renders(gql, catalogue):
     assert trend["requires"] == "SELFIE"
     assert trend["aspectRatios"] == ["PORTRAIT_9_16", "SQUARE_1_1"]
     assert trend["durations"] == [5, 8]
+    # What a quote of its defaults says (5 s on tiny-wan): the trend's 1 and 4, and CINEMA's render (12
+    # steps x 176 tokens x 5700 credits per million = 12.04) over the trend's 10.
     assert trend["prices"] == [
         {"quality": "DRAFT", "credits": 1},
         {"quality": "STANDARD", "credits": 4},
-        {"quality": "CINEMA", "credits": 10},
+        {"quality": "CINEMA", "credits": 12},
     ]
     assert trend["priceCredits"] == 4
     assert trend["coverImage"] == {"url": "/media/trends/covers/rain.png", "width": 36, "height": 64}

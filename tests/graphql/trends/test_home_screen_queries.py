@@ -29,8 +29,9 @@ fragment card on Trend {
 }
 """
 
-# sections, section support, live trends (with categories), hand-picked items, categories
-SHARED_SCREEN_QUERIES = 5
+# sections, section support, live trends (with categories), hand-picked items, categories, and for the
+# cards' prices the model routes and the price rules (apps/generations/pricing.py trend_card_prices)
+SHARED_SCREEN_QUERIES = 7
 # the bearer token's user, the user's favorites (for you), whether they have a Soul ID, favorited flags
 PER_USER_QUERIES = 4
 

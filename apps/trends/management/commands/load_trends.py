@@ -90,7 +90,7 @@ class Command(BaseCommand):
                 defaults={k: row[k] for k in ("title", "titles", "emoji", "sort_order") if k in row},
             )
 
-        created = 0
+        created = sounded = 0
         for row in data["trends"]:
             cover_key = f"trends/covers/{row['slug']}.jpg"
             preview_key = f"trends/previews/{row['slug']}.mp4"
@@ -104,9 +104,16 @@ class Command(BaseCommand):
                 if clip:
                     media_save(preview_key, clip)
                     has_preview = True
-            if Trend.objects.filter(slug=row["slug"]).exists():
+            wants_sound = not no_sounds and row.get("sound") is not False
+            existing = Trend.objects.filter(slug=row["slug"]).values("pk", "sound_key", "sound_title").first()
+            if existing is not None:
+                # Made before trends had sounds (no key and no title: an admin who removed a sound left
+                # its title): it gets its demo sound now. Anything else about it is the curators'.
+                if wants_sound and not existing["sound_key"] and not existing["sound_title"]:
+                    Trend.objects.filter(pk=existing["pk"]).update(**self._sound(row))
+                    sounded += 1
                 continue
-            sound = {} if no_sounds or row.get("sound") is False else self._sound(row)
+            sound = self._sound(row) if wants_sound else {}
             fields = {k: v for k, v in row.items() if k in TREND_FIELDS}
             if fields.get("aperture") is not None:
                 fields["aperture"] = Decimal(str(fields["aperture"]))
@@ -167,7 +174,8 @@ class Command(BaseCommand):
         screen_cache_invalidate()
         self.stdout.write(
             f"trends: {Trend.objects.filter(status=TrendStatus.LIVE).count()} live "
-            f"({created} new), {Category.objects.count()} categories, {FeedSection.objects.count()} sections"
+            f"({created} new, {sounded} given a sound), {Category.objects.count()} categories, "
+            f"{FeedSection.objects.count()} sections"
         )
 
     def _sound(self, row: dict) -> dict:
