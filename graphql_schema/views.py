@@ -88,7 +88,10 @@ class GraphQLView(AsyncGraphQLView):
                 data = data.decode("utf-8")
             except UnicodeDecodeError:
                 raise HTTPException(400, "The request body is not valid UTF-8.") from None
-            parsed = super().parse_json(data)
+            try:
+                parsed = super().parse_json(data)
+            except RecursionError:
+                raise HTTPException(400, "The request body nests too deeply.") from None
             if not isinstance(parsed, dict | list):
                 raise HTTPException(400, 'The request body must be a JSON object: {"query": "..."}.')
             return parsed
