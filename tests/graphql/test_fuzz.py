@@ -51,7 +51,8 @@ def _fuzz(share: float):
     )
 
 
-pytestmark = pytest.mark.django_db(transaction=True)
+# A soak run takes longer than the suite's per-test timeout (about 0.2 s a request on a busy CI machine).
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(max(300, EXAMPLES))]
 
 
 @pytest.fixture
