@@ -90,7 +90,8 @@ def test_another_users_upload_is_not_found_and_nothing_is_added(account):
     theirs = other.uploads(shots()[1:2])
     result = me.add(character_id, [*mine, *theirs])
     assert result["__typename"] == "NotFound"
-    assert result["field"] == "uploadId"
+    assert result["field"] == "uploadIds"
+    assert result["message"] == "The upload at position 2 of uploadIds does not exist."
     assert CharacterPhoto.objects.count() == 0
     assert Character.objects.get().status == "COLLECTING"
 
