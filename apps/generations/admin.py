@@ -7,10 +7,11 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.utils.html import format_html
 
+from apps.core.admin import ReadOnlyAdmin
 from apps.trends.models import QualityTier
 
 from . import services
-from .models import Generation, GenerationStatus, Lane, ModelRoute, PriceRule
+from .models import Generation, GenerationStatus, Lane, ModelRoute, PriceRule, RetentionRecord
 
 
 class ModelRouteForm(forms.ModelForm):
@@ -191,3 +192,12 @@ class GenerationAdmin(admin.ModelAdmin):
             generation = services.generation_retry_by_staff(generation_id=generation_id)
             retried += generation.status == GenerationStatus.QUEUED
         self.message_user(request, f"{retried} generation(s) queued again.", messages.SUCCESS)
+
+
+@admin.register(RetentionRecord)
+class RetentionRecordAdmin(ReadOnlyAdmin):
+    """What the retention purge deleted (apps/generations/retention.py)."""
+
+    list_display = ("created_at", "kind", "user_ref", "upload_ref", "term_days")
+    list_filter = ("kind",)
+    search_fields = ("user_ref", "upload_ref")
