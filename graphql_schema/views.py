@@ -54,7 +54,12 @@ class PersistedQueryError(Exception):
 
 
 # The `extensions.code` of a request refused before GraphQL sees it, by HTTP status.
-TRANSPORT_ERROR_CODES = {400: "BAD_REQUEST", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 413: "TOO_LARGE"}
+TRANSPORT_ERROR_CODES = {
+    400: "BAD_REQUEST",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    413: "PAYLOAD_TOO_LARGE",
+}
 
 
 def transport_error(status: int, message: str) -> JsonResponse:

@@ -122,11 +122,21 @@ def character_uploads_request(*, user, character_id, count: int, content_type: s
 
 # An upload refused by the storage checks becomes that photo's verdict, in the checks' own words.
 _UPLOAD_REASONS = {
-    RejectReason.TOO_LARGE: Reason.TOO_LARGE,
     RejectReason.TOO_MANY_PIXELS: Reason.TOO_LARGE,
     RejectReason.TYPE_MISMATCH: Reason.UNSUPPORTED_FORMAT,
     RejectReason.ANIMATED: Reason.UNSUPPORTED_FORMAT,
-}  # anything else (not an image, empty, damaged, expired, never sent) is UNREADABLE
+}
+
+
+def _photo_reason(upload_reason: str | None) -> Reason:
+    """A selfie refused by the photo checks keeps its reason (NO_FACE, ...; same names); a file that is
+    not an image, empty, damaged, expired or never sent is UNREADABLE."""
+    if upload_reason in _UPLOAD_REASONS:
+        return _UPLOAD_REASONS[upload_reason]
+    try:
+        return Reason(upload_reason)
+    except ValueError:
+        return Reason.UNREADABLE
 
 
 def _position(index: int) -> str:
@@ -147,7 +157,7 @@ def _verified_uploads(*, user, upload_ids: list[str]) -> list[Upload | Reason]:
             if upload.status != UploadStatus.VERIFIED:
                 upload = upload_verify(user=user, upload_id=upload.pk)
         except UploadInvalid as refused:
-            results.append(_UPLOAD_REASONS.get(refused.extra.get("reason"), Reason.UNREADABLE))
+            results.append(_photo_reason(refused.extra.get("reason")))
             continue
         results.append(upload)
     return results

@@ -93,6 +93,7 @@ def test_other_methods_are_405(client):
     response = client.put("/graphql", json.dumps({"query": ME}), content_type="application/json")
     assert response.status_code == 405
     assert response["Allow"] == "GET, POST"
+    assert response.json()["errors"][0]["extensions"] == {"code": "METHOD_NOT_ALLOWED"}
 
 
 # --- CORS ----------------------------------------------------------------------------------------------
