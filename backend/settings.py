@@ -418,6 +418,11 @@ TRENDS_ROTATION_INTERVAL_SECONDS = env_int("TRENDS_ROTATION_INTERVAL_SECONDS", 3
 # The same scheduler runs the Soul ID retention purge and the generation reaper sweep (0 turns one off).
 CHARACTERS_PURGE_INTERVAL_SECONDS = env_int("CHARACTERS_PURGE_INTERVAL_SECONDS", 24 * 3600)
 GENERATIONS_REAP_INTERVAL_SECONDS = env_int("GENERATIONS_REAP_INTERVAL_SECONDS", 600)
+# Retention of generations (apps/generations/retention.py), purged daily: a selfie this many days after its
+# last use; a video this many days after it finished (0: kept until the user deletes it).
+GENERATIONS_PURGE_INTERVAL_SECONDS = env_int("GENERATIONS_PURGE_INTERVAL_SECONDS", 24 * 3600)
+GENERATIONS_INPUT_RETENTION_DAYS = env_int("GENERATIONS_INPUT_RETENTION_DAYS", 30)
+GENERATIONS_OUTPUT_RETENTION_DAYS = env_int("GENERATIONS_OUTPUT_RETENTION_DAYS", 0)
 TRENDS_ROTATION_RUNS_KEEP_DAYS = env_int("TRENDS_ROTATION_RUNS_KEEP_DAYS", 14)
 # Score: decayed (generations + share weight x shares + prior) per decayed impression (trends/rotation.py).
 TRENDS_SCORE_HALF_LIFE_HOURS = env_float("TRENDS_SCORE_HALF_LIFE_HOURS", 24.0)

@@ -15,6 +15,7 @@ from typing import Any
 import strawberry
 from graphql import GraphQLError, StringValueNode, Visitor, visit
 from strawberry.extensions import MaskErrors, SchemaExtension
+from strawberry.relay.types import GlobalIDValueError
 from strawberry.relay.utils import SliceMetadata
 
 from apps.core import errors as domain
@@ -275,7 +276,7 @@ def not_found(what: str = "object") -> PublicError:
 def is_unexpected(error: GraphQLError) -> bool:
     """Parse, validation and public errors keep their text; a Python exception from a resolver does not."""
     original = error.original_error
-    if original is None or isinstance(original, PublicError):
+    if original is None or isinstance(original, PublicError | GlobalIDValueError):
         return False
     if isinstance(original, domain.DomainError):
         return False
@@ -296,6 +297,11 @@ class MaskUnexpectedErrors(MaskErrors):
     def _process_errors(self, errors: list[GraphQLError]) -> list[GraphQLError]:
         processed = super()._process_errors(errors)
         for error in processed:
+            if isinstance(error.original_error, GlobalIDValueError):
+                # A global ID that names a type which is no Node (`node(id:)` with "ShotPlan:..."): the
+                # client's ID names nothing, exactly like an ID of nothing.
+                error.message = "This object does not exist."
+                error.extensions = {**(error.extensions or {}), "code": domain.ErrorCode.NOT_FOUND.value}
             if isinstance(error.original_error, domain.DomainError):
                 # Raised by a resolver without a result union (a bad ID in a subscription): its own code.
                 error.extensions = {
@@ -342,12 +348,18 @@ def domain_error_extensions(exc: domain.DomainError) -> dict[str, Any]:
 
 
 def _contains_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_contains_nul(key) or _contains_nul(item) for key, item in value.items())
-    if isinstance(value, list | tuple):
-        return any(_contains_nul(item) for item in value)
+    # Iterative: variables may nest as deep as the JSON parser allows, deeper than Python's call stack.
+    pending = [value]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, str):
+            if "\x00" in value:
+                return True
+        elif isinstance(value, dict):
+            pending.extend(value.keys())
+            pending.extend(value.values())
+        elif isinstance(value, list | tuple):
+            pending.extend(value)
     return False
 
 

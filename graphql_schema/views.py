@@ -8,6 +8,11 @@ without a query runs the document registered under that hash, or answers PERSIST
 so the client resends it with the query); with a query it registers the document once sha256(query)
 matches and the document has passed parsing, validation and the depth/token/alias limits. A GET answered
 by hash carries Cache-Control and an ETag, and a matching If-None-Match is answered 304.
+
+A request the transport refuses (a body that is not UTF-8, not JSON or not a JSON object, a content type
+other than JSON, a batch, a bad method) is answered in GraphQL's error shape, `{"errors": [{"message",
+"extensions": {"code"}}]}`, with its 4xx status, where Strawberry answers plain text: a client parses
+one kind of error body whatever went wrong.
 """
 
 from __future__ import annotations
@@ -49,6 +54,22 @@ class PersistedQueryError(Exception):
         return response
 
 
+# The `extensions.code` of a request refused before GraphQL sees it, by HTTP status.
+TRANSPORT_ERROR_CODES = {
+    400: "BAD_REQUEST",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    413: "PAYLOAD_TOO_LARGE",
+}
+
+
+def transport_error(status: int, message: str) -> JsonResponse:
+    code = TRANSPORT_ERROR_CODES.get(status, "BAD_REQUEST")
+    response = JsonResponse({"errors": [{"message": message, "extensions": {"code": code}}]}, status=status)
+    response["Cache-Control"] = "no-store"
+    return response
+
+
 class GraphQLView(AsyncGraphQLView):
     async def get_context(self, request, response) -> Context:
         user, token_rejected = await context_auth(request.headers.get("Authorization"))
@@ -69,6 +90,23 @@ class GraphQLView(AsyncGraphQLView):
     def should_render_graphql_ide(self, request) -> bool:
         # A GET by hash has no `query` parameter; with `Accept: */*` Strawberry would answer GraphiQL.
         return "extensions" not in request.query_params and super().should_render_graphql_ide(request)
+
+    def parse_json(self, data):
+        # Bytes are a POST body (query parameters arrive as text): it must be UTF-8 and a JSON object (or
+        # an array, which the batch check refuses); Strawberry would fail on `"x"` or `null` with a 500.
+        if isinstance(data, bytes):
+            try:
+                data = data.decode("utf-8")
+            except UnicodeDecodeError:
+                raise HTTPException(400, "The request body is not valid UTF-8.") from None
+            try:
+                parsed = super().parse_json(data)
+            except RecursionError:
+                raise HTTPException(400, "The request body nests too deeply.") from None
+            if not isinstance(parsed, dict | list):
+                raise HTTPException(400, 'The request body must be a JSON object: {"query": "..."}.')
+            return parsed
+        return super().parse_json(data)
 
     async def parse_http_body(self, request):
         data = await super().parse_http_body(request)
@@ -117,9 +155,11 @@ class GraphQLView(AsyncGraphQLView):
 
     async def dispatch(self, request, *args, **kwargs):
         try:
-            response = await super().dispatch(request, *args, **kwargs)
+            response = await self.run(request=request)
         except PersistedQueryError as exc:
             response = exc.response()
+        except HTTPException as exc:
+            response = transport_error(exc.status_code, exc.reason)
         if response.status_code == 405:
             response["Allow"] = "GET, POST"
         if request.method == "GET" and getattr(request, "apq_hash", None) and response.status_code == 200:

@@ -107,7 +107,9 @@ class CharacterPhoto(BaseModel):
     upload = models.OneToOneField(
         "storage.Upload", on_delete=models.SET_NULL, null=True, blank=True, related_name="character_photo"
     )
-    upload_key = models.CharField(max_length=255)  # the original's bytes, deleted once checked
+    upload_key = models.CharField(max_length=255, blank=True)  # the original's bytes, deleted once checked
+    # The upload it was added from, kept once the upload is deleted: the app matches verdicts to files.
+    upload_ref = models.UUIDField(null=True, blank=True)
     status = models.CharField(max_length=16, choices=PhotoStatus.choices, default=PhotoStatus.PENDING)
     reasons = models.JSONField(default=list, blank=True)  # photo_checks.Reason codes
     duplicate_of = models.ForeignKey(

@@ -20,7 +20,7 @@ from django.utils import timezone
 from apps.core.actors import actor_send
 from apps.core.errors import ConsentRequired, NotFound, TooManyPhotos, UploadInvalid, ValidationFailed
 from apps.storage.backends import ObjectNotFound, ObjectTooLarge, StorageError, get_storage
-from apps.storage.models import Upload, UploadStatus
+from apps.storage.models import RejectReason, Upload, UploadStatus
 from apps.storage.selectors import upload_get_for_user
 from apps.storage.services import IssuedUpload, upload_verify, uploads_request
 from gpu_worker.contract import TRAINING_MAX_PHOTOS, TRAINING_MIN_PHOTOS
@@ -120,21 +120,53 @@ def character_uploads_request(*, user, character_id, count: int, content_type: s
 # --- Photos -----------------------------------------------------------------------------------------
 
 
-def _verified_uploads(*, user, upload_ids: list[str]) -> list[Upload]:
-    """The user's uploads, each verified now if it was not yet (a refused one raises UploadInvalid)."""
-    uploads = []
-    for upload_id in upload_ids:
-        upload = upload_get_for_user(user=user, upload_id=upload_id)
-        if upload.status != UploadStatus.VERIFIED:
-            upload = upload_verify(user=user, upload_id=upload.pk)
-        if not upload.content_type.startswith("image/"):
-            raise UploadInvalid("Only photos can be added to a Soul ID.", field="uploadIds")
-        uploads.append(upload)
-    return uploads
+# An upload refused by the storage checks becomes that photo's verdict, in the checks' own words.
+_UPLOAD_REASONS = {
+    RejectReason.TOO_MANY_PIXELS: Reason.TOO_LARGE,
+    RejectReason.TYPE_MISMATCH: Reason.UNSUPPORTED_FORMAT,
+    RejectReason.ANIMATED: Reason.UNSUPPORTED_FORMAT,
+}
+
+
+def _photo_reason(upload_reason: str | None) -> Reason:
+    """A selfie refused by the photo checks keeps its reason (NO_FACE, ...; same names); a file that is
+    not an image, empty, damaged, expired or never sent is UNREADABLE."""
+    if upload_reason in _UPLOAD_REASONS:
+        return _UPLOAD_REASONS[upload_reason]
+    try:
+        return Reason(upload_reason)
+    except ValueError:
+        return Reason.UNREADABLE
+
+
+def _position(index: int) -> str:
+    return f"The upload at position {index + 1} of uploadIds"
+
+
+def _verified_uploads(*, user, upload_ids: list[str]) -> list[Upload | Reason]:
+    """For each id, in order, the user's upload verified now if it was not yet, or the reason it was
+    refused: one bad file is that photo's verdict, never the whole call's. An id that is not the user's
+    upload is NotFound, naming its position."""
+    results: list[Upload | Reason] = []
+    for index, upload_id in enumerate(upload_ids):
+        try:
+            upload = upload_get_for_user(user=user, upload_id=upload_id)
+        except NotFound:
+            raise NotFound(f"{_position(index)} does not exist.", field="uploadIds") from None
+        try:
+            if upload.status != UploadStatus.VERIFIED:
+                upload = upload_verify(user=user, upload_id=upload.pk)
+        except UploadInvalid as refused:
+            results.append(_photo_reason(refused.extra.get("reason")))
+            continue
+        results.append(upload)
+    return results
 
 
 def character_add_photos(*, user, character_id, upload_ids: list[str]) -> Character:
-    """Adds uploaded photos to a Soul ID; each is checked on a backend worker (characterUpdated tells)."""
+    """Adds uploaded photos to a Soul ID, each with its own verdict (characterUpdated tells): a file that
+    the upload checks refused is added REJECTED with its reason at once; the others are checked on a
+    backend worker. The photos keep the order of `upload_ids` and name their upload (`upload_ref`)."""
     upload_ids = list(dict.fromkeys(str(upload_id) for upload_id in upload_ids))
     if not upload_ids:
         raise ValidationFailed("Choose at least one photo.", field="uploadIds")
@@ -143,27 +175,45 @@ def character_add_photos(*, user, character_id, upload_ids: list[str]) -> Charac
         raise TooManyPhotos(maximum=most, count=len(upload_ids))
     character_get_for_user(user=user, character_id=character_id)  # NotFound before touching uploads
     # Verification records its verdict in its own transaction (a refused file stays refused).
-    uploads = _verified_uploads(user=user, upload_ids=upload_ids)
+    results = _verified_uploads(user=user, upload_ids=upload_ids)
     with transaction.atomic():
         character = character_get_for_user(user=user, character_id=character_id, for_update=True)
         if character.status not in EDITABLE:
             raise ValidationFailed("Photos cannot be changed while the Soul ID trains or once it is trained.")
-        pks = [upload.pk for upload in uploads]
+        pks = [result.pk for result in results if isinstance(result, Upload)]
         locked = {u.pk: u for u in Upload.objects.select_for_update().filter(pk__in=pks, user=user)}
-        if len(locked) != len(pks) or any(u.status != UploadStatus.VERIFIED for u in locked.values()):
-            raise NotFound("This upload does not exist.", field="uploadIds")
-        if CharacterPhoto.objects.filter(upload_id__in=pks).exists():
-            raise ValidationFailed("A photo was already added to a Soul ID.", field="uploadIds")
+        added = set(CharacterPhoto.objects.filter(upload_id__in=pks).values_list("upload_id", flat=True))
+        for index, result in enumerate(results):
+            if not isinstance(result, Upload):
+                continue
+            upload = locked.get(result.pk)
+            if upload is None or upload.status != UploadStatus.VERIFIED:  # deleted or used meanwhile
+                raise NotFound(f"{_position(index)} does not exist.", field="uploadIds")
+            if upload.pk in added:
+                raise ValidationFailed(
+                    f"{_position(index)} was already added to a Soul ID.", field="uploadIds"
+                )
         counted = character.photos.filter(status__in=[PhotoStatus.PENDING, PhotoStatus.ACCEPTED]).count()
         if counted + len(pks) > most:
             raise TooManyPhotos(maximum=most, count=counted + len(pks))
-        photos = CharacterPhoto.objects.bulk_create(
-            [CharacterPhoto(character=character, upload=locked[pk], upload_key=locked[pk].key) for pk in pks]
-        )
-        character.status = CharacterStatus.VALIDATING
+        now = timezone.now()
+        photos = []
+        for upload_id, result in zip(upload_ids, results, strict=True):
+            if isinstance(result, Upload):
+                upload = locked[result.pk]
+                photo = CharacterPhoto(character=character, upload=upload, upload_key=upload.key)
+            else:  # refused by the upload checks: its verdict now, nothing stored to erase later
+                photo = CharacterPhoto(
+                    character=character, upload_key="", status=PhotoStatus.REJECTED, reasons=[result]
+                )
+                photo.checked_at = now
+            photo.upload_ref = uuid.UUID(upload_id)
+            photos.append(photo)
+        photos = CharacterPhoto.objects.bulk_create(photos)
         character.last_used_at = timezone.now()
+        _refresh_set(character)
         character_changed(character)
-        photo_ids = [str(photo.pk) for photo in photos]
+        photo_ids = [str(photo.pk) for photo in photos if photo.status == PhotoStatus.PENDING]
 
         def enqueue() -> None:
             for photo_id in photo_ids:

@@ -18,7 +18,16 @@ from apps.storage.backends import get_storage
 from apps.trends.models import QualityTier
 
 from . import charts, pricing, services
-from .models import CostReport, Generation, GenerationReview, GenerationStatus, Lane, ModelRoute, PriceRule
+from .models import (
+    CostReport,
+    Generation,
+    GenerationReview,
+    GenerationStatus,
+    Lane,
+    ModelRoute,
+    PriceRule,
+    RetentionRecord,
+)
 from .review import generation_review_approve, generation_review_reject
 from .selectors import route_costs_by_day
 
@@ -388,3 +397,12 @@ def _by_day_chart(rows, *, since, days: int) -> str:
         for i in range(days)
     ]
     return charts.daily_bars("GPU cost per day (USD)", series, unit="USD")
+
+
+@admin.register(RetentionRecord)
+class RetentionRecordAdmin(ReadOnlyAdmin):
+    """What the retention purge deleted (apps/generations/retention.py)."""
+
+    list_display = ("created_at", "kind", "user_ref", "upload_ref", "term_days")
+    list_filter = ("kind",)
+    search_fields = ("user_ref", "upload_ref")

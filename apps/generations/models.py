@@ -525,6 +525,9 @@ class Generation(BaseModel):
     last_event_at = models.DateTimeField(null=True, blank=True)
     cancel_requested_at = models.DateTimeField(null=True, blank=True)
     deleted_at = models.DateTimeField(null=True, blank=True)
+    # When the retention purge deleted its selfie (GENERATIONS_INPUT_RETENTION_DAYS): a draft cannot be
+    # finalized without it.
+    inputs_purged_at = models.DateTimeField(null=True, blank=True)
     # Idempotency: the same key and the same request give the same generation (kept with the row)
     idempotency_key = models.CharField(max_length=255)
     request_hash = models.CharField(max_length=64)
@@ -603,3 +606,29 @@ def generation_prefix(generation: Generation) -> str:
 
 def user_generations_prefix(user_id) -> str:
     return f"generations/{user_id}/"
+
+
+class RetentionKind(models.TextChoices):
+    INPUT = "INPUT"  # a selfie upload (GENERATIONS_INPUT_RETENTION_DAYS)
+    OUTPUT = "OUTPUT"  # a generation's video and poster (GENERATIONS_OUTPUT_RETENTION_DAYS)
+
+
+class RetentionRecord(BaseModel):
+    """The audit of one deletion by the retention purge (retention.py): what was deleted, whose, and
+    which storage keys. Plain references, so the record outlives the rows it names (but not an account's
+    erasure, which removes everything of the user)."""
+
+    kind = models.CharField(max_length=8, choices=RetentionKind.choices)
+    user_ref = models.UUIDField()
+    upload_ref = models.UUIDField(null=True, blank=True)
+    generation_refs = models.JSONField(default=list, blank=True)
+    keys = models.JSONField(default=list, blank=True)  # storage keys removed
+    term_days = models.PositiveIntegerField()
+
+    class Meta:
+        indexes = [models.Index(fields=["user_ref", "created_at"])]
+
+    def __str__(self) -> str:
+        return (
+            f"retention {self.kind} of {self.upload_ref or self.generation_refs} ({self.created_at:%Y-%m-%d})"
+        )

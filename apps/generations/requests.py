@@ -48,6 +48,7 @@ from .jobs import GENERATION_JOBS, count_trend, generation_plan, generation_subj
 from .models import Generation, GenerationStatus, Lane, ModelRoute
 from .pricing import price_credits
 from .selectors import generation_get_for_user, new_job_eta_seconds
+from .selfies import selfie_check
 
 IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")  # visible ASCII, like a UUID
 MAX_SEED = 2**31 - 1  # a GraphQL Int
@@ -143,16 +144,19 @@ def _character_lora(*, user, character_id: str) -> tuple[uuid.UUID, str, tuple[s
 
 
 def _upload(*, user, upload_id: str, verify: bool):
-    """The caller's selfie upload: verified now if it is still pending (when `verify`)."""
+    """The caller's selfie upload. With `verify` (createGeneration), verified now if it is still pending,
+    then given the photo checks (selfies.py): a refused selfie is UploadInvalid naming the reason."""
     try:
         upload = upload_get_for_user(user=user, upload_id=upload_id)
     except NotFound:
         raise NotFound("This photo upload does not exist.", field="photoUploadId") from None
-    if verify and upload.status != UploadStatus.VERIFIED:
-        try:
-            upload = upload_verify(user=user, upload_id=upload.pk)
-        except UploadInvalid as exc:
-            raise UploadInvalid(exc.message, field="photoUploadId", **exc.extra) from None
+    if verify:
+        if upload.status != UploadStatus.VERIFIED:
+            try:
+                upload = upload_verify(user=user, upload_id=upload.pk)
+            except UploadInvalid as exc:
+                raise UploadInvalid(exc.message, field="photoUploadId", **exc.extra) from None
+        upload = selfie_check(upload=upload)
     elif upload.status == UploadStatus.REJECTED:
         raise UploadInvalid(upload.reject_message, field="photoUploadId", reason=upload.reject_reason)
     return upload
@@ -391,6 +395,12 @@ def _resolve_final(*, user, draft_id, quality: str) -> tuple[Resolved, dict, Gen
     if route is None or not route.enabled:
         raise UnsupportedOption(
             "The model this draft was made with is no longer available. Make a new video.", field="id"
+        )
+    if draft.inputs_purged_at is not None:
+        days = settings.GENERATIONS_INPUT_RETENTION_DAYS
+        raise ValidationFailed(
+            f"The selfie of this draft was deleted {days} days after it was used. Make a new video.",
+            field="id",
         )
     if draft.lora_key and draft.character_id is not None:  # its Soul ID still there and ready
         _character_lora(user=user, character_id=str(draft.character_id))

@@ -25,6 +25,15 @@ class RejectReason(models.TextChoices):
     ANIMATED = "ANIMATED"
     TOO_MANY_PIXELS = "TOO_MANY_PIXELS"
     CORRUPT = "CORRUPT"
+    # A selfie refused by the photo checks (apps.characters.photo_checks' codes, same names)
+    TOO_SMALL = "TOO_SMALL"
+    NO_FACE = "NO_FACE"
+    MULTIPLE_FACES = "MULTIPLE_FACES"
+    FACE_TOO_SMALL = "FACE_TOO_SMALL"
+    FACE_CUT_OFF = "FACE_CUT_OFF"
+    BLURRY = "BLURRY"
+    TOO_DARK = "TOO_DARK"
+    TOO_BRIGHT = "TOO_BRIGHT"
 
 
 class Upload(BaseModel):
@@ -52,6 +61,9 @@ class Upload(BaseModel):
     height = models.PositiveIntegerField(null=True, blank=True)
     format = models.CharField(max_length=16, blank=True)
     verified_at = models.DateTimeField(null=True, blank=True)
+    # When `key` was replaced by a copy re-encoded from the pixels alone (no EXIF, GPS, XMP, ICC): a
+    # selfie that passed the photo checks (`upload_replace_with_clean`).
+    cleaned_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         indexes = [models.Index(fields=["user", "-created_at"])]

@@ -160,3 +160,34 @@ def upload_verify(*, user, upload_id) -> Upload:
     if upload.status == UploadStatus.REJECTED:
         raise UploadInvalid(upload.reject_message, field="uploadId", reason=upload.reject_reason)
     return upload
+
+
+def upload_replace_with_clean(*, upload_id, data: bytes, width: int, height: int) -> Upload:
+    """Replaces a verified upload's file with `data`, a copy re-encoded from its pixels alone (a selfie
+    that passed the photo checks), so nothing of the original (EXIF, GPS) is kept or served back. Once:
+    a cleaned upload is returned as it is."""
+    with transaction.atomic():
+        upload = Upload.objects.select_for_update().get(pk=upload_id)
+        if upload.cleaned_at is not None or upload.status != UploadStatus.VERIFIED:
+            return upload
+        get_storage().write(upload.key, data, content_type="image/jpeg")
+        upload.bytes, upload.width, upload.height, upload.format = len(data), width, height, "JPEG"
+        upload.cleaned_at = timezone.now()
+        upload.save(update_fields=["bytes", "width", "height", "format", "cleaned_at", "updated_at"])
+    return upload
+
+
+def upload_refuse(*, upload_id, reason: str, message: str) -> Upload:
+    """Records that a verified upload may not be used (a selfie the photo checks refused) and deletes its
+    file; it stays refused with `reason`, like a file that failed verification."""
+    with transaction.atomic():
+        upload = Upload.objects.select_for_update().get(pk=upload_id)
+        if upload.status != UploadStatus.VERIFIED:
+            return upload
+        storage = get_storage()
+        storage.delete(upload.key)
+        upload.status = UploadStatus.REJECTED
+        upload.reject_reason = reason
+        upload.reject_message = message[:255]
+        upload.save(update_fields=["status", "reject_reason", "reject_message", "updated_at"])
+    return upload

@@ -1,7 +1,8 @@
 """Enqueues the periodic jobs (`JOBS`), each every its own interval, from any number of processes.
 
 The jobs: the trend rotation (every `TRENDS_ROTATION_INTERVAL_SECONDS`), the Soul ID retention purge
-(`CHARACTERS_PURGE_INTERVAL_SECONDS`, daily by default) and the generation reaper sweep
+(`CHARACTERS_PURGE_INTERVAL_SECONDS`, daily by default), the generations' retention purge of selfies and
+videos (`GENERATIONS_PURGE_INTERVAL_SECONDS`, daily) and the generation reaper sweep
 (`GENERATIONS_REAP_INTERVAL_SECONDS`, 10 minutes by default). An interval of 0 turns a job off.
 
 Time is cut into slots of one interval per job. Each scheduler, at each slot, tries to claim the job's slot
@@ -57,6 +58,12 @@ JOBS: tuple[PeriodicJob, ...] = (
         "characters:purge",
         "apps.characters.tasks:characters_purge_task",
         "CHARACTERS_PURGE_INTERVAL_SECONDS",
+        86_400,
+    ),
+    PeriodicJob(
+        "generations:purge",
+        "apps.generations.tasks:generations_purge_task",
+        "GENERATIONS_PURGE_INTERVAL_SECONDS",
         86_400,
     ),
     PeriodicJob(

@@ -17,7 +17,7 @@ from apps.characters import models, selectors
 from apps.characters.photo_checks import PhotoRules, reason_message
 
 from ..enums import CharacterPhotoStatus, CharacterStatus, PhotoReason
-from ..toolkit import MediaFile, ModelNode, media_file
+from ..toolkit import MediaFile, ModelNode, media_file, node_id
 
 
 def _rules() -> PhotoRules:
@@ -42,6 +42,14 @@ class CharacterPhotoType(ModelNode):
             return None
         rules = _rules()
         return " ".join(reason_message(reason, rules=rules) for reason in root.reasons)
+
+    @strawberry_django.field(
+        only=["upload_ref"],
+        description="The uploadId this photo was added from (addCharacterPhotos), so the app can match "
+        "each verdict to its file.",
+    )
+    async def upload_id(self, root: strawberry.Parent[models.CharacterPhoto]) -> strawberry.ID | None:
+        return node_id("Upload", root.upload_ref) if root.upload_ref else None
 
     @classmethod
     def get_queryset(cls, queryset, info, **kwargs):

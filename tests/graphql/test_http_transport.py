@@ -29,7 +29,9 @@ def test_batching_is_off_and_an_array_body_runs_nothing(client):
     ]
     response = _post_json(client, batch)
     assert response.status_code == 400
-    assert response.content == b"Batching is not enabled"
+    assert response.json() == {
+        "errors": [{"message": "Batching is not enabled", "extensions": {"code": "BAD_REQUEST"}}]
+    }
     assert User.objects.count() == 0
 
 
@@ -52,23 +54,46 @@ def test_a_query_over_get_works_with_variables_and_a_token(client, sign_up):
     assert response.json() == {"data": {"me": {"email": "getter@example.com"}}}
 
 
-def test_invalid_json_is_400(client):
-    response = client.post("/graphql", '{"query": "{ me { email } }"', content_type="application/json")
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        pytest.param(b'{"query": "{ me { email } }"', "Unable to parse request body as JSON", id="not-json"),
+        pytest.param(b'{"query": "{ me { \xff } }"}', "The request body is not valid UTF-8.", id="not-utf8"),
+        pytest.param(b"\xff\xfe\x00", "The request body is not valid UTF-8.", id="binary"),
+        pytest.param(
+            b'"{ me { email } }"', 'The request body must be a JSON object: {"query": "..."}.', id="str"
+        ),
+        pytest.param(b"null", 'The request body must be a JSON object: {"query": "..."}.', id="null"),
+        pytest.param(b"5", 'The request body must be a JSON object: {"query": "..."}.', id="number"),
+        pytest.param(
+            b'{"query": "{ me { email } }", "variables": []}',
+            "The GraphQL operation's `variables` must be an object or null, if provided.",
+            id="variables-array",
+        ),
+    ],
+)
+def test_a_body_that_is_not_a_json_object_is_400_in_graphqls_error_shape(client, body, message):
+    response = client.post("/graphql", body, content_type="application/json")
     assert response.status_code == 400
-    assert response.content == b"Unable to parse request body as JSON"
+    assert response["Content-Type"] == "application/json"
+    assert response.json() == {"errors": [{"message": message, "extensions": {"code": "BAD_REQUEST"}}]}
 
 
-@pytest.mark.parametrize("content_type", ["", "text/plain"])
+@pytest.mark.parametrize(
+    "content_type", ["", "text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"]
+)
 def test_a_body_without_a_json_content_type_is_refused(client, content_type):
     response = client.generic("POST", "/graphql", json.dumps({"query": ME}), content_type=content_type)
-    assert 400 <= response.status_code < 500
-    assert b'"data"' not in response.content
+    assert response.status_code == 400
+    assert response.json()["errors"][0]["extensions"] == {"code": "BAD_REQUEST"}
+    assert "data" not in response.json()
 
 
 def test_other_methods_are_405(client):
     response = client.put("/graphql", json.dumps({"query": ME}), content_type="application/json")
     assert response.status_code == 405
     assert response["Allow"] == "GET, POST"
+    assert response.json()["errors"][0]["extensions"] == {"code": "METHOD_NOT_ALLOWED"}
 
 
 # --- CORS ----------------------------------------------------------------------------------------------

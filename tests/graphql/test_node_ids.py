@@ -11,7 +11,15 @@ from tests.graphql.generations.stack import LiveUser
 
 pytestmark = pytest.mark.django_db
 
-BAD_IDS = ["nonsense", "", to_base64("Generation", "not-a-uuid"), to_base64("Trend", "x"), "%%%=="]
+BAD_IDS = [
+    "nonsense",
+    "",
+    to_base64("Generation", "not-a-uuid"),
+    to_base64("Trend", "x"),
+    "%%%==",
+    to_base64("ShotPlan", "d6c3f2f4-3c43-4b0e-9a43-2f1d5b8f3a11"),  # a type of the schema that is no Node
+    to_base64("NoSuchType", "1"),
+]
 
 # (operation up to the selection of its result, the field a NotFound names, whether "" means "left out")
 MUTATIONS = [
@@ -95,3 +103,13 @@ def test_a_bad_id_in_a_subscription_is_not_found(asgi_server, subscription):
     refused = socket.next_for("bad")
     assert refused["payload"]["data"] is None
     assert [error["extensions"]["code"] for error in refused["payload"]["errors"]] == ["NOT_FOUND"]
+
+
+@pytest.mark.parametrize("type_name", ["ShotPlan", "Failure", "Query"])
+def test_a_global_id_of_a_type_that_is_no_node_is_not_found(gql, token, type_name):
+    node_id = to_base64(type_name, "d6c3f2f4-3c43-4b0e-9a43-2f1d5b8f3a11")
+    response = gql("query($id: ID!) { node(id: $id) { id } }", {"id": node_id}, token=token)
+    assert response["data"] == {"node": None}
+    assert [(e["message"], e["extensions"]["code"]) for e in response["errors"]] == [
+        ("This object does not exist.", "NOT_FOUND")
+    ]

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from strawberry.relay import from_base64
 
-from tests.apps.storage import images
+from tests.fixtures.characters import make_photos
 from tests.fixtures.live import WSClient
 from tests.fixtures.uploads import REQUEST_UPLOADS, send_file
 from tests.graphql.generations.helpers import CREATE, GENERATION, wait_for
@@ -57,7 +57,7 @@ def test_the_embedded_mode_makes_a_video_from_a_selfie(embedded):
     target = _gql(base, token, REQUEST_UPLOADS, {"count": 1, "contentType": "image/jpeg"})["data"][
         "requestUploads"
     ]["uploads"][0]
-    assert send_file(target, images.jpeg((120, 160), noise=True)).status_code == 204
+    assert send_file(target, make_photos.portrait_jpeg()).status_code == 204
     request = {
         "trendSlug": "rain-dance",
         "photoUploadId": target["uploadId"],
@@ -126,7 +126,7 @@ def test_the_embedded_mode_finalizes_a_draft_at_cinema_with_the_same_shot_and_so
     target = _gql(base, token, REQUEST_UPLOADS, {"count": 1, "contentType": "image/jpeg"})["data"][
         "requestUploads"
     ]["uploads"][0]
-    assert send_file(target, images.jpeg((120, 160), noise=True)).status_code == 204
+    assert send_file(target, make_photos.portrait_jpeg()).status_code == 204
     request = {
         "trendSlug": "rain-dance",  # load_trends gave it a synthesized sound
         "photoUploadId": target["uploadId"],

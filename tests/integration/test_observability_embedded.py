@@ -18,7 +18,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.apps.storage import images
+from tests.fixtures.characters import make_photos
 from tests.fixtures.live import WSClient
 from tests.fixtures.uploads import REQUEST_UPLOADS, send_file
 from tests.graphql.generations.helpers import CREATE
@@ -72,7 +72,7 @@ def _run_generation(base: str, token: str, request_id: str) -> str:
     target = _gql(base, token, REQUEST_UPLOADS, {"count": 1, "contentType": "image/jpeg"})["data"][
         "requestUploads"
     ]["uploads"][0]
-    assert send_file(target, images.jpeg((120, 160), noise=True)).status_code == 204
+    assert send_file(target, make_photos.portrait_jpeg()).status_code == 204
     request = {
         "trendSlug": "rain-dance",
         "photoUploadId": target["uploadId"],

@@ -32,7 +32,9 @@ GENERATION_FIXED = {
     "request_hash",
     "draft",  # a final's draft, set when finalizeGeneration creates it
 }
-GENERATION_OWN_UPDATES = {"updated_at", "api_sequence", "shares"}  # saved by generation_changed / F()
+# Saved by generation_changed / F(); `inputs_purged_at` (with clearing `image_key` and `photo_upload`) by the
+# retention purge's update() of finished generations, which changes nothing subscribers see.
+GENERATION_OWN_UPDATES = {"updated_at", "api_sequence", "shares", "inputs_purged_at"}
 CHARACTER_FIXED = {"id", "created_at", "owner"}
 CHARACTER_OWN_UPDATES = {"updated_at", "sequence"}
 

@@ -1,4 +1,5 @@
-"""The periodic job scheduler: each job (rotation, Soul ID purge, generation reaper) once per its interval."""
+"""The periodic job scheduler: each job (rotation, Soul ID purge, generations' retention purge, generation
+reaper, purchase acknowledgements) once per its interval."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import pytest
 
 from apps.characters.tasks import characters_purge_task
 from apps.core.queues import QUEUE_MAINTENANCE
+from apps.generations.tasks import generations_purge_task
 from apps.jobs.tasks import jobs_reap_task
 from apps.purchases.tasks import purchases_acknowledge_sweep_task
 from apps.trends import scheduler
@@ -47,6 +49,7 @@ def test_the_jobs_and_their_default_intervals():
     assert [(job.name, job.actor, job.default_interval) for job in scheduler.JOBS] == [
         ("trends:rotation", "apps.trends.tasks:trends_rotate_task", 300),
         ("characters:purge", "apps.characters.tasks:characters_purge_task", 86_400),
+        ("generations:purge", "apps.generations.tasks:generations_purge_task", 86_400),
         ("jobs:reap", "apps.jobs.tasks:jobs_reap_task", 600),
         ("purchases:acknowledge", "apps.purchases.tasks:purchases_acknowledge_sweep_task", 3600),
     ]
@@ -55,6 +58,7 @@ def test_the_jobs_and_their_default_intervals():
 def test_each_job_is_enqueued_once_per_its_interval(settings, queue):
     settings.TRENDS_ROTATION_INTERVAL_SECONDS = 300
     settings.CHARACTERS_PURGE_INTERVAL_SECONDS = 86_400
+    settings.GENERATIONS_PURGE_INTERVAL_SECONDS = 86_400
     settings.GENERATIONS_REAP_INTERVAL_SECONDS = 600
     settings.PURCHASES_ACKNOWLEDGE_SWEEP_INTERVAL_SECONDS = 3600
     sent: dict[str, int] = {job.name: 0 for job in scheduler.JOBS}
@@ -66,15 +70,17 @@ def test_each_job_is_enqueued_once_per_its_interval(settings, queue):
     assert sent == {
         "trends:rotation": 36 * 12,
         "characters:purge": 2,
+        "generations:purge": 2,
         "jobs:reap": 36 * 6,
         "purchases:acknowledge": 36,
     }
     names = enqueued()
     assert names.count(trends_rotate_task.actor_name) == 36 * 12
     assert names.count(characters_purge_task.actor_name) == 2
+    assert names.count(generations_purge_task.actor_name) == 2
     assert names.count(jobs_reap_task.actor_name) == 36 * 6
     assert names.count(purchases_acknowledge_sweep_task.actor_name) == 36
-    assert len(names) == 36 * 12 + 2 + 36 * 6 + 36
+    assert len(names) == 36 * 12 + 2 + 2 + 36 * 6 + 36
 
 
 def test_the_first_tick_of_a_slot_enqueues_and_the_others_do_not(settings, queue):
@@ -84,6 +90,7 @@ def test_the_first_tick_of_a_slot_enqueues_and_the_others_do_not(settings, queue
     assert first == {
         "trends:rotation": True,
         "characters:purge": True,
+        "generations:purge": True,
         "jobs:reap": True,
         "purchases:acknowledge": True,
     }
@@ -108,6 +115,7 @@ def test_one_failing_job_does_not_stop_the_others(settings, queue, monkeypatch):
     assert scheduler.tick_all(now=START) == {
         "trends:rotation": True,
         "characters:purge": False,
+        "generations:purge": True,
         "jobs:reap": True,
         "purchases:acknowledge": True,
     }

@@ -10,6 +10,7 @@ from apps.characters.consent import consent_text
 from apps.characters.models import Character, CharacterPhoto, ConsentRecord
 from apps.storage.backends import get_storage
 from apps.storage.models import Upload
+from apps.storage.services import upload_refuse
 from tests.fixtures.characters import CHARACTERS, REMOVE_PHOTO, make_photos
 
 pytestmark = [pytest.mark.services]
@@ -90,7 +91,8 @@ def test_another_users_upload_is_not_found_and_nothing_is_added(account):
     theirs = other.uploads(shots()[1:2])
     result = me.add(character_id, [*mine, *theirs])
     assert result["__typename"] == "NotFound"
-    assert result["field"] == "uploadId"
+    assert result["field"] == "uploadIds"
+    assert result["message"] == "The upload at position 2 of uploadIds does not exist."
     assert CharacterPhoto.objects.count() == 0
     assert Character.objects.get().status == "COLLECTING"
 
@@ -227,3 +229,14 @@ def test_a_photo_removed_while_it_is_checked_leaves_nothing_behind(account, djan
     assert sorted(get_storage().list_keys(row.prefix)) == [kept.clean_key, kept.crop_key]
     assert get_storage().list_keys(f"uploads/{me.user.id}/") == []
     assert not Upload.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_photo_the_selfie_checks_refused_keeps_its_reason_in_a_soul_id(account):
+    me = account()
+    character_id = me.character_id()
+    [upload_id] = me.uploads([make_photos.no_face_jpeg()])
+    upload_refuse(upload_id=upload_id, reason="NO_FACE", message="No face.")  # refused as a selfie before
+    result = me.add(character_id, [upload_id])
+    assert result["__typename"] == "CharacterPayload", result
+    assert [(p["status"], p["reasons"]) for p in result["character"]["photos"]] == [("REJECTED", ["NO_FACE"])]

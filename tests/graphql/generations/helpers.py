@@ -5,6 +5,7 @@ Its fixtures (`shipped_routes`, `gpu_lanes`) are in tests/fixtures/generations.p
 
 from __future__ import annotations
 
+import functools
 import time
 import uuid
 from collections.abc import Callable
@@ -12,8 +13,8 @@ from typing import Any
 
 from apps.credits.models import CreditEntry, CreditHold, Wallet
 from apps.generations.models import Generation
-from tests.apps.storage import images
 from tests.apps.trends.helpers import make_category, make_trend
+from tests.fixtures.characters import make_photos
 
 GENERATION_FIELDS = """
   id status stage progress queuePosition etaSeconds creditsCharged price createdAt finishedAt
@@ -120,8 +121,10 @@ def key() -> str:
     return str(uuid.uuid4())
 
 
+@functools.cache
 def selfie_bytes() -> bytes:
-    return images.jpeg((96, 128), noise=True)
+    """A portrait that passes the selfie checks (one face, sharp, exposed)."""
+    return make_photos.portrait_jpeg()
 
 
 def wallet(user) -> tuple[int, int]:

@@ -6,14 +6,20 @@ what the API answers, what is stored and what is charged.
 
 from __future__ import annotations
 
+import io
+
 import pytest
 from django.core.cache import cache
+from PIL import ExifTags, Image
 
 from apps.accounts.models import User
+from apps.characters.photo_checks import reason_message
 from apps.credits.services import credits_grant
 from apps.generations.models import Generation, GenerationStatus, ModelRoute, PriceRule
+from apps.storage.backends import get_storage
 from apps.storage.models import Upload
 from apps.trends.models import TrendStatus
+from tests.fixtures.characters import make_photos
 from tests.fixtures.uploads import UploadFlow
 from tests.graphql.generations.helpers import (
     CREATE,
@@ -332,6 +338,68 @@ def test_an_upload_that_is_not_an_image_is_refused(gql, alice, shipped_routes):
     )
     assert result["reason"] in {"UNSUPPORTED_TYPE", "TYPE_MISMATCH", "CORRUPT"}
     assert Generation.objects.count() == 0 and wallet(user) == (20, 0)
+
+
+@pytest.mark.parametrize(
+    ("photo", "reason"),
+    [
+        pytest.param(make_photos.no_face_jpeg, "NO_FACE", id="landscape"),
+        pytest.param(make_photos.two_faces_jpeg, "MULTIPLE_FACES", id="two-faces"),
+        pytest.param(make_photos.blurry_jpeg, "BLURRY", id="blurry"),
+    ],
+)
+def test_a_selfie_the_photo_checks_refuse_names_the_reason_and_charges_nothing(
+    gql, alice, shipped_routes, photo, reason
+):
+    token, user, flow = alice
+    target = flow.target("image/jpeg")
+    flow.send(target, photo())
+    trend = a_trend(requires="SELFIE")
+    result = _create(gql, token, trendSlug=trend.slug, photoUploadId=target["uploadId"])
+    assert (result["__typename"], result["code"], result["field"], result["reason"]) == (
+        "UploadInvalid",
+        "UPLOAD_INVALID",
+        "photoUploadId",
+        reason,
+    )
+    assert result["message"] == reason_message(reason)
+    assert Generation.objects.count() == 0 and wallet(user) == (20, 0)
+    # The refusal is recorded on the upload and its file deleted: asking again gives the same answer.
+    upload = Upload.objects.get()
+    assert (upload.status, upload.reject_reason) == ("REJECTED", reason)
+    assert get_storage().head(upload.key) is None
+    again = _create(gql, token, trendSlug=trend.slug, photoUploadId=target["uploadId"])
+    assert (again["__typename"], again["reason"]) == ("UploadInvalid", reason)
+    assert wallet(user) == (20, 0)
+
+
+def test_a_selfie_is_kept_re_encoded_without_its_gps_and_metadata(gql, alice, shipped_routes):
+    token, user, flow = alice
+    original = make_photos.gps_jpeg()
+    with Image.open(io.BytesIO(original)) as image:
+        assert image.getexif().get_ifd(ExifTags.IFD.GPSInfo)  # the fixture does carry GPS
+    target = flow.target("image/jpeg")
+    flow.send(target, original)
+    trend = a_trend(requires="SELFIE", price_standard=4)
+    result = _create(gql, token, trendSlug=trend.slug, photoUploadId=target["uploadId"])
+    assert result["__typename"] == "GenerationPayload", result
+    assert wallet(user) == (16, 4)
+    generation = Generation.objects.get()
+    upload = Upload.objects.get()
+    assert generation.image_key == upload.key and upload.cleaned_at is not None
+    # What the GPU reads, and what the upload's URL serves back, is the re-encoded copy alone.
+    stored = get_storage().read(upload.key, max_bytes=10**8)
+    assert stored != original
+    with Image.open(io.BytesIO(stored)) as image:
+        assert image.format == "JPEG"
+        assert dict(image.getexif()) == {}
+        assert not {"exif", "xmp", "icc_profile", "comment"} & set(image.info)
+    assert (upload.format, upload.bytes) == ("JPEG", len(stored))
+    # Used again, the clean copy is not checked or re-encoded a second time.
+    cleaned_at = upload.cleaned_at
+    again = _create(gql, token, trendSlug=trend.slug, photoUploadId=target["uploadId"], idempotencyKey=key())
+    assert again["__typename"] == "GenerationPayload", again
+    assert Upload.objects.get().cleaned_at == cleaned_at
 
 
 def test_a_quality_the_route_chain_does_not_offer_is_unsupported(gql, alice, shipped_routes):
