@@ -5,6 +5,7 @@ from django.urls import include, path
 from apps.trends.views import trend_media
 from backend.health import healthz, readyz
 from graphql_schema.views import graphql_view
+from rest_api.api import api as rest_api
 
 urlpatterns = [
     path("graphql", graphql_view, name="graphql"),
@@ -15,6 +16,7 @@ urlpatterns = [
     path(settings.TRENDS_MEDIA_URL.lstrip("/") + "<path:path>", trend_media, name="trend-media"),
     path("storage/", include("apps.storage.urls")),  # signed upload/download URLs (embedded mode)
     path("webhooks/", include("apps.purchases.urls")),  # the stores' server notifications
+    path("v1/", rest_api.urls),  # the business REST API (rest_api/), OpenAPI at /v1/openapi.json
 ]
 
 if settings.BENCH_ENDPOINTS:  # bench/http_me.py compares GraphQL with a plain Django view

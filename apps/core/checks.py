@@ -75,6 +75,12 @@ def production_errors() -> list[Error]:
             "Google Play notifications would be taken without checking who sent them.",
             "Set GOOGLE_PLAY_PUSH_AUDIENCE and GOOGLE_PLAY_PUSH_SERVICE_ACCOUNT (the Pub/Sub push's OIDC).",
         )
+    if settings.WEBHOOKS_ALLOW_LOOPBACK:
+        fail(
+            "E015",
+            "WEBHOOKS_ALLOW_LOOPBACK is on: webhook endpoints could reach this host's own services.",
+            "Unset WEBHOOKS_ALLOW_LOOPBACK.",
+        )
     if getattr(settings, "BENCH_ENDPOINTS", False):
         fail("E010", "BENCH_ENDPOINTS is on in production.", "Unset BENCH_ENDPOINTS.")
     return errors

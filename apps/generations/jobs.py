@@ -26,6 +26,7 @@ from apps.jobs import dispatch
 from apps.jobs.kinds import Job, JobKind, JobUnavailable, Outcome, register
 from apps.jobs.lifecycle import EXPIRED
 from apps.notifications.services import push_notify_generation_finished
+from apps.organizations.webhooks import webhook_event_emit_safely
 from apps.storage.backends import get_storage
 from apps.trends.models import Trend
 from apps.trends.services import trend_generation_record
@@ -142,6 +143,26 @@ def delete_objects(keys: list[str]) -> None:
             storage.delete(key)
         except Exception:
             logger.exception("could not delete %s", key)
+
+
+def webhook_data(generation: Generation) -> dict[str, Any]:
+    """What an organization's webhook says of a generation (GET /v1/generations/{id} has the rest)."""
+    return {
+        "id": str(generation.pk),
+        "object": "generation",
+        "status": generation.status,
+        "failure_code": generation.failure_code or None,
+        "failure_message": generation.failure_message or None,
+        "credits_charged": generation.credits_charged,
+        "idempotency_key": generation.idempotency_key,
+    }
+
+
+def _webhook(generation: Generation, event_type: str) -> None:
+    """The organization's webhooks of a finished generation (none for an app user's)."""
+    webhook_event_emit_safely(
+        account_id=generation.owner_id, event_type=event_type, data=webhook_data(generation)
+    )
 
 
 def _valid_output(generation: Generation, output: Any, content_type: str) -> bool:
@@ -298,6 +319,7 @@ class GenerationJobs(JobKind):
             transaction.on_commit(
                 functools.partial(count_trend, trend_id=generation.trend_id, succeeded=True)
             )
+        _webhook(generation, "generation.succeeded")
 
     def retry(self, job: Job, *, code: str, message: str) -> float | None:
         """The same route again after a backoff, then the fallback route; None when neither is left."""
@@ -384,6 +406,7 @@ class GenerationJobs(JobKind):
         generation.finished_at = timezone.now()
         generation.credits_charged = 0
         generation_changed(generation)
+        _webhook(generation, f"generation.{outcome.value.lower()}")
 
     def failure_message(self, code: str, worker_message: str = "") -> str:
         if code == contract.BAD_INPUT and worker_message:

@@ -37,6 +37,7 @@ from apps.core.errors import (
 from apps.credits.selectors import credits_balance
 from apps.credits.services import credits_hold
 from apps.jobs.lifecycle import job_dispatch_on_commit
+from apps.organizations.selectors import organization_generation_cap
 from apps.storage.models import UploadStatus
 from apps.storage.selectors import upload_get_for_user
 from apps.storage.services import upload_verify
@@ -330,7 +331,8 @@ def _replay(*, user, key: str, fingerprint: str) -> Generation | None:
 
 
 def _check_active_limit(user) -> None:
-    most = settings.GENERATIONS_MAX_ACTIVE_PER_USER
+    # An organization's account has its own cap (admin); an app user the setting's.
+    most = organization_generation_cap(account_id=user.pk) or settings.GENERATIONS_MAX_ACTIVE_PER_USER
     active = Generation.objects.filter(
         owner=user, status__in=[GenerationStatus.QUEUED, GenerationStatus.RUNNING], deleted_at__isnull=True
     ).count()
