@@ -273,6 +273,9 @@ GENERATIONS_ECONOMY_DISCOUNT_PERCENT = env_int("GENERATIONS_ECONOMY_DISCOUNT_PER
 GENERATIONS_FINAL_CREDITS_DRAFT = env_bool("GENERATIONS_FINAL_CREDITS_DRAFT", False)
 # Queued + running generations one user may have at once (RATE_LIMITED beyond).
 GENERATIONS_MAX_ACTIVE_PER_USER = env_int("GENERATIONS_MAX_ACTIVE_PER_USER", 3)
+# An organization's generations not yet finished (RATE_LIMITED beyond); those past its window
+# (Organization.max_active_generations, admin) wait unsent for their share of the lanes.
+GENERATIONS_MAX_ACTIVE_PER_ORGANIZATION = env_int("GENERATIONS_MAX_ACTIVE_PER_ORGANIZATION", 10_000)
 # A retryable failure (out of memory, a lost worker) is dispatched again on the same route this many
 # times, after a backoff that doubles from the base, then on the route's fallback; at most MAX_ATTEMPTS.
 GENERATIONS_RETRIES_PER_ROUTE = env_int("GENERATIONS_RETRIES_PER_ROUTE", 1)

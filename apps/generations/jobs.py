@@ -33,6 +33,7 @@ from apps.trends.services import trend_generation_record
 
 from . import routing
 from .events import generation_changed
+from .fair_share import share_release_on_commit
 from .models import CONTRACT_ASPECT_RATIOS, Generation, GenerationStatus, ModelRoute, generation_prefix
 from .planner import ShotDefaults, plan_shot
 
@@ -158,11 +159,13 @@ def webhook_data(generation: Generation) -> dict[str, Any]:
     }
 
 
-def _webhook(generation: Generation, event_type: str) -> None:
-    """The organization's webhooks of a finished generation (none for an app user's)."""
+def _finished(generation: Generation, event_type: str) -> None:
+    """An organization's generation ended: its webhooks, and its next held generation goes to its lane
+    (fair_share.py). Nothing for an app user's, but the two cheap lookups."""
     webhook_event_emit_safely(
         account_id=generation.owner_id, event_type=event_type, data=webhook_data(generation)
     )
+    share_release_on_commit(owner_id=generation.owner_id)
 
 
 def _valid_output(generation: Generation, output: Any, content_type: str) -> bool:
@@ -224,11 +227,12 @@ class GenerationJobs(JobKind):
         silent = Q(status=GenerationStatus.RUNNING) & (
             Q(last_event_at__lt=stuck_before) | Q(last_event_at__isnull=True, queued_at__lt=stuck_before)
         )
-        waiting = Q(status=GenerationStatus.QUEUED, queued_at__lt=queued_before)
+        # A generation held for its organization's share waits unsent and does not expire (fair_share.py).
+        waiting = Q(status=GenerationStatus.QUEUED, queued_at__lt=queued_before, share_held=False)
         return Generation.objects.filter(silent | waiting, deleted_at__isnull=True)
 
     def unsent(self, *, queued_before):
-        waiting = Q(status=GenerationStatus.QUEUED, queued_at__lt=queued_before)
+        waiting = Q(status=GenerationStatus.QUEUED, queued_at__lt=queued_before, share_held=False)
         return Generation.objects.filter(waiting, job_message_id="", deleted_at__isnull=True)
 
     # 2. Messages
@@ -319,7 +323,7 @@ class GenerationJobs(JobKind):
             transaction.on_commit(
                 functools.partial(count_trend, trend_id=generation.trend_id, succeeded=True)
             )
-        _webhook(generation, "generation.succeeded")
+        _finished(generation, "generation.succeeded")
 
     def retry(self, job: Job, *, code: str, message: str) -> float | None:
         """The same route again after a backoff, then the fallback route; None when neither is left."""
@@ -406,7 +410,7 @@ class GenerationJobs(JobKind):
         generation.finished_at = timezone.now()
         generation.credits_charged = 0
         generation_changed(generation)
-        _webhook(generation, f"generation.{outcome.value.lower()}")
+        _finished(generation, f"generation.{outcome.value.lower()}")
 
     def failure_message(self, code: str, worker_message: str = "") -> str:
         if code == contract.BAD_INPUT and worker_message:

@@ -45,7 +45,8 @@ class Organization(BaseModel):
     max_active_generations = models.PositiveIntegerField(
         default=20,
         validators=[MinValueValidator(1)],
-        help_text="Queued + running generations at once (RATE_LIMITED beyond); also its share of a lane.",
+        help_text="Its share of the GPU lanes: generations in the lanes at once. More wait, charged but "
+        "unsent, and go as these finish (apps/generations/fair_share.py).",
     )
     requests_per_minute = models.PositiveIntegerField(
         default=600, validators=[MinValueValidator(1)], help_text="Per API key."
