@@ -211,3 +211,28 @@ def test_a_batch_of_20_finishes_and_each_item_is_one_signed_generation_succeeded
             got = client.get(f"/generations/{generation_id}").json()
             assert got["status"] == "SUCCEEDED" and got["video"]["url"].startswith("http")
         assert json.loads(receiver.delivered()[0][1])["data"]["status"] == "SUCCEEDED"
+
+
+def test_a_hanging_endpoint_does_not_hold_up_another_organizations_delivery(
+    make_org, settings, django_worker
+):
+    import socket
+
+    settings.WEBHOOKS_TIMEOUT_SECONDS = 20
+    slow_org, _ = make_org("Slow Co")
+    fast_org, _ = make_org("Fast Co")
+    with socket.socket() as silent, Receiver() as receiver:  # `silent` accepts and never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        silent.settimeout(30)
+        slow = webhook_endpoint_create(
+            organization=slow_org, url=f"http://127.0.0.1:{silent.getsockname()[1]}/"
+        )
+        webhook_endpoint_create(organization=fast_org, url=receiver.url)
+        emit(slow_org)
+        connection, _ = silent.accept()  # the slow endpoint is called: a worker thread now waits on it
+        emit(fast_org)
+        wait_for(lambda: receiver.delivered(), what="the other delivery", timeout=15)
+        # The first attempt at the slow endpoint is still waiting for its answer.
+        assert WebhookDelivery.objects.get(endpoint=slow).attempts == 0
+        connection.close()
