@@ -97,6 +97,7 @@ UNSAFE = [
         id="apple-without-app-id",
     ),
     pytest.param({"GOOGLE_PLAY_PACKAGE_NAME": "com.example.app"}, "backend.E014", id="play-push-unchecked"),
+    pytest.param({"WEBHOOKS_ALLOW_LOOPBACK": "1"}, "backend.E015", id="loopback-webhooks"),
 ]
 
 
