@@ -8,7 +8,9 @@ import binascii
 import datetime as dt
 import uuid
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.db import close_old_connections
 from django.db.models import Q
 from django.http import HttpRequest
 from ninja import Header, Query, Router, Status
@@ -140,32 +142,41 @@ def create_generation(
     "item that failed alone. Each item's idempotency key is its own `idempotency_key`, or "
     "`<Idempotency-Key header>:<index>`.",
 )
-def create_generations_batch(
+async def create_generations_batch(
     request: HttpRequest,
     body: BatchCreate,
     idempotency_key: str | None = Header(None, alias="Idempotency-Key"),
 ):
-    account = account_of(request)
-    results: list[BatchResult] = []
-    for index, raw in enumerate(body.items):
+    # Async, with each item created in a pool thread: a batch of 100 takes seconds, and a sync view would
+    # hold the process's one thread for sync code (every GraphQL service call waits on it) all along.
+    account = account_of(request)  # loaded with the key: no query here
+    create_item = sync_to_async(_batch_item, thread_sensitive=False)
+    results = [
+        await create_item(account, index, raw, idempotency_key) for index, raw in enumerate(body.items)
+    ]
+    accepted = sum(1 for result in results if result.id)
+    return Status(200, BatchOut(data=results, accepted=accepted, failed=len(results) - accepted))
+
+
+def _batch_item(account, index: int, raw, batch_key: str | None) -> BatchResult:
+    """One item of a batch: its id, or the problem that it alone fails with."""
+    try:
         try:
             item = raw if isinstance(raw, BatchItem) else BatchItem.model_validate(raw)
         except ValidationError as exc:
             errors = exc.errors(include_url=False, include_context=False, include_input=False)
-            results.append(BatchResult(index=index, id=None, error=validation_problem(errors)))
-            continue
-        key = item.idempotency_key or (f"{idempotency_key}:{index}" if idempotency_key else None)
+            return BatchResult(index=index, id=None, error=validation_problem(errors))
+        key = item.idempotency_key or (f"{batch_key}:{index}" if batch_key else None)
         try:
             generation = generation_create(user=account, request=_request(item, key))
         except DomainError as exc:
-            body_ = problem_from(exc)
-            if body_["field"] == "Idempotency-Key":
-                body_["field"] = "idempotency_key"
-            results.append(BatchResult(index=index, id=None, error=body_))
-            continue
-        results.append(BatchResult(index=index, id=str(generation.pk), error=None))
-    accepted = sum(1 for result in results if result.id)
-    return Status(200, BatchOut(data=results, accepted=accepted, failed=len(results) - accepted))
+            error = problem_from(exc)
+            if error["field"] == "Idempotency-Key":
+                error["field"] = "idempotency_key"
+            return BatchResult(index=index, id=None, error=error)
+        return BatchResult(index=index, id=str(generation.pk), error=None)
+    finally:
+        close_old_connections()  # a pool thread keeps no connection past CONN_MAX_AGE
 
 
 @router.get("/generations/{generation_id}", auth=READ, response={200: GenerationOut, **ERRORS})
