@@ -99,6 +99,7 @@ format: $(STAMP)
 
 schema: $(STAMP)
 	$(PY) manage.py export_schema graphql_schema.schema:schema --path graphql_schema/schema.graphql
+	$(PY) manage.py shell -c "from rest_api.api import OPENAPI_PATH, openapi_document; OPENAPI_PATH.write_text(openapi_document())"
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache .import_linter_cache $(AUDIT_DIR)/node_modules \

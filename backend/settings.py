@@ -69,6 +69,7 @@ INSTALLED_APPS = [
     "apps.notifications",
     "apps.jobs",
     "apps.purchases",
+    "apps.organizations",
     "apps.generations",
     "apps.characters",
     "apps.moderation",
@@ -315,6 +316,9 @@ GENERATIONS_ECONOMY_DISCOUNT_PERCENT = env_int("GENERATIONS_ECONOMY_DISCOUNT_PER
 GENERATIONS_FINAL_CREDITS_DRAFT = env_bool("GENERATIONS_FINAL_CREDITS_DRAFT", False)
 # Queued + running generations one user may have at once (RATE_LIMITED beyond).
 GENERATIONS_MAX_ACTIVE_PER_USER = env_int("GENERATIONS_MAX_ACTIVE_PER_USER", 3)
+# An organization's generations not yet finished (RATE_LIMITED beyond); those past its window
+# (Organization.max_active_generations, admin) wait unsent for their share of the lanes.
+GENERATIONS_MAX_ACTIVE_PER_ORGANIZATION = env_int("GENERATIONS_MAX_ACTIVE_PER_ORGANIZATION", 10_000)
 # A retryable failure (out of memory, a lost worker) is dispatched again on the same route this many
 # times, after a backoff that doubles from the base, then on the route's fallback; at most MAX_ATTEMPTS.
 GENERATIONS_RETRIES_PER_ROUTE = env_int("GENERATIONS_RETRIES_PER_ROUTE", 1)
@@ -328,6 +332,22 @@ GENERATIONS_QUEUE_MAX_WAIT_SECONDS = env_int("GENERATIONS_QUEUE_MAX_WAIT_SECONDS
 GENERATIONS_GPU_CAPACITY = env_int("GENERATIONS_GPU_CAPACITY", 1)
 # How long a first request holds its idempotency key against a concurrent duplicate.
 GENERATIONS_IDEMPOTENCY_CLAIM_SECONDS = env_int("GENERATIONS_IDEMPOTENCY_CLAIM_SECONDS", 60)
+
+# --- Organizations: REST API keys and webhooks (apps/organizations, rest_api/) ---------------------
+
+# Webhook attempts after the first, in seconds (exponential, about a day in all); then the delivery fails.
+WEBHOOKS_RETRY_DELAYS_SECONDS = [
+    float(v) for v in env_list("WEBHOOKS_RETRY_DELAYS_SECONDS", "10,60,300,1800,7200,21600,43200,43200")
+]
+WEBHOOKS_TIMEOUT_SECONDS = float(os.environ.get("WEBHOOKS_TIMEOUT_SECONDS") or 10.0)
+# An endpoint whose deliveries failed every attempt this many times in a row is disabled (admin shows why).
+WEBHOOKS_DISABLE_AFTER_FAILED_DELIVERIES = env_int("WEBHOOKS_DISABLE_AFTER_FAILED_DELIVERIES", 5)
+# Endpoints on 127.0.0.0/8 and ::1 (tests, development); production refuses it. Private and link-local
+# targets are never allowed.
+WEBHOOKS_ALLOW_LOOPBACK = env_bool("WEBHOOKS_ALLOW_LOOPBACK", False)
+# REST /v1: items of one batch request, and the page size of lists.
+REST_BATCH_MAX_ITEMS = 100
+REST_PAGE_MAX = 100
 
 # --- GraphQL ----------------------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ from apps.trends.views import trend_media
 from backend.health import healthz, readyz
 from backend.landing import api_landing, schema_file
 from graphql_schema.views import graphql_view
+from rest_api.api import api as rest_api
 
 urlpatterns = [
     path("", api_landing, name="api-landing"),  # admin's "View site"
@@ -18,6 +19,7 @@ urlpatterns = [
     path(settings.TRENDS_MEDIA_URL.lstrip("/") + "<path:path>", trend_media, name="trend-media"),
     path("storage/", include("apps.storage.urls")),  # signed upload/download URLs (embedded mode)
     path("webhooks/", include("apps.purchases.urls")),  # the stores' server notifications
+    path("v1/", rest_api.urls),  # the business REST API (rest_api/), OpenAPI at /v1/openapi.json
 ]
 
 if settings.METRICS_ENDPOINT:  # Prometheus (backend/metrics.py): a bearer token in production

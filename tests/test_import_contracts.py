@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("apps", "backend", "gpu_worker", "graphql_schema")
+PACKAGES = ("apps", "backend", "gpu_worker", "graphql_schema", "rest_api")
 LINT_IMPORTS = str(Path(sys.executable).with_name("lint-imports"))
 
 # Every contract in pyproject.toml passes today (app-layers with its list of known upward imports). A
@@ -21,6 +21,8 @@ LINT_IMPORTS = str(Path(sys.executable).with_name("lint-imports"))
 CONTRACTS = (
     "gpu-worker-standalone",
     "apps-below-graphql",
+    "apps-below-rest-api",
+    "rest-api-beside-graphql",
     "core-imports-no-app",
     "one-channel-layer-publisher",
     "app-layers",

@@ -22,6 +22,7 @@ from PIL import Image
 import gpu_worker.contract as contract
 from apps.jobs.kinds import Job, JobKind, Outcome, register
 from apps.notifications.services import push_notify_character_finished
+from apps.organizations.webhooks import webhook_event_emit_safely
 from apps.storage.backends import StorageError, get_storage
 
 from .events import character_changed
@@ -185,6 +186,11 @@ class TrainingJobs(JobKind):
         character.trained_at = timezone.now()
         _thumbnail(character)
         character_changed(character)
+        webhook_event_emit_safely(  # an organization's Soul ID (none for an app user's)
+            account_id=character.owner_id,
+            event_type="character.ready",
+            data={"id": str(character.pk), "object": "character", "status": character.status},
+        )
         run.status = TrainingStatus.SUCCEEDED
         run.timings = event.timings
         run.finished_at = timezone.now()

@@ -100,6 +100,12 @@ def production_errors() -> list[Error]:
             "/metrics is served without a bearer token of 32+ characters in production.",
             "Set METRICS_TOKEN (and give it to the scraper), or METRICS_ENDPOINT=0 to turn /metrics off.",
         )
+    if settings.WEBHOOKS_ALLOW_LOOPBACK:
+        fail(
+            "E022",
+            "WEBHOOKS_ALLOW_LOOPBACK is on: webhook endpoints could reach this host's own services.",
+            "Unset WEBHOOKS_ALLOW_LOOPBACK.",
+        )
     if getattr(settings, "BENCH_ENDPOINTS", False):
         fail("E010", "BENCH_ENDPOINTS is on in production.", "Unset BENCH_ENDPOINTS.")
     return errors

@@ -9,7 +9,14 @@ from gpu_worker.contract import GPU_QUEUES, QUEUE_JOB_EVENTS
 QUEUE_DEFAULT = "default"
 QUEUE_PUSH = "push"
 QUEUE_MAINTENANCE = "maintenance"
+QUEUE_WEBHOOKS = "webhooks"  # apps/organizations: organizations' signed webhooks
 
-DJANGO_QUEUES: tuple[str, ...] = (QUEUE_DEFAULT, QUEUE_PUSH, QUEUE_MAINTENANCE, QUEUE_JOB_EVENTS)
+DJANGO_QUEUES: tuple[str, ...] = (
+    QUEUE_DEFAULT,
+    QUEUE_PUSH,
+    QUEUE_MAINTENANCE,
+    QUEUE_JOB_EVENTS,
+    QUEUE_WEBHOOKS,
+)
 
 assert not set(DJANGO_QUEUES) & set(GPU_QUEUES), "a Django queue must never be a GPU lane"

@@ -28,12 +28,14 @@ from apps.jobs.lifecycle import EXPIRED
 from apps.moderation.models import Decision, Subject
 from apps.moderation.services import decision_record, image_moderation_model, image_thresholds
 from apps.notifications.services import push_notify_generation_finished
+from apps.organizations.webhooks import webhook_event_emit_safely
 from apps.storage.backends import get_storage
 from apps.trends.models import Trend
 from apps.trends.services import trend_generation_record
 
 from . import routing
 from .events import generation_changed
+from .fair_share import share_release_on_commit
 from .models import (
     CONTRACT_ASPECT_RATIOS,
     Generation,
@@ -171,6 +173,28 @@ def delete_objects(keys: list[str]) -> None:
             logger.exception("could not delete %s", key)
 
 
+def webhook_data(generation: Generation) -> dict[str, Any]:
+    """What an organization's webhook says of a generation (GET /v1/generations/{id} has the rest)."""
+    return {
+        "id": str(generation.pk),
+        "object": "generation",
+        "status": generation.status,
+        "failure_code": generation.failure_code or None,
+        "failure_message": generation.failure_message or None,
+        "credits_charged": generation.credits_charged,
+        "idempotency_key": generation.idempotency_key,
+    }
+
+
+def _finished(generation: Generation, event_type: str) -> None:
+    """An organization's generation ended: its webhooks, and its next held generation goes to its lane
+    (fair_share.py). Nothing for an app user's, but the two cheap lookups."""
+    webhook_event_emit_safely(
+        account_id=generation.owner_id, event_type=event_type, data=webhook_data(generation)
+    )
+    share_release_on_commit(owner_id=generation.owner_id)
+
+
 def _valid_output(generation: Generation, output: Any, content_type: str) -> bool:
     return (
         isinstance(output, dict)
@@ -286,11 +310,12 @@ class GenerationJobs(JobKind):
         silent = Q(status=GenerationStatus.RUNNING) & (
             Q(last_event_at__lt=stuck_before) | Q(last_event_at__isnull=True, queued_at__lt=stuck_before)
         )
-        waiting = Q(status=GenerationStatus.QUEUED, queued_at__lt=queued_before)
+        # A generation held for its organization's share waits unsent and does not expire (fair_share.py).
+        waiting = Q(status=GenerationStatus.QUEUED, queued_at__lt=queued_before, share_held=False)
         return Generation.objects.filter(silent | waiting, deleted_at__isnull=True)
 
     def unsent(self, *, queued_before):
-        waiting = Q(status=GenerationStatus.QUEUED, queued_at__lt=queued_before)
+        waiting = Q(status=GenerationStatus.QUEUED, queued_at__lt=queued_before, share_held=False)
         return Generation.objects.filter(waiting, job_message_id="", deleted_at__isnull=True)
 
     # 2. Messages
@@ -367,6 +392,7 @@ class GenerationJobs(JobKind):
             transaction.on_commit(
                 functools.partial(count_trend, trend_id=generation.trend_id, succeeded=True)
             )
+        _finished(generation, "generation.succeeded")
 
     def review_needed(self, job: Job, event: contract.JobEvent) -> bool:
         return bool((event.moderation or {}).get("output", {}).get("flagged"))
@@ -475,6 +501,7 @@ class GenerationJobs(JobKind):
         generation.finished_at = timezone.now()
         generation.credits_charged = 0
         generation_changed(generation)
+        _finished(generation, f"generation.{outcome.value.lower()}")
 
     def failure_message(self, code: str, worker_message: str = "") -> str:
         if code == contract.BAD_INPUT and worker_message:

@@ -529,6 +529,8 @@ class Generation(BaseModel):
     # finalized without it.
     inputs_purged_at = models.DateTimeField(null=True, blank=True)
     # Idempotency: the same key and the same request give the same generation (kept with the row)
+    # An organization's generation beyond its share of the lanes waits here, unsent (fair_share.py).
+    share_held = models.BooleanField(default=False)
     idempotency_key = models.CharField(max_length=255)
     request_hash = models.CharField(max_length=64)
 

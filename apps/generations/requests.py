@@ -38,12 +38,14 @@ from apps.credits.selectors import credits_balance
 from apps.credits.services import credits_hold
 from apps.jobs.lifecycle import job_dispatch_on_commit
 from apps.moderation.services import prompt_check
+from apps.organizations.selectors import organization_generation_cap
 from apps.storage.models import UploadStatus
 from apps.storage.selectors import upload_get_for_user
 from apps.storage.services import upload_verify
 from apps.trends.models import AspectRatio, QualityTier, Requirement, Trend, TrendStatus
 
 from . import routing
+from .fair_share import share_admits
 from .jobs import GENERATION_JOBS, count_trend, generation_plan, generation_subject
 from .models import Generation, GenerationStatus, Lane, ModelRoute
 from .pricing import price_credits
@@ -337,7 +339,14 @@ def _replay(*, user, key: str, fingerprint: str) -> Generation | None:
 
 
 def _check_active_limit(user) -> None:
-    most = settings.GENERATIONS_MAX_ACTIVE_PER_USER
+    # An organization's generations beyond its window wait for their share (fair_share.py): it may have
+    # many more at once than an app user.
+    is_organization = organization_generation_cap(account_id=user.pk) is not None
+    most = (
+        settings.GENERATIONS_MAX_ACTIVE_PER_ORGANIZATION
+        if is_organization
+        else settings.GENERATIONS_MAX_ACTIVE_PER_USER
+    )
     active = Generation.objects.filter(
         owner=user, status__in=[GenerationStatus.QUEUED, GenerationStatus.RUNNING], deleted_at__isnull=True
     ).count()
@@ -533,6 +542,7 @@ def _create(
         idempotency_key=key,
         request_hash=fingerprint,
         api_sequence=1,
+        share_held=not share_admits(owner_id=user.pk),
     )
     # The related rows were just read; checking them again would cost a query each.
     generation.full_clean(
@@ -545,7 +555,8 @@ def _create(
     credits_hold(user=user, amount=resolved.credits, owner=generation, reason="generation")
     if resolved.character_id is not None:
         character_mark_used(character_id=resolved.character_id)  # retention counts from the last use
-    job_dispatch_on_commit(GENERATION_JOBS, job_id=str(generation.pk), attempt=1)
+    if not generation.share_held:
+        job_dispatch_on_commit(GENERATION_JOBS, job_id=str(generation.pk), attempt=1)
     if trend is not None:
         transaction.on_commit(functools.partial(count_trend, trend_id=trend.pk, succeeded=False))
     return generation

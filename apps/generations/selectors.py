@@ -155,7 +155,7 @@ def generation_estimate(generation: Generation, *, routes: dict | None = None) -
     same_lane_before = Q(lane=generation.lane) & (
         Q(queued_at__lt=generation.queued_at) | Q(queued_at=generation.queued_at, id__lt=generation.id)
     )
-    ahead = Generation.objects.filter(status=GenerationStatus.QUEUED).filter(
+    ahead = Generation.objects.filter(status=GenerationStatus.QUEUED, share_held=False).filter(
         same_lane_before
         | Q(lane__in=[lane for lane in _lanes_at_or_above(generation.lane) if lane != generation.lane])
     )
@@ -168,7 +168,9 @@ def new_job_eta_seconds(
 ) -> int:
     """The ETA of a generation submitted now: everything queued in its lane and above, then itself (at
     its tier's steps)."""
-    ahead = Generation.objects.filter(status=GenerationStatus.QUEUED, lane__in=_lanes_at_or_above(lane))
+    ahead = Generation.objects.filter(
+        status=GenerationStatus.QUEUED, share_held=False, lane__in=_lanes_at_or_above(lane)
+    )
     _, wait = _queue_wait_seconds(ahead, _routes())
     own = run_seconds(route, width=width, height=height, num_frames=num_frames, quality=quality)
     return round(wait + own)

@@ -118,6 +118,7 @@ UNSAFE = [
     pytest.param({"MODERATION_IMAGE_MODEL": None}, "backend.E020", id="no-image-classifier"),
     pytest.param({"METRICS_TOKEN": None}, "backend.E021", id="metrics-unprotected"),
     pytest.param({"METRICS_TOKEN": "short"}, "backend.E021", id="metrics-short-token"),
+    pytest.param({"WEBHOOKS_ALLOW_LOOPBACK": "1"}, "backend.E022", id="loopback-webhooks"),
 ]
 
 

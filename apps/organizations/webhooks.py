@@ -1,0 +1,284 @@
+"""Webhooks: an organization's events, signed per Standard Webhooks and delivered by a backend worker.
+
+- `webhook_url_check` keeps endpoints off private, loopback and link-local networks (SSRF): on save, and
+  again at every delivery after DNS resolution (a name may point somewhere else by then).
+- `webhook_event_emit` records one delivery per subscribed endpoint in the caller's transaction and sends
+  each to the worker after the commit; a failure here never fails the caller's transition.
+- `webhook_deliver` makes one attempt: a 2xx is delivered; a timeout, an error status or a redirect (never
+  followed) is tried again after the next of `WEBHOOKS_RETRY_DELAYS_SECONDS` (about a day in all). An
+  endpoint whose deliveries failed every attempt `WEBHOOKS_DISABLE_AFTER_FAILED_DELIVERIES` times in a row
+  is disabled, with the reason in admin. Every delivery is its own message: a slow endpoint delays nobody.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import functools
+import ipaddress
+import json
+import logging
+import secrets
+import socket
+import uuid
+from urllib.parse import urlsplit
+
+import dramatiq
+import requests
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+from standardwebhooks.webhooks import Webhook
+
+from apps.core.errors import ValidationFailed
+
+from .models import WEBHOOK_EVENT_TYPES, DeliveryStatus, Organization, WebhookDelivery, WebhookEndpoint
+
+logger = logging.getLogger(__name__)
+
+WEBHOOK_DELIVER_ACTOR = "webhook_deliver"  # apps/organizations/tasks.py
+SECRET_ROTATION_OVERLAP = dt.timedelta(hours=24)
+
+
+# --- Endpoints ------------------------------------------------------------------------------------
+
+
+def _address_allowed(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    if address.is_loopback:
+        return settings.WEBHOOKS_ALLOW_LOOPBACK
+    return address.is_global and not address.is_multicast
+
+
+def webhook_url_check(url: str) -> None:
+    """ValidationFailed unless `url` is http(s) (https in production) and every address its host
+    resolves to is public (loopback only where WEBHOOKS_ALLOW_LOOPBACK is on: tests, development)."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        raise ValidationFailed("This is not a URL.", field="url") from None
+    schemes = ("https",) if settings.IS_PRODUCTION else ("https", "http")
+    if parts.scheme not in schemes or not parts.hostname:
+        raise ValidationFailed(f"Use an {' or '.join(schemes)} URL with a host name.", field="url")
+    try:
+        infos = socket.getaddrinfo(parts.hostname, port, proto=socket.IPPROTO_TCP)
+    except (socket.gaierror, UnicodeError):
+        raise ValidationFailed(f"The host {parts.hostname} does not resolve.", field="url") from None
+    for info in infos:
+        address = ipaddress.ip_address(info[4][0].split("%")[0])
+        if not _address_allowed(address):
+            raise ValidationFailed(
+                f"{parts.hostname} points to a private, loopback or link-local address ({address}); "
+                "webhooks go to public addresses only.",
+                field="url",
+            )
+
+
+def webhook_events_clean(events) -> list[str]:
+    if not isinstance(events, list) or not events or not set(events) <= set(WEBHOOK_EVENT_TYPES):
+        raise ValidationFailed(f"Events are a list of: {', '.join(WEBHOOK_EVENT_TYPES)}.", field="events")
+    return sorted(set(events))
+
+
+def webhook_secret_new() -> str:
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+@transaction.atomic
+def webhook_endpoint_create(
+    *, organization: Organization, url: str, events: list[str] | None = None
+) -> WebhookEndpoint:
+    webhook_url_check(url)
+    endpoint = WebhookEndpoint(
+        organization=organization,
+        url=url,
+        events=webhook_events_clean(events if events is not None else list(WEBHOOK_EVENT_TYPES)),
+        secret=webhook_secret_new(),
+    )
+    endpoint.full_clean(exclude=["organization"])
+    endpoint.save(force_insert=True)
+    return endpoint
+
+
+@transaction.atomic
+def webhook_secret_rotate(*, endpoint_id) -> WebhookEndpoint:
+    """A new secret; the previous one keeps signing too for a day, so receivers can switch over."""
+    endpoint = WebhookEndpoint.objects.select_for_update().get(pk=endpoint_id)
+    endpoint.previous_secret = endpoint.secret
+    endpoint.previous_secret_expires_at = timezone.now() + SECRET_ROTATION_OVERLAP
+    endpoint.secret = webhook_secret_new()
+    endpoint.save(update_fields=["secret", "previous_secret", "previous_secret_expires_at", "updated_at"])
+    return endpoint
+
+
+def webhook_endpoint_enable(*, endpoint_id) -> None:
+    WebhookEndpoint.objects.filter(pk=endpoint_id).update(
+        enabled=True, failed_deliveries_in_a_row=0, disabled_reason="", updated_at=timezone.now()
+    )
+
+
+# --- Events ---------------------------------------------------------------------------------------
+
+
+def _send_on_commit(delivery_id, delay_seconds: float = 0) -> None:
+    transaction.on_commit(
+        functools.partial(_send, delivery_id=str(delivery_id), delay_seconds=delay_seconds), robust=True
+    )
+
+
+def _send(*, delivery_id: str, delay_seconds: float = 0) -> None:
+    dramatiq.get_broker().get_actor(WEBHOOK_DELIVER_ACTOR).send_with_options(
+        kwargs={"delivery_id": delivery_id}, delay=int(delay_seconds * 1000) or None
+    )
+
+
+def webhook_event_emit(*, account_id, event_type: str, data: dict) -> int:
+    """Records `event_type` for every enabled endpoint of the organization whose account is `account_id`
+    that asked for it (none for an app user) and sends them after the commit. Returns how many."""
+    if event_type not in WEBHOOK_EVENT_TYPES:
+        raise ValueError(f"unknown webhook event type {event_type!r}")
+    endpoints = [
+        endpoint
+        for endpoint in WebhookEndpoint.objects.filter(organization__account_id=account_id, enabled=True)
+        if event_type in endpoint.events
+    ]
+    if not endpoints:
+        return 0
+    payload = {"type": event_type, "timestamp": timezone.now().isoformat(), "data": data}
+    for endpoint in endpoints:
+        delivery = WebhookDelivery.objects.create(
+            endpoint=endpoint, message_id=f"msg_{uuid.uuid4().hex}", event_type=event_type, payload=payload
+        )
+        _send_on_commit(delivery.pk)
+    return len(endpoints)
+
+
+def webhook_event_emit_safely(*, account_id, event_type: str, data: dict) -> None:
+    """`webhook_event_emit` that never fails the caller (a job's terminal transition): logged instead."""
+    try:
+        with transaction.atomic():
+            webhook_event_emit(account_id=account_id, event_type=event_type, data=data)
+    except Exception:
+        logger.exception("could not record the %s webhooks of account %s", event_type, account_id)
+
+
+@transaction.atomic
+def webhook_delivery_replay(*, delivery_id) -> WebhookDelivery:
+    """Sends a delivery again as a new one (same `webhook-id`: a receiver that has it drops it)."""
+    original = WebhookDelivery.objects.get(pk=delivery_id)
+    replay = WebhookDelivery.objects.create(
+        endpoint_id=original.endpoint_id,
+        message_id=original.message_id,
+        event_type=original.event_type,
+        payload=original.payload,
+    )
+    _send_on_commit(replay.pk)
+    return replay
+
+
+# --- Delivery -------------------------------------------------------------------------------------
+
+
+def webhook_signature(
+    endpoint: WebhookEndpoint, *, message_id: str, timestamp: dt.datetime, body: str
+) -> str:
+    """`v1,<sig>` with the current secret, and with the previous one too while it is still active."""
+    secrets_in_use = [endpoint.secret]
+    if endpoint.previous_secret and (endpoint.previous_secret_expires_at or timezone.now()) > timezone.now():
+        secrets_in_use.append(endpoint.previous_secret)
+    return " ".join(Webhook(secret).sign(message_id, timestamp, body) for secret in secrets_in_use)
+
+
+def _attempt(endpoint: WebhookEndpoint, delivery: WebhookDelivery) -> tuple[int | None, str]:
+    """(status code, error) of one POST; never follows a redirect."""
+    try:
+        webhook_url_check(endpoint.url)
+    except ValidationFailed as exc:
+        return None, exc.message
+    body = json.dumps(delivery.payload, separators=(",", ":"), sort_keys=True)
+    now = timezone.now()
+    headers = {
+        "content-type": "application/json",
+        "user-agent": "diffuse-webhooks/1",
+        "webhook-id": delivery.message_id,
+        "webhook-timestamp": str(int(now.timestamp())),
+        "webhook-signature": webhook_signature(
+            endpoint, message_id=delivery.message_id, timestamp=now, body=body
+        ),
+    }
+    try:
+        response = requests.post(
+            endpoint.url,
+            data=body.encode(),
+            headers=headers,
+            timeout=settings.WEBHOOKS_TIMEOUT_SECONDS,
+            allow_redirects=False,
+        )
+    except requests.RequestException as exc:
+        return None, f"{type(exc).__name__}: {exc}"[:300]
+    if 200 <= response.status_code < 300:
+        return response.status_code, ""
+    if 300 <= response.status_code < 400:
+        return response.status_code, "redirects are not followed; point the endpoint at the final URL"
+    return response.status_code, f"HTTP {response.status_code}"
+
+
+def webhook_deliver(*, delivery_id) -> float | None:
+    """One attempt of a pending delivery. Returns the seconds until the next attempt, or None when the
+    delivery is finished (delivered, failed for good, or nothing to do)."""
+    delivery = WebhookDelivery.objects.select_related("endpoint").filter(pk=delivery_id).first()
+    if delivery is None or delivery.status != DeliveryStatus.PENDING:
+        return None
+    endpoint = delivery.endpoint
+    if not endpoint.enabled:
+        status_code, error = None, "the endpoint is disabled"
+        final = True
+    else:
+        status_code, error = _attempt(endpoint, delivery)
+        final = False
+    now = timezone.now()
+    delays = settings.WEBHOOKS_RETRY_DELAYS_SECONDS
+    with transaction.atomic():
+        delivery = WebhookDelivery.objects.select_for_update().get(pk=delivery.pk)
+        if delivery.status != DeliveryStatus.PENDING:
+            return None
+        delivery.attempts += 1
+        delivery.last_status_code = status_code
+        delivery.last_error = error[:300]
+        fields = ["attempts", "last_status_code", "last_error", "status", "next_attempt_at", "updated_at"]
+        if not error:
+            delivery.status = DeliveryStatus.SUCCEEDED
+            delivery.delivered_at = now
+            delivery.next_attempt_at = None
+            delivery.save(update_fields=[*fields, "delivered_at"])
+            WebhookEndpoint.objects.filter(pk=endpoint.pk).update(failed_deliveries_in_a_row=0)
+            return None
+        if not final and delivery.attempts <= len(delays):
+            delay = float(delays[delivery.attempts - 1])
+            delivery.next_attempt_at = now + dt.timedelta(seconds=delay)
+            delivery.save(update_fields=fields)
+            return delay
+        delivery.status = DeliveryStatus.FAILED
+        delivery.next_attempt_at = None
+        delivery.save(update_fields=fields)
+        if not final:
+            _count_failed_delivery(endpoint.pk, error)
+        return None
+
+
+def _count_failed_delivery(endpoint_id, error: str) -> None:
+    endpoint = WebhookEndpoint.objects.select_for_update().get(pk=endpoint_id)
+    endpoint.failed_deliveries_in_a_row += 1
+    fields = ["failed_deliveries_in_a_row", "updated_at"]
+    most = settings.WEBHOOKS_DISABLE_AFTER_FAILED_DELIVERIES
+    if endpoint.enabled and endpoint.failed_deliveries_in_a_row >= most:
+        endpoint.enabled = False
+        endpoint.disabled_reason = (
+            f"Disabled on {timezone.now():%Y-%m-%d %H:%M} UTC after {most} deliveries in a row failed every "
+            f"attempt (last: {error})"
+        )[:300]
+        fields += ["enabled", "disabled_reason"]
+        logger.warning("webhook endpoint %s disabled: %s", endpoint.pk, endpoint.disabled_reason)
+    endpoint.save(update_fields=fields)
