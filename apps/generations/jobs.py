@@ -186,7 +186,7 @@ def webhook_data(generation: Generation) -> dict[str, Any]:
     }
 
 
-def _finished(generation: Generation, event_type: str) -> None:
+def generation_finished(generation: Generation, event_type: str) -> None:
     """An organization's generation ended: its webhooks, and its next held generation goes to its lane
     (fair_share.py). Nothing for an app user's, but the two cheap lookups."""
     webhook_event_emit_safely(
@@ -392,7 +392,7 @@ class GenerationJobs(JobKind):
             transaction.on_commit(
                 functools.partial(count_trend, trend_id=generation.trend_id, succeeded=True)
             )
-        _finished(generation, "generation.succeeded")
+        generation_finished(generation, "generation.succeeded")
 
     def review_needed(self, job: Job, event: contract.JobEvent) -> bool:
         return bool((event.moderation or {}).get("output", {}).get("flagged"))
@@ -415,6 +415,9 @@ class GenerationJobs(JobKind):
                 "scores": dict(verdict.get("scores") or {}),
             },
         )
+        # The GPU is done with it: an organization's next held generation may take its place in the lane
+        # (its webhook waits for the staff decision: generation_review_approve/reject)
+        share_release_on_commit(owner_id=generation.owner_id)
 
     def retry(self, job: Job, *, code: str, message: str) -> float | None:
         """The same route again after a backoff, then the fallback route; None when neither is left."""
@@ -501,7 +504,7 @@ class GenerationJobs(JobKind):
         generation.finished_at = timezone.now()
         generation.credits_charged = 0
         generation_changed(generation)
-        _finished(generation, f"generation.{outcome.value.lower()}")
+        generation_finished(generation, f"generation.{outcome.value.lower()}")
 
     def failure_message(self, code: str, worker_message: str = "") -> str:
         if code == contract.BAD_INPUT and worker_message:

@@ -21,7 +21,7 @@ from apps.moderation.models import Decision, Subject
 from apps.moderation.services import decision_record
 
 from .events import generation_changed
-from .jobs import GENERATION_JOBS, delete_objects, generation_deliver
+from .jobs import GENERATION_JOBS, delete_objects, generation_deliver, generation_finished
 from .models import GenerationReview, GenerationStatus, ReviewStatus
 
 REJECTED_MESSAGE = "This video did not pass our content guidelines. You were not charged."
@@ -64,6 +64,7 @@ def generation_review_approve(*, review_id, staff) -> GenerationReview:
         scores=review.scores,
     )
     GENERATION_JOBS.notify(job, succeeded=True)
+    generation_finished(generation, "generation.succeeded")  # an organization's webhook
     return review
 
 
