@@ -58,6 +58,7 @@ class CreditEntry(BaseModel):
 
     class Meta:
         ordering = ["-created_at"]
+        verbose_name_plural = "credit entries"
         constraints = [
             models.UniqueConstraint(
                 fields=["reference", "kind"],
