@@ -26,8 +26,10 @@ from django.utils.http import parse_etags
 from django.views.decorators.csrf import csrf_exempt
 from strawberry.django.views import AsyncGraphQLView
 from strawberry.schema.exceptions import InvalidOperationTypeError
+from strawberry.types import ExecutionResult
 
 from .context import Context, context_auth
+from .response_cache import home_screen_only, response_cache_lookup, response_cache_store
 from .schema import schema
 
 APQ_CACHE_PREFIX = "graphql:apq:v1:"
@@ -94,20 +96,58 @@ class GraphQLView(AsyncGraphQLView):
         return data
 
     async def execute_single(self, *, request_adapter, **kwargs):
-        # GraphQL over HTTP: a mutation sent with GET is 405 Method Not Allowed (Strawberry answers 400).
-        try:
-            result = await super().execute_single(request_adapter=request_adapter, **kwargs)
-        except HTTPException as exc:
-            if request_adapter.method == "GET" and isinstance(exc.__cause__, InvalidOperationTypeError):
-                raise HTTPException(405, exc.reason) from exc
-            raise
+        context, data, sub_response = kwargs["context"], kwargs["request_data"], kwargs["sub_response"]
+        lookup = None
+        if not context.token_rejected:
+            lookup = await response_cache_lookup(
+                user=context.user,
+                query=data.query,
+                operation_name=data.operation_name,
+                variables=data.variables,
+            )
+        if lookup is not None and lookup.body is not None:
+            # A document answered before, without errors: `create_response` sends the stored bytes.
+            sub_response.graphql_cached_body = lookup.body
+            result = ExecutionResult(data={}, errors=None)
+        else:
+            result = await self._execute(request_adapter=request_adapter, **kwargs)
         register = getattr(request_adapter.request, "apq_register", None)
         # Data (even null fields) means the document parsed and passed validation and the limits; a
         # document refused there is never stored, so the cache only holds operations this schema runs.
         if register is not None and result.data is not None:
             key, query = register
             await cache.aset(key, query, timeout=settings.GRAPHQL_APQ_TTL_SECONDS)
+        if (
+            lookup is not None
+            and lookup.body is None
+            and not result.errors
+            and context.response_cache_until
+            and home_screen_only(data.query, data.operation_name)
+        ):
+            sub_response.graphql_cache_store = (lookup, context.response_cache_until)
         return result
+
+    async def _execute(self, *, request_adapter, **kwargs):
+        # GraphQL over HTTP: a mutation sent with GET is 405 Method Not Allowed (Strawberry answers 400).
+        try:
+            return await super().execute_single(request_adapter=request_adapter, **kwargs)
+        except HTTPException as exc:
+            if request_adapter.method == "GET" and isinstance(exc.__cause__, InvalidOperationTypeError):
+                raise HTTPException(405, exc.reason) from exc
+            raise
+
+    def create_response(self, response_data, sub_response):
+        cached = getattr(sub_response, "graphql_cached_body", None)
+        if cached is not None:
+            response = HttpResponse(cached, content_type="application/json")
+            for name, value in sub_response.items():
+                response[name] = value
+            return response
+        response = super().create_response(response_data, sub_response)
+        store = getattr(sub_response, "graphql_cache_store", None)
+        if store is not None and response.status_code == 200:
+            response_cache_store(store[0], response.content, store[1])
+        return response
 
     async def dispatch(self, request, *args, **kwargs):
         try:
