@@ -17,9 +17,11 @@ import hashlib
 import json
 import re
 
+import orjson
 from cross_web import HTTPException
 from django.conf import settings
 from django.core.cache import cache
+from django.core.serializers.json import DjangoJSONEncoder
 from django.http import HttpResponse, HttpResponseNotModified, JsonResponse
 from django.utils.cache import patch_vary_headers
 from django.utils.http import parse_etags
@@ -33,6 +35,7 @@ from .response_cache import home_screen_only, response_cache_lookup, response_ca
 from .schema import schema
 
 APQ_CACHE_PREFIX = "graphql:apq:v1:"
+_django_json = DjangoJSONEncoder()
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 
@@ -61,6 +64,11 @@ class GraphQLView(AsyncGraphQLView):
             request_id=getattr(request, "request_id", ""),
             client_ip=request.META.get("REMOTE_ADDR", ""),
         )
+
+    def encode_json(self, data: object) -> bytes:
+        # orjson: several times faster than json.dumps on a home screen's ~1,100 fields. Results hold only
+        # JSON values (scalars are serialized by the schema); anything else goes to Django's encoder.
+        return orjson.dumps(data, default=_django_json.default)
 
     def should_render_graphql_ide(self, request) -> bool:
         # A GET by hash has no `query` parameter; with `Accept: */*` Strawberry would answer GraphiQL.

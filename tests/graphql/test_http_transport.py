@@ -165,3 +165,23 @@ def test_readyz_is_503_and_names_the_check_when_redis_does_not_answer(client, mo
         "status": "unavailable",
         "checks": {"database": "ok", "broker": "unavailable", "storage": "ok"},
     }
+
+
+def test_graphql_over_asgi_skips_the_middleware_a_bearer_api_does_not_need(asgi_server, settings):
+    """/graphql is served by the lean handler (backend/asgi.py): request id, CORS and security headers,
+    but none of the session, CSRF, auth, messages or clickjacking middleware the rest of the site has."""
+    import httpx
+
+    settings.CORS_ALLOWED_ORIGINS = [ORIGIN]
+    with httpx.Client(base_url=asgi_server.url, timeout=30) as http:
+        graphql = http.post("/graphql", json={"query": ME}, headers={"Origin": ORIGIN, "X-Request-ID": "r-1"})
+        assert graphql.status_code == 200
+        assert graphql.json() == {"data": {"me": None}}
+        assert graphql.headers["x-request-id"] == "r-1"
+        assert graphql.headers["access-control-allow-origin"] == ORIGIN
+        assert graphql.headers["x-content-type-options"] == "nosniff"
+        assert "x-frame-options" not in graphql.headers
+        # The rest of the site keeps the whole stack.
+        health = http.get("/healthz")
+        assert health.headers["x-frame-options"] == "DENY"
+        assert "x-request-id" in health.headers
