@@ -7,7 +7,13 @@ import strawberry_django
 from django.conf import settings
 from graphql.validation import NoSchemaIntrospectionCustomRule
 from strawberry import relay
-from strawberry.extensions import AddValidationRules, MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter
+from strawberry.extensions import (
+    AddValidationRules,
+    MaxAliasesLimiter,
+    MaxTokensLimiter,
+    QueryDepthLimiter,
+    ValidationCache,
+)
 from strawberry.schema.config import StrawberryConfig
 from strawberry_django.optimizer import DjangoOptimizerExtension
 
@@ -70,6 +76,9 @@ class Schema(strawberry.Schema):
             error.message = error.message.split(" Did you mean")[0].strip()
 
 
+GRAPHQL_DOCUMENT_CACHE_SIZE = 512
+
+
 def _extensions() -> list:
     extensions: list = [
         lambda: MaxTokensLimiter(max_token_count=settings.GRAPHQL_MAX_TOKENS),
@@ -78,6 +87,11 @@ def _extensions() -> list:
         MaskUnexpectedErrors,
         RefuseNulCharacters,
         DjangoOptimizerExtension,
+        # The apps send a few hundred distinct documents: validate each once per process, not per request
+        # (0.7 ms for `me`, 3.4 ms for a home screen). Keyed by the parsed document and the rules, so the
+        # depth and alias limits still apply. No parser cache: parsing is cheap, and its errors would
+        # lose their code.
+        lambda: ValidationCache(maxsize=GRAPHQL_DOCUMENT_CACHE_SIZE),
     ]
     if not settings.GRAPHQL_INTROSPECTION:
         extensions.append(lambda: AddValidationRules([NoSchemaIntrospectionCustomRule]))
