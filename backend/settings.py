@@ -159,12 +159,14 @@ DRAMATIQ_WORKER_THREADS = env_int("DRAMATIQ_WORKER_THREADS", 4)
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
-            # Redis pub/sub (issue 13): an event is published once and each server process, subscribed
-            # once per group, hands it to its local sockets; the list-based core layer pushed one copy per
-            # socket through Redis (1,000 for a group of 1,000). Events are hints (apps/core/events.py),
-            # so pub/sub's at-most-once delivery is enough. A socket timeout above the layer's reads.
-            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-            "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 15}]},
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            # channels-redis waits for messages with a 5 s BZPOPMIN; redis-py's default 5 s socket timeout
+            # would cut that read first and drop every websocket idle for 5 s. The timeout must exceed it.
+            "CONFIG": {
+                "hosts": [{"address": REDIS_URL, "socket_timeout": 15}],
+                "capacity": 1000,
+                "expiry": 30,
+            },
         }
     }
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}

@@ -35,6 +35,7 @@ from .response_cache import home_screen_only, response_cache_lookup, response_ca
 from .schema import schema
 
 APQ_CACHE_PREFIX = "graphql:apq:v1:"
+GRAPHQL_RESPONSE_JSON = "application/graphql-response+json"
 _django_json = DjangoJSONEncoder()
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
@@ -55,6 +56,11 @@ class PersistedQueryError(Exception):
 
 class GraphQLView(AsyncGraphQLView):
     async def get_context(self, request, response) -> Context:
+        # GraphQL over HTTP: a client that prefers `application/graphql-response+json` gets it, and with it
+        # a 400 for a request error (the document did not parse or validate). `*/*` stays application/json.
+        if request.get_preferred_type(["application/json", GRAPHQL_RESPONSE_JSON]) == GRAPHQL_RESPONSE_JSON:
+            response["Content-Type"] = f"{GRAPHQL_RESPONSE_JSON}; charset=utf-8"
+            response.graphql_response_json = True
         user, token_rejected = await context_auth(request.headers.get("Authorization"))
         return Context(
             request=request,
@@ -151,6 +157,9 @@ class GraphQLView(AsyncGraphQLView):
             for name, value in sub_response.items():
                 response[name] = value
             return response
+        if getattr(sub_response, "graphql_response_json", False) and _is_request_error(response_data):
+            response_data = {key: value for key, value in response_data.items() if key != "data"}
+            sub_response.status_code = 400
         response = super().create_response(response_data, sub_response)
         store = getattr(sub_response, "graphql_cache_store", None)
         if store is not None and response.status_code == 200:
@@ -167,6 +176,14 @@ class GraphQLView(AsyncGraphQLView):
         if request.method == "GET" and getattr(request, "apq_hash", None) and response.status_code == 200:
             response = _http_cache(request, response)
         return response
+
+
+def _is_request_error(response_data) -> bool:
+    """No data and only errors without a path: the document failed to parse or validate, nothing ran."""
+    if not isinstance(response_data, dict) or response_data.get("data") is not None:
+        return False
+    errors = response_data.get("errors") or []
+    return bool(errors) and all(not error.get("path") for error in errors)
 
 
 def _http_cache(request, response):

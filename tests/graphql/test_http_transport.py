@@ -185,3 +185,26 @@ def test_graphql_over_asgi_skips_the_middleware_a_bearer_api_does_not_need(asgi_
         health = http.get("/healthz")
         assert health.headers["x-frame-options"] == "DENY"
         assert "x-request-id" in health.headers
+
+
+def test_graphql_response_json_is_served_to_clients_that_prefer_it(client):
+    accept = {"HTTP_ACCEPT": "application/graphql-response+json, application/json;q=0.9"}
+    ok = _post_json(client, {"query": ME}, **accept)
+    assert ok.status_code == 200
+    assert ok["Content-Type"] == "application/graphql-response+json; charset=utf-8"
+    assert ok.json() == {"data": {"me": None}}
+    # A document that does not validate is a request error: 400, and no `data` entry.
+    invalid = _post_json(client, {"query": "{ me { noSuchField } }"}, **accept)
+    assert invalid.status_code == 400
+    body = invalid.json()
+    assert "data" not in body
+    assert body["errors"][0]["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED"
+
+
+@pytest.mark.parametrize("accept", [None, "*/*", "application/json"])
+def test_legacy_clients_keep_application_json_and_200(client, accept):
+    extra = {"HTTP_ACCEPT": accept} if accept else {}
+    invalid = _post_json(client, {"query": "{ me { noSuchField } }"}, **extra)
+    assert invalid.status_code == 200
+    assert invalid["Content-Type"] == "application/json"
+    assert invalid.json()["data"] is None

@@ -148,3 +148,24 @@ def test_sockets_of_one_user_share_one_read_per_event_and_others_read_their_own(
         assert update == {"balance": settings.WELCOME_CREDITS + 5, "held": 0}
     assert reads.count("ws@example.com") == first_reads + 1  # one read for the three sockets
     assert reads.count("other@example.com") == first_reads // 3  # the other user read nothing more
+
+
+def test_events_still_arrive_after_another_socket_closed(asgi_server, ws_client, settings):
+    """Sockets come and go: one closing must not stop the channel layer delivering to the others."""
+    from apps.accounts.models import User
+    from apps.credits.services import credits_grant
+
+    token = _token(asgi_server)
+    gone = ws_client()
+    gone.init(token)
+    gone.subscribe("w", WALLET)
+    gone.next_for("w")
+    gone.close()
+    time.sleep(0.5)
+    client = ws_client()
+    client.init(token)
+    client.subscribe("w", WALLET)
+    assert client.next_for("w")["payload"]["data"]["walletUpdated"]["balance"] == settings.WELCOME_CREDITS
+    credits_grant(user=User.objects.get(email="ws@example.com"), amount=2, reason="test")
+    update = client.next_for("w", timeout=10)["payload"]["data"]["walletUpdated"]
+    assert update == {"balance": settings.WELCOME_CREDITS + 2, "held": 0}

@@ -2,8 +2,7 @@
 
 channels-redis waits for messages with a 5 s BZPOPMIN; redis-py 8 reads with a default 5 s socket timeout,
 so without a longer timeout in CHANNEL_LAYERS the read failed first and every websocket idle for 5 s was
-dropped without a close frame (found by bench/ws.py). The pub/sub layer (issue 13) polls its subscription
-every 0.1 s instead; an idle socket must survive that too.
+dropped without a close frame (found by bench/ws.py).
 """
 
 import time
@@ -23,7 +22,7 @@ WALLET = "subscription { walletUpdated { balance held } }"
 def test_an_idle_subscription_still_gets_events_after_the_channel_layer_poll(
     asgi_server, ws_client, settings
 ):
-    assert settings.CHANNEL_LAYERS["default"]["BACKEND"] == "channels_redis.pubsub.RedisPubSubChannelLayer"
+    assert settings.CHANNEL_LAYERS["default"]["BACKEND"] == "channels_redis.core.RedisChannelLayer"
     auth = http_graphql(asgi_server.url, SIGN_UP, {"email": "idle@example.com", "password": PASSWORD})
     client = ws_client()
     assert client.init(auth["data"]["signUp"]["accessToken"])["type"] == "connection_ack"
