@@ -13,6 +13,7 @@ import os
 import uuid
 
 from django.core.asgi import get_asgi_application
+from django.core.handlers.asgi import ASGIHandler
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "backend.settings")
 django_asgi_app = get_asgi_application()
@@ -83,6 +84,34 @@ class WebsocketObserver:
         finally:
             if accepted:
                 WEBSOCKETS.dec()
+
+
+class LeanGraphQLHandler(ASGIHandler):
+    """Django for /graphql with only `GRAPHQL_MIDDLEWARE` (security headers, request id, CORS): the API
+    authenticates by bearer token, so sessions, CSRF, auth and messages would only cost thread hops."""
+
+    def load_middleware(self, is_async=False) -> None:
+        # BaseHandler builds its chain from settings.MIDDLEWARE alone: lend it the short list meanwhile
+        # (once, at start-up, before any request).
+        full = settings.MIDDLEWARE
+        settings.MIDDLEWARE = settings.GRAPHQL_MIDDLEWARE
+        try:
+            super().load_middleware(is_async)
+        finally:
+            settings.MIDDLEWARE = full
+
+
+class GraphQLPathRouter:
+    """HTTP requests for /graphql go to the lean handler, everything else to Django with all middleware."""
+
+    PATHS = frozenset({"/graphql", "/graphql/"})
+
+    def __init__(self, graphql_app, app) -> None:
+        self.graphql_app, self.app = graphql_app, app
+
+    async def __call__(self, scope, receive, send) -> None:
+        app = self.graphql_app if scope.get("path") in self.PATHS else self.app
+        return await app(scope, receive, send)
 
 
 class BodySizeLimit:
@@ -156,7 +185,7 @@ application = Lifespan(
         WebsocketObserver(
             ProtocolTypeRouter(
                 {
-                    "http": django_asgi_app,
+                    "http": GraphQLPathRouter(LeanGraphQLHandler(), django_asgi_app),
                     "websocket": URLRouter([re_path(r"^graphql/?$", GraphQLSocket.as_asgi(schema=schema))]),
                 }
             )

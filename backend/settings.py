@@ -361,6 +361,13 @@ GRAPHQL_MAX_TOKENS = env_int("GRAPHQL_MAX_TOKENS", 2000)
 GRAPHQL_APQ_TTL_SECONDS = env_int("GRAPHQL_APQ_TTL_SECONDS", 7 * 24 * 3600)
 GRAPHQL_APQ_PUBLIC_MAX_AGE = env_int("GRAPHQL_APQ_PUBLIC_MAX_AGE", 60)
 GRAPHQL_WS_INIT_TIMEOUT_SECONDS = env_int("GRAPHQL_WS_INIT_TIMEOUT_SECONDS", 10)
+# The middleware of /graphql over ASGI (backend/asgi.py, issue 13): a bearer-token API needs no sessions,
+# CSRF, auth or messages, and each of those costs two thread hops per request under ASGI.
+GRAPHQL_MIDDLEWARE = [
+    "apps.core.middleware.InlineSecurityMiddleware",
+    "apps.core.middleware.RequestIdMiddleware",
+    "apps.core.middleware.CorsMiddleware",
+]
 GRAPHQL_WS_MAX_SUBSCRIPTIONS = env_int("GRAPHQL_WS_MAX_SUBSCRIPTIONS", 50)
 # A plain JSON twin of `me` at /bench/me for bench/http_me.py; never on outside a benchmark.
 BENCH_ENDPOINTS = env_bool("BENCH_ENDPOINTS", False)

@@ -22,6 +22,9 @@ class Context:
     connection_params: dict[str, Any] = field(default_factory=dict)
     # A bearer token was sent but is expired or not valid: the client should refresh, not act signed out.
     token_rejected: bool = False
+    # Set by `homeScreen`: until when (unix time) this operation's answer may be served from the response
+    # cache (graphql_schema/response_cache.py); None when nothing executed said so.
+    response_cache_until: float | None = None
 
 
 async def user_from_authorization(value: str | None):

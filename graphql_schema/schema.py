@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import strawberry
 import strawberry_django
 from django.conf import settings
 from graphql.validation import NoSchemaIntrospectionCustomRule
 from strawberry import relay
-from strawberry.extensions import AddValidationRules, MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter
+from strawberry.extensions import (
+    AddValidationRules,
+    MaxAliasesLimiter,
+    MaxTokensLimiter,
+    QueryDepthLimiter,
+    SchemaExtension,
+)
 from strawberry.schema.config import StrawberryConfig
 from strawberry_django.optimizer import DjangoOptimizerExtension
 
@@ -71,6 +79,36 @@ class Schema(strawberry.Schema):
             error.message = error.message.split(" Did you mean")[0].strip()
 
 
+class ValidatedDocuments(SchemaExtension):
+    """Validates each distinct document once per process, not on every request: 0.7 ms for `me`, 3.4 ms
+    for a home screen. Validation depends only on the text (the schema and the rules, limits included, are
+    fixed per process; the limits are part of the key all the same), so a text that validated once without
+    errors skips validation next time; one that failed is validated again (and fails again). Strawberry's
+    ValidationCache cannot hit here: it keys on the rule classes, which the depth and alias limiters make
+    anew for every request."""
+
+    MAX_DOCUMENTS = 512
+    _valid: OrderedDict[tuple, None] = OrderedDict()
+
+    def on_validate(self):
+        context = self.execution_context
+        key = (
+            context.query,
+            settings.GRAPHQL_MAX_DEPTH,
+            settings.GRAPHQL_MAX_ALIASES,
+            settings.GRAPHQL_INTROSPECTION,
+        )
+        known = context.pre_execution_errors is None and key in self._valid
+        if known:
+            context.pre_execution_errors = []  # Strawberry skips validation when errors are set
+            self._valid.move_to_end(key)
+        yield
+        if not known and context.pre_execution_errors == [] and context.query:
+            self._valid[key] = None
+            while len(self._valid) > self.MAX_DOCUMENTS:
+                self._valid.popitem(last=False)
+
+
 def _extensions() -> list:
     extensions: list = [
         OperationObserver,  # first, so it sees the result after the others (error codes, limits)
@@ -80,6 +118,7 @@ def _extensions() -> list:
         MaskUnexpectedErrors,
         RefuseNulCharacters,
         DjangoOptimizerExtension,
+        ValidatedDocuments,
     ]
     if not settings.GRAPHQL_INTROSPECTION:
         extensions.append(lambda: AddValidationRules([NoSchemaIntrospectionCustomRule]))

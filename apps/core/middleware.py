@@ -1,5 +1,5 @@
-"""Small HTTP middleware: a request id on every request, CORS for the configured origins, and the staff
-member's time zone on admin pages."""
+"""Small HTTP middleware: a request id on every request, CORS for the configured origins, Django's
+security middleware without thread hops, and the staff member's time zone on admin pages."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import zoneinfo
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
+from django.middleware.security import SecurityMiddleware
 from django.utils import timezone
 
 from gpu_worker.contract import log_context_bind, log_context_reset
@@ -121,3 +122,14 @@ class StaffTimeZoneMiddleware(_Middleware):
     def after(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
         timezone.deactivate()
         return response
+
+
+class InlineSecurityMiddleware(SecurityMiddleware):
+    """Django's SecurityMiddleware with its hooks run on the event loop. Under ASGI, Django runs a
+    MiddlewareMixin's `process_request` and `process_response` each in the sync thread (two hops per
+    request); these two only read settings and set headers, so they run inline."""
+
+    async def __acall__(self, request: HttpRequest):
+        response = self.process_request(request)  # the HTTPS redirect, or None
+        response = response or await self.get_response(request)
+        return self.process_response(request, response)

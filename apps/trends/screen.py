@@ -8,6 +8,7 @@ then fills the sections that depend on the user (for you, Soul ID prompt, contin
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -265,8 +266,26 @@ def resolve_personal(screen: SharedScreen, user) -> list[SectionEntry]:
     return resolved
 
 
-def shared_screen(audience: Audience) -> SharedScreen:
+def shared_screen(audience: Audience) -> tuple[SharedScreen, float]:
+    """The cached shared screen for `audience` and the unix time it expires."""
     return screen_cache_get_or_build(f"home:{audience.cache_key}", lambda: build_shared_screen(audience))
+
+
+def personal_segment(user) -> str:
+    """Everything about `user` that their home screen depends on (what `resolve_personal` and the trends'
+    `viewerHasFavorited` read), as a short key: users with the same segment get the same screen. Signed-out
+    callers are one segment; most new users share another (no favorites, no Soul ID, no video)."""
+    if user is None:
+        return "anonymous"
+    favorites = sorted(
+        str(pk) for pk in TrendFavorite.objects.filter(user=user).values_list("trend_id", flat=True)
+    )
+    facts = [
+        _personal(SectionType.SOUL_ID_PROMPT, user),
+        _personal(SectionType.CONTINUE, user),
+        *favorites,
+    ]
+    return hashlib.sha256(repr(facts).encode()).hexdigest()[:32]
 
 
 def explain_sections(audience: Audience, screen: SharedScreen, now: datetime | None = None) -> list[tuple]:

@@ -14,7 +14,7 @@ from apps.accounts.models import Platform
 from apps.core.errors import ValidationFailed
 
 from .models import Trend, TrendFavorite, TrendStatus
-from .screen import SectionEntry, resolve_personal, shared_screen
+from .screen import SectionEntry, personal_segment, resolve_personal, shared_screen
 from .targeting import Audience, normalize_locale, parse_app_version
 
 
@@ -42,14 +42,25 @@ class HomeScreen:
     audience: Audience
     sections: list[SectionEntry]
     generated_at: datetime
+    # Unix time the shared part stops being current (its cache entry's expiry): a response made from this
+    # screen may be reused until then, for callers of the same segment (`home_screen_segment`).
+    expires_at: float
 
 
 def home_screen_get(*, audience: Audience, user=None) -> HomeScreen:
     """The screen for this caller: the cached shared sections with the personal ones resolved for `user`."""
-    screen = shared_screen(audience)
+    screen, expires_at = shared_screen(audience)
     return HomeScreen(
-        audience=audience, sections=resolve_personal(screen, user), generated_at=screen.built_at
+        audience=audience,
+        sections=resolve_personal(screen, user),
+        generated_at=screen.built_at,
+        expires_at=expires_at,
     )
+
+
+def home_screen_segment(*, user=None) -> str:
+    """Which users see the same home screen as `user` (a key; "anonymous" when signed out)."""
+    return personal_segment(user)
 
 
 def trends_live(*, category: str | None = None, tag: str | None = None) -> QuerySet[Trend]:

@@ -30,6 +30,8 @@ class TrendQueries:
             raise public_error(exc) from None
         info.context.trends_locale = audience.locale
         screen = await sync_to_async(selectors.home_screen_get)(audience=audience, user=info.context.user)
+        until = info.context.response_cache_until
+        info.context.response_cache_until = min(until, screen.expires_at) if until else screen.expires_at
         return Screen(
             id=strawberry.ID(SCREEN_ID),
             sections=[section_from(entry) for entry in screen.sections],

@@ -190,3 +190,46 @@ def test_readyz_is_503_and_names_the_check_when_redis_does_not_answer(client, mo
         "status": "unavailable",
         "checks": {"database": "ok", "broker": "unavailable", "storage": "ok"},
     }
+
+
+def test_graphql_over_asgi_skips_the_middleware_a_bearer_api_does_not_need(asgi_server, settings):
+    """/graphql is served by the lean handler (backend/asgi.py): request id, CORS and security headers,
+    but none of the session, CSRF, auth, messages or clickjacking middleware the rest of the site has."""
+    import httpx
+
+    settings.CORS_ALLOWED_ORIGINS = [ORIGIN]
+    with httpx.Client(base_url=asgi_server.url, timeout=30) as http:
+        graphql = http.post("/graphql", json={"query": ME}, headers={"Origin": ORIGIN, "X-Request-ID": "r-1"})
+        assert graphql.status_code == 200
+        assert graphql.json() == {"data": {"me": None}}
+        assert graphql.headers["x-request-id"] == "r-1"
+        assert graphql.headers["access-control-allow-origin"] == ORIGIN
+        assert graphql.headers["x-content-type-options"] == "nosniff"
+        assert "x-frame-options" not in graphql.headers
+        # The rest of the site keeps the whole stack.
+        health = http.get("/healthz")
+        assert health.headers["x-frame-options"] == "DENY"
+        assert "x-request-id" in health.headers
+
+
+def test_graphql_response_json_is_served_to_clients_that_prefer_it(client):
+    accept = {"HTTP_ACCEPT": "application/graphql-response+json, application/json;q=0.9"}
+    ok = _post_json(client, {"query": ME}, **accept)
+    assert ok.status_code == 200
+    assert ok["Content-Type"] == "application/graphql-response+json; charset=utf-8"
+    assert ok.json() == {"data": {"me": None}}
+    # A document that does not validate is a request error: 400, and no `data` entry.
+    invalid = _post_json(client, {"query": "{ me { noSuchField } }"}, **accept)
+    assert invalid.status_code == 400
+    body = invalid.json()
+    assert "data" not in body
+    assert body["errors"][0]["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED"
+
+
+@pytest.mark.parametrize("accept", [None, "*/*", "application/json"])
+def test_legacy_clients_keep_application_json_and_200(client, accept):
+    extra = {"HTTP_ACCEPT": accept} if accept else {}
+    invalid = _post_json(client, {"query": "{ me { noSuchField } }"}, **extra)
+    assert invalid.status_code == 200
+    assert invalid["Content-Type"] == "application/json"
+    assert invalid.json()["data"] is None

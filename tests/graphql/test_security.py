@@ -49,6 +49,18 @@ def test_depth_limit_refuses_a_document_that_is_too_deep_and_runs_nothing(gql, s
     _still_serving(gql, sign_up)
 
 
+def test_a_document_validated_before_still_meets_a_lowered_depth_limit(gql, settings):
+    """Each text is validated once per process (ValidatedDocuments); the limits are part of what was
+    validated, so a document that passed under one limit is checked again under another."""
+    deep = "{ me { plan { __typename } } }"  # me > plan > __typename
+    assert gql(deep) == {"data": {"me": None}}
+    assert gql(deep) == {"data": {"me": None}}  # validated already: served the same
+    settings.GRAPHQL_MAX_DEPTH = 1
+    error = _only_error(gql(deep))
+    assert error["message"] == "'anonymous' exceeds maximum operation depth of 1"
+    assert error["extensions"] == {"code": "GRAPHQL_VALIDATION_FAILED"}
+
+
 def test_alias_limit_refuses_one_alias_too_many(gql, sign_up):
     limit = settings.GRAPHQL_MAX_ALIASES
     assert limit == 15

@@ -103,3 +103,69 @@ def test_a_stale_wallet_event_is_dropped_and_newer_ones_delivered(asgi_server, w
     credits_grant(user=user, amount=5, reason="test")
     update = client.next_for("w")["payload"]["data"]["walletUpdated"]
     assert update == {"balance": settings.WELCOME_CREDITS + 5, "held": 0}
+
+
+def test_sockets_of_one_user_share_one_read_per_event_and_others_read_their_own(
+    asgi_server, ws_client, settings, monkeypatch
+):
+    """graphql_schema/live.py: followers of one object for one user share the read after an event; another
+    user's subscription reads through the selector with that user, never someone else's result."""
+    from apps.accounts.models import User
+    from apps.credits import selectors
+    from apps.credits.services import credits_grant
+    from graphql_schema.credits import subscriptions
+
+    reads = []
+    wallet_state = selectors.wallet_state
+
+    def counting(*, user):
+        reads.append(user.email)
+        return wallet_state(user=user)
+
+    monkeypatch.setattr(subscriptions, "wallet_state", counting)
+    token = _token(asgi_server)
+    other = http_graphql(
+        asgi_server.url,
+        SIGN_UP.replace("ws@example.com", "other@example.com"),
+    )["data"]["signUp"]["accessToken"]
+    user = User.objects.get(email="ws@example.com")
+    mine = [ws_client() for _ in range(3)]
+    for client in mine:
+        client.init(token)
+        client.subscribe("w", WALLET)
+        assert client.next_for("w")["payload"]["data"]["walletUpdated"]["balance"] == settings.WELCOME_CREDITS
+    theirs = ws_client()
+    theirs.init(other)
+    theirs.subscribe("w", WALLET)
+    assert theirs.next_for("w")["payload"]["data"]["walletUpdated"]["balance"] == settings.WELCOME_CREDITS
+    # Each subscription reads alone at first (access check, then the state after joining its group).
+    first_reads = reads.count("ws@example.com")
+    assert first_reads == 3 * reads.count("other@example.com")
+
+    credits_grant(user=user, amount=5, reason="test")
+    for client in mine:
+        update = client.next_for("w")["payload"]["data"]["walletUpdated"]
+        assert update == {"balance": settings.WELCOME_CREDITS + 5, "held": 0}
+    assert reads.count("ws@example.com") == first_reads + 1  # one read for the three sockets
+    assert reads.count("other@example.com") == first_reads // 3  # the other user read nothing more
+
+
+def test_events_still_arrive_after_another_socket_closed(asgi_server, ws_client, settings):
+    """Sockets come and go: one closing must not stop the channel layer delivering to the others."""
+    from apps.accounts.models import User
+    from apps.credits.services import credits_grant
+
+    token = _token(asgi_server)
+    gone = ws_client()
+    gone.init(token)
+    gone.subscribe("w", WALLET)
+    gone.next_for("w")
+    gone.close()
+    time.sleep(0.5)
+    client = ws_client()
+    client.init(token)
+    client.subscribe("w", WALLET)
+    assert client.next_for("w")["payload"]["data"]["walletUpdated"]["balance"] == settings.WELCOME_CREDITS
+    credits_grant(user=User.objects.get(email="ws@example.com"), amount=2, reason="test")
+    update = client.next_for("w", timeout=10)["payload"]["data"]["walletUpdated"]
+    assert update == {"balance": settings.WELCOME_CREDITS + 2, "held": 0}
