@@ -5,6 +5,7 @@ is saved as a PNG (COST_REPORT_SCREENSHOT, else the test's tmp folder) for a per
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -13,16 +14,16 @@ from django.utils import timezone
 
 from apps.accounts.models import User
 from tests.apps.generations.test_cost_report import _generation, _route
-from tests.browser.test_admin_curator import CHROMIUM, PASSWORD, browser  # noqa: F401 - the fixture
-from tests.fixtures.env import UNDER_CI
+from tests.browser.driver import PASSWORD, Browser, assert_styled, needs_chromium
 
-pytestmark = [
-    pytest.mark.services,
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif(
-        not Path(CHROMIUM).exists() and not UNDER_CI, reason=f"needs Debian's chromium at {CHROMIUM}"
-    ),
-]
+pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True), needs_chromium]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    driver = Browser()
+    yield driver
+    driver.close()
 
 
 def _a_fortnight_of_generations(owner) -> None:
@@ -55,7 +56,7 @@ def _a_fortnight_of_generations(owner) -> None:
             )
 
 
-def test_staff_see_the_cost_report_charts_in_the_browser(asgi_server, browser, tmp_path):  # noqa: F811
+def test_staff_see_the_cost_report_charts_in_the_browser(asgi_server, browser, tmp_path):
     staff = User.objects.create_superuser("staff@example.com", PASSWORD)
     _a_fortnight_of_generations(staff)
     screenshot = Path(os.environ.get("COST_REPORT_SCREENSHOT") or tmp_path / "cost-report.png")
@@ -72,11 +73,13 @@ def test_staff_see_the_cost_report_charts_in_the_browser(asgi_server, browser, t
         page.select_option("select[name=days]", "14")
         page.click("input[value=Show]")
         page.wait_for_url("**days=14")
+        assert_styled(page)
         charts = page.locator(".cost-chart svg")
         boxes = [charts.nth(i).bounding_box() for i in range(charts.count())]
         page.screenshot(path=str(screenshot), full_page=True)
         return {"boxes": boxes, "rows": page.locator("#cost-table tbody tr").count()}
 
+    browser.fresh()
     seen = browser(read_report)
     assert len(seen["boxes"]) == 2
     assert all(box["width"] > 500 and box["height"] > 100 for box in seen["boxes"])  # drawn, not empty
