@@ -345,6 +345,11 @@ WEBHOOKS_DISABLE_AFTER_FAILED_DELIVERIES = env_int("WEBHOOKS_DISABLE_AFTER_FAILE
 # Endpoints on 127.0.0.0/8 and ::1 (tests, development); production refuses it. Private and link-local
 # targets are never allowed.
 WEBHOOKS_ALLOW_LOOPBACK = env_bool("WEBHOOKS_ALLOW_LOOPBACK", False)
+# Images by URL (`image_url` on /v1/generations): fetched inline by the create, within one deadline and
+# UPLOAD_MAX_BYTES, from public addresses only (apps/core/outbound.py); loopback for tests and development,
+# which production refuses.
+IMAGE_URL_TIMEOUT_SECONDS = float(os.environ.get("IMAGE_URL_TIMEOUT_SECONDS") or 10.0)
+IMAGE_URL_ALLOW_LOOPBACK = env_bool("IMAGE_URL_ALLOW_LOOPBACK", False)
 # REST /v1: items of one batch request, and the page size of lists.
 REST_BATCH_MAX_ITEMS = 100
 REST_PAGE_MAX = 100

@@ -15,13 +15,10 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import functools
-import ipaddress
 import json
 import logging
 import secrets
-import socket
 import uuid
-from urllib.parse import urlsplit
 
 import dramatiq
 import requests
@@ -31,6 +28,7 @@ from django.utils import timezone
 from standardwebhooks.webhooks import Webhook
 
 from apps.core.errors import ValidationFailed
+from apps.core.outbound import OutboundRefused, public_addresses
 
 from .models import WEBHOOK_EVENT_TYPES, DeliveryStatus, Organization, WebhookDelivery, WebhookEndpoint
 
@@ -43,37 +41,14 @@ SECRET_ROTATION_OVERLAP = dt.timedelta(hours=24)
 # --- Endpoints ------------------------------------------------------------------------------------
 
 
-def _address_allowed(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    if address.is_loopback:
-        return settings.WEBHOOKS_ALLOW_LOOPBACK
-    return address.is_global and not address.is_multicast
-
-
 def webhook_url_check(url: str) -> None:
     """ValidationFailed unless `url` is http(s) (https in production) and every address its host
     resolves to is public (loopback only where WEBHOOKS_ALLOW_LOOPBACK is on: tests, development)."""
-    try:
-        parts = urlsplit(url)
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-    except ValueError:
-        raise ValidationFailed("This is not a URL.", field="url") from None
     schemes = ("https",) if settings.IS_PRODUCTION else ("https", "http")
-    if parts.scheme not in schemes or not parts.hostname:
-        raise ValidationFailed(f"Use an {' or '.join(schemes)} URL with a host name.", field="url")
     try:
-        infos = socket.getaddrinfo(parts.hostname, port, proto=socket.IPPROTO_TCP)
-    except (socket.gaierror, UnicodeError):
-        raise ValidationFailed(f"The host {parts.hostname} does not resolve.", field="url") from None
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0].split("%")[0])
-        if not _address_allowed(address):
-            raise ValidationFailed(
-                f"{parts.hostname} points to a private, loopback or link-local address ({address}); "
-                "webhooks go to public addresses only.",
-                field="url",
-            )
+        public_addresses(url, allow_loopback=settings.WEBHOOKS_ALLOW_LOOPBACK, schemes=schemes)
+    except OutboundRefused as exc:
+        raise ValidationFailed(exc.message, field="url") from None
 
 
 def webhook_events_clean(events) -> list[str]:
