@@ -24,6 +24,7 @@ import dramatiq
 import requests
 from django.conf import settings
 from django.db import transaction
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 from standardwebhooks.webhooks import Webhook
 
@@ -137,6 +138,36 @@ def webhook_event_emit_safely(*, account_id, event_type: str, data: dict) -> Non
             webhook_event_emit(account_id=account_id, event_type=event_type, data=data)
     except Exception:
         logger.exception("could not record the %s webhooks of account %s", event_type, account_id)
+
+
+def webhook_deliveries_resend_lost(*, now: dt.datetime | None = None) -> int:
+    """Sends again every delivery still PENDING `WEBHOOKS_RESEND_AFTER_SECONDS` past its due time (its
+    first attempt after it was recorded, or `next_attempt_at`): its message was lost (a broker restart, a
+    commit whose after-commit send failed). Run by the scheduler; returns how many.
+
+    Each one's due time moves on by the same grace in the same compare-and-set, so a message that was only
+    slow is sent again at most once per grace, and two sweeps never both send it. A receiver that gets it
+    twice drops one by its `webhook-id`."""
+    now = now or timezone.now()
+    grace = dt.timedelta(seconds=settings.WEBHOOKS_RESEND_AFTER_SECONDS)
+    due = Coalesce("next_attempt_at", "created_at")
+    lost = (
+        WebhookDelivery.objects.filter(status=DeliveryStatus.PENDING)
+        .alias(due=due)
+        .filter(due__lt=now - grace)
+        .values_list("pk", "next_attempt_at")[:1000]
+    )
+    resent = 0
+    for delivery_id, next_attempt_at in lost:
+        claimed = WebhookDelivery.objects.filter(
+            pk=delivery_id, status=DeliveryStatus.PENDING, next_attempt_at=next_attempt_at
+        ).update(next_attempt_at=now + grace, updated_at=now)
+        if claimed:
+            _send(delivery_id=str(delivery_id))
+            resent += 1
+    if resent:
+        logger.warning("re-sent %s webhook deliveries whose messages were lost", resent)
+    return resent
 
 
 @transaction.atomic
