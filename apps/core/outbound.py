@@ -4,11 +4,11 @@ networks (SSRF).
 - `public_addresses` resolves a URL's host once and refuses it unless every address is public: private,
   link-local, multicast, reserved and unspecified addresses never pass, loopback only where the caller's
   development setting allows it (tests).
-- `fetch` GETs a URL through a connection to the address that was checked, not to a second lookup, so a
-  name that resolves to a public address for the check and to 127.0.0.1 for the connection (DNS
-  rebinding) gets nowhere. TLS still verifies the certificate against the host name (SNI). Redirects are
-  followed a few times, each target checked the same way; the body is read within a size limit and one
-  deadline for the whole exchange, so a slow-drip server cannot hold a thread.
+- `fetch` GETs a URL (`send` POSTs to one) through a connection to the address that was checked, not
+  to a second lookup, so a name that resolves to a public address for the check and to 127.0.0.1 for the
+  connection (DNS rebinding) gets nowhere. TLS still verifies the certificate against the host name
+  (SNI). `fetch` follows a few redirects, each target checked the same way, and reads the body within a
+  size limit and one deadline for the whole exchange, so a slow-drip server cannot hold a thread.
 
 No well-kept library does this today (`advocate`, the requests wrapper, has had no release since 2020 and
 predates urllib3 2), so it is urllib3's pool pointed at the checked address, which is all it takes.
@@ -36,6 +36,10 @@ class OutboundRefused(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+
+class OutboundTimeout(OutboundRefused):
+    pass
 
 
 @dataclass(frozen=True)
@@ -77,10 +81,18 @@ def public_addresses(url: str, *, allow_loopback: bool, schemes: tuple[str, ...]
     return addresses
 
 
-def _get_once(
-    url: str, *, address: Address, deadline: float, max_bytes: int, headers: dict[str, str]
+def _exchange(
+    method: str,
+    url: str,
+    *,
+    address: Address,
+    deadline: float,
+    headers: dict[str, str],
+    body: bytes | None = None,
+    max_bytes: int = 0,
 ) -> tuple[int, str, str, bytes]:
-    """(status, Location, Content-Type, body) of one GET sent to `address` for `url`'s host."""
+    """(status, Location, Content-Type, body) of one request sent to `address` for `url`'s host; the body
+    of a 200 is read up to `max_bytes` (none with 0)."""
     parts = urlsplit(url)
     remaining = max(deadline - time.monotonic(), 0.1)
     options: dict = {
@@ -101,34 +113,69 @@ def _get_once(
     else:
         pool_class = urllib3.HTTPConnectionPool
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    too_large = OutboundRefused(f"The file is larger than {max_bytes // (1024 * 1024)} MB.")
     with pool_class(**options) as pool:
         response = pool.urlopen(
-            "GET",
+            method,
             target,
+            body=body,
             headers={"Host": parts.netloc.rpartition("@")[2], **headers},
             redirect=False,
             preload_content=False,
         )
         try:
-            declared = response.headers.get("Content-Length", "")
-            if declared.isdigit() and int(declared) > max_bytes:
-                raise OutboundRefused(f"The file is larger than {max_bytes // (1024 * 1024)} MB.")
-            body = bytearray()
-            if response.status == 200:
+            received = bytearray()
+            if response.status == 200 and max_bytes:
+                declared = response.headers.get("Content-Length", "")
+                if declared.isdigit() and int(declared) > max_bytes:
+                    raise too_large
                 for chunk in response.stream(64 * 1024):
-                    body += chunk
-                    if len(body) > max_bytes:
-                        raise OutboundRefused(f"The file is larger than {max_bytes // (1024 * 1024)} MB.")
+                    received += chunk
+                    if len(received) > max_bytes:
+                        raise too_large
                     if time.monotonic() > deadline:
-                        raise OutboundRefused("The server took too long to send the file.")
+                        raise OutboundTimeout("The server took too long to send the file.")
             return (
                 response.status,
                 response.headers.get("Location", ""),
                 response.headers.get("Content-Type", ""),
-                bytes(body),
+                bytes(received),
             )
         finally:
             response.release_conn()
+
+
+def _checked_exchange(method: str, url: str, *, allow_loopback: bool, schemes, **options):
+    addresses = public_addresses(url, allow_loopback=allow_loopback, schemes=schemes)
+    try:
+        return _exchange(method, url, address=addresses[0], **options)
+    except urllib3.exceptions.TimeoutError:
+        raise OutboundTimeout("The server took too long to answer.") from None
+    except urllib3.exceptions.HTTPError as exc:
+        raise OutboundRefused(f"The server could not be reached ({type(exc).__name__}).") from None
+
+
+def send(
+    url: str,
+    *,
+    body: bytes,
+    headers: dict[str, str],
+    allow_loopback: bool,
+    schemes: tuple[str, ...] = ("https", "http"),
+    timeout: float,
+) -> tuple[int, str]:
+    """POSTs `body` to `url` (SSRF-safe, above) within `timeout` seconds; (status, Location). A redirect
+    is answered, never followed."""
+    status, location, _, _ = _checked_exchange(
+        "POST",
+        url,
+        allow_loopback=allow_loopback,
+        schemes=schemes,
+        deadline=time.monotonic() + timeout,
+        headers=headers,
+        body=body,
+    )
+    return status, location
 
 
 def fetch(
@@ -146,15 +193,15 @@ def fetch(
     deadline = time.monotonic() + timeout
     headers = {"Accept": accept, "User-Agent": "diffuse-fetch/1", "Accept-Encoding": "identity"}
     for _ in range(max_redirects + 1):
-        addresses = public_addresses(url, allow_loopback=allow_loopback, schemes=schemes)
-        try:
-            status, location, content_type, body = _get_once(
-                url, address=addresses[0], deadline=deadline, max_bytes=max_bytes, headers=headers
-            )
-        except urllib3.exceptions.TimeoutError:
-            raise OutboundRefused("The server took too long to answer.") from None
-        except urllib3.exceptions.HTTPError as exc:
-            raise OutboundRefused(f"The server could not be reached ({type(exc).__name__}).") from None
+        status, location, content_type, body = _checked_exchange(
+            "GET",
+            url,
+            allow_loopback=allow_loopback,
+            schemes=schemes,
+            deadline=deadline,
+            headers=headers,
+            max_bytes=max_bytes,
+        )
         if status in REDIRECTS and location:
             url = urljoin(url, location)
             continue

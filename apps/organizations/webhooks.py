@@ -1,7 +1,8 @@
 """Webhooks: an organization's events, signed per Standard Webhooks and delivered by a backend worker.
 
 - `webhook_url_check` keeps endpoints off private, loopback and link-local networks (SSRF): on save, and
-  again at every delivery after DNS resolution (a name may point somewhere else by then).
+  again at every delivery, which connects to the address it checked (apps/core/outbound.py), so a name
+  that points somewhere else by then, or between the check and the connection, reaches nothing private.
 - `webhook_event_emit` records one delivery per subscribed endpoint in the caller's transaction and sends
   each to the worker after the commit; a failure here never fails the caller's transition.
 - `webhook_deliver` makes one attempt: a 2xx is delivered; a timeout, an error status or a redirect (never
@@ -21,7 +22,6 @@ import secrets
 import uuid
 
 import dramatiq
-import requests
 from django.conf import settings
 from django.db import transaction
 from django.db.models.functions import Coalesce
@@ -29,7 +29,7 @@ from django.utils import timezone
 from standardwebhooks.webhooks import Webhook
 
 from apps.core.errors import ValidationFailed
-from apps.core.outbound import OutboundRefused, public_addresses
+from apps.core.outbound import OutboundRefused, OutboundTimeout, public_addresses, send
 
 from .models import WEBHOOK_EVENT_TYPES, DeliveryStatus, Organization, WebhookDelivery, WebhookEndpoint
 
@@ -42,12 +42,15 @@ SECRET_ROTATION_OVERLAP = dt.timedelta(hours=24)
 # --- Endpoints ------------------------------------------------------------------------------------
 
 
+def _schemes() -> tuple[str, ...]:
+    return ("https",) if settings.IS_PRODUCTION else ("https", "http")
+
+
 def webhook_url_check(url: str) -> None:
     """ValidationFailed unless `url` is http(s) (https in production) and every address its host
     resolves to is public (loopback only where WEBHOOKS_ALLOW_LOOPBACK is on: tests, development)."""
-    schemes = ("https",) if settings.IS_PRODUCTION else ("https", "http")
     try:
-        public_addresses(url, allow_loopback=settings.WEBHOOKS_ALLOW_LOOPBACK, schemes=schemes)
+        public_addresses(url, allow_loopback=settings.WEBHOOKS_ALLOW_LOOPBACK, schemes=_schemes())
     except OutboundRefused as exc:
         raise ValidationFailed(exc.message, field="url") from None
 
@@ -198,11 +201,8 @@ def webhook_signature(
 
 
 def _attempt(endpoint: WebhookEndpoint, delivery: WebhookDelivery) -> tuple[int | None, str]:
-    """(status code, error) of one POST; never follows a redirect."""
-    try:
-        webhook_url_check(endpoint.url)
-    except ValidationFailed as exc:
-        return None, exc.message
+    """(status code, error) of one POST, sent to the address that passed the SSRF check (no second DNS
+    lookup a rebinding name could answer differently); never follows a redirect."""
     body = json.dumps(delivery.payload, separators=(",", ":"), sort_keys=True)
     now = timezone.now()
     headers = {
@@ -215,20 +215,23 @@ def _attempt(endpoint: WebhookEndpoint, delivery: WebhookDelivery) -> tuple[int 
         ),
     }
     try:
-        response = requests.post(
+        status, _ = send(
             endpoint.url,
-            data=body.encode(),
+            body=body.encode(),
             headers=headers,
+            allow_loopback=settings.WEBHOOKS_ALLOW_LOOPBACK,
+            schemes=_schemes(),
             timeout=settings.WEBHOOKS_TIMEOUT_SECONDS,
-            allow_redirects=False,
         )
-    except requests.RequestException as exc:
-        return None, f"{type(exc).__name__}: {exc}"[:300]
-    if 200 <= response.status_code < 300:
-        return response.status_code, ""
-    if 300 <= response.status_code < 400:
-        return response.status_code, "redirects are not followed; point the endpoint at the final URL"
-    return response.status_code, f"HTTP {response.status_code}"
+    except OutboundTimeout as exc:
+        return None, f"Timeout: {exc.message}"
+    except OutboundRefused as exc:
+        return None, exc.message[:300]
+    if 200 <= status < 300:
+        return status, ""
+    if 300 <= status < 400:
+        return status, "redirects are not followed; point the endpoint at the final URL"
+    return status, f"HTTP {status}"
 
 
 def webhook_deliver(*, delivery_id) -> float | None:

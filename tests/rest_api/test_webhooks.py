@@ -7,6 +7,7 @@ sent again by the scheduler's sweep."""
 from __future__ import annotations
 
 import json
+import socket
 from datetime import timedelta
 
 import pytest
@@ -133,8 +134,6 @@ def test_redirects_are_not_followed_but_retried(make_org, settings):
 def test_timeouts_are_retried(make_org, settings):
     settings.WEBHOOKS_TIMEOUT_SECONDS = 0.3
     organization, _ = make_org()
-    import socket
-
     with socket.socket() as silent:  # accepts connections, never answers
         silent.bind(("127.0.0.1", 0))
         silent.listen(8)
@@ -274,3 +273,30 @@ def test_a_delivery_whose_message_was_lost_is_sent_again_by_the_sweep(make_org, 
         assert delivery.attempts == 1 and len(receiver.received) == 1
     # A delivered one is left alone, however late.
     assert webhook_deliveries_resend_lost(now=timezone.now() + timedelta(days=2)) == 0
+
+
+def test_a_delivery_resolves_the_host_once_and_connects_to_that_address(make_org, monkeypatch):
+    """No second DNS lookup between the SSRF check and the connection (a rebinding name gets nowhere)."""
+    organization, _ = make_org()
+    real_getaddrinfo = socket.getaddrinfo
+    lookups: list[str] = []
+    with Receiver() as receiver:
+        port = receiver.server.server_address[1]
+
+        def resolver(host, *args, **kwargs):
+            if host == "hooks.example":
+                lookups.append(host)
+                return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", ("127.0.0.1", port))]
+            return real_getaddrinfo(host, *args, **kwargs)
+
+        monkeypatch.setattr(socket, "getaddrinfo", resolver)
+        endpoint = webhook_endpoint_create(
+            organization=organization, url=f"http://hooks.example:{port}/hooks"
+        )
+        assert lookups == ["hooks.example"]  # the check on save
+        emit(organization)
+        assert webhook_deliver(delivery_id=WebhookDelivery.objects.get().pk) is None
+        assert lookups == ["hooks.example"] * 2  # one more for the delivery's check, none to connect
+        headers, body = receiver.delivered()[0]
+        assert headers["host"] == f"hooks.example:{port}"
+        assert verified(endpoint, headers, body)["type"] == "generation.succeeded"
