@@ -212,3 +212,11 @@ def test_the_connection_goes_to_the_address_that_was_checked(images, monkeypatch
     lookups.clear()
     with pytest.raises(OutboundRefused):  # and without the development setting, loopback is refused
         fetch(f"http://photos.example:{port}/selfie.jpg", allow_loopback=False, timeout=5, max_bytes=10**7)
+
+
+def test_a_quote_with_an_image_url_prices_it_without_fetching(api, images):
+    client = api()
+    quote = client.post("/quotes", json={**PROMPT, "image_url": f"{images.base}/selfie.jpg"})
+    assert quote.status_code == 200, quote.text
+    assert quote.json()["credits"] > 0 and quote.json()["balance"] == 1000
+    assert images.hits == [] and not Upload.objects.exists()
