@@ -220,3 +220,66 @@ def test_a_quote_with_an_image_url_prices_it_without_fetching(api, images):
     assert quote.status_code == 200, quote.text
     assert quote.json()["credits"] > 0 and quote.json()["balance"] == 1000
     assert images.hits == [] and not Upload.objects.exists()
+
+
+def self_signed(host: str, folder) -> tuple[str, str]:
+    """(certificate path, key path) of a certificate for `host` that nothing trusts by default."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return str(cert_path), str(key_path)
+
+
+def test_https_checks_the_certificate_against_the_host_name_on_the_pinned_connection(
+    images, monkeypatch, tmp_path
+):
+    import ssl
+
+    import certifi
+
+    cert, key = self_signed("photos.example", tmp_path)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    images.server.socket = context.wrap_socket(images.server.socket, server_side=True)
+    port = images.server.server_address[1]
+    real_getaddrinfo = socket.getaddrinfo
+
+    def resolver(host, *args, **kwargs):
+        if host == "photos.example":
+            return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", ("127.0.0.1", port))]
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolver)
+    options = {"allow_loopback": True, "timeout": 5, "max_bytes": 10**7}
+    with pytest.raises(OutboundRefused, match="SSLError"):  # not a trusted certificate
+        fetch(f"https://photos.example:{port}/selfie.jpg", **options)
+    monkeypatch.setattr(certifi, "where", lambda: cert)  # now it is
+    assert fetch(f"https://photos.example:{port}/selfie.jpg", **options).body == SELFIE
+    with pytest.raises(OutboundRefused, match="SSLError"):  # the same server, under a name not on it
+        fetch(f"https://127.0.0.1:{port}/selfie.jpg", **options)
