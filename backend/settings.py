@@ -345,6 +345,15 @@ WEBHOOKS_DISABLE_AFTER_FAILED_DELIVERIES = env_int("WEBHOOKS_DISABLE_AFTER_FAILE
 # Endpoints on 127.0.0.0/8 and ::1 (tests, development); production refuses it. Private and link-local
 # targets are never allowed.
 WEBHOOKS_ALLOW_LOOPBACK = env_bool("WEBHOOKS_ALLOW_LOOPBACK", False)
+# A delivery still pending this long past its due time lost its message: the scheduler's sweep (every
+# WEBHOOKS_RESEND_INTERVAL_SECONDS) sends it again.
+WEBHOOKS_RESEND_AFTER_SECONDS = env_int("WEBHOOKS_RESEND_AFTER_SECONDS", 600)
+WEBHOOKS_RESEND_INTERVAL_SECONDS = env_int("WEBHOOKS_RESEND_INTERVAL_SECONDS", 300)
+# Images by URL (`image_url` on /v1/generations): fetched inline by the create, within one deadline and
+# UPLOAD_MAX_BYTES, from public addresses only (apps/core/outbound.py); loopback for tests and development,
+# which production refuses.
+IMAGE_URL_TIMEOUT_SECONDS = float(os.environ.get("IMAGE_URL_TIMEOUT_SECONDS") or 10.0)
+IMAGE_URL_ALLOW_LOOPBACK = env_bool("IMAGE_URL_ALLOW_LOOPBACK", False)
 # REST /v1: items of one batch request, and the page size of lists.
 REST_BATCH_MAX_ITEMS = 100
 REST_PAGE_MAX = 100

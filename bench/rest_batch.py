@@ -8,6 +8,10 @@ requests), then the time from the first batch's request to all of its items SUCC
 GET /v1/generations), and jobs/s to drain.
 
     .venv/bin/python bench/rest_batch.py          # a few minutes on 2 cores (100 tiny jobs)
+
+`BENCH_BATCH_IMAGE_URL=1`: every item also names a selfie by `image_url` (a portrait served by a local
+HTTP server in this process; the server runs with IMAGE_URL_ALLOW_LOOPBACK), so accepted/s includes the
+fetch, the upload checks and the selfie checks of each item. `BENCH_SKIP_DRAIN=1` stops after accepting.
 """
 
 from __future__ import annotations
@@ -28,6 +32,38 @@ from bench._stack import ROOT, Server, describe_machine, server_env  # noqa: E40
 
 ITEMS = int(os.environ.get("BENCH_BATCH_ITEMS", "100"))
 BATCHES = int(os.environ.get("BENCH_BATCHES", "1"))
+IMAGE_URL = os.environ.get("BENCH_BATCH_IMAGE_URL") == "1"
+SKIP_DRAIN = os.environ.get("BENCH_SKIP_DRAIN") == "1"
+
+
+def serve_selfie() -> str:
+    """A portrait that passes the selfie checks, served from a thread of this process; its URL."""
+    import importlib.util
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    spec = importlib.util.spec_from_file_location(
+        "make_photos", ROOT / "fixtures" / "photos" / "make_photos.py"
+    )
+    make_photos = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_photos)
+    photo = make_photos.portrait_jpeg()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            self.send_response(200)
+            self.send_header("Content-Type", "image/jpeg")
+            self.send_header("Content-Length", str(len(photo)))
+            self.end_headers()
+            self.wfile.write(photo)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_address[1]}/selfie.jpg"
+
 
 MAKE_ORGANIZATION = """
 from apps.credits.services import credits_grant
@@ -52,9 +88,11 @@ def organization_key(env: dict[str, str]) -> str:
 
 
 def main() -> int:
-    print(f"bench/rest_batch.py on {describe_machine()}; {BATCHES} batch(es) of {ITEMS}")
+    what = " with a selfie by image_url each" if IMAGE_URL else ""
+    print(f"bench/rest_batch.py on {describe_machine()}; {BATCHES} batch(es) of {ITEMS}{what}")
+    selfie_url = serve_selfie() if IMAGE_URL else None
     with tempfile.TemporaryDirectory(prefix="bench-rest-") as var:
-        env = server_env(Path(var), GPU_PROGRESS_INTERVAL_S="0.2")
+        env = server_env(Path(var), GPU_PROGRESS_INTERVAL_S="0.2", IMAGE_URL_ALLOW_LOOPBACK="1")
         with Server(env) as server:
             key = organization_key(env)
             api = httpx.Client(
@@ -68,6 +106,7 @@ def main() -> int:
                         "prompt": f"a lighthouse at dawn, clip {batch}-{n}",
                         "quality": "DRAFT",
                         "duration_seconds": 5,
+                        **({"image_url": selfie_url} if selfie_url else {}),
                     }
                     for n in range(ITEMS)
                 ]
@@ -89,6 +128,8 @@ def main() -> int:
                 f"{accepted / seconds:.1f} items/s"
             )
 
+            if SKIP_DRAIN:
+                return 0
             pending = set(ids)
             while pending:
                 time.sleep(1.0)

@@ -50,6 +50,7 @@ def _request(body: GenerationCreate, idempotency_key: str | None) -> GenerationR
         prompt=body.prompt,
         character_id=body.character_id,
         photo_upload_id=body.photo_upload_id,
+        image_url=body.image_url,
         aspect_ratio=body.aspect_ratio,
         duration_seconds=body.duration_seconds,
         quality=body.quality,

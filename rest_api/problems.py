@@ -78,7 +78,9 @@ def problem(code: str, *, status: int, detail: str, field: str | None = None, **
 
 def problem_from(exc: DomainError) -> dict[str, Any]:
     status = STATUS.get(exc.code, 400)
-    return problem(exc.code.value, status=status, detail=exc.message, field=rest_field(exc.field))
+    # As on GraphQL's UploadInvalid: an upload's `reason` (NO_FACE, ...), for a program to act on.
+    extra = {"reason": str(exc.extra["reason"])} if exc.extra.get("reason") else {}
+    return problem(exc.code.value, status=status, detail=exc.message, field=rest_field(exc.field), **extra)
 
 
 def problem_response(body: dict[str, Any], *, headers: dict[str, str] | None = None) -> JsonResponse:

@@ -20,12 +20,21 @@ StageName = Literal[tuple(GenerationStage.values)]  # type: ignore[valid-type]
 
 
 class GenerationCreate(Schema):
-    """A trend (by slug) or a prompt; a selfie (an upload's id) or a Soul ID of the organization."""
+    """A trend (by slug) or a prompt; a selfie (an upload's id or an image URL) or a Soul ID of the
+    organization."""
 
     trend_slug: str | None = Field(None, max_length=80)
     prompt: str | None = Field(None, max_length=2000)
     character_id: str | None = Field(None, max_length=64, description="A ready Soul ID of the organization.")
     photo_upload_id: str | None = Field(None, max_length=64, description="An upload from POST /v1/uploads.")
+    image_url: str | None = Field(
+        None,
+        max_length=2000,
+        description="A selfie by URL instead of `photo_upload_id`: an http(s) URL on a public address that "
+        "answers a JPEG, PNG, HEIC or WebP file within 10 s and 15 MB (redirects followed up to 3 times). "
+        "Fetched when the generation is created and checked like an upload; a URL that cannot be used is "
+        "a 422 naming `image_url`, and nothing is charged.",
+    )
     aspect_ratio: AspectRatioName | None = None
     duration_seconds: int | None = Field(None, ge=1, le=60)
     quality: QualityName | None = None

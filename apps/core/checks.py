@@ -106,6 +106,12 @@ def production_errors() -> list[Error]:
             "WEBHOOKS_ALLOW_LOOPBACK is on: webhook endpoints could reach this host's own services.",
             "Unset WEBHOOKS_ALLOW_LOOPBACK.",
         )
+    if settings.IMAGE_URL_ALLOW_LOOPBACK:
+        fail(
+            "E023",
+            "IMAGE_URL_ALLOW_LOOPBACK is on: an image_url could make this host fetch its own services.",
+            "Unset IMAGE_URL_ALLOW_LOOPBACK.",
+        )
     if getattr(settings, "BENCH_ENDPOINTS", False):
         fail("E010", "BENCH_ENDPOINTS is on in production.", "Unset BENCH_ENDPOINTS.")
     return errors

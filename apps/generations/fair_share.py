@@ -7,6 +7,22 @@ generations are in the lanes (sent, queued or running) at once. The rest wait in
 first). An app user's job thus waits behind at most the sum of the windows of the organizations, never
 behind a whole batch, and each organization gets its window's share of the lane whatever the others send.
 
+Why a window and not a round-robin between owners inside the lane. A lane is a FIFO in the broker that GPU
+workers (no Django) pop; reordering it per owner would mean keeping every job out of it and feeding it from
+the database one slot at a time, for app users too. The window gives app users the same guarantee:
+
+- Round-robin with a quantum of W. An organization's job that ends sends its next one to the *tail* of the
+  lane, behind every job queued meanwhile, an app user's or another organization's. Once its first W are
+  in, each organization with held work therefore takes its turn one job at a time among the owners with
+  queued jobs, as round-robin does; W is how many turns it may have in flight.
+- The bound. An app user's job (at most GENERATIONS_MAX_ACTIVE_PER_USER, 3, per user, never held) is sent
+  at once and waits behind at most the sum of the windows of the organizations with jobs in its lane
+  plus the app users' jobs already there, however large the batches are. Round-robin with a quantum of one
+  would put at most one job per owner ahead of it; a window of 1 in admin gives exactly that.
+- Choosing W. Windows summing to about the lane's GPU slots (GENERATIONS_GPU_CAPACITY) keep an app user's
+  wait at one round of jobs; the default (20) favours an organization's batch throughput on a large pool.
+  The ETA an app user is quoted counts the jobs in the lane only (held ones are not ahead of anyone).
+
 Held generations are not counted ahead of anyone in queue positions and ETAs, are not "unsent" to the
 reaper, and do not expire while held: their wait in the lane counts from their release.
 """

@@ -41,7 +41,7 @@ from apps.moderation.services import prompt_check
 from apps.organizations.selectors import organization_generation_cap
 from apps.storage.models import UploadStatus
 from apps.storage.selectors import upload_get_for_user
-from apps.storage.services import upload_verify
+from apps.storage.services import upload_from_url, upload_verify
 from apps.trends.models import AspectRatio, QualityTier, Requirement, Trend, TrendStatus
 
 from . import routing
@@ -73,13 +73,17 @@ class GenerationRequest:
     seed: int | None = None
     idempotency_key: str | None = None
     with_sound: bool = True  # the trend's sound in the video (a trend without one gives a silent video)
+    image_url: str | None = None  # a selfie by URL (/v1), fetched by the create instead of an upload
 
     def fingerprint(self) -> str:
         """The request without its key: two requests are "the same" when these are equal. `with_sound`
-        counts only when off, so requests made before it existed keep their fingerprints."""
+        counts only when off, and `image_url` only when set, so requests made before they existed keep
+        their fingerprints."""
         fields = {k: v for k, v in dataclasses.asdict(self).items() if k != "idempotency_key"}
         if fields["with_sound"]:
             del fields["with_sound"]
+        if fields["image_url"] is None:
+            del fields["image_url"]
         return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -215,9 +219,15 @@ def _resolve(*, user, request: GenerationRequest, for_create: bool) -> Resolved:
     if request.character_id:
         character_id, lora_key, lora = _character_lora(user=user, character_id=request.character_id)
     upload, image_key = None, ""
+    if request.image_url is not None and request.photo_upload_id:
+        raise ValidationFailed("Send a photo upload or an image URL, not both.", field="imageUrl")
     if request.photo_upload_id:
         upload = _upload(user=user, upload_id=request.photo_upload_id, verify=for_create)
         image_key = upload.key if upload.status == UploadStatus.VERIFIED else ""
+    elif request.image_url is not None and for_create:
+        # Fetched now (a quote only prices it as a selfie), then given the same photo checks as an upload.
+        upload = selfie_check(upload=upload_from_url(user=user, url=request.image_url), field="imageUrl")
+        image_key = upload.key
     requires = trend.requires if trend else Requirement.NONE
     if for_create and requires == Requirement.SOUL_ID and character_id is None:
         raise ValidationFailed(
@@ -225,7 +235,8 @@ def _resolve(*, user, request: GenerationRequest, for_create: bool) -> Resolved:
         )
     if for_create and requires == Requirement.SELFIE and upload is None and character_id is None:
         raise ValidationFailed("This trend needs a selfie. Add one, then try again.", field="photoUploadId")
-    needs_image = upload is not None or (requires == Requirement.SELFIE and character_id is None)
+    has_image = upload is not None or request.image_url is not None
+    needs_image = has_image or (requires == Requirement.SELFIE and character_id is None)
     needs_lora = bool(lora_key) or requires == Requirement.SOUL_ID
 
     # 4. The model route, the job's size on it, and the price

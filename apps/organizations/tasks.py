@@ -1,8 +1,8 @@
 import dramatiq
 
-from apps.core.queues import QUEUE_WEBHOOKS
+from apps.core.queues import QUEUE_MAINTENANCE, QUEUE_WEBHOOKS
 
-from .webhooks import WEBHOOK_DELIVER_ACTOR, webhook_deliver
+from .webhooks import WEBHOOK_DELIVER_ACTOR, webhook_deliver, webhook_deliveries_resend_lost
 
 
 @dramatiq.actor(
@@ -23,3 +23,9 @@ def webhook_deliver_task(*, delivery_id: str) -> None:
         dramatiq.get_broker().get_actor(WEBHOOK_DELIVER_ACTOR).send_with_options(
             kwargs={"delivery_id": delivery_id}, delay=max(int(delay * 1000), 1)
         )
+
+
+@dramatiq.actor(queue_name=QUEUE_MAINTENANCE, max_retries=0)
+def webhooks_resend_lost_task() -> None:
+    """The scheduler's sweep (apps/trends/scheduler.py): deliveries whose message was lost go again."""
+    webhook_deliveries_resend_lost()

@@ -1,7 +1,8 @@
 """Webhooks: an organization's events, signed per Standard Webhooks and delivered by a backend worker.
 
 - `webhook_url_check` keeps endpoints off private, loopback and link-local networks (SSRF): on save, and
-  again at every delivery after DNS resolution (a name may point somewhere else by then).
+  again at every delivery, which connects to the address it checked (apps/core/outbound.py), so a name
+  that points somewhere else by then, or between the check and the connection, reaches nothing private.
 - `webhook_event_emit` records one delivery per subscribed endpoint in the caller's transaction and sends
   each to the worker after the commit; a failure here never fails the caller's transition.
 - `webhook_deliver` makes one attempt: a 2xx is delivered; a timeout, an error status or a redirect (never
@@ -15,22 +16,20 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import functools
-import ipaddress
 import json
 import logging
 import secrets
-import socket
 import uuid
-from urllib.parse import urlsplit
 
 import dramatiq
-import requests
 from django.conf import settings
 from django.db import transaction
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 from standardwebhooks.webhooks import Webhook
 
 from apps.core.errors import ValidationFailed
+from apps.core.outbound import OutboundRefused, OutboundTimeout, public_addresses, send
 
 from .models import WEBHOOK_EVENT_TYPES, DeliveryStatus, Organization, WebhookDelivery, WebhookEndpoint
 
@@ -43,37 +42,17 @@ SECRET_ROTATION_OVERLAP = dt.timedelta(hours=24)
 # --- Endpoints ------------------------------------------------------------------------------------
 
 
-def _address_allowed(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    if address.is_loopback:
-        return settings.WEBHOOKS_ALLOW_LOOPBACK
-    return address.is_global and not address.is_multicast
+def _schemes() -> tuple[str, ...]:
+    return ("https",) if settings.IS_PRODUCTION else ("https", "http")
 
 
 def webhook_url_check(url: str) -> None:
     """ValidationFailed unless `url` is http(s) (https in production) and every address its host
     resolves to is public (loopback only where WEBHOOKS_ALLOW_LOOPBACK is on: tests, development)."""
     try:
-        parts = urlsplit(url)
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-    except ValueError:
-        raise ValidationFailed("This is not a URL.", field="url") from None
-    schemes = ("https",) if settings.IS_PRODUCTION else ("https", "http")
-    if parts.scheme not in schemes or not parts.hostname:
-        raise ValidationFailed(f"Use an {' or '.join(schemes)} URL with a host name.", field="url")
-    try:
-        infos = socket.getaddrinfo(parts.hostname, port, proto=socket.IPPROTO_TCP)
-    except (socket.gaierror, UnicodeError):
-        raise ValidationFailed(f"The host {parts.hostname} does not resolve.", field="url") from None
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0].split("%")[0])
-        if not _address_allowed(address):
-            raise ValidationFailed(
-                f"{parts.hostname} points to a private, loopback or link-local address ({address}); "
-                "webhooks go to public addresses only.",
-                field="url",
-            )
+        public_addresses(url, allow_loopback=settings.WEBHOOKS_ALLOW_LOOPBACK, schemes=_schemes())
+    except OutboundRefused as exc:
+        raise ValidationFailed(exc.message, field="url") from None
 
 
 def webhook_events_clean(events) -> list[str]:
@@ -164,6 +143,36 @@ def webhook_event_emit_safely(*, account_id, event_type: str, data: dict) -> Non
         logger.exception("could not record the %s webhooks of account %s", event_type, account_id)
 
 
+def webhook_deliveries_resend_lost(*, now: dt.datetime | None = None) -> int:
+    """Sends again every delivery still PENDING `WEBHOOKS_RESEND_AFTER_SECONDS` past its due time (its
+    first attempt after it was recorded, or `next_attempt_at`): its message was lost (a broker restart, a
+    commit whose after-commit send failed). Run by the scheduler; returns how many.
+
+    Each one's due time moves on by the same grace in the same compare-and-set, so a message that was only
+    slow is sent again at most once per grace, and two sweeps never both send it. A receiver that gets it
+    twice drops one by its `webhook-id`."""
+    now = now or timezone.now()
+    grace = dt.timedelta(seconds=settings.WEBHOOKS_RESEND_AFTER_SECONDS)
+    due = Coalesce("next_attempt_at", "created_at")
+    lost = (
+        WebhookDelivery.objects.filter(status=DeliveryStatus.PENDING)
+        .alias(due=due)
+        .filter(due__lt=now - grace)
+        .values_list("pk", "next_attempt_at")[:1000]
+    )
+    resent = 0
+    for delivery_id, next_attempt_at in lost:
+        claimed = WebhookDelivery.objects.filter(
+            pk=delivery_id, status=DeliveryStatus.PENDING, next_attempt_at=next_attempt_at
+        ).update(next_attempt_at=now + grace, updated_at=now)
+        if claimed:
+            _send(delivery_id=str(delivery_id))
+            resent += 1
+    if resent:
+        logger.warning("re-sent %s webhook deliveries whose messages were lost", resent)
+    return resent
+
+
 @transaction.atomic
 def webhook_delivery_replay(*, delivery_id) -> WebhookDelivery:
     """Sends a delivery again as a new one (same `webhook-id`: a receiver that has it drops it)."""
@@ -192,11 +201,8 @@ def webhook_signature(
 
 
 def _attempt(endpoint: WebhookEndpoint, delivery: WebhookDelivery) -> tuple[int | None, str]:
-    """(status code, error) of one POST; never follows a redirect."""
-    try:
-        webhook_url_check(endpoint.url)
-    except ValidationFailed as exc:
-        return None, exc.message
+    """(status code, error) of one POST, sent to the address that passed the SSRF check (no second DNS
+    lookup a rebinding name could answer differently); never follows a redirect."""
     body = json.dumps(delivery.payload, separators=(",", ":"), sort_keys=True)
     now = timezone.now()
     headers = {
@@ -209,20 +215,23 @@ def _attempt(endpoint: WebhookEndpoint, delivery: WebhookDelivery) -> tuple[int 
         ),
     }
     try:
-        response = requests.post(
+        status, _ = send(
             endpoint.url,
-            data=body.encode(),
+            body=body.encode(),
             headers=headers,
+            allow_loopback=settings.WEBHOOKS_ALLOW_LOOPBACK,
+            schemes=_schemes(),
             timeout=settings.WEBHOOKS_TIMEOUT_SECONDS,
-            allow_redirects=False,
         )
-    except requests.RequestException as exc:
-        return None, f"{type(exc).__name__}: {exc}"[:300]
-    if 200 <= response.status_code < 300:
-        return response.status_code, ""
-    if 300 <= response.status_code < 400:
-        return response.status_code, "redirects are not followed; point the endpoint at the final URL"
-    return response.status_code, f"HTTP {response.status_code}"
+    except OutboundTimeout as exc:
+        return None, f"Timeout: {exc.message}"
+    except OutboundRefused as exc:
+        return None, exc.message[:300]
+    if 200 <= status < 300:
+        return status, ""
+    if 300 <= status < 400:
+        return status, "redirects are not followed; point the endpoint at the final URL"
+    return status, f"HTTP {status}"
 
 
 def webhook_deliver(*, delivery_id) -> float | None:

@@ -12,9 +12,10 @@ from django.db import transaction
 from django.utils import timezone
 
 from apps.core.errors import RateLimited, UploadInvalid, ValidationFailed
+from apps.core.outbound import OutboundRefused, fetch
 
 from .backends import ObjectNotFound, ObjectTooLarge, Storage, UploadTarget, get_storage
-from .images import ALLOWED_CONTENT_TYPES, ImageRejected, inspect_image
+from .images import ALLOWED_CONTENT_TYPES, CONTENT_TYPES, ImageRejected, inspect_image, sniff
 from .models import RejectReason, Upload, UploadStatus
 from .selectors import upload_get_for_user
 
@@ -190,4 +191,65 @@ def upload_refuse(*, upload_id, reason: str, message: str) -> Upload:
         upload.reject_reason = reason
         upload.reject_message = message[:255]
         upload.save(update_fields=["status", "reject_reason", "reject_message", "updated_at"])
+    return upload
+
+
+def upload_from_url(*, user, url: str, field: str = "imageUrl") -> Upload:
+    """Fetches a photo that a client named by URL and keeps it as the user's VERIFIED upload, checked by
+    its bytes like a sent file (`_verify_pending`). Nothing is recorded for a URL that is refused.
+
+    Fetched inline, within IMAGE_URL_TIMEOUT_SECONDS and UPLOAD_MAX_BYTES, from public addresses only
+    (apps/core/outbound.py): the caller (a create) answers at once with the error that names `field`,
+    instead of accepting a generation that a worker may fail later. ValidationFailed when the URL is not
+    fetchable (not http(s), a private address, unreachable, an error status, too big, not an image type),
+    UploadInvalid when the bytes are not a usable photo."""
+    url = (url or "").strip()
+    if len(url) > 2000:
+        raise ValidationFailed("Keep the image URL to 2000 characters.", field=field)
+    try:
+        fetched = fetch(
+            url,
+            allow_loopback=settings.IMAGE_URL_ALLOW_LOOPBACK,
+            timeout=settings.IMAGE_URL_TIMEOUT_SECONDS,
+            max_bytes=settings.UPLOAD_MAX_BYTES,
+            accept=", ".join(sorted(ALLOWED_CONTENT_TYPES)),
+        )
+    except OutboundRefused as exc:
+        raise ValidationFailed(f"The image URL cannot be fetched: {exc.message}", field=field) from None
+    if not fetched.content_type.startswith("image/"):
+        raise ValidationFailed(
+            f"The image URL answered {fetched.content_type or 'no content type'}, not an image. "
+            "Link the photo file itself (JPEG, PNG, HEIC or WebP).",
+            field=field,
+        )
+    if not fetched.body:
+        raise UploadInvalid("The image URL answered an empty file.", field=field, reason=RejectReason.EMPTY)
+    # Servers label files loosely (image/jpg, application/octet-stream...): the bytes decide the type,
+    # then the same checks as a sent file.
+    image_format = sniff(fetched.body)
+    content_type = CONTENT_TYPES[image_format] if image_format else fetched.content_type
+    try:
+        facts = inspect_image(
+            fetched.body, declared_content_type=content_type, max_pixels=settings.UPLOAD_MAX_PIXELS
+        )
+    except ImageRejected as rejected:
+        raise UploadInvalid(rejected.message, field=field, reason=rejected.reason) from None
+    now = timezone.now()
+    upload = Upload(
+        user=user,
+        content_type=facts.content_type,
+        max_bytes=settings.UPLOAD_MAX_BYTES,
+        expires_at=now,  # nothing is ever sent to its incoming key
+        status=UploadStatus.VERIFIED,
+        bytes=len(fetched.body),
+        width=facts.width,
+        height=facts.height,
+        format=facts.format,
+        verified_at=now,
+    )
+    upload.key = f"uploads/{user.id}/{upload.id}"
+    upload.incoming_key = f"incoming/{user.id}/{upload.id}"
+    upload.full_clean(validate_unique=False, validate_constraints=False)  # keys are fresh UUIDs
+    get_storage().write(upload.key, fetched.body, content_type=facts.content_type)
+    upload.save(force_insert=True)
     return upload

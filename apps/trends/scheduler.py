@@ -3,7 +3,9 @@
 The jobs: the trend rotation (every `TRENDS_ROTATION_INTERVAL_SECONDS`), the Soul ID retention purge
 (`CHARACTERS_PURGE_INTERVAL_SECONDS`, daily by default), the generations' retention purge of selfies and
 videos (`GENERATIONS_PURGE_INTERVAL_SECONDS`, daily) and the generation reaper sweep
-(`GENERATIONS_REAP_INTERVAL_SECONDS`, 10 minutes by default). An interval of 0 turns a job off.
+(`GENERATIONS_REAP_INTERVAL_SECONDS`, 10 minutes by default), the Play acknowledgement sweep
+(`PURCHASES_ACKNOWLEDGE_SWEEP_INTERVAL_SECONDS`) and the sweep of webhook deliveries whose message was
+lost (`WEBHOOKS_RESEND_INTERVAL_SECONDS`, 5 minutes). An interval of 0 turns a job off.
 
 Time is cut into slots of one interval per job. Each scheduler, at each slot, tries to claim the job's slot
 with an atomic add in the shared cache (`SET NX` in Redis); only the one that claims it sends the message.
@@ -77,6 +79,12 @@ JOBS: tuple[PeriodicJob, ...] = (
         "apps.purchases.tasks:purchases_acknowledge_sweep_task",
         "PURCHASES_ACKNOWLEDGE_SWEEP_INTERVAL_SECONDS",
         3600,
+    ),
+    PeriodicJob(
+        "webhooks:resend",
+        "apps.organizations.tasks:webhooks_resend_lost_task",
+        "WEBHOOKS_RESEND_INTERVAL_SECONDS",
+        300,
     ),
 )
 

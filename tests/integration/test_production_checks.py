@@ -119,6 +119,7 @@ UNSAFE = [
     pytest.param({"METRICS_TOKEN": None}, "backend.E021", id="metrics-unprotected"),
     pytest.param({"METRICS_TOKEN": "short"}, "backend.E021", id="metrics-short-token"),
     pytest.param({"WEBHOOKS_ALLOW_LOOPBACK": "1"}, "backend.E022", id="loopback-webhooks"),
+    pytest.param({"IMAGE_URL_ALLOW_LOOPBACK": "1"}, "backend.E023", id="loopback-image-urls"),
 ]
 
 

@@ -52,6 +52,8 @@ def test_a_batch_takes_only_its_window_of_the_lane_and_app_users_go_ahead_of_the
     # One of the organization's jobs ends: its oldest held one takes the place, and only that one.
     generation_cancel(user=client.organization.account, generation_id=ids[0])
     wait_for(lambda: sent(ids) == {ids[1], ids[2]}, what="the next held job to be sent", timeout=20)
+    # It goes to the tail of the lane, behind the app user's job queued meanwhile (owners take turns).
+    assert generation_estimate(Generation.objects.get(pk=ids[2])).position == 3
     assert Generation.objects.filter(pk__in=ids, share_held=True).count() == 3
     # A held job canceled is never sent, and releases nothing more than the window allows.
     generation_cancel(user=client.organization.account, generation_id=ids[5])

@@ -1,14 +1,18 @@
 """Signed webhooks: endpoint URLs checked against SSRF (on save and at delivery), Standard Webhooks
 signatures that verify with the `standardwebhooks` library (two secrets while one rotates), retries of
 failing receivers, disabling after repeated failure, replay, and a batch of 20 generations on the tiny
-route whose every `generation.succeeded` reaches a local receiver."""
+route whose every `generation.succeeded` reaches a local receiver, and deliveries whose message was lost
+sent again by the scheduler's sweep."""
 
 from __future__ import annotations
 
 import json
+import socket
+from datetime import timedelta
 
 import pytest
 from django.db import transaction
+from django.utils import timezone
 from standardwebhooks import Webhook
 
 from apps.core.errors import ValidationFailed
@@ -16,6 +20,7 @@ from apps.generations.models import Generation, GenerationStatus
 from apps.organizations.models import DeliveryStatus, WebhookDelivery, WebhookEndpoint
 from apps.organizations.webhooks import (
     webhook_deliver,
+    webhook_deliveries_resend_lost,
     webhook_delivery_replay,
     webhook_endpoint_create,
     webhook_event_emit,
@@ -129,8 +134,6 @@ def test_redirects_are_not_followed_but_retried(make_org, settings):
 def test_timeouts_are_retried(make_org, settings):
     settings.WEBHOOKS_TIMEOUT_SECONDS = 0.3
     organization, _ = make_org()
-    import socket
-
     with socket.socket() as silent:  # accepts connections, never answers
         silent.bind(("127.0.0.1", 0))
         silent.listen(8)
@@ -238,3 +241,62 @@ def test_a_hanging_endpoint_does_not_hold_up_another_organizations_delivery(
         # The first attempt at the slow endpoint is still waiting for its answer.
         assert WebhookDelivery.objects.get(endpoint=slow).attempts == 0
         connection.close()
+
+
+def test_a_delivery_whose_message_was_lost_is_sent_again_by_the_sweep(make_org, settings, django_worker):
+    organization, _ = make_org()
+    with Receiver() as receiver:
+        endpoint = webhook_endpoint_create(organization=organization, url=receiver.url)
+        # Recorded, but its message never reached the broker (or the broker lost it in a restart).
+        delivery = WebhookDelivery.objects.create(
+            endpoint=endpoint,
+            message_id="msg_lost",
+            event_type="generation.succeeded",
+            payload={"type": "generation.succeeded", "timestamp": "2026-12-01T00:00:00+00:00", "data": {}},
+        )
+        assert webhook_deliveries_resend_lost() == 0  # not yet overdue: its message may only be slow
+        assert receiver.received == []
+
+        overdue = timezone.now() - timedelta(seconds=settings.WEBHOOKS_RESEND_AFTER_SECONDS + 1)
+        WebhookDelivery.objects.filter(pk=delivery.pk).update(created_at=overdue)
+        assert webhook_deliveries_resend_lost() == 1
+        assert webhook_deliveries_resend_lost() == 0  # sent again once per grace, not at every sweep
+
+        wait_for(lambda: receiver.delivered(), what="the re-sent delivery")
+        headers, body = receiver.delivered()[0]
+        assert verified(endpoint, headers, body)["type"] == "generation.succeeded"
+        assert headers["webhook-id"] == "msg_lost"
+        delivery = wait_for(
+            lambda: WebhookDelivery.objects.filter(pk=delivery.pk, status=DeliveryStatus.SUCCEEDED).first(),
+            what="the delivery to be recorded",
+        )
+        assert delivery.attempts == 1 and len(receiver.received) == 1
+    # A delivered one is left alone, however late.
+    assert webhook_deliveries_resend_lost(now=timezone.now() + timedelta(days=2)) == 0
+
+
+def test_a_delivery_resolves_the_host_once_and_connects_to_that_address(make_org, monkeypatch):
+    """No second DNS lookup between the SSRF check and the connection (a rebinding name gets nowhere)."""
+    organization, _ = make_org()
+    real_getaddrinfo = socket.getaddrinfo
+    lookups: list[str] = []
+    with Receiver() as receiver:
+        port = receiver.server.server_address[1]
+
+        def resolver(host, *args, **kwargs):
+            if host == "hooks.example":
+                lookups.append(host)
+                return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", ("127.0.0.1", port))]
+            return real_getaddrinfo(host, *args, **kwargs)
+
+        monkeypatch.setattr(socket, "getaddrinfo", resolver)
+        endpoint = webhook_endpoint_create(
+            organization=organization, url=f"http://hooks.example:{port}/hooks"
+        )
+        assert lookups == ["hooks.example"]  # the check on save
+        emit(organization)
+        assert webhook_deliver(delivery_id=WebhookDelivery.objects.get().pk) is None
+        assert lookups == ["hooks.example"] * 2  # one more for the delivery's check, none to connect
+        headers, body = receiver.delivered()[0]
+        assert headers["host"] == f"hooks.example:{port}"
+        assert verified(endpoint, headers, body)["type"] == "generation.succeeded"

@@ -1,5 +1,5 @@
 """The periodic job scheduler: each job (rotation, Soul ID purge, generations' retention purge, generation
-reaper, purchase acknowledgements) once per its interval."""
+reaper, purchase acknowledgements, lost webhook deliveries) once per its interval."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from apps.characters.tasks import characters_purge_task
 from apps.core.queues import QUEUE_MAINTENANCE
 from apps.generations.tasks import generations_purge_task
 from apps.jobs.tasks import jobs_reap_task
+from apps.organizations.tasks import webhooks_resend_lost_task
 from apps.purchases.tasks import purchases_acknowledge_sweep_task
 from apps.trends import scheduler
 from apps.trends.tasks import trends_rotate_task
@@ -52,6 +53,7 @@ def test_the_jobs_and_their_default_intervals():
         ("generations:purge", "apps.generations.tasks:generations_purge_task", 86_400),
         ("jobs:reap", "apps.jobs.tasks:jobs_reap_task", 600),
         ("purchases:acknowledge", "apps.purchases.tasks:purchases_acknowledge_sweep_task", 3600),
+        ("webhooks:resend", "apps.organizations.tasks:webhooks_resend_lost_task", 300),
     ]
 
 
@@ -61,6 +63,7 @@ def test_each_job_is_enqueued_once_per_its_interval(settings, queue):
     settings.GENERATIONS_PURGE_INTERVAL_SECONDS = 86_400
     settings.GENERATIONS_REAP_INTERVAL_SECONDS = 600
     settings.PURCHASES_ACKNOWLEDGE_SWEEP_INTERVAL_SECONDS = 3600
+    settings.WEBHOOKS_RESEND_INTERVAL_SECONDS = 300
     sent: dict[str, int] = {job.name: 0 for job in scheduler.JOBS}
     # Two processes ticking every minute for a day and a half.
     for minute in range(36 * 60):
@@ -73,6 +76,7 @@ def test_each_job_is_enqueued_once_per_its_interval(settings, queue):
         "generations:purge": 2,
         "jobs:reap": 36 * 6,
         "purchases:acknowledge": 36,
+        "webhooks:resend": 36 * 12,
     }
     names = enqueued()
     assert names.count(trends_rotate_task.actor_name) == 36 * 12
@@ -80,7 +84,8 @@ def test_each_job_is_enqueued_once_per_its_interval(settings, queue):
     assert names.count(generations_purge_task.actor_name) == 2
     assert names.count(jobs_reap_task.actor_name) == 36 * 6
     assert names.count(purchases_acknowledge_sweep_task.actor_name) == 36
-    assert len(names) == 36 * 12 + 2 + 2 + 36 * 6 + 36
+    assert names.count(webhooks_resend_lost_task.actor_name) == 36 * 12
+    assert len(names) == 36 * 12 + 2 + 2 + 36 * 6 + 36 + 36 * 12
 
 
 def test_the_first_tick_of_a_slot_enqueues_and_the_others_do_not(settings, queue):
@@ -93,6 +98,7 @@ def test_the_first_tick_of_a_slot_enqueues_and_the_others_do_not(settings, queue
         "generations:purge": True,
         "jobs:reap": True,
         "purchases:acknowledge": True,
+        "webhooks:resend": True,
     }
     assert set(again.values()) == {False}
     assert scheduler.tick_all(now=START + 86_400)["characters:purge"] is True  # the next day
@@ -118,6 +124,7 @@ def test_one_failing_job_does_not_stop_the_others(settings, queue, monkeypatch):
         "generations:purge": True,
         "jobs:reap": True,
         "purchases:acknowledge": True,
+        "webhooks:resend": True,
     }
 
 
@@ -127,4 +134,5 @@ def test_the_scheduler_sleeps_until_the_soonest_slot(settings):
     settings.GENERATIONS_REAP_INTERVAL_SECONDS = 600
     assert scheduler.seconds_to_next_slot(now=START + 250) == 50
     settings.TRENDS_ROTATION_INTERVAL_SECONDS = 0
+    settings.WEBHOOKS_RESEND_INTERVAL_SECONDS = 0
     assert scheduler.seconds_to_next_slot(now=START + 250) == 350
