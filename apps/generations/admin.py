@@ -7,6 +7,7 @@ from decimal import Decimal
 
 from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.template.response import TemplateResponse
 from django.utils import timezone
@@ -332,6 +333,8 @@ class CostReportAdmin(admin.ModelAdmin):
         return False
 
     def changelist_view(self, request, extra_context=None):
+        if not self.has_view_permission(request):  # this view replaces ModelAdmin's, and its check
+            raise PermissionDenied
         try:
             days = int(request.GET.get("days", 30))
         except ValueError:

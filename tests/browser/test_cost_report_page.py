@@ -13,16 +13,9 @@ from django.utils import timezone
 
 from apps.accounts.models import User
 from tests.apps.generations.test_cost_report import _generation, _route
-from tests.browser.test_admin_curator import CHROMIUM, PASSWORD, browser  # noqa: F401 - the fixture
-from tests.fixtures.env import UNDER_CI
+from tests.browser.driver import PASSWORD, assert_styled, needs_chromium
 
-pytestmark = [
-    pytest.mark.services,
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif(
-        not Path(CHROMIUM).exists() and not UNDER_CI, reason=f"needs Debian's chromium at {CHROMIUM}"
-    ),
-]
+pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True), needs_chromium]
 
 
 def _a_fortnight_of_generations(owner) -> None:
@@ -55,11 +48,12 @@ def _a_fortnight_of_generations(owner) -> None:
             )
 
 
-def test_staff_see_the_cost_report_charts_in_the_browser(asgi_server, browser, tmp_path):  # noqa: F811
+def test_staff_see_the_cost_report_charts_in_the_browser(asgi_server, browser, tmp_path):
     staff = User.objects.create_superuser("staff@example.com", PASSWORD)
     _a_fortnight_of_generations(staff)
     screenshot = Path(os.environ.get("COST_REPORT_SCREENSHOT") or tmp_path / "cost-report.png")
     base = asgi_server.url
+    browser.fresh()
 
     def read_report(page) -> dict:
         page.set_viewport_size({"width": 1100, "height": 900})
@@ -74,6 +68,7 @@ def test_staff_see_the_cost_report_charts_in_the_browser(asgi_server, browser, t
         page.wait_for_url("**days=14")
         charts = page.locator(".cost-chart svg")
         boxes = [charts.nth(i).bounding_box() for i in range(charts.count())]
+        assert_styled(page)  # admin's stylesheet, served by this server, applied
         page.screenshot(path=str(screenshot), full_page=True)
         return {"boxes": boxes, "rows": page.locator("#cost-table tbody tr").count()}
 
