@@ -253,7 +253,7 @@ class GenerationReviewAdmin(ReadOnlyAdmin):
         "preview",
         "status",
         "top_scores",
-        "categories",
+        "category_list",
         "video",
         "generation_link",
         "owner",
@@ -274,6 +274,10 @@ class GenerationReviewAdmin(ReadOnlyAdmin):
     @admin.display(description="Owner")
     def owner(self, obj: GenerationReview) -> str:
         return obj.generation.owner.email
+
+    @admin.display(description="Categories")
+    def category_list(self, obj: GenerationReview) -> str:
+        return ", ".join(obj.categories) or "-"
 
     @admin.display(description="Generation")
     def generation_link(self, obj: GenerationReview) -> str:

@@ -42,8 +42,8 @@ PAGES = {
 
 # The columns a list must show without scrolling at a laptop's width (1280 px, admin's sidebar open).
 MUST_SEE = {
-    "generation-reviews": {"preview", "status", "top_scores", "categories"},
-    "moderation-decisions": {"subject", "decision", "categories"},
+    "generation-reviews": {"preview", "status", "top_scores", "category_list"},
+    "moderation-decisions": {"subject", "decision", "category_list"},
     "webhook-endpoints": {"url", "enabled", "disabled_reason"},
     "webhook-deliveries": {"event_type", "status", "attempts"},
 }
