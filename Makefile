@@ -72,7 +72,7 @@ $(GRAPHIQL_STAMP): $(GRAPHIQL_DIR)/package.json $(GRAPHIQL_DIR)/package-lock.jso
 
 graphiql-deps: $(GRAPHIQL_STAMP)
 
-# What production runs in its image build: hashed, compressed static files in STATIC_ROOT for WhiteNoise.
+# What production runs in its image build: hashed, compressed static files in STATIC_ROOT for ServeStatic.
 static: $(STAMP) graphiql-deps
 	$(PY) manage.py collectstatic --noinput
 

@@ -59,6 +59,7 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
+    "servestatic",  # its system checks of the SERVESTATIC_* settings
     "django.contrib.staticfiles",
     "channels",
     "strawberry_django",
@@ -77,8 +78,9 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    # Static files (admin, GraphiQL) straight from STATIC_ROOT, before anything else does work.
-    "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Static files (admin, GraphiQL) straight from STATIC_ROOT, before anything else does work. Async:
+    # under uvicorn each file streams from an async iterator instead of being read whole on a thread.
+    "backend.staticfiles.StaticFilesMiddleware",  # ServeStatic's
     "apps.core.middleware.RequestIdMiddleware",
     "apps.core.middleware.CorsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -116,8 +118,10 @@ USE_I18N = True
 USE_TZ = True
 
 # --- Static files -----------------------------------------------------------------------------
-# WhiteNoise serves them from STATIC_ROOT in every mode (uvicorn serves no files itself): names carry a
-# content hash, gzip/brotli copies sit beside them, and hashed files are cached for a year. `collectstatic`
+# ServeStatic (the ASGI-native fork of WhiteNoise: same storage, headers and settings, SERVESTATIC_*) serves
+# them from STATIC_ROOT in every mode (uvicorn serves no files itself): names carry a content hash, gzip
+# copies sit beside them (brotli too where the `brotli` package is installed), and hashed files are cached
+# for ten years, immutable. `collectstatic`
 # fills STATIC_ROOT (`make run` runs it; production runs it in the image build). Admin's files come from
 # Django; GraphiQL's from the npm packages in tools/graphiql (backend/staticfiles.py), so no page loads a CDN.
 STATIC_URL = "/static/"
@@ -129,7 +133,7 @@ STATICFILES_FINDERS = [
 GRAPHIQL_PACKAGES_DIR = BASE_DIR / "tools" / "graphiql" / "node_modules"
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+    "staticfiles": {"BACKEND": "servestatic.storage.CompressedManifestStaticFilesStorage"},
 }
 
 AUTH_PASSWORD_VALIDATORS = [

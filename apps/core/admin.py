@@ -9,6 +9,8 @@ class ReadOnlyAdmin(admin.ModelAdmin):
     """Records that only services write (a ledger, what a store said): staff read them, nobody adds,
     changes or deletes them here."""
 
+    list_per_page = 50  # pages of 50; these tables only grow
+
     def has_add_permission(self, request) -> bool:
         return False
 

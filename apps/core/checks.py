@@ -117,8 +117,9 @@ def production_errors() -> list[Error]:
     return errors
 
 
+STATIC_MIDDLEWARE = "backend.staticfiles.StaticFilesMiddleware"  # ServeStatic's, 404 in DEBUG too
 STATIC_HINT = (
-    "Keep whitenoise.middleware.WhiteNoiseMiddleware in MIDDLEWARE and run "
+    f"Keep {STATIC_MIDDLEWARE} in MIDDLEWARE and run "
     "`manage.py collectstatic --noinput` (in the image build) before starting the server."
 )
 # A file every admin page loads: in the manifest means collectstatic ran with the hashed-names storage.
@@ -127,8 +128,8 @@ STATIC_PROBE = "admin/css/base.css"
 
 def static_files_problem() -> str | None:
     """Why admin and GraphiQL would load unstyled (404s under /static/), or None when they will not."""
-    if "whitenoise.middleware.WhiteNoiseMiddleware" not in settings.MIDDLEWARE:
-        return "WhiteNoise's middleware is not installed"
+    if STATIC_MIDDLEWARE not in settings.MIDDLEWARE:
+        return "ServeStatic's middleware is not installed"
     manifest = Path(settings.STATIC_ROOT) / "staticfiles.json"
     if not manifest.is_file():
         return f"collectstatic has not filled STATIC_ROOT ({settings.STATIC_ROOT})"

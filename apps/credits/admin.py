@@ -34,7 +34,7 @@ class EntryInline(admin.TabularInline):
 class WalletAdmin(admin.ModelAdmin):
     list_display = ("user", "balance", "held", "owed", "updated_at")
     search_fields = ("user__email",)
-    readonly_fields = ("user", "balance", "held", "owed")
+    readonly_fields = ("user", "balance", "held", "owed", "version")
     inlines = [EntryInline]
     actions = ["grant_credits", "take_back_credits"]
 
@@ -43,6 +43,11 @@ class WalletAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return False  # the ledger goes only with its user
+
+    def save_model(self, request, obj, form, change) -> None:
+        # Nothing here is typed in: the figures change only through the credits services, under the
+        # wallet's row lock. A plain save would write back the figures read a moment before.
+        pass
 
     @admin.action(description="Grant credits to the selected users", permissions=["change"])
     def grant_credits(self, request, queryset):

@@ -69,6 +69,9 @@ class CreditEntry(BaseModel):
         ]
         indexes = [models.Index(fields=["wallet", "-created_at"])]
 
+    def __str__(self) -> str:  # the wallet page's row heading; Django's would be "CreditEntry object (<id>)"
+        return f"{self.get_kind_display()} {self.delta:+d}"
+
 
 class HoldStatus(models.TextChoices):
     HELD = "held"

@@ -7,8 +7,10 @@ from decimal import Decimal
 
 from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.template.response import TemplateResponse
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
@@ -245,15 +247,16 @@ class GenerationReviewAdmin(ReadOnlyAdmin):
     """The review queue: outputs that image moderation flagged, held back from their users. Approve
     delivers one (free), reject erases it; both are audited (Moderation > Moderation decisions)."""
 
+    # The verdict first: at a laptop's width the last columns sit past the table's edge (scrolled to).
     list_display = (
         "created_at",
         "preview",
-        "video",
-        "generation",
-        "owner",
-        "categories",
-        "top_scores",
         "status",
+        "top_scores",
+        "category_list",
+        "video",
+        "generation_link",
+        "owner",
     )
     list_filter = ("status",)
     search_fields = ("generation__id", "generation__owner__email")
@@ -272,6 +275,17 @@ class GenerationReviewAdmin(ReadOnlyAdmin):
     def owner(self, obj: GenerationReview) -> str:
         return obj.generation.owner.email
 
+    @admin.display(description="Categories")
+    def category_list(self, obj: GenerationReview) -> str:
+        return ", ".join(obj.categories) or "-"
+
+    @admin.display(description="Generation")
+    def generation_link(self, obj: GenerationReview) -> str:
+        # The id's first block, linked: the generation's full name (its prompt and id) pushed the
+        # verdict columns out of sight.
+        url = reverse("admin:generations_generation_change", args=[obj.generation_id])
+        return format_html('<a href="{}">{}</a>', url, str(obj.generation_id).split("-")[0])
+
     @admin.display(description="Scores")
     def top_scores(self, obj: GenerationReview) -> str:
         ranked = sorted(obj.scores.items(), key=lambda item: -item[1])[:3]
@@ -281,7 +295,10 @@ class GenerationReviewAdmin(ReadOnlyAdmin):
         url = _signed_url((obj.outputs.get("poster") or {}).get("key", ""))
         if not url:
             return "—"
-        return format_html('<img src="{}" alt="" style="height:{}px" loading="lazy">', url, height)
+        # Both sides from the generation's frame size, so the row keeps its size while the poster loads.
+        frame = obj.generation
+        width = round(height * frame.width / frame.height) if frame.width and frame.height else height
+        return format_html('<img src="{}" alt="" width="{}" height="{}" loading="lazy">', url, width, height)
 
     @admin.display(description="Preview")
     def preview(self, obj: GenerationReview) -> str:
@@ -332,6 +349,8 @@ class CostReportAdmin(admin.ModelAdmin):
         return False
 
     def changelist_view(self, request, extra_context=None):
+        if not self.has_view_permission(request):  # this view replaces ModelAdmin's, and its check
+            raise PermissionDenied
         try:
             days = int(request.GET.get("days", 30))
         except ValueError:

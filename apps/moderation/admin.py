@@ -18,7 +18,12 @@ class BlockedTermAdmin(admin.ModelAdmin):
 class ModerationDecisionAdmin(ReadOnlyAdmin):
     """The audit: every automatic and staff decision, never edited."""
 
-    list_display = ("created_at", "subject", "decision", "object_ref", "user", "decided_by", "categories")
+    # What was decided first; the generation's id (long) last, where a narrow window cuts the table.
+    list_display = ("created_at", "subject", "decision", "category_list", "user", "decided_by", "object_ref")
     list_filter = ("subject", "decision")
     search_fields = ("object_ref", "user__email", "decided_by__email")
     date_hierarchy = "created_at"
+
+    @admin.display(description="Categories")
+    def category_list(self, obj: ModerationDecision) -> str:
+        return ", ".join(obj.categories) or "-"

@@ -75,11 +75,23 @@ class ApiKeyForm(forms.ModelForm):
 @admin.register(ApiKey)
 class ApiKeyAdmin(admin.ModelAdmin):
     form = ApiKeyForm
-    list_display = ("name", "prefix", "organization", "scopes", "last_used_at", "request_count", "revoked_at")
+    list_display = (
+        "name",
+        "prefix",
+        "organization",
+        "scope_list",
+        "last_used_at",
+        "request_count",
+        "revoked_at",
+    )
     list_filter = ("organization",)
     search_fields = ("name", "prefix", "organization__name")
     readonly_fields = ("prefix", "last_used_at", "request_count", "revoked_at")
     actions = ["revoke"]
+
+    @admin.display(description="Scopes")
+    def scope_list(self, obj: ApiKey) -> str:
+        return ", ".join(obj.scopes)
 
     def get_changeform_initial_data(self, request):
         return {"scopes": list(ApiKeyScope.values), **super().get_changeform_initial_data(request)}
@@ -124,7 +136,8 @@ class WebhookEndpointForm(forms.ModelForm):
 @admin.register(WebhookEndpoint)
 class WebhookEndpointAdmin(admin.ModelAdmin):
     form = WebhookEndpointForm
-    list_display = ("url", "organization", "enabled", "failed_deliveries_in_a_row", "disabled_reason")
+    # Why an endpoint was disabled right beside its state, before the columns a narrow window cuts off.
+    list_display = ("url", "enabled", "disabled_reason", "failed_deliveries_in_a_row", "organization")
     list_filter = ("enabled", "organization")
     readonly_fields = ("signing_secret", "failed_deliveries_in_a_row", "disabled_reason")
     actions = ["rotate_secret", "enable"]
@@ -159,14 +172,15 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
 
 @admin.register(WebhookDelivery)
 class WebhookDeliveryAdmin(ReadOnlyAdmin):
+    # The outcome first, the endpoint's URL (long) last.
     list_display = (
         "created_at",
         "event_type",
-        "endpoint",
         "status",
         "attempts",
         "last_status_code",
         "last_error",
+        "endpoint",
     )
     list_filter = ("status", "event_type")
     search_fields = ("message_id", "endpoint__url")

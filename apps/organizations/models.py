@@ -90,6 +90,9 @@ class ApiKey(BaseModel):
     request_count = models.PositiveBigIntegerField(default=0, editable=False)
     revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
 
+    class Meta:
+        verbose_name = "API key"  # not Django's "api key"
+
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix}…)"
 

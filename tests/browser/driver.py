@@ -113,7 +113,7 @@ def styled(page) -> dict[str, Any]:
 
 def assert_styled(page) -> None:
     seen = styled(page)
-    # base.css by its hashed name (WhiteNoise's manifest storage), with its rules, and the header coloured.
+    # base.css by its hashed name (ServeStatic's manifest storage), with its rules, and the header coloured.
     assert any(name.startswith("base.") and name.endswith(".css") for name in seen["stylesheets"]), seen
     assert seen["rules"] > 100, seen
     assert seen["header"] == ADMIN_HEADER_BACKGROUND, seen

@@ -3,8 +3,6 @@ admin; the next `homeScreen` query shows it where the section rules put it, then
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from django.contrib.auth.models import Group
 
@@ -12,7 +10,7 @@ from apps.accounts.models import User
 from apps.trends.curators import CURATOR_GROUP, curator_group_ensure
 from apps.trends.models import Trend, TrendChange, TrendStatus
 from tests.apps.trends.helpers import make_category, make_section, make_trend, png_bytes
-from tests.browser.driver import PASSWORD, Browser, assert_styled, needs_chromium, screenshot
+from tests.browser.driver import PASSWORD, assert_styled, needs_chromium, screenshot
 from tests.fixtures.live import http_graphql
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True), needs_chromium]
@@ -25,13 +23,6 @@ HOME = """{ homeScreen(platform: IOS, appVersion: "2.0", locale: "en") { section
 def carousels(url: str) -> dict[str, list[str]]:
     sections = http_graphql(url, HOME)["data"]["homeScreen"]["sections"]
     return {s["title"]: [t["slug"] for t in s.get("trends", [])] for s in sections}
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    driver = Browser()
-    yield driver
-    driver.close()
 
 
 @pytest.fixture

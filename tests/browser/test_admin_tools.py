@@ -9,8 +9,6 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from urllib.parse import quote
 
 import pytest
@@ -25,7 +23,7 @@ from apps.generations.models import Generation, GenerationStatus, ModelRoute, Pr
 from apps.jobs.lifecycle import job_event_apply
 from apps.trends.curators import CURATOR_GROUP, curator_group_ensure
 from gpu_worker import contract
-from tests.browser.driver import PASSWORD, Browser, assert_styled, needs_chromium, screenshot, sign_in
+from tests.browser.driver import PASSWORD, assert_styled, needs_chromium, screenshot, sign_in
 from tests.fixtures.live import http_graphql
 from tests.fixtures.static import needs_graphiql
 from tests.graphql.generations.helpers import a_trend
@@ -34,20 +32,6 @@ pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True), nee
 
 SIGN_UP = """mutation ($email: String!, $password: String!) {
   signUp(input: {email: $email, password: $password}) { ... on AuthPayload { accessToken } } }"""
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    driver = Browser()
-    yield driver
-    driver.close()
-
-
-@pytest.fixture(scope="module")
-def screens(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("admin-screens")
-    print(f"\nadmin screenshots: {folder}")
-    return folder
 
 
 @pytest.fixture

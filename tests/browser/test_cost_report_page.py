@@ -5,7 +5,6 @@ is saved as a PNG (COST_REPORT_SCREENSHOT, else the test's tmp folder) for a per
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -14,16 +13,9 @@ from django.utils import timezone
 
 from apps.accounts.models import User
 from tests.apps.generations.test_cost_report import _generation, _route
-from tests.browser.driver import PASSWORD, Browser, assert_styled, needs_chromium
+from tests.browser.driver import PASSWORD, assert_styled, needs_chromium
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True), needs_chromium]
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    driver = Browser()
-    yield driver
-    driver.close()
 
 
 def _a_fortnight_of_generations(owner) -> None:
@@ -61,6 +53,7 @@ def test_staff_see_the_cost_report_charts_in_the_browser(asgi_server, browser, t
     _a_fortnight_of_generations(staff)
     screenshot = Path(os.environ.get("COST_REPORT_SCREENSHOT") or tmp_path / "cost-report.png")
     base = asgi_server.url
+    browser.fresh()
 
     def read_report(page) -> dict:
         page.set_viewport_size({"width": 1100, "height": 900})
@@ -73,13 +66,12 @@ def test_staff_see_the_cost_report_charts_in_the_browser(asgi_server, browser, t
         page.select_option("select[name=days]", "14")
         page.click("input[value=Show]")
         page.wait_for_url("**days=14")
-        assert_styled(page)
         charts = page.locator(".cost-chart svg")
         boxes = [charts.nth(i).bounding_box() for i in range(charts.count())]
+        assert_styled(page)  # admin's stylesheet, served by this server, applied
         page.screenshot(path=str(screenshot), full_page=True)
         return {"boxes": boxes, "rows": page.locator("#cost-table tbody tr").count()}
 
-    browser.fresh()
     seen = browser(read_report)
     assert len(seen["boxes"]) == 2
     assert all(box["width"] > 500 and box["height"] > 100 for box in seen["boxes"])  # drawn, not empty

@@ -1,12 +1,15 @@
-"""The server's own pages and files, through the real URLconf and middleware (Django's test client): GraphiQL
-loads only this server's static files, which WhiteNoise serves hashed, compressed and cached; the landing
-page admin's "View site" opens; admin dates in the staff member's time zone."""
+"""The server's own pages and files, through the real URLconf and middleware (Django's test client, and the
+live ASGI server): GraphiQL loads only this server's static files, which ServeStatic serves hashed,
+compressed and cached, streamed under ASGI; the landing page admin's "View site" opens; admin dates in the
+staff member's time zone."""
 
 from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
+from pathlib import Path
 
+import httpx
 import pytest
 from django.contrib.auth import get_user_model
 
@@ -35,6 +38,40 @@ def test_graphiql_loads_its_scripts_and_styles_from_this_server(client):
     assert {url.split("/")[-1].split(".")[0] for url in assets} == {
         name.split(".")[0] for name in GRAPHIQL_FILES if not name.endswith(".map")
     }
+
+
+# What Django says (and does) when a static file's response is a synchronous iterator under ASGI: it reads
+# the whole file into memory on a worker thread before the first byte goes out.
+BUFFERED = "StreamingHttpResponse must consume synchronous iterators"
+
+
+def test_a_static_file_under_the_asgi_server_is_streamed_not_buffered(asgi_server, recwarn, settings):
+    admin_css = re.search(r'href="(/static/admin/css/base\.[0-9a-f]+\.css)"', _login_page(asgi_server.url))
+    assert admin_css, "the login page names admin's stylesheet by its hashed name"
+    url = admin_css.group(1)
+    on_disk = (Path(settings.STATIC_ROOT) / url.removeprefix("/static/")).read_bytes()
+    plain = httpx.get(f"{asgi_server.url}{url}", headers={"Accept-Encoding": "identity"}, timeout=10)
+    packed = httpx.get(f"{asgi_server.url}{url}", headers={"Accept-Encoding": "gzip"}, timeout=10)
+    assert plain.status_code == packed.status_code == 200
+    assert plain.content == on_disk and int(plain.headers["Content-Length"]) == len(on_disk)
+    assert packed.headers["Content-Encoding"] == "gzip" and packed.content == on_disk  # httpx unpacks it
+    assert "immutable" in packed.headers["Cache-Control"]
+    # The server's log (its warnings) is silent about buffering: every byte came from an async iterator.
+    assert [str(w.message) for w in recwarn if BUFFERED in str(w.message)] == []
+
+
+@pytest.mark.parametrize("debug", [False, True], ids=["production", "debug"])
+def test_a_missing_static_file_is_not_found_in_either_mode(client, settings, debug):
+    settings.DEBUG = debug  # before the client's first request builds the middleware
+    assert client.get("/static/admin/css/no-such-file.css").status_code == 404
+    assert client.get("/static/graphiql/no-such-file.js").status_code == 404
+    assert client.get("/static/admin/css/base.css").status_code == 200
+
+
+def _login_page(base: str) -> str:
+    page = httpx.get(f"{base}/admin/login/", timeout=10)
+    assert page.status_code == 200
+    return page.text
 
 
 def test_the_landing_page_links_graphiql_the_schema_and_health(client):

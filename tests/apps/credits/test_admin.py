@@ -151,7 +151,9 @@ def test_ledger_entries_are_visible_in_admin_and_read_only(staff_client, wallets
     html = wallet_page.content.decode()
     assert wallet_page.status_code == 200
     assert f"welcome:{ann.user_id}" in html
-    assert 'name="balance"' not in html and 'name="held"' not in html
+    assert 'name="balance"' not in html and 'name="held"' not in html and 'name="version"' not in html
+    assert "CreditEntry object" not in html  # each entry's heading says what it is: "Grant +10"
+    assert "Grant +10" in html
     assert 'name="entries-0-amount"' not in html
 
 

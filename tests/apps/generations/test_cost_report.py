@@ -175,3 +175,22 @@ def test_staff_read_the_cost_report_with_its_charts(client, owner):
     assert "$0.1200/min" in html and "8.0 credits/min" in html
     assert "<script" not in html.split('id="content-main"')[1]  # charts drawn on the server, no scripts
     assert client.get(REPORT, {"days": "not-a-number"}).status_code == 200
+
+
+def test_staff_without_the_view_permission_get_403_and_no_figures(client, owner):
+    _route("cost-a", "3.60")
+    timings = {"load": 1.0, "denoise": 50.0, "decode": 9.0}
+    _generation(
+        owner,
+        route="cost-a",
+        tier="STANDARD",
+        finished_at=timezone.now(),
+        timings=timings,
+        seconds=30.0,
+        credits=4,
+    )
+    clerk = User.objects.create_user("clerk@example.com", "a-long-test-password-42", is_staff=True)
+    client.force_login(clerk)
+    page = client.get(REPORT, {"days": 7})
+    assert page.status_code == 403
+    assert b"cost-a" not in page.content
