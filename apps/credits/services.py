@@ -23,8 +23,12 @@ def owner_reference(owner: models.Model) -> str:
 
 
 def _locked_wallet(user) -> Wallet:
-    Wallet.objects.get_or_create(user_id=user.pk)  # by id: keeps no stale wallet cached on `user`
-    return Wallet.objects.select_for_update().get(user=user)
+    # One query when the wallet exists (nearly always); by id: keeps no stale wallet cached on `user`
+    wallet = Wallet.objects.select_for_update().filter(user_id=user.pk).first()
+    if wallet is None:
+        Wallet.objects.get_or_create(user_id=user.pk)
+        wallet = Wallet.objects.select_for_update().get(user_id=user.pk)
+    return wallet
 
 
 def _entry(
@@ -111,21 +115,23 @@ def credits_hold(*, user, amount: int, owner: models.Model, reason: str = "") ->
         raise ValidationFailed("A hold must be a positive number of credits.", field="amount")
     reference = owner_reference(owner)
     wallet = _locked_wallet(user)
-    existing = CreditHold.objects.filter(owner=reference).first()
-    if existing is not None:
-        if existing.wallet_id != wallet.id or existing.amount != amount:
-            raise ValidationFailed("Credits are already held for this item with another amount.")
-        return existing
     if wallet.balance < amount:
-        raise InsufficientCredits(required=amount, balance=wallet.balance)
-    wallet.balance -= amount
-    wallet.held += amount
-    _save(wallet)
+        existing = CreditHold.objects.filter(owner=reference).first()
+        if existing is None:
+            raise InsufficientCredits(required=amount, balance=wallet.balance)
+        return _same_hold(existing, wallet=wallet, amount=amount)
+    # The hold's unique owner is the check that this owner holds nothing yet: no query before the insert
     try:
         with transaction.atomic():
             hold = CreditHold.objects.create(wallet=wallet, owner=reference, amount=amount)
     except IntegrityError:
-        raise ValidationFailed("Credits are already held for this item.") from None
+        existing = CreditHold.objects.filter(owner=reference).first()
+        if existing is None:
+            raise ValidationFailed("Credits are already held for this item.") from None
+        return _same_hold(existing, wallet=wallet, amount=amount)
+    wallet.balance -= amount
+    wallet.held += amount
+    _save(wallet)
     _entry(
         wallet,
         kind=EntryKind.HOLD,
@@ -135,6 +141,13 @@ def credits_hold(*, user, amount: int, owner: models.Model, reason: str = "") ->
         reference=reference,
     )
     return hold
+
+
+def _same_hold(existing: CreditHold, *, wallet: Wallet, amount: int) -> CreditHold:
+    """Holding again for an owner returns its hold, when it is the same one."""
+    if existing.wallet_id != wallet.id or existing.amount != amount:
+        raise ValidationFailed("Credits are already held for this item with another amount.")
+    return existing
 
 
 def _settle(*, owner: models.Model, to: str) -> bool:

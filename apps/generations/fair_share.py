@@ -54,10 +54,15 @@ def _in_lanes(owner_id) -> int:
     ).count()
 
 
-def share_admits(*, owner_id) -> bool:
+_READ = object()
+
+
+def share_admits(*, owner_id, window: int | None | object = _READ) -> bool:
     """Whether a new generation of `owner_id` goes to its lane now (always for an app user). Called
-    under the owner's row lock, like every create and release of that owner."""
-    window = organization_generation_cap(account_id=owner_id)
+    under the owner's row lock, like every create and release of that owner. `window`: the owner's
+    `organization_generation_cap` when the caller has just read it (saves the query)."""
+    if window is _READ:
+        window = organization_generation_cap(account_id=owner_id)
     return window is None or _in_lanes(owner_id) < window
 
 

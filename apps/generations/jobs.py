@@ -122,7 +122,10 @@ def moderation_spec(generation: Generation) -> contract.ModerationSpec | None:
     model = image_moderation_model()
     if not model:
         return None
-    overrides = generation.trend.moderation_thresholds if generation.trend_id and generation.trend else None
+    overrides = None
+    if generation.trend_id is not None:  # the trend's one field, not its whole row (61 columns)
+        trend = Trend.objects.filter(pk=generation.trend_id)
+        overrides = trend.values_list("moderation_thresholds", flat=True).first()
     return contract.ModerationSpec(
         model=model,
         thresholds=image_thresholds(overrides=overrides),
@@ -321,7 +324,7 @@ class GenerationJobs(JobKind):
     # 2. Messages
 
     def message_fields(self, job_id: str, attempt: int) -> dict[str, Any] | None:
-        generation = Generation.objects.select_related("route", "trend").filter(pk=job_id).first()
+        generation = Generation.objects.select_related("route").filter(pk=job_id).first()
         if (
             generation is None
             or generation.attempt != attempt

@@ -30,7 +30,12 @@ def prompt_matches(text: str, *, locales: Iterable[str] = ()) -> list[BlockedTer
     terms = BlockedTerm.objects.filter(enabled=True).only(
         "category", "locale", "normalized", "match_anywhere", "term"
     )
-    return terms_in(text, terms, locales=locales)
+    # Every locale's terms first: the locales only ever drop matches, so a clean prompt (nearly all of
+    # them) never reads them. Callers pass a lazy queryset of the devices' locales: a query saved.
+    found = terms_in(text, terms)
+    if not any(term.locale for term in found):
+        return found
+    return terms_in(text, found, locales=locales)
 
 
 def terms_in(text: str, terms: Iterable[BlockedTerm], *, locales: Iterable[str] = ()) -> list[BlockedTerm]:
