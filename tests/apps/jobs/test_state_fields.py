@@ -33,8 +33,9 @@ GENERATION_FIXED = {
     "draft",  # a final's draft, set when finalizeGeneration creates it
 }
 # Saved by generation_changed / F(); `inputs_purged_at` (with clearing `image_key` and `photo_upload`) by the
-# retention purge's update() of finished generations, which changes nothing subscribers see.
-GENERATION_OWN_UPDATES = {"updated_at", "api_sequence", "shares", "inputs_purged_at"}
+# retention purge's update() of finished generations, which changes nothing subscribers see; `share_held`
+# by fair_share.py's update() when an organization's held generation is sent (invisible to subscribers).
+GENERATION_OWN_UPDATES = {"updated_at", "api_sequence", "shares", "inputs_purged_at", "share_held"}
 CHARACTER_FIXED = {"id", "created_at", "owner"}
 CHARACTER_OWN_UPDATES = {"updated_at", "sequence"}
 
