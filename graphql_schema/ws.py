@@ -7,7 +7,9 @@ import datetime as dt
 from collections.abc import AsyncIterator
 from typing import Any
 
+import orjson
 from django.conf import settings
+from django.core.serializers.json import DjangoJSONEncoder
 from strawberry.channels import GraphQLWSConsumer
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
@@ -15,6 +17,8 @@ from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from apps.core.events import EVENT_TYPE
 
 from .context import Context, user_from_authorization
+
+_django_json = DjangoJSONEncoder()
 
 
 class GraphQLSocket(GraphQLWSConsumer):
@@ -27,6 +31,11 @@ class GraphQLSocket(GraphQLWSConsumer):
             allowed_origins=settings.CORS_ALLOWED_ORIGINS,
         )
         self._user = None
+
+    def encode_json(self, data: object) -> str:
+        # orjson, as over HTTP (graphql_schema/views.py): each event is encoded once per socket. A str,
+        # because the consumer sends it as a text frame.
+        return orjson.dumps(data, default=_django_json.default).decode()
 
     async def get_context(self, request, response) -> Context:
         client = self.scope.get("client") or ("", 0)
