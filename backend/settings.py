@@ -388,6 +388,10 @@ BENCH_ENDPOINTS = env_bool("BENCH_ENDPOINTS", False)
 # --- Accounts ---------------------------------------------------------------------------------
 
 ACCESS_TOKEN_TTL = timedelta(seconds=env_int("ACCESS_TOKEN_TTL_SECONDS", 15 * 60))
+# Each process keeps the users of recent access tokens this long (and at most this many), trusted only while
+# their auth version in the shared cache is unchanged (apps/accounts/auth_cache.py); 0 reads every time.
+AUTH_USER_CACHE_SECONDS = env_int("AUTH_USER_CACHE_SECONDS", 60)
+AUTH_USER_CACHE_SIZE = env_int("AUTH_USER_CACHE_SIZE", 10_000)
 REFRESH_TOKEN_TTL = timedelta(days=env_int("REFRESH_TOKEN_TTL_DAYS", 30))
 LOGIN_MAX_FAILURES_PER_ACCOUNT = env_int("LOGIN_MAX_FAILURES_PER_ACCOUNT", 5)
 LOGIN_MAX_ATTEMPTS_PER_IP = env_int("LOGIN_MAX_ATTEMPTS_PER_IP", 30)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -70,11 +71,15 @@ class Server:
             env=self.env,
             check=True,
         )
+        # BENCH_PROFILE=<file>: the server runs under cProfile, reported to <file> when it stops.
+        profile = os.environ.get("BENCH_PROFILE")
+        runner = ["-m", "uvicorn"]
+        if profile:
+            runner = [str(Path(__file__).with_name("_profiled_uvicorn.py")), profile]
         self.process = subprocess.Popen(
             [
                 sys.executable,
-                "-m",
-                "uvicorn",
+                *runner,
                 "backend.asgi:application",
                 "--host=127.0.0.1",
                 f"--port={self.port}",
@@ -101,6 +106,13 @@ class Server:
             time.sleep(0.1)
 
     def __exit__(self, *exc) -> None:
+        profile = os.environ.get("BENCH_PROFILE")
+        if profile and self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGUSR1)  # bench/_profiled_uvicorn.py writes its report
+            deadline = time.monotonic() + 60
+            while not os.path.exists(profile) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            print(f"server profile: {profile}")
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             try:

@@ -5,9 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from asgiref.sync import sync_to_async
-
-from apps.accounts.selectors import user_get_active
+from apps.accounts.auth_cache import user_get_active_cached
 from apps.accounts.tokens import access_token_user_id, bearer_token
 
 
@@ -35,7 +33,7 @@ async def user_from_authorization(value: str | None):
     user_id = access_token_user_id(token)
     if user_id is None:
         return None
-    return await sync_to_async(user_get_active)(user_id=user_id)
+    return await user_get_active_cached(user_id=user_id)
 
 
 async def context_auth(value: str | None) -> tuple[Any, bool]:

@@ -9,18 +9,23 @@ the last read, or coalesced into an earlier read) is dropped; no state is ever r
 
 The subscriptions of one process that follow the same object for the same user through the same field
 share each read after an event (`_SharedReads`): 1,000 sockets of one user hear of a wallet change and the
-database is read once, not 1,000 times, each read still through the selector with that user.
+database is read once, not 1,000 times, each read still through the selector with that user. They share
+what follows too: the event object built from that read (`shared_event`) and the execution of each
+subscription document on it (`SharedEventExecutor`), so the selection set runs once per (document,
+variables, event, user) in the process, not once per socket.
 """
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import AsyncGenerator, Awaitable, Callable, Hashable
 from typing import Any, TypeVar
 
+from graphql import ExecutionResult
 from strawberry import Info
+from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
 from apps.core.errors import NotFound
 from apps.core.events import ChangeFeed
@@ -151,3 +156,92 @@ async def follow_row(
         what=what,
     ):
         yield row
+
+
+class _RecentByIdentity:
+    """A small LRU keyed by (object identity, ...): each entry keeps its object, so an id reused by a newer
+    object after the first is collected can never match the first's entry."""
+
+    def __init__(self, size: int) -> None:
+        self._entries: OrderedDict[Hashable, tuple[Any, Any]] = OrderedDict()
+        self._size = size
+
+    def get(self, key: Hashable, obj: Any) -> Any | None:
+        entry = self._entries.get(key)
+        if entry is None or entry[0] is not obj:
+            return None
+        return entry[1]
+
+    def put(self, key: Hashable, obj: Any, value: Any) -> None:
+        self._entries[key] = (obj, value)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self._size:
+            self._entries.popitem(last=False)
+
+
+_events = _RecentByIdentity(1024)
+
+
+def shared_event(row: Any, build: Callable[[Any], T]) -> T:
+    """`build(row)`, the same object for every follower handed the same read of `row` (see `follow`), so
+    that `SharedEventExecutor` sees one event and executes each document on it once."""
+    key = (id(row), build.__code__)
+    event = _events.get(key, row)
+    if event is None:
+        event = build(row)
+        _events.put(key, row, event)
+    return event
+
+
+_executions = _RecentByIdentity(1024)
+
+
+class SharedEventExecutor(StrawberryGraphQLCoreExecutionContext):
+    """Executes a subscription document once per event object for all the sockets of one user that run the
+    same document with the same variables in this process; the others take the same result.
+
+    Safe because the event object is only shared between followers of the same user (`_share_key`), and
+    the key holds the user too; a socket's own first read is its own object, so it executes alone.
+    """
+
+    _event = False
+
+    def build_per_event_executor(self, payload: Any):
+        executor = super().build_per_event_executor(payload)
+        executor._event = True
+        return executor
+
+    def execute_operation(self, serially: bool | None = None):
+        if not self._event:
+            return super().execute_operation(serially)
+        key = self._execution_key()
+        if key is None:
+            return super().execute_operation(serially)
+        shared = _executions.get(key, self.root_value)
+        if shared is None:
+            shared = asyncio.ensure_future(self._execute(serially))
+            _executions.put(key, self.root_value, shared)
+        # Shielded: a socket that goes away does not cancel the execution the others wait for.
+        return asyncio.shield(shared)
+
+    async def _execute(self, serially: bool | None) -> ExecutionResult:
+        result = super().execute_operation(serially)
+        return await result if self.is_awaitable(result) else result
+
+    def _execution_key(self) -> Hashable | None:
+        source = self.operation.loc.source.body if self.operation.loc else None
+        if source is None:
+            return None
+        try:
+            variables = tuple(sorted(self.variable_values.coerced.items()))
+            hash(variables)
+        except TypeError:  # list or object variables: execute alone
+            return None
+        user = getattr(self.context_value, "user", None)
+        return (
+            id(self.root_value),
+            source,
+            self.operation.name and self.operation.name.value,
+            variables,
+            getattr(user, "pk", None),
+        )

@@ -33,6 +33,7 @@ from .generations.mutations import GenerationMutations
 from .generations.queries import GenerationQueries
 from .generations.subscriptions import GenerationSubscriptions
 from .generations.types import GenerationType
+from .live import SharedEventExecutor
 from .observability import OperationObserver
 from .purchases.mutations import PurchaseMutations
 from .purchases.queries import PurchaseQueries
@@ -140,5 +141,7 @@ schema = Schema(
         CharacterPhotoType,
     ],
     extensions=_extensions(),
+    # Subscriptions execute each event's document once for all of a user's sockets (graphql_schema/live.py).
+    execution_context_class=SharedEventExecutor,
     config=StrawberryConfig(disable_field_suggestions=settings.IS_PRODUCTION or not settings.DEBUG),
 )

@@ -7,14 +7,18 @@ import datetime as dt
 from collections.abc import AsyncIterator
 from typing import Any
 
+import orjson
 from django.conf import settings
+from django.core.serializers.json import DjangoJSONEncoder
 from strawberry.channels import GraphQLWSConsumer
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 
-from apps.core.events import EVENT_TYPE
+from apps.core.events import listen
 
 from .context import Context, user_from_authorization
+
+_django_json = DjangoJSONEncoder()
 
 
 class GraphQLSocket(GraphQLWSConsumer):
@@ -27,6 +31,11 @@ class GraphQLSocket(GraphQLWSConsumer):
             allowed_origins=settings.CORS_ALLOWED_ORIGINS,
         )
         self._user = None
+
+    def encode_json(self, data: object) -> str:
+        # orjson, as over HTTP (graphql_schema/views.py): each event is encoded once per socket. A str,
+        # because the consumer sends it as a text frame.
+        return orjson.dumps(data, default=_django_json.default).decode()
 
     async def get_context(self, request, response) -> Context:
         client = self.scope.get("client") or ("", 0)
@@ -47,14 +56,8 @@ class GraphQLSocket(GraphQLWSConsumer):
         """Joins `group` and yields an iterator of its payloads (see apps/core/events.py).
 
         The group is joined before this returns, so a subscription can join, then read the current state,
-        then follow events without missing one in between. Strawberry ref-counts groups per socket, so two
-        subscriptions sharing a group keep receiving after one of them ends.
+        then follow events without missing one in between. The process listens to each group once for all
+        of its sockets (apps/core/events.py `listen`).
         """
-        async with self.listen_to_channel(EVENT_TYPE, groups=[group]) as messages:
-
-            async def payloads() -> AsyncIterator[dict[str, Any]]:
-                async for message in messages:
-                    if message.get("group") == group:
-                        yield message["payload"]
-
-            yield payloads()
+        async with listen(group) as payloads:
+            yield payloads

@@ -8,10 +8,14 @@ from strawberry import Info
 
 from apps.characters.events import FEED
 
-from ..live import follow_row
+from ..live import follow_row, shared_event
 from ..permissions import require_user
 from .queries import character_for_api
 from .types import CharacterEvent
+
+
+def _event(character) -> CharacterEvent:
+    return CharacterEvent(sequence=character.sequence, character=character)
 
 
 @strawberry.type
@@ -26,4 +30,4 @@ class CharacterSubscriptions:
         async for character in follow_row(
             info, FEED, id, lambda pk: load(user=user, character_id=pk), type_name="Character", what="Soul ID"
         ):
-            yield CharacterEvent(sequence=character.sequence, character=character)
+            yield shared_event(character, _event)

@@ -10,13 +10,17 @@ from apps.generations import selectors
 from apps.generations.events import FEED
 from apps.generations.models import Generation
 
-from ..live import follow_row
+from ..live import follow_row, shared_event
 from ..permissions import require_user
 from .types import GenerationEvent
 
 
 def _finished(generation: Generation) -> bool:
     return generation.is_terminal or generation.deleted_at is not None
+
+
+def _event(generation: Generation) -> GenerationEvent:
+    return GenerationEvent(sequence=generation.api_sequence, generation=generation)
 
 
 @strawberry.type
@@ -39,4 +43,4 @@ class GenerationSubscriptions:
             what="generation",
             finished=_finished,
         ):
-            yield GenerationEvent(sequence=generation.api_sequence, generation=generation)
+            yield shared_event(generation, _event)

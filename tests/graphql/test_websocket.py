@@ -169,3 +169,52 @@ def test_events_still_arrive_after_another_socket_closed(asgi_server, ws_client,
     credits_grant(user=User.objects.get(email="ws@example.com"), amount=2, reason="test")
     update = client.next_for("w", timeout=10)["payload"]["data"]["walletUpdated"]
     assert update == {"balance": settings.WELCOME_CREDITS + 2, "held": 0}
+
+
+def test_sockets_of_one_user_share_each_events_execution_and_another_users_socket_gets_nothing(
+    asgi_server, ws_client, settings, monkeypatch
+):
+    """graphql_schema/live.py: the sockets of one user running the same document execute it once per event;
+    a different document executes on its own; another user's socket never receives the event."""
+    from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
+
+    from apps.accounts.models import User
+    from apps.credits.services import credits_grant
+
+    executions = []
+    execute_operation = StrawberryGraphQLCoreExecutionContext.execute_operation
+
+    def counting(self, serially=None):
+        if getattr(self, "_event", False):
+            executions.append(self.operation.loc.source.body)
+        return execute_operation(self, serially)
+
+    monkeypatch.setattr(StrawberryGraphQLCoreExecutionContext, "execute_operation", counting)
+    token = _token(asgi_server)
+    other = http_graphql(asgi_server.url, SIGN_UP.replace("ws@example.com", "other@example.com"))["data"][
+        "signUp"
+    ]["accessToken"]
+    balance_only = "subscription { walletUpdated { balance } }"
+    mine = [ws_client() for _ in range(4)]
+    for client, document in zip(mine, [WALLET, WALLET, WALLET, balance_only], strict=True):
+        client.init(token)
+        client.subscribe("w", document)
+        client.next_for("w")
+    theirs = ws_client()
+    theirs.init(other)
+    theirs.subscribe("w", WALLET)
+    theirs.next_for("w")
+    assert len(executions) == 5  # each socket's first state is its own read, executed alone
+    executions.clear()
+
+    credits_grant(user=User.objects.get(email="ws@example.com"), amount=5, reason="test")
+    balance = settings.WELCOME_CREDITS + 5
+    for client in mine[:3]:
+        assert client.next_for("w")["payload"]["data"]["walletUpdated"] == {"balance": balance, "held": 0}
+    assert mine[3].next_for("w")["payload"]["data"]["walletUpdated"] == {"balance": balance}
+    assert sorted(executions) == sorted([WALLET, balance_only])  # once per document, not per socket
+    with pytest.raises(TimeoutError):
+        theirs.next_for("w", timeout=1)
+
+    credits_grant(user=User.objects.get(email="other@example.com"), amount=2, reason="test")
+    assert theirs.next_for("w")["payload"]["data"]["walletUpdated"]["balance"] == settings.WELCOME_CREDITS + 2
