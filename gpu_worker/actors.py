@@ -225,7 +225,8 @@ def declare_lane_actor(
             raise JobFailed(f"malformed {lane.message_noun} message: {exc}") from None
 
         # 2. Run it; past the time limit it is retried like any retryable failure, or reported at once
-        route = parsed.route.name
+        # The route labels logs and metrics; a job kind need not have one (a lane runs any declared kind)
+        route = getattr(getattr(parsed, "route", None), "name", None) or "none"
         # Every record of the job names it (the LogContextMiddleware unbinds it with the message's context)
         log_context_bind(job_id=parsed.job_id)
         logger.info("%s %s attempt %s on %s: started", noun, parsed.job_id, parsed.attempt, route)

@@ -126,6 +126,12 @@ class GraphQLView(AsyncGraphQLView):
 
     async def parse_http_body(self, request):
         data = await super().parse_http_body(request)
+        if not isinstance(data, list) and not (
+            data.operation_name is None or isinstance(data.operation_name, str)
+        ):
+            # Strawberry passes it on as sent; a list or object would reach the caches' keys and the
+            # executor (GraphQL over HTTP: a request error, 400)
+            raise HTTPException(400, "operationName must be a string or null.")
         if isinstance(data, list) or not data.extensions or "persistedQuery" not in data.extensions:
             return data
         persisted = data.extensions["persistedQuery"]

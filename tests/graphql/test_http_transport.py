@@ -70,6 +70,16 @@ def test_a_query_over_get_works_with_variables_and_a_token(client, sign_up):
             "The GraphQL operation's `variables` must be an object or null, if provided.",
             id="variables-array",
         ),
+        pytest.param(
+            b'{"query": "{ me { email } }", "operationName": {}}',
+            "operationName must be a string or null.",
+            id="operation-name-object",
+        ),
+        pytest.param(
+            b'{"query": "{ me { email } }", "operationName": ["a"]}',
+            "operationName must be a string or null.",
+            id="operation-name-array",
+        ),
     ],
 )
 def test_a_body_that_is_not_a_json_object_is_400_in_graphqls_error_shape(client, body, message):
