@@ -74,3 +74,22 @@ def refine(
             return pipe(**{**call_kwargs, "latents": noised, "num_inference_steps": full}).frames
     finally:
         timings["denoise_refine"] = timings.get("denoise_refine", 0.0) + time.perf_counter() - started
+
+
+def denoise_and_refine(
+    pipe: Any, call_kwargs: dict[str, Any], route: Any, *, generator: torch.Generator, timings: dict
+) -> torch.Tensor:
+    """The Wan families' denoising: the first pass, then the tier's refine pass (CINEMA's) at the same
+    size when `route` (the job's RouteSpec) asks for one."""
+    latents = pipe(**call_kwargs).frames
+    if route.refine_steps:
+        latents = refine(
+            pipe,
+            call_kwargs,
+            latents,
+            steps=route.refine_steps,
+            strength=route.refine_strength,
+            generator=generator,
+            timings=timings,
+        )
+    return latents

@@ -30,7 +30,7 @@ from transformers import PreTrainedTokenizerFast, UMT5Config, UMT5EncoderModel
 
 from gpu_worker.contract import GenerationJob, RouteSpec
 from gpu_worker.pipelines import check_route_inputs
-from gpu_worker.pipelines.refine import refine
+from gpu_worker.pipelines.refine import denoise_and_refine
 
 WEIGHTS_SEED = 0
 MAX_SEQUENCE_LENGTH = 32
@@ -243,19 +243,7 @@ class TinyWanModel:
         self, pipe: Any, job: GenerationJob, *, image: Any, generator: Any, callback: Any, timings: dict
     ) -> torch.Tensor:
         kwargs = self.call_kwargs(job, image=image, generator=generator, callback=callback)
-        latents = pipe(**kwargs).frames
-        if job.route.refine_steps:  # the tier's refine pass (CINEMA's), at the same size
-            route = job.route
-            latents = refine(
-                pipe,
-                kwargs,
-                latents,
-                steps=route.refine_steps,
-                strength=route.refine_strength,
-                generator=generator,
-                timings=timings,
-            )
-        return latents
+        return denoise_and_refine(pipe, kwargs, job.route, generator=generator, timings=timings)
 
     def decode(
         self, pipe: Any, latents: torch.Tensor, generator: Any, *, size: tuple[int, int] | None = None
