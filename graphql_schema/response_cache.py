@@ -75,3 +75,17 @@ def home_screen_only(query: str, operation_name: str | None) -> bool:
         isinstance(selection, FieldNode) and selection.name.value in CACHEABLE_ROOT_FIELDS
         for selection in operations[0].selection_set.selections
     )
+
+
+@functools.lru_cache(maxsize=256)
+def operation_name_of(query: str, operation_name: str | None) -> str | None:
+    """The name of the operation `query` runs (the metrics' label of an answer from the cache, which the
+    schema, and so its extension, never sees): `operation_name` when sent, else the document's only one."""
+    if operation_name:
+        return operation_name
+    try:
+        document = parse(query)
+    except GraphQLError:
+        return None
+    operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
+    return operations[0].name.value if len(operations) == 1 and operations[0].name else None

@@ -21,6 +21,7 @@ import dataclasses
 import hashlib
 import json
 import re
+import time
 
 import orjson
 from cross_web import HTTPException
@@ -37,7 +38,8 @@ from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.types import ExecutionResult
 
 from .context import Context, context_auth
-from .response_cache import home_screen_only, response_cache_lookup, response_cache_store
+from .observability import operation_record
+from .response_cache import home_screen_only, operation_name_of, response_cache_lookup, response_cache_store
 from .schema import schema
 
 APQ_CACHE_PREFIX = "graphql:apq:v1:"
@@ -161,6 +163,7 @@ class GraphQLView(AsyncGraphQLView):
 
     async def execute_single(self, *, request_adapter, **kwargs):
         context, data, sub_response = kwargs["context"], kwargs["request_data"], kwargs["sub_response"]
+        started = time.perf_counter()
         lookup = None
         if not context.token_rejected:
             lookup = await response_cache_lookup(
@@ -173,6 +176,8 @@ class GraphQLView(AsyncGraphQLView):
             # A document answered before, without errors: `create_response` sends the stored bytes.
             sub_response.graphql_cached_body = lookup.body
             result = ExecutionResult(data={}, errors=None)
+            # counted here: the schema's extension never sees an answer from the cache
+            operation_record(operation_name_of(data.query, data.operation_name), "query", started)
         else:
             result = await self._execute(request_adapter=request_adapter, **kwargs)
         register = getattr(request_adapter.request, "apq_register", None)

@@ -150,3 +150,16 @@ def test_a_persisted_home_screen_over_get_is_cached_and_answers_304(client, exec
     assert first.content == registered.content
     assert client.get("/graphql", params, HTTP_IF_NONE_MATCH=first["ETag"]).status_code == 304
     assert len(executions) == 1
+
+
+def test_an_answer_from_the_cache_is_still_counted_in_the_operation_metrics(gql, executions):
+    from apps.core.metrics import GRAPHQL_OPERATIONS
+
+    def counted() -> float:
+        return GRAPHQL_OPERATIONS.labels(operation="Home", type="query")._value.get()
+
+    before = counted()
+    gql.raw(HOME, IOS)
+    gql.raw(HOME, IOS)
+    assert len(executions) == 1  # the second was the cache's
+    assert counted() == before + 2
