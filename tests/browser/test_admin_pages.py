@@ -159,7 +159,14 @@ def _a_week_of_records(staff: User) -> dict[str, str]:
 def _visit(base: str, path: str):
     def step(page) -> dict:
         response = page.goto(f"{base}{path}")
-        page.wait_for_load_state("load")  # images (a review's poster) too
+        page.wait_for_load_state("load")
+        # Posters are loading="lazy": one below the fold is not fetched by "load". Ask for each now and
+        # wait until it decodes (or fails, which is what the count below is for).
+        page.eval_on_selector_all(
+            "#content img",
+            "images => Promise.all(images.map(i => {"
+            " i.loading = 'eager'; return i.decode().catch(() => null); }))",
+        )
         return {
             "status": response.status,
             "title": page.locator("#content h1").first.inner_text(),
