@@ -222,13 +222,13 @@ def video_to_uint8(video: torch.Tensor) -> np.ndarray:
     return (frames * 255.0 + 0.5).to(torch.uint8).cpu().numpy()
 
 
-class TinyWanModel:
-    def __init__(self, route: RouteSpec, *, device: str = "cpu") -> None:
-        self.route = route
-        self.device = device
-        self.t2v, self.i2v = build_pipelines()
-        self.t2v.to(device)
-        self.i2v.to(device)
+class WanModels:
+    """What the Wan families (tiny-wan and Wan 2.2) share once their text-to-video and image-to-video
+    pipelines (`t2v`, `i2v`) are built: the pipeline per job, its arguments, denoising with the tier's
+    refine pass, and decoding."""
+
+    t2v: Any
+    i2v: Any
 
     def pipeline_for(self, job: GenerationJob) -> WanPipeline | WanImageToVideoPipeline:
         return self.i2v if job.image_key is not None else self.t2v
@@ -249,6 +249,15 @@ class TinyWanModel:
         self, pipe: Any, latents: torch.Tensor, generator: Any, *, size: tuple[int, int] | None = None
     ) -> np.ndarray:
         return decode_wan_latents(pipe, latents)  # denoised at the job's size, which is `size`
+
+
+class TinyWanModel(WanModels):
+    def __init__(self, route: RouteSpec, *, device: str = "cpu") -> None:
+        self.route = route
+        self.device = device
+        self.t2v, self.i2v = build_pipelines()
+        self.t2v.to(device)
+        self.i2v.to(device)
 
 
 def load(route: RouteSpec, *, model_root: Path | None = None, device: str = "cpu") -> TinyWanModel:

@@ -18,13 +18,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from gpu_worker.contract import GenerationJob, RouteSpec
 from gpu_worker.pipelines import check_route_inputs, checkpoint_folder, require_device
-from gpu_worker.pipelines.refine import denoise_and_refine
-from gpu_worker.pipelines.tiny_wan import decode_wan_latents
+from gpu_worker.pipelines.tiny_wan import WanModels
 
 MAX_SEQUENCE_LENGTH = 512
 
@@ -53,31 +51,14 @@ def build_call_kwargs(job: GenerationJob, *, image: Any, generator: Any, callbac
     return kwargs
 
 
-class Wan22Model:
+class Wan22Model(WanModels):
     def __init__(self, route: RouteSpec, t2v: Any, i2v: Any) -> None:
         self.route = route
         self.t2v = t2v
         self.i2v = i2v
 
-    def pipeline_for(self, job: GenerationJob) -> Any:
-        return self.i2v if job.image_key is not None else self.t2v
-
     def call_kwargs(self, job: GenerationJob, *, image: Any, generator: Any, callback: Any) -> dict[str, Any]:
-        return build_call_kwargs(job, image=image, generator=generator, callback=callback)
-
-    def denoise_steps(self, job: GenerationJob) -> int:
-        return job.route.steps + job.route.refine_steps
-
-    def denoise(
-        self, pipe: Any, job: GenerationJob, *, image: Any, generator: Any, callback: Any, timings: dict
-    ) -> torch.Tensor:
-        kwargs = self.call_kwargs(job, image=image, generator=generator, callback=callback)
-        return denoise_and_refine(pipe, kwargs, job.route, generator=generator, timings=timings)
-
-    def decode(
-        self, pipe: Any, latents: torch.Tensor, generator: Any, *, size: tuple[int, int] | None = None
-    ) -> np.ndarray:
-        return decode_wan_latents(pipe, latents)  # denoised at the job's size, which is `size`
+        return build_call_kwargs(job, image=image, generator=generator, callback=callback)  # 512 tokens
 
 
 def load(
