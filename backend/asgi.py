@@ -8,19 +8,23 @@ With APP_ENV=production the safety checks run first and an unsafe configuration 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
-from django.core.asgi import get_asgi_application
-from django.core.handlers.asgi import ASGIHandler
+import django
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "backend.settings")
-django_asgi_app = get_asgi_application()
+django.setup(set_prefix=False)
 
+from asgiref.sync import ThreadSensitiveContext, sync_to_async  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.core.exceptions import ImproperlyConfigured  # noqa: E402
+from django.core.handlers.asgi import ASGIHandler  # noqa: E402
+from django.db import connections  # noqa: E402
 from django.urls import re_path  # noqa: E402
 
 from apps.core.checks import production_errors  # noqa: E402
@@ -50,11 +54,15 @@ class Lifespan:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                request_threads.closed = False  # a server started again in the same process (tests)
                 if settings.EMBEDDED_WORKER:
                     start_embedded_worker()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 stop_embedded_worker()
+                await asyncio.to_thread(request_threads.close)
+                # and the connection of the thread that websocket consumers' database calls share
+                await sync_to_async(connections.close_all)()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -86,7 +94,62 @@ class WebsocketObserver:
                 WEBSOCKETS.dec()
 
 
-class LeanGraphQLHandler(ASGIHandler):
+class RequestThreads:
+    """The threads HTTP requests run their synchronous work on (database queries, Django's signals): each
+    request borrows one thread for its whole life and gives it back, instead of Django's default of a new
+    thread per request (its ASGIHandler enters a fresh `ThreadSensitiveContext` per request, whose
+    executor is shut down at the end). A kept thread keeps its database connection between requests
+    (CONN_MAX_AGE, checked by Django at each request's start and end), so a request neither starts a
+    thread nor opens a connection. At most `keep` idle threads are kept; a burst beyond that gets fresh
+    threads, which close their connections and end when given back."""
+
+    def __init__(self, keep: int) -> None:
+        self.keep = keep
+        self.idle: list[ThreadPoolExecutor] = []
+        self.closed = False
+
+    def borrow(self) -> ThreadPoolExecutor:
+        if self.idle:
+            return self.idle.pop()
+        return ThreadPoolExecutor(max_workers=1, thread_name_prefix="request")
+
+    def give_back(self, executor: ThreadPoolExecutor) -> None:
+        if len(self.idle) < self.keep and not self.closed:
+            self.idle.append(executor)
+            return
+        executor.submit(connections.close_all)
+        executor.shutdown(wait=False)
+
+    def close(self) -> None:
+        """At shutdown: each kept thread closes its database connections and ends (a request still running
+        ends its thread when it gives it back)."""
+        self.closed = True
+        while self.idle:
+            executor = self.idle.pop()
+            executor.submit(connections.close_all).result()
+            executor.shutdown()
+
+
+class PooledThreadsHandler(ASGIHandler):
+    """Django's ASGI handler, with each request's synchronous work on a thread of `RequestThreads`."""
+
+    def __init__(self, threads: RequestThreads) -> None:
+        super().__init__()
+        self.threads = threads
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            raise ValueError(f"Django serves HTTP only, not {scope['type']}")
+        executor = self.threads.borrow()
+        try:
+            # The caller owns the executor: asgiref does not shut it down on exit.
+            async with ThreadSensitiveContext(executor=executor):
+                await self.handle(scope, receive, send)
+        finally:
+            self.threads.give_back(executor)
+
+
+class LeanGraphQLHandler(PooledThreadsHandler):
     """Django for /graphql with only `GRAPHQL_MIDDLEWARE` (security headers, request id, CORS): the API
     authenticates by bearer token, so sessions, CSRF, auth and messages would only cost thread hops."""
 
@@ -180,12 +243,15 @@ class BodySizeLimit:
         await send({"type": "http.response.body", "body": body})
 
 
+request_threads = RequestThreads(keep=settings.HTTP_REQUEST_THREADS)
 application = Lifespan(
     BodySizeLimit(
         WebsocketObserver(
             ProtocolTypeRouter(
                 {
-                    "http": GraphQLPathRouter(LeanGraphQLHandler(), django_asgi_app),
+                    "http": GraphQLPathRouter(
+                        LeanGraphQLHandler(request_threads), PooledThreadsHandler(request_threads)
+                    ),
                     "websocket": URLRouter([re_path(r"^graphql/?$", GraphQLSocket.as_asgi(schema=schema))]),
                 }
             )

@@ -168,9 +168,12 @@ DATABASES = {
         "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE"},
     }
 }
-if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-    # Persistent connections in an ASGI server leak across threads; keep them per request.
-    DATABASES["default"]["CONN_MAX_AGE"] = env_int("DB_CONN_MAX_AGE", 0)
+# Persistent connections: HTTP requests run on a kept pool of threads (backend/asgi.py RequestThreads), and
+# workers on their own long-lived threads, so each thread keeps one connection instead of opening one per
+# request. Django checks a kept connection at each request's start and end (and, with health checks,
+# before reusing it). At most HTTP_REQUEST_THREADS idle request threads per server process are kept.
+DATABASES["default"]["CONN_MAX_AGE"] = env_int("DB_CONN_MAX_AGE", 60)
+HTTP_REQUEST_THREADS = env_int("HTTP_REQUEST_THREADS", 16)
 
 # --- Redis: broker, channel layer and cache ---------------------------------------------------
 

@@ -9,14 +9,17 @@ BENCH_ENDPOINTS=1, signs up one user, then drives 20 concurrent keep-alive clien
 in alternating rounds, and prints requests/s, p50/p99 latency and the server's CPU time per request.
 
 Environment: BENCH_SECONDS (per round and endpoint, default 8), BENCH_ROUNDS (default 2),
-BENCH_CONCURRENCY (default 20). The client runs on the same machine as the server: on a small machine the
+BENCH_CONCURRENCY (default 20), BENCH_PYSPY=<prefix> (py-spy samples of the server during each endpoint's
+first round, in <prefix>.graphql.txt and <prefix>.plain.txt; summarize with bench/stacks.py). The client runs on the same machine as the server: on a small machine the
 two compete for cores, so the server CPU per request is the steadier figure.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -77,6 +80,26 @@ async def _drive(send, seconds: float) -> tuple[list[float], float]:
     return latencies, time.perf_counter() - started
 
 
+@contextlib.contextmanager
+def sampled(server: Server, name: str, round_: int):
+    """BENCH_PYSPY=<prefix>: py-spy samples the server's threads during each endpoint's first round and
+    writes collapsed stacks to <prefix>.<endpoint>.txt (py-spy from the venv; `pip install py-spy`)."""
+    prefix = os.environ.get("BENCH_PYSPY")
+    if not prefix or round_:
+        yield
+        return
+    slug = "graphql" if name.startswith("GraphQL") else "plain"
+    output = f"{prefix}.{slug}.txt"
+    command = [str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(server.process.pid)]
+    command += ["--duration", str(int(SECONDS)), "--rate", "200", "--format", "raw", "--nonblocking"]
+    sampler = subprocess.Popen([*command, "--output", output], stdout=subprocess.DEVNULL)
+    try:
+        yield
+    finally:
+        sampler.wait(timeout=SECONDS + 30)
+        print(f"  py-spy samples of {name}: {output}")
+
+
 async def _run(server: Server, token: str) -> list[Totals]:
     limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
     async with httpx.AsyncClient(limits=limits, timeout=30) as client:
@@ -97,7 +120,8 @@ async def _run(server: Server, token: str) -> list[Totals]:
         for round_ in range(ROUNDS):
             for total, (name, send) in zip(totals, endpoints, strict=True):
                 server_cpu, client_cpu = server.cpu_seconds(), process_cpu_seconds()
-                latencies, elapsed = await _drive(send, SECONDS)
+                with sampled(server, name, round_):
+                    latencies, elapsed = await _drive(send, SECONDS)
                 total.server_cpu += server.cpu_seconds() - server_cpu
                 total.client_cpu += process_cpu_seconds() - client_cpu
                 total.latencies += latencies
