@@ -37,6 +37,8 @@ from strawberry.django.views import AsyncGraphQLView
 from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.types import ExecutionResult
 
+from apps.core.cache_async import cache_get
+
 from .context import Context, context_auth
 from .observability import operation_record
 from .response_cache import home_screen_only, operation_name_of, response_cache_lookup, response_cache_store
@@ -148,7 +150,7 @@ class GraphQLView(AsyncGraphQLView):
         django_request.apq_hash = sha256_hash
         key = APQ_CACHE_PREFIX + sha256_hash
         if data.query is None:
-            stored = await cache.aget(key)
+            stored = await cache_get(key)
             if not isinstance(stored, str):
                 raise PersistedQueryError(200, "PersistedQueryNotFound", "PERSISTED_QUERY_NOT_FOUND")
             return dataclasses.replace(data, query=stored)

@@ -34,6 +34,8 @@ from django.db import transaction
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
+from apps.core.cache_async import cache_get
+
 from .models import User
 from .selectors import user_get_active
 
@@ -88,7 +90,7 @@ async def _auth_version(user_id: uuid.UUID) -> str | None:
     """The user's current auth version (created when there is none); None when the cache cannot say."""
     key = _version_key(user_id)
     try:
-        version = await cache.aget(key)
+        version = await cache_get(key)  # no thread hop (apps/core/cache_async.py)
         if version is None:
             await cache.aadd(key, uuid.uuid4().hex, _VERSION_TIMEOUT_SECONDS)
             version = await cache.aget(key)
