@@ -10,8 +10,6 @@ actor is declared, and must not pull the other apps in with it (the import-linte
 
 from __future__ import annotations
 
-from contextvars import Token
-
 import dramatiq
 from django.conf import settings
 from django.db import close_old_connections, connections
@@ -20,7 +18,7 @@ from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import Middleware, Retries
 
 from apps.core.metrics import DramatiqMetrics
-from gpu_worker.contract import log_context_bind_options, log_context_reset, log_context_to_options
+from gpu_worker.log_context import LogContextMiddleware
 
 
 class DjangoDbConnectionsMiddleware(Middleware):
@@ -35,29 +33,6 @@ class DjangoDbConnectionsMiddleware(Middleware):
 
     def before_worker_thread_shutdown(self, *args, **kwargs) -> None:
         connections.close_all()
-
-
-class LogContextMiddleware(Middleware):
-    """Carries the log context (request id, user, operation, job id: gpu_worker/contract.py) from the code
-    that sends a message to the worker that processes it, and binds it there while it runs, so a
-    generation can be followed from its HTTP request through every worker. gpu_worker/logs.py has the
-    GPU workers' twin (the two sides share only the contract)."""
-
-    def __init__(self) -> None:
-        self._tokens: dict[str, Token] = {}  # by message id: each is bound and reset on its own thread
-
-    def before_enqueue(self, broker: dramatiq.Broker, message, delay: int) -> None:
-        log_context_to_options(message.options)
-
-    def before_process_message(self, broker: dramatiq.Broker, message) -> None:
-        self._tokens[message.message_id] = log_context_bind_options(message.options)
-
-    def after_process_message(self, broker, message, *, result=None, exception=None) -> None:
-        token = self._tokens.pop(message.message_id, None)
-        if token is not None:
-            log_context_reset(token)
-
-    after_skip_message = after_process_message
 
 
 def build_broker(kind: str, redis_url: str = "") -> dramatiq.Broker:

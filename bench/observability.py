@@ -31,8 +31,8 @@ from graphql import OperationType  # noqa: E402
 from prometheus_client import generate_latest  # noqa: E402
 
 from apps.core.metrics import DramatiqMetrics, exposition_registry  # noqa: E402
-from backend.broker import LogContextMiddleware  # noqa: E402
 from gpu_worker.contract import JsonLogFormatter, LogContextFilter, log_context_bind, log_context_reset  # noqa: E402
+from gpu_worker.log_context import LogContextMiddleware  # noqa: E402
 from graphql_schema.observability import OperationObserver  # noqa: E402
 
 N = int(os.environ.get("BENCH_N", 20000))

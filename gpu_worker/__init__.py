@@ -1,6 +1,7 @@
 """GPU worker: torch + diffusers processes that consume the GPU lanes. Imports nothing from Django.
 
 contract.py     the job/event contract shared with the backend (standard library only, versioned)
+log_context.py  the Dramatiq middleware that carries the log context (also the backend's)
 pipelines/      one module per model family: tiny_wan (CPU, tests and embedded), wan22, ltx
 execution.py    every GPU job's wrapper: one at a time per GPU, events, timings, reason codes, retries
 runner.py       one job: load (cached), LoRA, denoise with progress and cancel, decode, encode, gate, upload

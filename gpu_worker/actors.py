@@ -72,7 +72,7 @@ from gpu_worker.contract import (
 )
 from gpu_worker.execution import GpuExecutor, JobKind
 from gpu_worker.lanes import LaneGate
-from gpu_worker.logs import install_log_context
+from gpu_worker.log_context import install_log_context
 from gpu_worker.runner import GENERATION, CancelChecker, EventSink, Runner
 from gpu_worker.settings import (
     DEFAULT_TIME_LIMIT_S,
@@ -107,7 +107,7 @@ def broker_sink(broker: dramatiq.Broker) -> EventSink:
     """Sends events on QUEUE_JOB_EVENTS as messages of the backend's actor for their job type
     (ACTOR_JOB_EVENT, one for every job type)."""
     broker.declare_queue(QUEUE_JOB_EVENTS)
-    install_log_context(broker)  # an event carries the context of its job (gpu_worker/logs.py)
+    install_log_context(broker)  # an event carries the context of its job (gpu_worker/log_context.py)
 
     def send(event: JobEvent) -> None:
         broker.enqueue(

@@ -1361,8 +1361,8 @@ class TrainingOutputs(TypedDict):
 # keys, so a search for one request id or job id finds the whole story across processes. The context
 # lives in a contextvar; a Dramatiq message carries it in its options under LOG_CONTEXT_OPTION (an
 # optional field: a message without it is read as before, and a reader that predates it ignores it).
-# Both sides bind it around each message with a small Dramatiq middleware (backend/broker.py,
-# gpu_worker/logs.py) built on `log_context_to_options` / `log_context_bind_options`.
+# Both sides bind it around each message with one small Dramatiq middleware (gpu_worker/log_context.py)
+# built on `log_context_to_options` / `log_context_bind_options`.
 
 LOG_CONTEXT_OPTION = "log_context"
 LOG_CONTEXT_FIELDS: tuple[str, ...] = ("request_id", "user_id", "organization_id", "operation", "job_id")

@@ -1,5 +1,6 @@
 """Import boundaries (CONVENTIONS.md): apps never import graphql_schema; gpu_worker never imports Django or
-the backend; Django code imports from gpu_worker only its contract."""
+the backend; Django code imports from gpu_worker only its contract (and the log context's middleware, which
+is the contract's plus Dramatiq)."""
 
 from __future__ import annotations
 
@@ -45,19 +46,23 @@ def test_gpu_worker_imports_no_django_and_no_backend_code():
     assert _violations("gpu_worker", forbidden) == []
 
 
+# What both sides share: the contract (standard library only) and the Dramatiq middleware that carries its
+# log context (the standard library, Dramatiq and the contract), so no torch reaches a Django process.
+GPU_SHARED_MODULES = {"gpu_worker.contract": set(), "gpu_worker.log_context": {"dramatiq", "gpu_worker"}}
+
 # The one exception: backend/embedded.py starts the GPU lanes inside the server in the embedded mode
 # (gpu_worker.actors.start_embedded, with a gpu_worker.storage view of the configured storage).
 EMBEDDED_GPU_IMPORTS = {"backend/embedded.py": {"gpu_worker.actors", "gpu_worker.storage"}}
 
 
-@pytest.mark.parametrize("folder", ["apps", "backend", "graphql_schema"])
-def test_django_code_imports_only_the_gpu_contract(folder):
+@pytest.mark.parametrize("folder", ["apps", "backend", "graphql_schema", "rest_api"])
+def test_django_code_imports_only_what_it_shares_with_the_gpu_worker(folder):
     violations = [
         f"{path.relative_to(ROOT)} imports {name}"
         for path in _files(folder)
         for name in _imports(path)
         if name.split(".")[0] == "gpu_worker"
-        and name != "gpu_worker.contract"
+        and name not in GPU_SHARED_MODULES
         and name not in EMBEDDED_GPU_IMPORTS.get(path.relative_to(ROOT).as_posix(), set())
     ]
     assert violations == []
@@ -70,11 +75,15 @@ def test_the_embedded_gpu_exception_is_used_where_it_is_allowed():
         assert gpu_imports == allowed
 
 
-def test_the_contract_is_standard_library_only():
+@pytest.mark.parametrize("module", sorted(GPU_SHARED_MODULES))
+def test_what_django_shares_with_the_gpu_worker_imports_no_more_than_its_allowance(module):
     import sys
 
-    allowed = set(sys.stdlib_module_names) | {"__future__"}
-    assert {n.split(".")[0] for n in _imports(ROOT / "gpu_worker" / "contract.py")} <= allowed
+    imports = _imports(ROOT / f"{module.replace('.', '/')}.py")
+    allowed = set(sys.stdlib_module_names) | {"__future__"} | GPU_SHARED_MODULES[module]
+    assert {name.split(".")[0] for name in imports} <= allowed
+    # of gpu_worker, only the contract (itself standard library only)
+    assert {name for name in imports if name.split(".")[0] == "gpu_worker"} <= {"gpu_worker.contract"}
 
 
 # --- Rules import-linter cannot express (it sees modules, not names) -----------------------------------

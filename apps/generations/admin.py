@@ -333,20 +333,11 @@ class GenerationReviewAdmin(ReadOnlyAdmin):
 
 
 @admin.register(CostReport)
-class CostReportAdmin(admin.ModelAdmin):
+class CostReportAdmin(ReadOnlyAdmin):
     """The cost per output minute page (read-only): GPU cost per route, tier and day beside the credits
     earned, with two charts drawn on the server (apps/generations/charts.py)."""
 
     DAY_CHOICES = (7, 14, 30, 90)
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
     def changelist_view(self, request, extra_context=None):
         if not self.has_view_permission(request):  # this view replaces ModelAdmin's, and its check

@@ -18,6 +18,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from apps.accounts.models import Platform
+from apps.core.admin import ReadOnlyAdmin
 from apps.core.choices import AspectRatio
 from apps.core.errors import ValidationFailed
 from apps.storage.backends import get_storage
@@ -647,20 +648,8 @@ class SectionTypeSupportAdmin(FeedChangesInvalidate, admin.ModelAdmin):
     list_editable = ("min_ios_version", "min_android_version")
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
-
-
 @admin.register(TrendChange)
 class TrendChangeAdmin(ReadOnlyAdmin):
-    list_per_page = 50  # pages of 50; these tables only grow
     list_display = ("created_at", "trend_slug", "action", "reason", "actor")
     list_filter = ("action", "actor")
     search_fields = ("trend_slug", "reason")
@@ -669,6 +658,5 @@ class TrendChangeAdmin(ReadOnlyAdmin):
 
 @admin.register(RotationRun)
 class RotationRunAdmin(ReadOnlyAdmin):
-    list_per_page = 50  # pages of 50; these tables only grow
     list_display = ("started_at", "published", "retired", "rescored", "seconds")
     date_hierarchy = "started_at"

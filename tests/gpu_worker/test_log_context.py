@@ -1,6 +1,6 @@
-"""The log context travels with Dramatiq messages (gpu_worker/contract.py, gpu_worker/logs.py): a message
-sent while a request id is bound carries it, the worker binds it while the message runs (and only then),
-the messages sent from there carry it on, and a message without one (an older sender) still runs."""
+"""The log context travels with Dramatiq messages (gpu_worker/contract.py, gpu_worker/log_context.py): a
+message sent while a request id is bound carries it, the worker binds it while the message runs (and only
+then), the messages sent from there carry it on, and a message without one (an older sender) still runs."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from gpu_worker.contract import (
     log_context_bind,
     log_context_reset,
 )
-from gpu_worker.logs import LogContextMiddleware, install_log_context
+from gpu_worker.log_context import LogContextMiddleware, install_log_context
 
 
 def _broker_with_actors(seen: list):

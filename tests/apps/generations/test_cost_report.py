@@ -194,3 +194,22 @@ def test_staff_without_the_view_permission_get_403_and_no_figures(client, owner)
     page = client.get(REPORT, {"days": 7})
     assert page.status_code == 403
     assert b"cost-a" not in page.content
+
+
+def test_nobody_adds_changes_or_deletes_a_route_through_the_cost_report(client):
+    route = _route("cost-a", "3.60")
+    staff = User.objects.create_superuser("staff@example.com", "a-long-test-password-42")
+    client.force_login(staff)
+
+    add = reverse("admin:generations_costreport_add")
+    change = reverse("admin:generations_costreport_change", args=[route.pk])
+    delete = reverse("admin:generations_costreport_delete", args=[route.pk])
+    assert client.get(add).status_code == 403
+    assert client.post(add, {"name": "cost-new"}).status_code == 403
+    assert client.post(change, {"name": "renamed", "cost_per_gpu_hour": "9"}).status_code == 403
+    assert client.post(delete, {"post": "yes"}).status_code == 403
+    assert client.get(change).status_code == 200  # staff may read a route here, read-only
+
+    route.refresh_from_db()
+    assert (route.name, route.cost_per_gpu_hour) == ("cost-a", Decimal("3.60"))
+    assert not ModelRoute.objects.filter(name__in=["cost-new", "renamed"]).exists()

@@ -171,6 +171,22 @@ def test_a_curator_edits_trends_and_sections_but_not_users_or_credits(client, cu
     assert not {p for p in permissions if not p.startswith("trends.")}
 
 
+def test_the_trend_audit_trail_is_read_only_even_for_a_superuser(client):
+    dance = make_category("dance")
+    trend = make_trend(category=dance, slug="one")
+    client.force_login(User.objects.create_superuser("root@example.com", "a-long-test-password-42"))
+    client.post(CHANGELIST, {"action": "retire_selected", "_selected_action": [trend.pk]})
+    change = TrendChange.objects.get(trend=trend)
+
+    assert client.get("/admin/trends/trendchange/").status_code == 200
+    assert client.get("/admin/trends/trendchange/add/").status_code == 403
+    assert client.post(f"/admin/trends/trendchange/{change.pk}/change/", {"reason": "x"}).status_code == 403
+    assert client.post(f"/admin/trends/trendchange/{change.pk}/delete/", {"post": "yes"}).status_code == 403
+    assert client.get("/admin/trends/rotationrun/add/").status_code == 403
+    change.refresh_from_db()
+    assert change.reason != "x"
+
+
 def test_the_preview_page_shows_the_screen_an_app_would_get(client, curator):
     dance = make_category("dance")
     rain = make_trend(category=dance, slug="rain")
