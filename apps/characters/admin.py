@@ -1,23 +1,19 @@
 """Soul IDs in the admin: status and counts only. Selfies, crops and face data are not shown here at all
-(no staff browsing of biometric data); erasure and consent records are read-only audit trails."""
+(no staff browsing of biometric data); erasure and consent records are read-only audit trails. Nothing is
+deleted here: a Soul ID is erased by its owner (deleteCharacter, account deletion) or the retention purge,
+which remove its photos and weights from storage and keep an erasure record; a row deleted in the admin
+would leave both behind."""
 
 from django.contrib import admin
 from django.db.models import Count
 
+from apps.core.admin import ReadOnlyAdmin
+
 from .models import Character, ConsentRecord, ErasureRecord
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
 
 
 @admin.register(Character)
 class CharacterAdmin(ReadOnlyAdmin):
-    list_per_page = 50  # pages of 50; these tables only grow
     list_display = ("id", "owner", "name", "status", "photo_count", "created_at", "trained_at")
     list_filter = ("status",)
     fields = (
@@ -42,13 +38,11 @@ class CharacterAdmin(ReadOnlyAdmin):
 
 @admin.register(ConsentRecord)
 class ConsentRecordAdmin(ReadOnlyAdmin):
-    list_per_page = 50  # pages of 50; these tables only grow
     list_display = ("id", "user", "character_ref", "text_version", "created_at", "withdrawn_at")
 
 
 @admin.register(ErasureRecord)
 class ErasureRecordAdmin(ReadOnlyAdmin):
-    list_per_page = 50  # pages of 50; these tables only grow
     list_display = ("id", "user_ref", "character_ref", "trigger", "status", "created_at", "finished_at")
     list_filter = ("status", "trigger")
     readonly_fields = ("user_ref", "character_ref", "trigger", "status", "job", "artifacts", "finished_at")
