@@ -9,6 +9,7 @@ With APP_ENV=production the safety checks run first and an unsafe configuration 
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import uuid
@@ -57,6 +58,12 @@ class Lifespan:
                 request_threads.closed = False  # a server started again in the same process (tests)
                 if settings.EMBEDDED_WORKER:
                     start_embedded_worker()
+                if settings.GC_FREEZE_AT_START:
+                    # What start-up made (Django, the schema, models' metadata, in the embedded mode torch)
+                    # lives as long as the process: move it out of the collector's generations, so that a
+                    # full collection no longer walks it again and again while serving (bench/README.md).
+                    gc.collect()
+                    gc.freeze()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 stop_embedded_worker()

@@ -174,6 +174,8 @@ DATABASES = {
 # before reusing it). At most HTTP_REQUEST_THREADS idle request threads per server process are kept.
 DATABASES["default"]["CONN_MAX_AGE"] = env_int("DB_CONN_MAX_AGE", 60)
 HTTP_REQUEST_THREADS = env_int("HTTP_REQUEST_THREADS", 16)
+# The server freezes what start-up allocated out of the garbage collector's reach (backend/asgi.py).
+GC_FREEZE_AT_START = env_bool("GC_FREEZE_AT_START", True)
 
 # --- Redis: broker, channel layer and cache ---------------------------------------------------
 
