@@ -13,3 +13,11 @@ if settings.WORKER_METRICS_PORT:
     from apps.core.metrics import exposition_registry
 
     start_http_server(settings.WORKER_METRICS_PORT, registry=exposition_registry())
+
+if settings.GC_FREEZE_AT_START:
+    # As the server does (backend/asgi.py): Django, the actors and their modules live as long as the process,
+    # so full collections need not walk them while events and jobs are handled.
+    import gc
+
+    gc.collect()
+    gc.freeze()
