@@ -1,0 +1,74 @@
+"""A lean HTTP/1.1 load generator for the benchmarks: keep-alive connections on asyncio streams that send
+pre-encoded requests and read each response by its Content-Length. On a 2-core machine the load generator
+shares the cores with the server; httpx spends about 1.6 ms of CPU per request, this about a tenth of it,
+which leaves the server the CPU it would have behind a real load balancer. It speaks just enough HTTP for
+our own server's answers (Content-Length bodies, no chunking); anything else is an error."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from urllib.parse import urlsplit
+
+
+class Response:
+    __slots__ = ("status_code", "content")
+
+    def __init__(self, status_code: int, content: bytes) -> None:
+        self.status_code, self.content = status_code, content
+
+    def json(self):
+        return json.loads(self.content)
+
+    @property
+    def text(self) -> str:
+        return self.content.decode(errors="replace")
+
+
+def encode_request(
+    method: str, url: str, headers: dict[str, str] | None = None, body: bytes = b""
+) -> tuple[str, int, bytes]:
+    """(host, port, the request's bytes) for `url`, with Host, Content-Length and keep-alive."""
+    parts = urlsplit(url)
+    target = parts.path + (f"?{parts.query}" if parts.query else "")
+    lines = [f"{method} {target} HTTP/1.1", f"Host: {parts.netloc}", f"Content-Length: {len(body)}"]
+    lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
+    return parts.hostname, parts.port or 80, ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+class Connection:
+    """One keep-alive connection, one request at a time."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def send(self, request: bytes) -> Response:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        self.writer.write(request)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status_line, *header_lines = head[:-4].split(b"\r\n")
+        status = int(status_line.split(b" ", 2)[1])
+        length = None
+        for line in header_lines:
+            name, _, value = line.partition(b":")
+            lowered = name.strip().lower()
+            if lowered == b"content-length":
+                length = int(value)
+            elif lowered == b"transfer-encoding":
+                raise RuntimeError("chunked responses are not supported by bench/_client.py")
+        if length is None:
+            raise RuntimeError(f"a response without Content-Length: {head[:200]!r}")
+        return Response(status, await self.reader.readexactly(length))
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
+def json_post(url: str, payload: dict, headers: dict[str, str] | None = None) -> tuple[str, int, bytes]:
+    body = json.dumps(payload).encode()
+    return encode_request("POST", url, {"Content-Type": "application/json", **(headers or {})}, body)
