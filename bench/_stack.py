@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
+UVICORN_WS = "websockets-sansio"
 PASSWORD = "a-long-bench-password-42"
 
 SIGN_UP = """
@@ -86,6 +87,10 @@ class Server:
                 "--log-level=warning",
                 "--no-access-log",
                 "--lifespan=on",
+                # As `manage.py serve` (apps/core/management/commands/serve.py), unless a benchmark compares
+                # the websocket settings (BENCH_UVICORN_WS, BENCH_WS_DEFLATE=1).
+                f"--ws={os.environ.get('BENCH_UVICORN_WS', UVICORN_WS)}",
+                f"--ws-per-message-deflate={os.environ.get('BENCH_WS_DEFLATE', '0') == '1'}",
             ],
             cwd=ROOT,
             env=self.env,

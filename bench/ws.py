@@ -20,7 +20,9 @@ layer and PostgreSQL (the scratch database is migrated; one user is added per ru
    the server's CPU time per delivery.
 
 BENCH_WS_SOCKETS (default 1000) and BENCH_WS_SETUP (default 200) change the counts. The client, the server
-and the publisher share the machine's cores.
+and the publisher share the machine's cores. The server runs with `manage.py serve`'s websocket settings
+(websockets' Sans-I/O protocol, no per-message deflate); BENCH_UVICORN_WS=websockets|wsproto and
+BENCH_WS_DEFLATE=1 (deflate offered by the clients and accepted) compare others.
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ SOCKETS = int(os.environ.get("BENCH_WS_SOCKETS", "1000"))
 RATE = float(os.environ.get("BENCH_WS_RATE", "1"))
 PACED_SECONDS = float(os.environ.get("BENCH_WS_SECONDS", "10"))
 BURST = int(os.environ.get("BENCH_WS_BURST", "20"))
+# BENCH_WS_DEFLATE=1: the server accepts per-message deflate and the clients offer it (as OkHttp does).
+COMPRESSION = "deflate" if os.environ.get("BENCH_WS_DEFLATE") == "1" else None
 OPEN_CONCURRENCY = 50
 PROTOCOL = "graphql-transport-ws"
 WALLET = "subscription { walletUpdated { balance held } }"
@@ -63,7 +67,7 @@ async def _open(url: str, token: str):
     from websockets.asyncio.client import connect
 
     started = time.perf_counter()
-    ws = await connect(url, subprotocols=[PROTOCOL], open_timeout=30, max_queue=None, compression=None)
+    ws = await connect(url, subprotocols=[PROTOCOL], open_timeout=30, max_queue=None, compression=COMPRESSION)
     opened = time.perf_counter()
     await ws.send(json.dumps({"type": "connection_init", "payload": {"authorization": f"Bearer {token}"}}))
     ack = json.loads(await ws.recv())

@@ -2,26 +2,35 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-from collections.abc import AsyncIterator
 from typing import Any
 
-import orjson
 from django.conf import settings
-from django.core.serializers.json import DjangoJSONEncoder
 from strawberry.channels import GraphQLWSConsumer
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
-
-from apps.core.events import listen
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
+    BaseGraphQLTransportWSHandler,
+    Operation,
+)
 
 from .context import Context, user_from_authorization
+from .live import encode_json, use_frame_sink
 
-_django_json = DjangoJSONEncoder()
+
+class _TransportHandler(BaseGraphQLTransportWSHandler):
+    """Strawberry's `graphql-transport-ws` handler, which lends each operation's task a frame sink: the
+    group fan-out of a subscription (graphql_schema/live.py) writes its later `next` frames there,
+    encoded once per event, instead of through Strawberry's per-result path."""
+
+    async def run_operation(self, operation: Operation) -> None:
+        use_frame_sink(operation.id, self.websocket.ws_consumer.send_frame)
+        await super().run_operation(operation)
 
 
 class GraphQLSocket(GraphQLWSConsumer):
+    graphql_transport_ws_handler_class = _TransportHandler
+
     def __init__(self, schema) -> None:
         super().__init__(
             schema=schema,
@@ -33,9 +42,12 @@ class GraphQLSocket(GraphQLWSConsumer):
         self._user = None
 
     def encode_json(self, data: object) -> str:
-        # orjson, as over HTTP (graphql_schema/views.py): each event is encoded once per socket. A str,
-        # because the consumer sends it as a text frame.
-        return orjson.dumps(data, default=_django_json.default).decode()
+        # orjson, as over HTTP (graphql_schema/views.py). A str, because the consumer sends text frames.
+        return encode_json(data)
+
+    async def send_frame(self, text: str) -> None:
+        """A text frame straight to the ASGI server (an encoded `graphql-transport-ws` message)."""
+        await self.base_send({"type": "websocket.send", "text": text})
 
     async def get_context(self, request, response) -> Context:
         client = self.scope.get("client") or ("", 0)
@@ -50,14 +62,3 @@ class GraphQLSocket(GraphQLWSConsumer):
         self._user = user
         context.user = user
         return None
-
-    @contextlib.asynccontextmanager
-    async def subscribe(self, group: str) -> AsyncIterator[AsyncIterator[dict[str, Any]]]:
-        """Joins `group` and yields an iterator of its payloads (see apps/core/events.py).
-
-        The group is joined before this returns, so a subscription can join, then read the current state,
-        then follow events without missing one in between. The process listens to each group once for all
-        of its sockets (apps/core/events.py `listen`).
-        """
-        async with listen(group) as payloads:
-            yield payloads

@@ -15,6 +15,10 @@ from .types import CharacterEvent
 
 
 def _event(character) -> CharacterEvent:
+    return shared_event(character, _build_event)
+
+
+def _build_event(character) -> CharacterEvent:
     return CharacterEvent(sequence=character.sequence, character=character)
 
 
@@ -27,7 +31,13 @@ class CharacterSubscriptions:
     async def character_updated(self, info: Info, id: strawberry.ID) -> AsyncGenerator[CharacterEvent, None]:
         user = require_user(info)
         load = sync_to_async(character_for_api)
-        async for character in follow_row(
-            info, FEED, id, lambda pk: load(user=user, character_id=pk), type_name="Character", what="Soul ID"
+        async for event in follow_row(
+            info,
+            FEED,
+            id,
+            lambda pk: load(user=user, character_id=pk),
+            type_name="Character",
+            what="Soul ID",
+            present=_event,
         ):
-            yield shared_event(character, _event)
+            yield event

@@ -20,17 +20,26 @@ def wallet_snapshot(user) -> tuple[Wallet, int]:
     return Wallet(balance=balance, held=held), version
 
 
+def _version(snapshot: tuple[Wallet, int]) -> int:
+    return snapshot[1]
+
+
+def _wallet(snapshot: tuple[Wallet, int]) -> Wallet:
+    return snapshot[0]
+
+
 @strawberry.type
 class CreditSubscriptions:
     @strawberry.subscription(description="The current balance at once, then after every change.")
     async def wallet_updated(self, info: Info) -> AsyncGenerator[Wallet, None]:
         user = require_user(info)
         load = sync_to_async(wallet_snapshot)
-        async for wallet, _version in follow(
+        async for wallet in follow(
             info,
             group=user_group(user.pk),
             kind=WALLET_EVENT_KIND,
             load=lambda: load(user),
-            sequence=lambda snapshot: snapshot[1],
+            sequence=_version,
+            present=_wallet,
         ):
             yield wallet

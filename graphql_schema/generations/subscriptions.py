@@ -20,6 +20,10 @@ def _finished(generation: Generation) -> bool:
 
 
 def _event(generation: Generation) -> GenerationEvent:
+    return shared_event(generation, _build_event)
+
+
+def _build_event(generation: Generation) -> GenerationEvent:
     return GenerationEvent(sequence=generation.api_sequence, generation=generation)
 
 
@@ -34,13 +38,14 @@ class GenerationSubscriptions:
     ) -> AsyncGenerator[GenerationEvent, None]:
         user = require_user(info)
         load = sync_to_async(selectors.generation_get_for_user)
-        async for generation in follow_row(
+        async for event in follow_row(
             info,
             FEED,
             id,
             lambda pk: load(user=user, generation_id=pk),
             type_name="Generation",
             what="generation",
+            present=_event,
             finished=_finished,
         ):
-            yield shared_event(generation, _event)
+            yield event

@@ -218,3 +218,113 @@ def test_sockets_of_one_user_share_each_events_execution_and_another_users_socke
 
     credits_grant(user=User.objects.get(email="other@example.com"), amount=2, reason="test")
     assert theirs.next_for("w")["payload"]["data"]["walletUpdated"]["balance"] == settings.WELCOME_CREDITS + 2
+
+
+def _subscribed(ws_client, token: str, document: str = WALLET):
+    client = ws_client()
+    client.init(token)
+    client.subscribe("w", document)
+    client.next_for("w")
+    return client
+
+
+def test_each_events_payload_is_encoded_once_per_document_and_framed_per_socket(
+    asgi_server, ws_client, settings, monkeypatch
+):
+    """graphql_schema/live.py: the group's fan-out encodes an event's `next` payload once per document and
+    splices each subscription's own id into the frame."""
+    from apps.accounts.models import User
+    from apps.credits.services import credits_grant
+    from graphql_schema import live
+
+    encoded = []
+    encode = live._encode_payload
+
+    def counting(payload):
+        encoded.append(payload)
+        return encode(payload)
+
+    monkeypatch.setattr(live, "_encode_payload", counting)
+    token = _token(asgi_server)
+    balance_only = "subscription { walletUpdated { balance } }"
+    mine = [_subscribed(ws_client, token) for _ in range(3)]
+    other_id = ws_client()
+    other_id.init(token)
+    other_id.subscribe("x", balance_only)
+    other_id.next_for("x")
+
+    credits_grant(user=User.objects.get(email="ws@example.com"), amount=5, reason="test")
+    balance = settings.WELCOME_CREDITS + 5
+    for client in mine:
+        message = client.next_for("w")
+        assert message == {
+            "id": "w",
+            "type": "next",
+            "payload": {"data": {"walletUpdated": {"balance": balance, "held": 0}}},
+        }
+    assert other_id.next_for("x") == {
+        "id": "x",
+        "type": "next",
+        "payload": {"data": {"walletUpdated": {"balance": balance}}},
+    }
+    assert sorted(encoded, key=str) == sorted(
+        [
+            {"data": {"walletUpdated": {"balance": balance, "held": 0}}},
+            {"data": {"walletUpdated": {"balance": balance}}},
+        ],
+        key=str,
+    )
+
+
+def test_a_socket_receives_the_states_in_order(asgi_server, ws_client, settings):
+    """Events in quick succession reach each socket in the order of their changes (a state may be skipped
+    for a newer one, never sent after it), and the last state always arrives."""
+    from apps.accounts.models import User
+    from apps.credits.services import credits_grant
+
+    token = _token(asgi_server)
+    clients = [_subscribed(ws_client, token) for _ in range(2)]
+    user = User.objects.get(email="ws@example.com")
+    for _ in range(8):
+        credits_grant(user=user, amount=1, reason="test")
+    final = settings.WELCOME_CREDITS + 8
+    for client in clients:
+        seen = []
+        while not seen or seen[-1] < final:
+            seen.append(client.next_for("w")["payload"]["data"]["walletUpdated"]["balance"])
+        assert seen == sorted(set(seen)), seen
+        assert seen[-1] == final
+
+
+def test_a_socket_that_does_not_drain_delays_no_other(asgi_server, ws_client, settings, monkeypatch):
+    """A socket whose frame write never completes (a client that stopped reading) keeps its own frames
+    waiting; the group's other sockets get every event."""
+    import asyncio
+
+    from apps.accounts.models import User
+    from apps.credits.services import credits_grant
+    from graphql_schema.ws import GraphQLSocket
+
+    stuck: list = []
+    send_frame = GraphQLSocket.send_frame
+
+    async def never_for_the_slow_one(self, text):
+        if self.scope["client"][1] == slow_port:
+            stuck.append(text)
+            await asyncio.Event().wait()
+        await send_frame(self, text)
+
+    monkeypatch.setattr(GraphQLSocket, "send_frame", never_for_the_slow_one)
+    token = _token(asgi_server)
+    slow = _subscribed(ws_client, token)
+    slow_port = slow.conn.local_address[1]
+    others = [_subscribed(ws_client, token) for _ in range(2)]
+    user = User.objects.get(email="ws@example.com")
+    for amount in (1, 2, 3):
+        credits_grant(user=user, amount=amount, reason="test")
+        balance = settings.WELCOME_CREDITS + sum(range(1, amount + 1))
+        for client in others:
+            assert client.next_for("w")["payload"]["data"]["walletUpdated"]["balance"] == balance
+    assert len(stuck) == 1
+    with pytest.raises(TimeoutError):
+        slow.next_for("w", timeout=1)

@@ -64,6 +64,12 @@ class Command(BaseCommand):
                 # JSON logs: uvicorn's records go through the root logger's JSON handler (settings.LOGGING)
                 **({"log_config": None} if settings.LOG_FORMAT == "json" else {}),
                 ws_max_size=1024 * 1024,
+                # websockets' Sans-I/O protocol (uvicorn's default when websockets is installed), named so
+                # that bench/_stack.py measures what runs here. No per-message deflate: the frames are a
+                # few hundred bytes of JSON (a `next` of walletUpdated is 60), where compressing each one
+                # costs CPU per socket per event and saves next to nothing.
+                ws="websockets-sansio",
+                ws_per_message_deflate=False,
             )
         finally:
             for child in children:
