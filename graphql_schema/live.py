@@ -22,6 +22,7 @@ through Strawberry, as before.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import uuid
@@ -78,6 +79,30 @@ def encode_json(data: object) -> str:
     return orjson.dumps(data, default=_django_json.default).decode()
 
 
+class _Inbox:
+    """A follower's states waiting for its socket. Each is a whole state, so a newer one replaces a state
+    still waiting: a socket that reads slowly (or not at all) gets the latest state, not every one, and
+    what waits for it stays bounded. A final state and the end (`_GONE`) are never replaced."""
+
+    def __init__(self) -> None:
+        self._items: collections.deque = collections.deque()
+        self._ready = asyncio.Event()
+
+    def put_nowait(self, item) -> None:
+        last = self._items[-1] if self._items else _GONE
+        if last is not _GONE and not last[2]:  # (frame, root, finished) of a state that is not the last
+            self._items[-1] = item
+        else:
+            self._items.append(item)
+        self._ready.set()
+
+    async def get(self):
+        while not self._items:
+            self._ready.clear()
+            await self._ready.wait()
+        return self._items.popleft()
+
+
 class _Follower:
     """One subscription following one group: its inbox, and the sequence of the last state it sent."""
 
@@ -88,7 +113,7 @@ class _Follower:
         self.sequence_of = sequence
         self.present = present
         self.finished = finished
-        self.inbox: asyncio.Queue = asyncio.Queue()
+        self.inbox = _Inbox()
         self.sequence: int | None = None  # None until its first state has been sent
         self.missed = 0  # the newest sequence announced before that
         self.sink: FrameSink | None = None
@@ -110,7 +135,7 @@ class _LiveGroup:
     once, through the selector with their user, and each subscription document is executed and encoded
     once on the result; each follower then gets the finished `next` frame (its id spliced in) on its own
     inbox, which its own task writes to its socket. A follower is never awaited here, so a socket that
-    does not read delays nobody else, and its inbox keeps its order.
+    does not read delays nobody else, and its inbox keeps its order (a newer state replacing one that waits).
     """
 
     def __init__(self, group: str) -> None:
