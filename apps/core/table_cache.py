@@ -15,14 +15,17 @@ it: a save or delete of a row of a `versioned_table` (its admin, a management co
 Django's signals, and its `VersionedQuerySet` bumps on `.update()`, `bulk_create()` and `bulk_update()`,
 which send none. Raw SQL and migrations' historical models bump nothing: call `table_version_bump`.
 Tokens are random, so one lost from the cache (eviction, a restart, a test's `cache.clear()`) can only
-make the rows read again.
+make the rows read again. A request that reads several tables (a create: routes, rules, terms) reads all
+their tokens in one round trip with `table_versions_pinned()`.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Generic, TypeVar
 
 from django.core.cache import cache
@@ -41,10 +44,34 @@ def _version_key(model: type[models.Model]) -> str:
     return f"table-cache:{model._meta.concrete_model._meta.label_lower}:version"
 
 
+# The tokens read once for the request in progress (table_versions_pinned): version key -> token.
+_pinned: ContextVar[dict[str, str] | None] = ContextVar("table_versions_pinned", default=None)
+
+
+@contextmanager
+def table_versions_pinned() -> Iterator[None]:
+    """Reads the tokens of every versioned table in one round trip; `TableCache.get()` inside the block
+    uses them (as if each were read at the start of the block) instead of a GET each."""
+    keys = [_version_key(model) for model in _VERSIONED]
+    try:
+        found = cache.get_many(keys)
+    except Exception:  # each read below tries the cache again, then the database
+        logger.warning("table versions unreadable", exc_info=True)
+        found = {}
+    reset = _pinned.set(found)
+    try:
+        yield
+    finally:
+        _pinned.reset(reset)
+
+
 def table_version(model: type[models.Model]) -> str | None:
     """The current version token of `model`'s table (made when there is none); None when the shared
     cache cannot say."""
     key = _version_key(model)
+    pinned = (_pinned.get() or {}).get(key)
+    if pinned is not None:
+        return pinned
     try:
         version = cache.get(key)
         if version is None:
