@@ -199,7 +199,14 @@ if REDIS_URL:
             },
         }
     }
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            # One pool per process: Django makes a cache object per request (backend/redis_pool.py).
+            "OPTIONS": {"pool_class": "backend.redis_pool.SharedConnectionPool"},
+        }
+    }
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
     # Idempotency claims, throttles and scheduler slots are correctness state: LocMem's default of 300

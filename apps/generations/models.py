@@ -22,6 +22,7 @@ from django.db.models import Q
 import gpu_worker.contract as contract
 from apps.core.choices import AspectRatio, Lane, QualityTier  # Lane: also re-exported from its old home
 from apps.core.models import BaseModel
+from apps.core.table_cache import VersionedQuerySet, versioned_table
 
 from .shipped import SHIPPED_ROUTE_NAMES
 
@@ -98,6 +99,7 @@ def validate_lanes(value) -> None:
         raise ValidationError(f"One or more of {', '.join(Lane.values)}.")
 
 
+@versioned_table  # every create reads the routes from each process's copy (routing.py)
 class ModelRoute(BaseModel):
     """A named way to make a video. What the GPU worker needs is `spec()`; the rest is for routing,
     pricing and ETAs. `seconds_per_step` and `overhead_seconds` start as estimates and follow the
@@ -203,6 +205,8 @@ class ModelRoute(BaseModel):
         related_name="fallback_for",
         help_text="Tried after this route's retries fail for a reason that may pass elsewhere.",
     )
+
+    objects = VersionedQuerySet.as_manager()
 
     class Meta:
         ordering = ["name"]
@@ -386,6 +390,7 @@ def default_render_profile(route: ModelRoute, tier: str) -> contract.RenderProfi
     )
 
 
+@versioned_table  # read from each process's copy (pricing.py)
 class PriceRule(BaseModel):
     """An adjustment of the base price (the render's cost in credits, at least the trend's price) for a
     route, a quality tier and a duration. Empty matches any.
@@ -411,6 +416,8 @@ class PriceRule(BaseModel):
     add_credits = models.IntegerField(default=0, help_text="...then this is added (may be negative).")
     enabled = models.BooleanField(default=True)
     note = models.CharField(max_length=200, blank=True)
+
+    objects = VersionedQuerySet.as_manager()
 
     class Meta:
         ordering = ["route__name", "quality", "duration_seconds"]

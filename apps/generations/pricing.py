@@ -31,9 +31,9 @@ from decimal import ROUND_HALF_UP, Decimal
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db.models import Q
 
 import gpu_worker.contract as contract
+from apps.core.table_cache import TableCache
 from apps.trends.models import Trend
 
 from .models import Lane, ModelRoute, PriceRule
@@ -83,15 +83,15 @@ def _most_specific(
     return max(matching, key=lambda rule: (rule.specificity, rule.updated_at), default=None)
 
 
+_enabled_rules = TableCache(PriceRule, lambda: tuple(PriceRule.objects.filter(enabled=True)))
+
+
 def price_rule_for(*, route: ModelRoute, quality: str, duration_seconds: int) -> PriceRule | None:
-    """The most specific enabled rule for this route, tier and duration, or None (one query)."""
-    rules = PriceRule.objects.filter(
-        Q(route=route) | Q(route__isnull=True),
-        Q(quality=quality) | Q(quality=""),
-        Q(duration_seconds=duration_seconds) | Q(duration_seconds__isnull=True),
-        enabled=True,
+    """The most specific enabled rule for this route, tier and duration, or None. The enabled rules come
+    from this process's copy while the table's version holds (apps/core/table_cache.py): no query."""
+    return _most_specific(
+        _enabled_rules.get(), route=route, quality=quality, duration_seconds=duration_seconds
     )
-    return _most_specific(rules, route=route, quality=quality, duration_seconds=duration_seconds)
 
 
 def price_credits(

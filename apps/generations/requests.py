@@ -34,6 +34,7 @@ from apps.core.errors import (
     UploadInvalid,
     ValidationFailed,
 )
+from apps.core.table_cache import table_versions_pinned
 from apps.credits.selectors import credits_balance
 from apps.credits.services import credits_hold
 from apps.jobs.lifecycle import job_dispatch_on_commit
@@ -168,6 +169,7 @@ def _upload(*, user, upload_id: str, verify: bool):
     return upload
 
 
+@table_versions_pinned()  # the catalogue's tables (terms, routes, rules): their versions in one read
 def _resolve(*, user, request: GenerationRequest, for_create: bool) -> Resolved:
     """Checks a request and fills in its defaults; a typed error names the input to fix.
 

@@ -5,10 +5,14 @@ Otherwise the candidates are the trend's preferred route (or `GENERATIONS_DEFAUL
 prompt) followed by its fallback chain, and the first enabled one that serves the quality tier, the lane
 and the inputs (a selfie needs image conditioning, a Soul ID needs LoRA support) is chosen. Routes
 outside that chain are never chosen, so a trend made for one model never silently lands on another.
+
+The routes come from each process's copy of the table (`routes_by_id`, apps/core/table_cache.py): every
+write of a route, the timings below included, bumps its version, so the next read sees it.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Iterator
 
@@ -17,6 +21,7 @@ from django.db.models import F
 
 import gpu_worker.contract as contract
 from apps.core.errors import UnsupportedOption
+from apps.core.table_cache import TableCache
 from apps.trends.models import QualityTier, Trend
 
 from .models import CONTRACT_ASPECT_RATIOS, Lane, ModelRoute
@@ -25,6 +30,14 @@ from .models import CONTRACT_ASPECT_RATIOS, Lane, ModelRoute
 TIMING_WEIGHT = 0.2
 
 SOUL_ID_ROUTE_MESSAGE = "This Soul ID cannot be used with this preset: it was made for another video model."
+
+_routes = TableCache(ModelRoute, lambda: {route.pk: route for route in ModelRoute.objects.all()})
+
+
+def routes_by_id() -> dict:
+    """Every model route by primary key, from this process's copy while the table's version holds.
+    Shared by the process's requests: read them, copy one before changing it."""
+    return _routes.get()
 
 
 def lora_fits(route: ModelRoute, lora: tuple[str, str] | None) -> bool:
@@ -57,7 +70,7 @@ def route_choose(
 
     `lora` is the (family, base checkpoint) a Soul ID's LoRA was trained for: only a route it fits
     (gpu_worker.contract.lora_fits_route) is chosen, the first one in the chain."""
-    routes = {route.pk: route for route in ModelRoute.objects.all()}
+    routes = routes_by_id()
     by_name = {route.name: route for route in routes.values()}
     wanted = dict(quality=quality, lane=lane, needs_image=needs_image, needs_lora=needs_lora)
 
@@ -72,13 +85,13 @@ def route_choose(
             raise UnsupportedOption("This model cannot use your photo or Soul ID.", field="characterId")
         if not lora_fits(route, lora):
             raise UnsupportedOption(SOUL_ID_ROUTE_MESSAGE, field="characterId")
-        return route
+        return copy.copy(route)  # the generation's own, not the process's shared row
 
     preferred = by_name.get(trend.preferred_model_route if trend else settings.GENERATIONS_DEFAULT_ROUTE)
     chain = [route for route in _chain(preferred, routes) if route.enabled]
     for route in chain:
         if route.serves(**wanted) and lora_fits(route, lora):
-            return route
+            return copy.copy(route)
     if not chain:
         raise UnsupportedOption("This video model is not available right now. Try again later.")
     if lora is not None:
@@ -219,7 +232,8 @@ def route_record_timings(
     *, route_id, timings: dict, width: int, height: int, num_frames: int, route: ModelRoute
 ) -> None:
     """Folds a completed job's timings into its route's averages (one UPDATE, no lock: a sample lost
-    to a concurrent update does not matter for an average)."""
+    to a concurrent update does not matter for an average). The UPDATE bumps the routes' version
+    (VersionedQuerySet), so quotes and ETAs in every process use the new averages."""
     per_step = timings.get("seconds_per_step")
     total = timings.get("total")
     denoise = timings.get("denoise")

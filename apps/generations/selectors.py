@@ -16,7 +16,7 @@ from django.db.models.functions import Cast, Coalesce, TruncDate
 from apps.core.errors import NotFound
 
 from .models import Generation, GenerationStatus, Lane, ModelRoute
-from .routing import run_seconds
+from .routing import routes_by_id, run_seconds
 
 NOT_FOUND_MESSAGE = "This generation does not exist."
 
@@ -129,7 +129,7 @@ def _queue_wait_seconds(ahead: QuerySet[Generation], routes: dict) -> tuple[int,
 
 
 def _routes() -> dict:
-    return {route.pk: route for route in ModelRoute.objects.all()}
+    return routes_by_id()  # this process's copy of the routes (read only here)
 
 
 def generation_estimate(generation: Generation, *, routes: dict | None = None) -> QueueEstimate:

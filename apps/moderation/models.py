@@ -8,6 +8,7 @@ from django.core.exceptions import ValidationError
 from django.db import models
 
 from apps.core.models import BaseModel
+from apps.core.table_cache import VersionedQuerySet, versioned_table
 
 from .normalize import term_form
 
@@ -22,6 +23,7 @@ class Category(models.TextChoices):
     OTHER = "OTHER", "Other store rules"
 
 
+@versioned_table  # every prompt is checked against each process's copy (services.py)
 class BlockedTerm(BaseModel):
     """A word or phrase that a prompt may not contain. Matched after folding (apps/moderation/normalize.py):
     case, accents, spacing, leetspeak and look-alike letters do not get around it."""
@@ -43,6 +45,8 @@ class BlockedTerm(BaseModel):
     )
     enabled = models.BooleanField(default=True)
     note = models.CharField(max_length=200, blank=True)
+
+    objects = VersionedQuerySet.as_manager()
 
     class Meta:
         ordering = ("category", "locale", "normalized")

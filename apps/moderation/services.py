@@ -11,6 +11,7 @@ from django.conf import settings
 from django.db import transaction
 
 from apps.core.errors import ModerationRefused
+from apps.core.table_cache import TableCache
 
 from .models import BlockedTerm, Decision, ModerationDecision, Subject
 from .normalize import prompt_forms, spelled_runs
@@ -18,6 +19,17 @@ from .normalize import prompt_forms, spelled_runs
 logger = logging.getLogger(__name__)
 
 PROMPT_REFUSED = "This prompt is not allowed by our content rules. Change it and try again."
+
+# Every prompt is checked against the enabled terms: each process keeps them while the table's version
+# holds (apps/core/table_cache.py), so a curator's new term refuses the next prompt in every process.
+_enabled_terms = TableCache(
+    BlockedTerm,
+    lambda: tuple(
+        BlockedTerm.objects.filter(enabled=True).only(
+            "category", "locale", "normalized", "match_anywhere", "term"
+        )
+    ),
+)
 
 
 def _language(locale: str) -> str:
@@ -27,9 +39,7 @@ def _language(locale: str) -> str:
 def prompt_matches(text: str, *, locales: Iterable[str] = ()) -> list[BlockedTerm]:
     """The enabled terms a text contains: terms for everyone, and those of the languages of `locales`
     (the user's devices); with no locale known, every locale's terms."""
-    terms = BlockedTerm.objects.filter(enabled=True).only(
-        "category", "locale", "normalized", "match_anywhere", "term"
-    )
+    terms = _enabled_terms.get()
     # Every locale's terms first: the locales only ever drop matches, so a clean prompt (nearly all of
     # them) never reads them. Callers pass a lazy queryset of the devices' locales: a query saved.
     found = terms_in(text, terms)
