@@ -13,13 +13,16 @@ face crop.
 Printed per size and format: file size, the median wall time per check, the CPU time per check and
 checks/s/core (1 / CPU time). Also the same photo through `inspect_image` alone (the upload check that
 decodes every pixel once, at full size), to show what a full decode costs. On a shared machine, take CPU
-time per check as the figure; wall time moves with other processes' load.
+time per check as the figure; wall time moves with other processes' load. Then, for the photos in
+BENCH_BREAKDOWN (default `12:JPEG`), where a check's CPU goes by stage (cProfile on the CPU clock).
 """
 
 from __future__ import annotations
 
+import cProfile
 import importlib.util
 import os
+import pstats
 import sys
 import time
 from pathlib import Path
@@ -43,6 +46,16 @@ SECONDS = float(os.environ.get("BENCH_SECONDS", "2"))
 # A noisy 12 MP PNG is about 17 MB, over the 15 MB upload cap: the benchmark lifts the byte cap.
 RULES = PhotoRules(max_bytes=64 * 1024 * 1024)
 FORMATS = os.environ.get("BENCH_FORMATS", "JPEG,HEIF,WEBP,PNG").split(",")
+# Where a check's CPU goes, for these photos (megapixels:format, comma-separated; "" for none).
+BREAKDOWN = [item.split(":") for item in os.environ.get("BENCH_BREAKDOWN", "12:JPEG").split(",") if item]
+# cProfile's own time of the C calls that do a check's work, by stage (the rest is Python and numpy).
+STAGES = {
+    "face detection (Haar cascades)": ("detectMultiScale2",),
+    "decode (libjpeg, libheif, ...)": ("of 'ImagingDecoder' objects",),
+    "encodes (clean JPEG + crop)": ("of 'ImagingEncoder' objects",),
+    "resizes (OpenCV)": ("<resize>",),
+    "colour, grey, CLAHE, copies": ("of 'ImagingCore' objects", "PIL._imaging", "cv2.CLAHE", "fromarray"),
+}
 
 
 def measure(run) -> tuple[float, float, int]:
@@ -56,6 +69,24 @@ def measure(run) -> tuple[float, float, int]:
         walls.append((time.perf_counter() - start) * 1000)
     cpu_ms = (time.process_time() - cpu_start) * 1000 / len(walls)
     return median(walls), cpu_ms, len(walls)
+
+
+def breakdown(data: bytes, calls: int = 10) -> dict[str, float]:
+    """CPU ms per check by stage (STAGES), from cProfile timed with the process's CPU clock."""
+    check_photo(data, rules=RULES)
+    profile = cProfile.Profile(time.process_time)
+    start = time.process_time()
+    profile.runcall(lambda: [check_photo(data, rules=RULES) for _ in range(calls)])
+    total = (time.process_time() - start) * 1000 / calls
+    stages = dict.fromkeys(STAGES, 0.0)
+    for (_file, _line, function), (_cc, _nc, own, _cum, _callers) in pstats.Stats(profile).stats.items():
+        for stage, needles in STAGES.items():
+            if any(needle in function for needle in needles):
+                stages[stage] += own * 1000 / calls
+                break
+    stages["the rest (Python, numpy, measurements)"] = total - sum(stages.values())
+    stages["total"] = total
+    return stages
 
 
 def main() -> None:
@@ -80,6 +111,10 @@ def main() -> None:
                 f"{megapixels:>4}MP {image_format:<5} {len(data) / 1024:>6.0f}KB {wall:>8.1f} {cpu:>7.1f} "
                 f"{1000 / cpu:>14.1f} {inspect_cpu:>21.1f}"
             )
+    for megapixels, image_format in BREAKDOWN:
+        print(f"where a check's CPU goes, {megapixels} MP {image_format} (cProfile, ms per check):")
+        for stage, ms in breakdown(make_photos.noisy_photo(int(megapixels), image_format)).items():
+            print(f"  {stage:<40} {ms:>7.1f}")
 
 
 if __name__ == "__main__":
