@@ -604,9 +604,11 @@ def _frontal_faces(
 
     With `second_face_ratio`, large faces first: windows of at least `_LARGE_WINDOW` px are scanned, and
     smaller ones only down to `second_face_ratio` of the largest face that counts (all the way down to
-    `min_side` when none does); smaller faces could not count (a third of the cost of a selfie's scan is
-    the windows under 48 px). Their windows are grouped with the others as in one scan, so the faces found
-    are those a scan from `min_side` finds, bar the ones that cannot change the verdict."""
+    `min_side` when none does); smaller faces cannot be a second face (a third of the cost of a selfie's
+    scan is the windows under 48 px). The two bands' windows are grouped together as one scan groups them,
+    so the faces found are those a scan from `min_side` finds, less the smaller ones. What could still
+    differ: a face below the bound scoring over three times the largest one (`_RELATIVE_SCORE`), or a
+    group gathering windows from below it; neither happens on the verdict corpus (every field identical)."""
     confirmed: dict[tuple, _Face | None] = {}  # alt2's verdict per proposal, when grouping is redone
     if second_face_ratio is None or max_side or min_side >= _LARGE_WINDOW:
         return _confirmed(
@@ -614,8 +616,8 @@ def _frontal_faces(
         )
     windows = _windows("frontalface_default", grey, min_side=_LARGE_WINDOW)
     faces = _confirmed(grey, windows, confirmed)
-    # A face's windows lie within about 20% of its size (OpenCV groups windows whose sizes differ by at
-    # most 20%), so windows down to 80% of the smallest face that could count are scanned.
+    # OpenCV groups windows whose edges lie within 20% of the smaller one's size, so a face's group may
+    # gather windows smaller than the face: windows down to 80% of the smallest face that counts are scanned.
     smallest = math.floor(_GROUP_MARGIN * second_face_ratio * _counted(faces)[0].side) if faces else min_side
     if max(min_side, smallest) < _LARGE_WINDOW:
         windows += _windows(
