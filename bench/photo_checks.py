@@ -13,13 +13,16 @@ face crop.
 Printed per size and format: file size, the median wall time per check, the CPU time per check and
 checks/s/core (1 / CPU time). Also the same photo through `inspect_image` alone (the upload check that
 decodes every pixel once, at full size), to show what a full decode costs. On a shared machine, take CPU
-time per check as the figure; wall time moves with other processes' load.
+time per check as the figure; wall time moves with other processes' load. Then, for the photos in
+BENCH_BREAKDOWN (default `12:JPEG`), where a check's CPU goes by stage (cProfile on the CPU clock).
 """
 
 from __future__ import annotations
 
+import cProfile
 import importlib.util
 import os
+import pstats
 import sys
 import time
 from pathlib import Path
@@ -29,9 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import cv2  # noqa: E402
-import numpy as np  # noqa: E402
 import pillow_heif  # noqa: E402
-from PIL import Image  # noqa: E402
 
 from apps.characters.photo_checks import PhotoRules, check_photo  # noqa: E402
 from apps.storage.images import CONTENT_TYPES, inspect_image  # noqa: E402
@@ -40,20 +41,21 @@ _spec = importlib.util.spec_from_file_location("make_photos", ROOT / "fixtures" 
 make_photos = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(make_photos)
 
-SIZES = {1: (1152, 864), 3: (2000, 1500), 6: (2832, 2124), 12: (4000, 3000)}
+SIZES = make_photos.BENCH_SIZES
 SECONDS = float(os.environ.get("BENCH_SECONDS", "2"))
 # A noisy 12 MP PNG is about 17 MB, over the 15 MB upload cap: the benchmark lifts the byte cap.
 RULES = PhotoRules(max_bytes=64 * 1024 * 1024)
 FORMATS = os.environ.get("BENCH_FORMATS", "JPEG,HEIF,WEBP,PNG").split(",")
-
-
-def photo(megapixels: int, image_format: str) -> bytes:
-    width, height = SIZES[megapixels]
-    image = make_photos.astronaut().crop((0, 0, 512, 384)).resize((width, height), Image.Resampling.BICUBIC)
-    rng = np.random.default_rng(megapixels)
-    pixels = np.asarray(image, dtype=np.int16) + rng.normal(0, 4, (height, width, 1)).astype(np.int16)
-    image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
-    return make_photos.encode(image, image_format)
+# Where a check's CPU goes, for these photos (megapixels:format, comma-separated; "" for none).
+BREAKDOWN = [item.split(":") for item in os.environ.get("BENCH_BREAKDOWN", "12:JPEG").split(",") if item]
+# cProfile's own time of the C calls that do a check's work, by stage (the rest is Python and numpy).
+STAGES = {
+    "face detection (Haar cascades)": ("detectMultiScale2",),
+    "decode (libjpeg, libheif, ...)": ("of 'ImagingDecoder' objects",),
+    "encodes (clean JPEG + crop)": ("of 'ImagingEncoder' objects",),
+    "resizes (OpenCV)": ("<resize>",),
+    "colour, grey, CLAHE, copies": ("of 'ImagingCore' objects", "PIL._imaging", "cv2.CLAHE", "fromarray"),
+}
 
 
 def measure(run) -> tuple[float, float, int]:
@@ -69,6 +71,24 @@ def measure(run) -> tuple[float, float, int]:
     return median(walls), cpu_ms, len(walls)
 
 
+def breakdown(data: bytes, calls: int = 10) -> dict[str, float]:
+    """CPU ms per check by stage (STAGES), from cProfile timed with the process's CPU clock."""
+    check_photo(data, rules=RULES)
+    profile = cProfile.Profile(time.process_time)
+    start = time.process_time()
+    profile.runcall(lambda: [check_photo(data, rules=RULES) for _ in range(calls)])
+    total = (time.process_time() - start) * 1000 / calls
+    stages = dict.fromkeys(STAGES, 0.0)
+    for (_file, _line, function), (_cc, _nc, own, _cum, _callers) in pstats.Stats(profile).stats.items():
+        for stage, needles in STAGES.items():
+            if any(needle in function for needle in needles):
+                stages[stage] += own * 1000 / calls
+                break
+    stages["the rest (Python, numpy, measurements)"] = total - sum(stages.values())
+    stages["total"] = total
+    return stages
+
+
 def main() -> None:
     cv2.setNumThreads(1)
     pillow_heif.options.DECODE_THREADS = 1
@@ -77,7 +97,7 @@ def main() -> None:
     print(f"{header} {'inspect_image cpu ms':>21}")
     for megapixels in SIZES:
         for image_format in FORMATS:
-            data = photo(megapixels, image_format)
+            data = make_photos.noisy_photo(megapixels, image_format)
             verdict = check_photo(data, rules=RULES)
             assert verdict.accepted, (megapixels, image_format, verdict)
             wall, cpu, _ = measure(lambda data=data: check_photo(data, rules=RULES))
@@ -91,6 +111,10 @@ def main() -> None:
                 f"{megapixels:>4}MP {image_format:<5} {len(data) / 1024:>6.0f}KB {wall:>8.1f} {cpu:>7.1f} "
                 f"{1000 / cpu:>14.1f} {inspect_cpu:>21.1f}"
             )
+    for megapixels, image_format in BREAKDOWN:
+        print(f"where a check's CPU goes, {megapixels} MP {image_format} (cProfile, ms per check):")
+        for stage, ms in breakdown(make_photos.noisy_photo(int(megapixels), image_format)).items():
+            print(f"  {stage:<40} {ms:>7.1f}")
 
 
 if __name__ == "__main__":

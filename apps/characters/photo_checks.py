@@ -25,9 +25,13 @@ project's limits passes them in:
    not wash a small face out as a global histogram equalisation does). `frontalface_default` proposes
    faces of at least 8% of the shorter side, and a proposal counts as a face only when `frontalface_alt2`
    finds the same face (IoU >= 0.4) and the two cascades' neighbour counts add up to `_MIN_SCORE`, or when
-   the first alone is very sure (`_STRONG_NEIGHBOURS`). When that finds nothing, the profile cascade (both
-   directions) runs, then a second pass at 960 px looks for faces too small for the first pass, so a
-   far-away face is reported as `FACE_TOO_SMALL` rather than `NO_FACE`. Every parameter is fixed, so the
+   the first alone is very sure (`_STRONG_NEIGHBOURS`). Large faces are looked for first: windows of 48 px
+   and more, then smaller ones only down to 80% of `second_face_ratio` times the largest face found (a
+   face smaller than that cannot be a second face, and a 12 MP selfie's scan spends a third of its time
+   under 48 px); the windows of both bands are grouped together as one scan groups them. When that finds
+   nothing (the whole range scanned), the profile cascade (both directions) runs, then a second pass at
+   960 px looks for faces too small for the first pass, so a far-away face is reported as
+   `FACE_TOO_SMALL` rather than `NO_FACE`. Every parameter is fixed, so the
    same bytes always give the same verdict. Each thread loads its own cascades (they are not safe to
    share); a worker that wants one core per check calls `cv2.setNumThreads(1)` once.
    - no face -> `NO_FACE` (and `TOO_DARK` / `TOO_BRIGHT` when the whole picture is);
@@ -84,6 +88,7 @@ from __future__ import annotations
 import enum
 import io
 import logging
+import math
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -278,6 +283,9 @@ _MIN_SCORE = 12  # frontal_default + frontal_alt2 neighbours for a confirmed fac
 _STRONG_NEIGHBOURS = 25  # frontal_default alone
 _PROFILE_NEIGHBOURS = 12  # profile cascade alone (it has no second opinion)
 _CONFIRM_IOU = 0.4
+_GROUP_EPS = 0.2  # OpenCV's detectMultiScale groups windows with this
+_GROUP_MARGIN = 0.8
+_LARGE_WINDOW = 48  # px: the first pass scans windows from this size first (OpenCV scans every pixel here)
 _RELATIVE_SCORE = 0.3  # a face scoring under this share of the photo's best face is not counted
 _HASH_REGION = 2.0  # hashed square / face box width
 _SHARPNESS_SIDE = 128
@@ -356,7 +364,7 @@ def check_photo(
     to_original = width / picture.width
 
     # 3. Faces
-    faces, small_only = _find_faces(grey)
+    faces, small_only = _find_faces(grey, second_face_ratio=rules.second_face_ratio)
     if not faces:
         brightness, clipped = _exposure(grey)
         return PhotoVerdict(
@@ -367,9 +375,7 @@ def check_photo(
             clipped=clipped,
             **facts,
         )
-    # Faces far less certain than the best one are the cascades seeing faces in badges and patterns
-    best_score = max(f.score for f in faces)
-    faces = [f for f in faces if f.score >= _RELATIVE_SCORE * best_score]
+    faces = _counted(faces)
     face = faces[0]  # the largest
     significant = [f for f in faces if f.side >= rules.second_face_ratio * face.side]
     face_box = _box(face, to_original)
@@ -508,13 +514,23 @@ def _to_srgb(picture: Image.Image, icc_profile: bytes) -> Image.Image:
     return converted if converted is not None else picture
 
 
-def _find_faces(grey: np.ndarray) -> tuple[list[_Face], bool]:
-    """Faces in `grey`'s pixels, largest first, and whether they were found only by the small-face pass."""
+def _counted(faces: list[_Face]) -> list[_Face]:
+    """The faces that count, largest first: those far less certain than the best one are the cascades
+    seeing faces in badges and patterns."""
+    best_score = max(f.score for f in faces)
+    return [f for f in faces if f.score >= _RELATIVE_SCORE * best_score]
+
+
+def _find_faces(grey: np.ndarray, *, second_face_ratio: float) -> tuple[list[_Face], bool]:
+    """Faces in `grey`'s pixels, largest first, and whether they were found only by the small-face pass.
+
+    Faces smaller than `second_face_ratio` of the largest one neither count nor change the verdict, so the
+    first pass scans for large faces first and for smaller ones only down to that size (`_frontal_faces`)."""
     scale = min(1.0, _DETECT_SIDE / max(grey.shape))
     small = _resized(grey, scale)
     equalised = _equalise(small)
     min_side = max(24, round(min(small.shape) * _MIN_FACE_SHARE))
-    faces = _frontal_faces(equalised, min_side=min_side)
+    faces = _frontal_faces(equalised, min_side=min_side, second_face_ratio=second_face_ratio)
     if not faces:
         faces = _profile_faces(equalised, min_side=min_side)
     if faces:
@@ -543,13 +559,29 @@ def _resized(grey: np.ndarray, scale: float) -> np.ndarray:
 
 
 def _detect(cascade: str, grey: np.ndarray, *, min_side: int, max_side: int = 0) -> list[tuple[tuple, int]]:
-    boxes, neighbours = _cascade(cascade).detectMultiScale2(
+    """The cascade's detections, each with its neighbour count (how many raw windows it groups)."""
+    return _grouped(_windows(cascade, grey, min_side=min_side, max_side=max_side))
+
+
+def _windows(cascade: str, grey: np.ndarray, *, min_side: int, max_side: int = 0) -> list[list[int]]:
+    """The raw windows the cascade accepts, ungrouped (minNeighbors=0), at window sizes from `min_side` to
+    `max_side` (0: no limit). Each scale's windows do not depend on the other scales scanned, so windows of
+    separate size bands, grouped together, are exactly what one scan of both bands groups."""
+    boxes, _ = _cascade(cascade).detectMultiScale2(
         grey,
         scaleFactor=_SCALE_FACTOR,
-        minNeighbors=_MIN_NEIGHBOURS,
+        minNeighbors=0,
         minSize=(min_side, min_side),
         maxSize=(max_side, max_side),
     )
+    return [[int(v) for v in box] for box in boxes]
+
+
+def _grouped(windows: list[list[int]]) -> list[tuple[tuple, int]]:
+    """OpenCV's grouping of raw windows (what detectMultiScale does with minNeighbors), most certain first."""
+    if not windows:
+        return []
+    boxes, neighbours = cv2.groupRectangles(windows, _MIN_NEIGHBOURS, _GROUP_EPS)
     found = [(tuple(int(v) for v in box), int(n)) for box, n in zip(boxes, neighbours, strict=True)]
     return sorted(found, key=lambda item: (-item[1], item[0]))
 
@@ -565,26 +597,66 @@ def _iou(a: tuple, b: tuple) -> float:
     return inter / (aw * ah + bw * bh - inter)
 
 
-def _frontal_faces(grey: np.ndarray, *, min_side: int, max_side: int = 0) -> list[_Face]:
-    """Proposals of the default frontal cascade, each confirmed by alt2 on the region around it."""
-    faces: list[_Face] = []
-    for box, neighbours in _detect("frontalface_default", grey, min_side=min_side, max_side=max_side):
-        x, y, w, h = box
-        pad = w // 2
-        x0, y0 = max(0, x - pad), max(0, y - pad)
-        roi = grey[y0 : min(grey.shape[0], y + h + pad), x0 : min(grey.shape[1], x + w + pad)]
-        limit = min(roi.shape[:2])
-        second = [
-            n
-            for (bx, by, bw, bh), n in _detect(
-                "frontalface_alt2", roi, min_side=max(20, int(w * 0.6)), max_side=min(limit, int(w * 1.6))
-            )
-            if _iou((bx + x0, by + y0, bw, bh), box) >= _CONFIRM_IOU
-        ]
-        score = neighbours + max(second, default=0)
-        if (second and score >= _MIN_SCORE) or neighbours >= _STRONG_NEIGHBOURS:
-            faces.append(_Face(x, y, w, score))
+def _frontal_faces(
+    grey: np.ndarray, *, min_side: int, max_side: int = 0, second_face_ratio: float | None = None
+) -> list[_Face]:
+    """Proposals of the default frontal cascade, each confirmed by alt2 on the region around it.
+
+    With `second_face_ratio`, large faces first: windows of at least `_LARGE_WINDOW` px are scanned, and
+    smaller ones only down to `second_face_ratio` of the largest face that counts (all the way down to
+    `min_side` when none does); smaller faces cannot be a second face (a third of the cost of a selfie's
+    scan is the windows under 48 px). The two bands' windows are grouped together as one scan groups them,
+    so the faces found are those a scan from `min_side` finds, less the smaller ones. What could still
+    differ: a face below the bound scoring over three times the largest one (`_RELATIVE_SCORE`), or a
+    group gathering windows from below it; neither happens on the verdict corpus (every field identical)."""
+    confirmed: dict[tuple, _Face | None] = {}  # alt2's verdict per proposal, when grouping is redone
+    if second_face_ratio is None or max_side or min_side >= _LARGE_WINDOW:
+        return _confirmed(
+            grey, _windows("frontalface_default", grey, min_side=min_side, max_side=max_side), confirmed
+        )
+    windows = _windows("frontalface_default", grey, min_side=_LARGE_WINDOW)
+    faces = _confirmed(grey, windows, confirmed)
+    # OpenCV groups windows whose edges lie within 20% of the smaller one's size, so a face's group may
+    # gather windows smaller than the face: windows down to 80% of the smallest face that counts are scanned.
+    smallest = math.floor(_GROUP_MARGIN * second_face_ratio * _counted(faces)[0].side) if faces else min_side
+    if max(min_side, smallest) < _LARGE_WINDOW:
+        windows += _windows(
+            "frontalface_default", grey, min_side=max(min_side, smallest), max_side=_LARGE_WINDOW - 1
+        )
+        faces = _confirmed(grey, windows, confirmed)
+    return faces
+
+
+def _confirmed(
+    grey: np.ndarray, windows: list[list[int]], confirmed: dict[tuple, _Face | None]
+) -> list[_Face]:
+    """The default cascade's grouped windows that alt2 confirms (`confirmed` remembers its verdicts)."""
+    faces = []
+    for proposal in _grouped(windows):
+        if proposal not in confirmed:
+            confirmed[proposal] = _confirm(grey, *proposal)
+        if confirmed[proposal] is not None:
+            faces.append(confirmed[proposal])
     return _distinct(faces)
+
+
+def _confirm(grey: np.ndarray, box: tuple, neighbours: int) -> _Face | None:
+    x, y, w, h = box
+    pad = w // 2
+    x0, y0 = max(0, x - pad), max(0, y - pad)
+    roi = grey[y0 : min(grey.shape[0], y + h + pad), x0 : min(grey.shape[1], x + w + pad)]
+    limit = min(roi.shape[:2])
+    second = [
+        n
+        for (bx, by, bw, bh), n in _detect(
+            "frontalface_alt2", roi, min_side=max(20, int(w * 0.6)), max_side=min(limit, int(w * 1.6))
+        )
+        if _iou((bx + x0, by + y0, bw, bh), box) >= _CONFIRM_IOU
+    ]
+    score = neighbours + max(second, default=0)
+    if (second and score >= _MIN_SCORE) or neighbours >= _STRONG_NEIGHBOURS:
+        return _Face(x, y, w, score)
+    return None
 
 
 def _profile_faces(grey: np.ndarray, *, min_side: int) -> list[_Face]:

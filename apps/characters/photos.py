@@ -67,6 +67,23 @@ def photo_rules() -> PhotoRules:
     return PhotoRules(max_bytes=settings.UPLOAD_MAX_BYTES, max_pixels=settings.UPLOAD_MAX_PIXELS)
 
 
+def check_stored_photo(key: str, *, rules: PhotoRules) -> PhotoVerdict:
+    """The verdict on the photo stored under `key` (a Soul ID photo's upload, a generation's selfie): read
+    at most `rules.max_bytes` and check it. A larger object is TOO_LARGE, a missing one UNREADABLE, and so
+    is a file that breaks a decoder: the file's fault, not a server error (logged), and never left pending."""
+    try:
+        data = get_storage().read(key, max_bytes=rules.max_bytes)
+    except ObjectTooLarge:
+        return PhotoVerdict(accepted=False, reasons=[Reason.TOO_LARGE])
+    except ObjectNotFound:
+        return PhotoVerdict(accepted=False, reasons=[Reason.UNREADABLE])
+    try:
+        return check_photo(data, rules=rules)
+    except Exception:
+        logger.exception("checking the photo stored under %s failed; refused as unreadable", key)
+        return PhotoVerdict(accepted=False, reasons=[Reason.UNREADABLE])
+
+
 # --- Create -----------------------------------------------------------------------------------------
 
 
@@ -298,19 +315,7 @@ def character_photo_check(*, photo_id) -> str:
     if photo is None or photo.status != PhotoStatus.PENDING:
         return "skipped"
     storage = get_storage()
-    rules = photo_rules()
-    try:
-        data = storage.read(photo.upload_key, max_bytes=rules.max_bytes)
-    except ObjectTooLarge:
-        verdict = PhotoVerdict(accepted=False, reasons=[Reason.TOO_LARGE])
-    except ObjectNotFound:
-        verdict = PhotoVerdict(accepted=False, reasons=[Reason.UNREADABLE])
-    else:
-        try:
-            verdict = check_photo(data, rules=rules)
-        except Exception:  # a file that breaks a decoder must not leave the photo pending for ever
-            logger.exception("checking Soul ID photo %s failed; rejected as unreadable", photo_id)
-            verdict = PhotoVerdict(accepted=False, reasons=[Reason.UNREADABLE])
+    verdict = check_stored_photo(photo.upload_key, rules=photo_rules())
     with transaction.atomic():
         # Under the character's row lock: a deletion requested meanwhile has marked it DELETING (nothing
         # is written then), and an erasure waits until these outputs are recorded on the photo.

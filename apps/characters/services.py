@@ -22,6 +22,7 @@ from .photos import (
     character_photo_check,
     character_remove_photo,
     character_uploads_request,
+    check_stored_photo,
     photo_rules,
 )
 from .training import character_train
@@ -39,6 +40,7 @@ __all__ = [
     "character_remove_photo",
     "character_train",
     "character_uploads_request",
+    "check_stored_photo",
     "characters_erase_for_user",
     "characters_purge_expired",
     "photo_rules",

@@ -10,16 +10,11 @@ once however often it is used.
 
 from __future__ import annotations
 
-import logging
-
-from apps.characters.photo_checks import PhotoVerdict, Reason, check_photo, reason_message
-from apps.characters.services import photo_rules
+from apps.characters.photo_checks import Reason, reason_message
+from apps.characters.services import check_stored_photo, photo_rules
 from apps.core.errors import UploadInvalid
-from apps.storage.backends import ObjectNotFound, ObjectTooLarge, get_storage
 from apps.storage.models import RejectReason, Upload
 from apps.storage.services import upload_refuse, upload_replace_with_clean
-
-logger = logging.getLogger(__name__)
 
 # The photo checks' reasons as an upload's (the face reasons have the same names).
 _UPLOAD_REASONS = {
@@ -33,18 +28,7 @@ def selfie_check(*, upload: Upload, field: str = "photoUploadId") -> Upload:
     if upload.cleaned_at is not None:
         return upload
     rules = photo_rules()
-    try:
-        data = get_storage().read(upload.key, max_bytes=rules.max_bytes)
-    except ObjectTooLarge:
-        verdict = PhotoVerdict(accepted=False, reasons=[Reason.TOO_LARGE])
-    except ObjectNotFound:
-        verdict = PhotoVerdict(accepted=False, reasons=[Reason.UNREADABLE])
-    else:
-        try:
-            verdict = check_photo(data, rules=rules)
-        except Exception:  # a file that breaks a decoder is the file's fault, not a server error
-            logger.exception("checking selfie %s failed; refused as unreadable", upload.pk)
-            verdict = PhotoVerdict(accepted=False, reasons=[Reason.UNREADABLE])
+    verdict = check_stored_photo(upload.key, rules=rules)
     if verdict.accepted:
         width, height = verdict.clean_size
         return upload_replace_with_clean(

@@ -175,6 +175,15 @@ def test_a_badge_the_cascades_take_for_a_face_is_not_a_second_face():
     assert result.face_count == 1
 
 
+@pytest.mark.parametrize(("second", "reasons"), [(0.45, []), (0.55, [Reason.MULTIPLE_FACES])])
+def test_a_second_face_counts_from_half_the_width_of_the_first(second, reasons):
+    # The first face is about 72 px where the cascades look, so a second one of half its width is under
+    # the 48 px at which the scan for large faces stops: it is found by the scan for smaller ones.
+    result = check_photo(make_photos.two_heads_jpeg(second), outputs=False)
+    assert result.reasons == reasons
+    assert result.face_count == (2 if reasons else 1)
+
+
 def test_a_completely_dark_photo_without_a_face_says_both():
     data = make_photos.encode(make_photos.scaled_light(make_photos.landscape(), 0.12))
     assert check_photo(data).reasons == [Reason.NO_FACE, Reason.TOO_DARK]
