@@ -10,10 +10,10 @@ Multiprocess-safe: with PROMETHEUS_MULTIPROC_DIR set (several server or worker p
 files in that folder and `exposition_registry` reads every process's; without it, this process's own. A
 scrape reaches one process of several behind one port (`serve --web-processes N` sets the folder), so
 per-process registries would answer with whichever process took the scrape. Counters of a process that
-ended stay in the sums (they never go back); its live gauges (open websockets, messages in progress) are
-dropped when it is gone, which `mark_process_dead` does in gunicorn's child-exit hook and which uvicorn's
-supervisor has no hook for, so the scrape checks the processes of the folder's files itself (the folder is
-per host, and so are process ids).
+ended stay in the sums (they never go back); its live gauges (open websockets, messages in progress) must
+go. prometheus-client's `mark_process_dead` drops them, called from gunicorn's child-exit hook in its docs;
+uvicorn's supervisor has no such hook, so each scrape drops the live gauges of the folder's processes that
+no longer exist (the folder is per host, like process ids).
 """
 
 from __future__ import annotations
