@@ -210,6 +210,15 @@ def processes_from_env(default: str = "1") -> list[int]:
     return counts
 
 
+def machine_cpu_ticks() -> tuple[int, int]:
+    """(busy, total) clock ticks of all the machine's cores since boot (/proc/stat): the share of the
+    machine a measurement left idle shows whether more server processes could have had a core."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    total = sum(fields[:8])  # user nice system idle iowait irq softirq steal (guest is inside user)
+    return total - idle, total
+
+
 def process_cpu_seconds(pid: int | None = None) -> float:
     """User + system CPU time of a process (Linux /proc), all its threads included."""
     if pid is None:

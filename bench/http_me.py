@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _stack import (  # noqa: E402
     Server,
     describe_machine,
+    machine_cpu_ticks,
     percentile,
     process_cpu_seconds,
     processes_from_env,
@@ -57,6 +58,8 @@ class Totals:
     elapsed: float = 0.0
     server_cpu: float = 0.0
     client_cpu: float = 0.0
+    machine_busy: int = 0  # clock ticks, all cores
+    machine_total: int = 0
 
     @property
     def count(self) -> int:
@@ -114,9 +117,13 @@ async def _run(server: Server, token: str) -> list[Totals]:
         for round_ in range(ROUNDS):
             for total, (name, send) in zip(totals, endpoints, strict=True):
                 server_cpu, client_cpu = server.cpu_seconds(), process_cpu_seconds()
+                busy, ticks = machine_cpu_ticks()
                 latencies, elapsed = await _drive(send, SECONDS)
                 total.server_cpu += server.cpu_seconds() - server_cpu
                 total.client_cpu += process_cpu_seconds() - client_cpu
+                busy_after, ticks_after = machine_cpu_ticks()
+                total.machine_busy += busy_after - busy
+                total.machine_total += ticks_after - ticks
                 total.latencies += latencies
                 total.elapsed += elapsed
                 print(f"  round {round_ + 1}: {name:<26} {len(latencies) / elapsed:8.0f} req/s")
@@ -129,11 +136,12 @@ class Row:
     p50: float
     p99: float
     cpu: float  # server CPU ms per request
+    busy: float  # share of the machine's cores busy meanwhile (everything on it, not only the benchmark)
 
-    HEADER = f"{'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'server CPU ms/req':>18}"
+    HEADER = f"{'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'server CPU ms/req':>18} {'cores busy':>10}"
 
     def __str__(self) -> str:
-        return f"{self.rps:>8.0f} {self.p50:>8.2f} {self.p99:>8.2f} {self.cpu:>18.3f}"
+        return f"{self.rps:>8.0f} {self.p50:>8.2f} {self.p99:>8.2f} {self.cpu:>18.3f} {self.busy:>10.0%}"
 
 
 def measure(env: dict[str, str], processes: int) -> dict[str, Row]:
@@ -152,6 +160,7 @@ def measure(env: dict[str, str], processes: int) -> dict[str, Row]:
             p50=percentile(latencies, 50) * 1000,
             p99=percentile(latencies, 99) * 1000,
             cpu=total.server_cpu / total.count * 1000,
+            busy=total.machine_busy / total.machine_total,
         )
         rows[total.name] = row
         print(f"{total.name:<26} {total.count:>9} {row}")
