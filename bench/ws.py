@@ -3,8 +3,9 @@
     BENCH_DATABASE_URL=postgres://postgres@127.0.0.1:5432/<scratch db> \\
     BENCH_REDIS_URL=redis://127.0.0.1:6379/<scratch db> .venv/bin/python bench/ws.py     # or: make bench
 
-Runs the services mode, as production delivers across processes: one uvicorn process with the Redis channel
-layer and PostgreSQL (the scratch database is migrated; one user is added per run).
+Runs the services mode, as production delivers across processes: one uvicorn process (or several:
+BENCH_PROCESSES, below) with the Redis channel layer and PostgreSQL (the scratch database is migrated; one
+user is added per run).
 
 1. Set-up: 200 connections one after another, each timed from TCP connect to the websocket upgrade, to
    `connection_ack` after `connection_init` (the bearer token is checked against the database), and to the
@@ -16,13 +17,20 @@ layer and PostgreSQL (the scratch database is migrated; one user is added per ru
    so the latency of each delivery is measured from the start of the `credits_grant` call in the publisher
    to its arrival at the client (both on CLOCK_MONOTONIC). Two phases: a paced one (BENCH_WS_RATE events/s,
    default 1, for BENCH_WS_SECONDS, default 10) and a burst (BENCH_WS_BURST events back to back, default
-   20). Printed: deliveries per second, latency p50/p99, deliveries missing 5 s after the last arrival, and
+   20). Printed: deliveries per second, latency p50/p99, deliveries missing 5 s after the last arrival, the
+   sockets that got the phase's last state (a follower that falls behind skips to the latest state), and
    the server's CPU time per delivery.
 
 BENCH_WS_SOCKETS (default 1000) and BENCH_WS_SETUP (default 200) change the counts. The client, the server
 and the publisher share the machine's cores. The server runs with `manage.py serve`'s websocket settings
 (websockets' Sans-I/O protocol, no per-message deflate); BENCH_UVICORN_WS=websockets|wsproto and
 BENCH_WS_DEFLATE=1 (deflate offered by the clients and accepted) compare others.
+
+Scaling out: BENCH_PROCESSES=1,2 runs all of it against a server of 1, then of 2 processes (uvicorn workers
+on one port, as `manage.py serve --web-processes N` starts them) and prints both rows and their ratio. The
+kernel hands each of the 1,000 connections to one process (printed: sockets per process); the publisher is
+a process of its own, so with 2 every event crosses Redis to both server processes, and the deliveries
+missing are counted per server process.
 """
 
 from __future__ import annotations
@@ -36,10 +44,19 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _stack import ROOT, Server, describe_machine, percentile, server_env, sign_up  # noqa: E402
+from _stack import (  # noqa: E402
+    ROOT,
+    Server,
+    describe_machine,
+    percentile,
+    processes_from_env,
+    server_env,
+    sign_up,
+)
 
 SETUP_CONNECTIONS = int(os.environ.get("BENCH_WS_SETUP", "200"))
 SOCKETS = int(os.environ.get("BENCH_WS_SOCKETS", "1000"))
@@ -83,7 +100,7 @@ async def _open(url: str, token: str):
     return ws, opened - started, acked - opened, done - acked, balance
 
 
-async def setup_latency(url: str, token: str) -> None:
+async def setup_latency(url: str, token: str) -> list[float]:
     opens, acks, firsts, totals = [], [], [], []
     for _ in range(SETUP_CONNECTIONS):
         started = time.perf_counter()
@@ -98,22 +115,25 @@ async def setup_latency(url: str, token: str) -> None:
     print(f"   connection_init -> ack           {_ms(acks)}")
     print(f"   subscribe -> first result        {_ms(firsts)}")
     print(f"   total, connect -> first result   {_ms(totals)}")
+    return totals
 
 
 class Fanout:
     def __init__(self) -> None:
-        self.received: list[tuple[int, float]] = []  # (balance, monotonic arrival)
+        self.received: list[tuple[int, float, int]] = []  # (balance, monotonic arrival, server pid)
         self.sockets: list = []
         self.readers: list[asyncio.Task] = []
         self.closed: list[str] = []  # sockets that ended while subscribed, and why
         self.other: list = []  # messages other than wallet results (errors, completes)
+        self.pid_of: dict[int, int] = {}  # id(socket): the server process holding it
+        self.per_process: collections.Counter[int] = collections.Counter()  # sockets per server process
 
-    async def open_all(self, url: str, token: str) -> int:
+    async def open_all(self, server: Server, token: str) -> int:
         gate = asyncio.Semaphore(OPEN_CONCURRENCY)
 
         async def one():
             async with gate:
-                return await _open(url, token)
+                return await _open(server.ws_url, token)
 
         started = time.perf_counter()
         opened = await asyncio.gather(*(one() for _ in range(SOCKETS)))
@@ -121,17 +141,23 @@ class Fanout:
         self.sockets = [ws for ws, *_ in opened]
         balances = {balance for *_, balance in opened}
         print(f"\n2. Fan-out: {SOCKETS} sockets of one user subscribed to walletUpdated in {elapsed:.1f} s")
-        self.readers = [asyncio.create_task(self._read(ws)) for ws in self.sockets]
+        pid_by_port = server.pid_by_client_port()
+        self.pid_of = {id(ws): pid_by_port.get(ws.local_address[1], 0) for ws in self.sockets}
+        self.per_process = collections.Counter(self.pid_of.values())
+        if server.processes > 1:
+            spread = " / ".join(str(self.per_process[pid]) for pid in server.web_pids)
+            print(f"   sockets per server process: {spread}")
+        self.readers = [asyncio.create_task(self._read(ws, self.pid_of[id(ws)])) for ws in self.sockets]
         return max(balances)
 
-    async def _read(self, ws) -> None:
+    async def _read(self, ws, pid: int) -> None:
         record = self.received.append
         try:
             async for message in ws:
                 arrived = time.monotonic()
                 match = BALANCE.search(message if isinstance(message, bytes) else message.encode())
                 if match:
-                    record((int(match.group(1)), arrived))
+                    record((int(match.group(1)), arrived, pid))
                 else:
                     self.other.append(message[:300])
         except Exception as exc:  # noqa: BLE001 - a closed socket ends its reader
@@ -169,17 +195,27 @@ async def _publish(user_id: str, events: int, rate: float) -> dict[int, float]:
     return published
 
 
+@dataclass
+class Phase:
+    deliveries_per_s: float
+    p50_ms: float
+    p99_ms: float
+    missing: int
+    without_last: int  # sockets that never got the phase's last state
+    cpu_us: float  # server CPU per delivery
+
+
 async def fanout_phase(
     fanout: Fanout, server: Server, user_id: str, name: str, events: int, rate: float
-) -> None:
+) -> Phase:
     already = len(fanout.received)
     cpu_before = server.cpu_seconds()
     published = await _publish(user_id, events, rate)
     expected = len(published) * len(fanout.sockets)
 
-    def counted() -> list[tuple[int, float]]:
+    def counted() -> list[tuple[int, float, int]]:
         # Only this phase's events: the publisher's warm-up grant reaches every socket too.
-        return [(b, t) for b, t in fanout.received[already:] if b in published]
+        return [(b, t, pid) for b, t, pid in fanout.received[already:] if b in published]
 
     # Wait for every delivery, or until nothing has arrived for 5 s.
     deadline = time.monotonic() + 120
@@ -192,38 +228,64 @@ async def fanout_phase(
             break
     deliveries = counted()
     server_cpu = server.cpu_seconds() - cpu_before
-    latencies = [t - published[b] for b, t in deliveries]
+    latencies = sorted(t - published[b] for b, t, _ in deliveries)
     first_publish = min(published.values())
-    span = max(t for _, t in deliveries) - first_publish
+    span = max(t for _, t, _ in deliveries) - first_publish
     rate_label = "back to back" if rate <= 0 else f"{rate:g}/s"
     print(f"   {name}: {len(published)} events ({rate_label}) x {len(fanout.sockets)} sockets")
     print(
         f"      delivered {len(deliveries)} of {expected} ({expected - len(deliveries)} missing) in "
         f"{span:.2f} s = {len(deliveries) / span:,.0f} deliveries/s"
     )
+    # A follower reads the wallet's state for each message, so one that falls behind sends the latest
+    # state and skips the ones between (coalescing): what must reach every socket is the last one.
+    last = max(published)
+    current = collections.Counter(pid for b, _, pid in deliveries if b == last)
+    if server.processes > 1:
+        reached = collections.Counter(pid for _, _, pid in deliveries)
+        missing = [len(published) * fanout.per_process[pid] - reached[pid] for pid in server.web_pids]
+        print(f"      missing per server process: {' / '.join(map(str, missing))}")
+    spread = " / ".join(f"{current[pid]} of {fanout.per_process[pid]}" for pid in server.web_pids)
+    print(f"      sockets that got the last state, per server process: {spread}")
     print(
         f"      latency from credits_grant() to the client: {_ms(latencies)}, "
         f"max {max(latencies) * 1000:.0f} ms"
     )
     print(f"      server CPU {server_cpu:.2f} s = {server_cpu / len(deliveries) * 1e6:.0f} us per delivery")
-    per_event = collections.Counter(b for b, _ in deliveries)
+    per_event = collections.Counter(b for b, _, _ in deliveries)
     short = {b: per_event.get(b, 0) for b in sorted(published) if per_event.get(b, 0) < len(fanout.sockets)}
     if short:
         print(f"      events not delivered to every socket (balance: sockets reached): {short}")
     if fanout.closed or fanout.other:
         print(f"      sockets closed so far: {len(fanout.closed)} {sorted(set(fanout.closed))[:3]}")
         print(f"      other messages so far: {len(fanout.other)} {fanout.other[:2]}")
+    return Phase(
+        deliveries_per_s=len(deliveries) / span,
+        p50_ms=percentile(latencies, 50) * 1000,
+        p99_ms=percentile(latencies, 99) * 1000,
+        missing=expected - len(deliveries),
+        without_last=len(fanout.sockets) - sum(current.values()),
+        cpu_us=server_cpu / len(deliveries) * 1e6,
+    )
 
 
-async def run_client(server: Server, token: str, user_id: str) -> None:
-    await setup_latency(server.ws_url, token)
+@dataclass
+class Result:
+    setup: list[float]  # seconds, connect -> first result
+    paced: Phase
+    burst: Phase
+
+
+async def run_client(server: Server, token: str, user_id: str) -> Result:
+    setup = await setup_latency(server.ws_url, token)
     fanout = Fanout()
-    await fanout.open_all(server.ws_url, token)
+    await fanout.open_all(server, token)
     try:
-        await fanout_phase(fanout, server, user_id, "paced", int(RATE * PACED_SECONDS), RATE)
-        await fanout_phase(fanout, server, user_id, "burst", BURST, 0)
+        paced = await fanout_phase(fanout, server, user_id, "paced", int(RATE * PACED_SECONDS), RATE)
+        burst = await fanout_phase(fanout, server, user_id, "burst", BURST, 0)
     finally:
         await fanout.close()
+    return Result(setup=setup, paced=paced, burst=burst)
 
 
 # --- Publisher process -----------------------------------------------------------------------------------
@@ -260,17 +322,54 @@ def main() -> None:
         sys.exit(
             "set BENCH_DATABASE_URL (a scratch PostgreSQL database) and BENCH_REDIS_URL (a scratch Redis db)"
         )
+    counts = processes_from_env()
     print(
         f"bench/ws.py: {describe_machine()}; services mode (PostgreSQL + Redis channel layer), "
-        "one server process"
+        f"server processes: {', '.join(map(str, counts))}"
     )
+    results: dict[int, Result] = {}
     with tempfile.TemporaryDirectory(prefix="bench-ws-") as var_dir:
         env = server_env(Path(var_dir), DATABASE_URL=database_url, REDIS_URL=redis_url)
-        with Server(env) as server:
-            auth = sign_up(server.url, f"bench-ws-{uuid.uuid4().hex[:8]}@example.com")
-            user_id = _user_pk(auth["user"]["id"])
-            os.environ.update(env)  # the publisher process shares the database and channel layer
-            asyncio.run(run_client(server, auth["accessToken"], user_id))
+        os.environ.update(env)  # the publisher process shares the database and channel layer
+        for processes in counts:
+            if len(counts) > 1:
+                print(f"\n== {processes} server process{'es' if processes > 1 else ''} ==")
+            with Server(env, processes=processes) as server:
+                auth = sign_up(server.url, f"bench-ws-{uuid.uuid4().hex[:8]}@example.com")
+                user_id = _user_pk(auth["user"]["id"])
+                results[processes] = asyncio.run(run_client(server, auth["accessToken"], user_id))
+    if len(results) > 1:
+        print_scaling(results)
+
+
+def print_scaling(results: dict[int, Result]) -> None:
+    print(f"\nScaling out ({SOCKETS} sockets; the client and the publisher share the machine's cores):")
+    print(
+        f"{'processes':>9}  {'set-up p50/p99 ms':>17}  "
+        f"{'phase':<6} {'deliveries/s':>12} {'p50 ms':>8} {'p99 ms':>8} {'missing':>7} "
+        f"{'no last state':>13} {'CPU us/delivery':>15}"
+    )
+    for processes, result in results.items():
+        setup = sorted(result.setup)
+        setup_ms = f"{percentile(setup, 50) * 1000:.1f} / {percentile(setup, 99) * 1000:.1f}"
+        for name, phase in (("paced", result.paced), ("burst", result.burst)):
+            print(
+                f"{processes:>9}  {setup_ms:>17}  {name:<6} {phase.deliveries_per_s:>12,.0f} "
+                f"{phase.p50_ms:>8.1f} {phase.p99_ms:>8.1f} {phase.missing:>7} {phase.without_last:>13} "
+                f"{phase.cpu_us:>15.0f}"
+            )
+    first = min(results)
+    for processes in sorted(results):
+        if processes == first:
+            continue
+        for name in ("paced", "burst"):
+            phase, base = getattr(results[processes], name), getattr(results[first], name)
+            rate = phase.deliveries_per_s / base.deliveries_per_s
+            print(
+                f"{processes} / {first} processes, {name}: deliveries/s {rate:.2f}x, "
+                f"p99 {phase.p99_ms / base.p99_ms:.2f}x, "
+                f"server CPU per delivery {phase.cpu_us / base.cpu_us:.2f}x"
+            )
 
 
 def _user_pk(global_id: str) -> str:

@@ -7,11 +7,18 @@ backend/broker.py). The GPU workers' metrics live in gpu_worker/metrics.py (no D
 embedded mode they share this process, so the server's `/metrics` (backend/metrics.py) shows them too.
 
 Multiprocess-safe: with PROMETHEUS_MULTIPROC_DIR set (several server or worker processes), samples go to
-files in that folder and `exposition_registry` reads every process's; without it, this process's own.
+files in that folder and `exposition_registry` reads every process's; without it, this process's own. A
+scrape reaches one process of several behind one port (`serve --web-processes N` sets the folder), so
+per-process registries would answer with whichever process took the scrape. Counters of a process that
+ended stay in the sums (they never go back); its live gauges (open websockets, messages in progress) must
+go. prometheus-client's `mark_process_dead` drops them, called from gunicorn's child-exit hook in its docs;
+uvicorn's supervisor has no such hook, so each scrape drops the live gauges of the folder's processes that
+no longer exist (the folder is per host, like process ids).
 """
 
 from __future__ import annotations
 
+import glob
 import os
 import re
 import threading
@@ -20,7 +27,7 @@ import time
 import dramatiq
 from dramatiq.middleware import Middleware
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 MESSAGE_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900)
@@ -101,8 +108,46 @@ class DramatiqMetrics(Middleware):
 
 def exposition_registry() -> CollectorRegistry:
     """What this process serves: every process's samples with PROMETHEUS_MULTIPROC_DIR, else its own."""
-    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not path:
         return REGISTRY
     registry = CollectorRegistry()
-    MultiProcessCollector(registry)
+    registry.register(_EveryProcessCollector(path))
     return registry
+
+
+class _EveryProcessCollector(MultiProcessCollector):
+    """prometheus-client's sum of the folder's files, without the live gauges of ended processes."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(None, path=path)
+        self.folder = path
+
+    def collect(self):
+        forget_ended_processes(self.folder)
+        return super().collect()
+
+
+_LIVE_GAUGE_FILE = re.compile(r"^gauge_live[a-z]+_(\d+)\.db$")
+
+
+def forget_ended_processes(path: str) -> list[int]:
+    """Drops the live gauges of processes that have ended (their files in `path`); returns their ids."""
+    ended = set()
+    for name in map(os.path.basename, glob.glob(os.path.join(path, "gauge_live*_*.db"))):
+        match = _LIVE_GAUGE_FILE.match(name)
+        if match and not _process_exists(int(match.group(1))):
+            ended.add(int(match.group(1)))
+    for pid in ended:
+        mark_process_dead(pid, path)
+    return sorted(ended)
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True

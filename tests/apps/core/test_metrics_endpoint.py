@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from django.test import override_settings
 from prometheus_client.parser import text_string_to_metric_families
 
+ROOT = Path(__file__).resolve().parents[3]
 TOKEN = "a-scraper-token-of-more-than-32-characters"
 
 
@@ -42,3 +47,50 @@ def test_metrics_answer_the_bearer_of_the_token(client):
     assert response.status_code == 200
     assert "graphql_operations" in _families(response)
     assert client.post("/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}").status_code == 405
+
+
+# A process that counts one `me` query and one open websocket, then waits for its stdin to close.
+_ONE_PROCESS = (
+    "import sys; from apps.core.metrics import GRAPHQL_OPERATIONS, WEBSOCKETS;"
+    "GRAPHQL_OPERATIONS.labels(operation='me', type='query').inc(); WEBSOCKETS.inc();"
+    "print('counted', flush=True); sys.stdin.read()"
+)
+
+
+@override_settings(METRICS_TOKEN="")
+def test_metrics_sum_every_process_and_forget_the_open_websockets_of_one_that_ended(
+    client, monkeypatch, tmp_path
+):
+    """Several server processes (`serve --web-processes N`) share PROMETHEUS_MULTIPROC_DIR: a scrape of any
+    one sums them all; a process that ended (no hook told prometheus-client) keeps its counts, not its
+    sockets."""
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", _ONE_PROCESS],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    try:
+        for process in processes:
+            assert process.stdout.readline() == "counted\n"
+        ended, running = processes
+        ended.communicate(timeout=30)
+
+        samples = {
+            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(client.get("/metrics").content.decode())
+            for sample in family.samples
+        }
+        assert samples[("websocket_connections", ())] == 1
+        assert samples[("graphql_operations_total", (("operation", "me"), ("type", "query")))] == 2
+        assert not list(tmp_path.glob(f"gauge_live*_{ended.pid}.db"))
+        assert list(tmp_path.glob(f"gauge_live*_{running.pid}.db"))
+    finally:
+        for process in processes:
+            process.kill()
+            process.wait()
