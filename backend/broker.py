@@ -18,6 +18,7 @@ from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import Middleware, Retries
 
 from apps.core.metrics import DramatiqMetrics
+from gpu_worker.contract import QUEUE_JOB_EVENTS
 from gpu_worker.log_context import LogContextMiddleware
 
 
@@ -35,9 +36,22 @@ class DjangoDbConnectionsMiddleware(Middleware):
         connections.close_all()
 
 
+class PromptEventsRedisBroker(RedisBroker):
+    """A RedisBroker whose consumer of the GPU workers' job events polls at most every
+    `JOB_EVENTS_POLL_MS` while idle. Redis consumers in Dramatiq poll with an exponential backoff up to the
+    worker timeout (1 s): after a quiet moment a progress event waited up to a second before a backend
+    worker fetched it (p99 about 250 ms from the GPU worker's emit to the websocket, bench/README.md).
+    The other queues keep the worker timeout; an idle poll of this one is one Lua call to Redis."""
+
+    def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000):
+        if queue_name == QUEUE_JOB_EVENTS:
+            timeout = min(timeout, settings.JOB_EVENTS_POLL_MS)
+        return super().consume(queue_name, prefetch, timeout)
+
+
 def build_broker(kind: str, redis_url: str = "") -> dramatiq.Broker:
     if kind == "redis":
-        broker: dramatiq.Broker = RedisBroker(url=redis_url)
+        broker: dramatiq.Broker = PromptEventsRedisBroker(url=redis_url)
     elif kind == "stub":
         broker = StubBroker()
         broker.emit_after("process_boot")

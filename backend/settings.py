@@ -185,6 +185,9 @@ DRAMATIQ_BROKER = "redis" if REDIS_URL else "stub"
 # In the embedded mode the ASGI server runs the Django queues itself; EMBEDDED_WORKER=0 turns it off.
 EMBEDDED_WORKER = env_bool("EMBEDDED_WORKER", DRAMATIQ_BROKER == "stub")
 DRAMATIQ_WORKER_THREADS = env_int("DRAMATIQ_WORKER_THREADS", 4)
+# How long an idle backend worker waits at most before it polls the GPU workers' job events again (the
+# other queues: Dramatiq's worker timeout, 1 s). Progress reaches the app this much later at worst.
+JOB_EVENTS_POLL_MS = env_int("JOB_EVENTS_POLL_MS", 20)
 
 if REDIS_URL:
     CHANNEL_LAYERS = {

@@ -3,14 +3,15 @@
     .venv/bin/python bench/http_me.py            # or: make bench
 
 Starts the embedded stack (SQLite, in-process broker, in a temporary VAR_DIR) under uvicorn with
-BENCH_ENDPOINTS=1, signs up one user, then drives 20 concurrent keep-alive clients (httpx, async) at
+BENCH_ENDPOINTS=1, signs up one user, then drives 20 concurrent keep-alive connections at
     POST /graphql   {"query": "{ me { id email credits } }"}      Authorization: Bearer <token>
     GET  /bench/me  (backend/bench_views.py: same data, same auth, same two reads)
 in alternating rounds, and prints requests/s, p50/p99 latency and the server's CPU time per request.
 
 Environment: BENCH_SECONDS (per round and endpoint, default 8), BENCH_ROUNDS (default 2),
 BENCH_CONCURRENCY (default 20), BENCH_PYSPY=<prefix> (py-spy samples of the server during each endpoint's
-first round, in <prefix>.graphql.txt and <prefix>.plain.txt; summarize with bench/stacks.py). The client
+first round, in <prefix>.graphql.txt and <prefix>.plain.txt; summarize with bench/stacks.py), BENCH_CLIENT
+(`lean`, the default: bench/_client.py, about 0.2 ms of CPU per request; `httpx`: about 1.6 ms). The client
 runs on the same machine as the server: on a small machine the two compete for cores, so the server CPU per
 request is the steadier figure.
 
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -37,6 +39,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _client import Connection, encode_request  # noqa: E402
 from _stack import (  # noqa: E402
     Server,
     describe_machine,
@@ -51,6 +54,7 @@ from _stack import (  # noqa: E402
 SECONDS = float(os.environ.get("BENCH_SECONDS", "8"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "2"))
 CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "20"))
+CLIENT = os.environ.get("BENCH_CLIENT", "lean")  # lean (bench/_client.py) | httpx
 WARMUP_SECONDS = 2.0
 ME_QUERY = "{ me { id email credits } }"
 
@@ -70,28 +74,46 @@ class Totals:
         return len(self.latencies)
 
 
-def _graphql(client: httpx.AsyncClient, url: str, token: str):
-    headers = {"Authorization": f"Bearer {token}"}
-    body = {"query": ME_QUERY}
-    return lambda: client.post(f"{url}/graphql", json=body, headers=headers)
+def _requests(url: str, token: str) -> list[tuple[str, tuple[str, str, dict[str, str], bytes]]]:
+    auth = {"Authorization": f"Bearer {token}"}
+    body = json.dumps({"query": ME_QUERY}).encode()
+    json_auth = {"Content-Type": "application/json", **auth}
+    return [
+        ("GraphQL POST /graphql me", ("POST", f"{url}/graphql", json_auth, body)),
+        ("Django GET /bench/me", ("GET", f"{url}/bench/me", auth, b"")),
+    ]
 
 
-def _plain(client: httpx.AsyncClient, url: str, token: str):
-    headers = {"Authorization": f"Bearer {token}"}
-    return lambda: client.get(f"{url}/bench/me", headers=headers)
+def _sender(client: httpx.AsyncClient, request: tuple[str, str, dict[str, str], bytes]):
+    """A factory of (send, close) for one client task: a lean connection of its own (bench/_client.py), or
+    the shared httpx client with BENCH_CLIENT=httpx."""
+    method, url, headers, body = request
+    if CLIENT == "httpx":
+        return lambda: (lambda: client.request(method, url, headers=headers, content=body), lambda: None)
+    host, port, raw = encode_request(method, url, headers, body)
+
+    def connect():
+        connection = Connection(host, port)
+        return (lambda: connection.send(raw)), connection.close
+
+    return connect
 
 
-async def _drive(send, seconds: float) -> tuple[list[float], float]:
+async def _drive(sender, seconds: float) -> tuple[list[float], float]:
     latencies: list[float] = []
     deadline = time.perf_counter() + seconds
 
     async def worker() -> None:
-        while time.perf_counter() < deadline:
-            started = time.perf_counter()
-            response = await send()
-            latencies.append(time.perf_counter() - started)
-            if response.status_code != 200:
-                raise RuntimeError(f"{response.status_code}: {response.text[:200]}")
+        send, close = sender()
+        try:
+            while time.perf_counter() < deadline:
+                started = time.perf_counter()
+                response = await send()
+                latencies.append(time.perf_counter() - started)
+                if response.status_code != 200:
+                    raise RuntimeError(f"{response.status_code}: {response.text[:200]}")
+        finally:
+            close()
 
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
@@ -121,12 +143,13 @@ def sampled(server: Server, name: str, round_: int):
 async def _run(server: Server, token: str) -> list[Totals]:
     limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
     async with httpx.AsyncClient(limits=limits, timeout=30) as client:
-        endpoints = [
-            ("GraphQL POST /graphql me", _graphql(client, server.url, token)),
-            ("Django GET /bench/me", _plain(client, server.url, token)),
-        ]
+        endpoints = [(name, _sender(client, request)) for name, request in _requests(server.url, token)]
         # Same answer from both, or the comparison means nothing.
-        answers = [(await send()).json() for _, send in endpoints]
+        answers = []
+        for _, sender in endpoints:
+            send, close = sender()
+            answers.append((await send()).json())
+            close()
         if answers[0] != answers[1] or not answers[0]["data"]["me"]:
             raise RuntimeError(f"the two endpoints disagree: {answers}")
         print(f"both answer {answers[0]}")

@@ -8,6 +8,7 @@ import time
 import dramatiq
 import pytest
 from django.db import transaction
+from dramatiq.brokers.redis import RedisBroker
 
 from apps.accounts.models import Device, User
 from apps.core.queues import QUEUE_DEFAULT
@@ -41,7 +42,7 @@ def _waiting(queue_name: str) -> list[dramatiq.Message]:
 @pytest.fixture
 def broker():
     broker = dramatiq.get_broker()
-    assert type(broker).__name__ == "RedisBroker"
+    assert isinstance(broker, RedisBroker)
     broker.flush_all()
     yield broker
     broker.flush_all()

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import dramatiq
 import pytest
 from django.db import connection, transaction
+from dramatiq.brokers.redis import RedisBroker
 
 from apps.accounts.models import User
 from apps.core.queues import DJANGO_QUEUES
@@ -96,7 +97,7 @@ class WorkerProcess:
 @pytest.fixture(params=[WORKER, WORKER_WITH_GPU_LANES_DECLARED], ids=["as-deployed", "gpu-lanes-declared"])
 def worker_process(request, tmp_path) -> Iterator[WorkerProcess]:
     broker = dramatiq.get_broker()
-    assert type(broker).__name__ == "RedisBroker"
+    assert isinstance(broker, RedisBroker)
     queues = {*DJANGO_QUEUES, *GPU_QUEUES}
     for queue in queues:
         broker.flush(queue)

@@ -7,6 +7,8 @@ from __future__ import annotations
 import dramatiq
 import pytest
 from django.conf import settings
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.brokers.stub import StubBroker
 from dramatiq.cli import make_argument_parser
 
 from apps.core.queues import DJANGO_QUEUES, QUEUE_DEFAULT
@@ -52,12 +54,28 @@ def test_backend_worker_hands_dramatiq_an_explicit_queue_list(monkeypatch):
 
 def test_the_configured_broker_follows_the_settings():
     broker = dramatiq.get_broker()
-    expected = "RedisBroker" if settings.REDIS_URL else "StubBroker"
+    expected = RedisBroker if settings.REDIS_URL else StubBroker
     assert ("redis" if settings.REDIS_URL else "stub") == settings.DRAMATIQ_BROKER
-    assert type(broker).__name__ == expected
+    assert isinstance(broker, expected)
     assert sum(isinstance(m, DjangoDbConnectionsMiddleware) for m in broker.middleware) == 1
 
 
 def test_an_unknown_broker_kind_is_refused():
     with pytest.raises(ValueError, match="rabbitmq"):
         build_broker("rabbitmq")
+
+
+@pytest.mark.services
+def test_idle_backend_workers_poll_job_events_sooner_than_the_other_queues(settings):
+    # Dramatiq's Redis consumers back off up to the worker timeout (1 s) while idle; progress events from
+    # the GPU workers must not wait that long (bench/generations_services.py measures emit -> websocket).
+    import os
+
+    settings.JOB_EVENTS_POLL_MS = 20
+    broker = build_broker("redis", os.environ["REDIS_URL"])
+    try:
+        events = broker.consume(contract.QUEUE_JOB_EVENTS, prefetch=1, timeout=1000)
+        default = broker.consume(QUEUE_DEFAULT, prefetch=1, timeout=1000)
+        assert (events.timeout, default.timeout) == (20, 1000)
+    finally:
+        broker.close()
