@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from urllib.parse import urlsplit
 
 
@@ -84,3 +85,26 @@ class Connection:
 def json_post(url: str, payload: dict, headers: dict[str, str] | None = None) -> tuple[str, int, bytes]:
     body = json.dumps(payload).encode()
     return encode_request("POST", url, {"Content-Type": "application/json", **(headers or {})}, body)
+
+
+async def drive(sender, seconds: float, concurrency: int) -> tuple[list[float], float]:
+    """`concurrency` tasks, each with its own `sender()` -> (send, close), send requests one after another
+    for `seconds`; returns every request's latency and the time it took. A status other than 200 stops it."""
+    latencies: list[float] = []
+    deadline = time.perf_counter() + seconds
+
+    async def worker() -> None:
+        send, close = sender()
+        try:
+            while time.perf_counter() < deadline:
+                started = time.perf_counter()
+                response = await send()
+                latencies.append(time.perf_counter() - started)
+                if response.status_code != 200:
+                    raise RuntimeError(f"{response.status_code}: {response.text[:200]}")
+        finally:
+            close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return latencies, time.perf_counter() - started

@@ -31,7 +31,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +38,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _client import Connection, encode_request  # noqa: E402
+from _client import Connection, drive, encode_request  # noqa: E402
 from _stack import (  # noqa: E402
     Server,
     describe_machine,
@@ -99,27 +98,6 @@ def _sender(client: httpx.AsyncClient, request: tuple[str, str, dict[str, str], 
     return connect
 
 
-async def _drive(sender, seconds: float) -> tuple[list[float], float]:
-    latencies: list[float] = []
-    deadline = time.perf_counter() + seconds
-
-    async def worker() -> None:
-        send, close = sender()
-        try:
-            while time.perf_counter() < deadline:
-                started = time.perf_counter()
-                response = await send()
-                latencies.append(time.perf_counter() - started)
-                if response.status_code != 200:
-                    raise RuntimeError(f"{response.status_code}: {response.text[:200]}")
-        finally:
-            close()
-
-    started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
-    return latencies, time.perf_counter() - started
-
-
 @contextlib.contextmanager
 def sampled(server: Server, name: str, round_: int):
     """BENCH_PYSPY=<prefix>: py-spy samples the server's threads during each endpoint's first round and
@@ -155,7 +133,7 @@ async def _run(server: Server, token: str) -> list[Totals]:
         print(f"both answer {answers[0]}")
 
         for _, send in endpoints:
-            await _drive(send, WARMUP_SECONDS)
+            await drive(send, WARMUP_SECONDS, CONCURRENCY)
         if server.processes > 1:
             held = " / ".join(str(n) for n in server.connections_per_process().values())
             print(f"  keep-alive connections per server process: {held}")
@@ -166,7 +144,7 @@ async def _run(server: Server, token: str) -> list[Totals]:
                 server_cpu, client_cpu = server.cpu_seconds(), process_cpu_seconds()
                 busy, ticks = machine_cpu_ticks()
                 with sampled(server, name, round_):
-                    latencies, elapsed = await _drive(send, SECONDS)
+                    latencies, elapsed = await drive(send, SECONDS, CONCURRENCY)
                 total.server_cpu += server.cpu_seconds() - server_cpu
                 total.client_cpu += process_cpu_seconds() - client_cpu
                 busy_after, ticks_after = machine_cpu_ticks()

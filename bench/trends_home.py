@@ -22,12 +22,12 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _client import drive  # noqa: E402
 from _stack import ROOT, Server, describe_machine, percentile, server_env  # noqa: E402
 
 SECONDS = float(os.environ.get("BENCH_SECONDS", "6"))
@@ -48,6 +48,12 @@ fragment card on Trend {
   id slug title priceCredits coverImage { url width height } category { slug title }
 }"""
 PLAIN = "/bench/home?platform=IOS&appVersion=2.0&locale=en"
+
+
+def _shared(send):
+    """A sender for bench/_client.py's `drive`: every task sends through the shared httpx client, and has
+    nothing of its own to close."""
+    return lambda: (send, lambda: None)
 
 
 def seed(n_trends: int) -> None:
@@ -82,23 +88,6 @@ def seed(n_trends: int) -> None:
     print(f"seeded {Trend.objects.filter(status=TrendStatus.LIVE).count()} live trends")
 
 
-async def _drive(client: httpx.AsyncClient, send, seconds: float) -> tuple[list[float], float]:
-    latencies: list[float] = []
-    deadline = time.perf_counter() + seconds
-
-    async def worker() -> None:
-        while time.perf_counter() < deadline:
-            started = time.perf_counter()
-            response = await send()
-            latencies.append(time.perf_counter() - started)
-            if response.status_code != 200:
-                raise RuntimeError(f"{response.status_code}: {response.text[:200]}")
-
-    started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
-    return latencies, time.perf_counter() - started
-
-
 async def _measure(server: Server, label: str) -> list[tuple]:
     limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
     async with httpx.AsyncClient(limits=limits, timeout=60) as client:
@@ -116,12 +105,12 @@ async def _measure(server: Server, label: str) -> list[tuple]:
         shown = sum(len(s.get("trends", [])) for s in sections)
         print(f"  {label}: {len(sections)} sections, {shown} trend cards, both endpoints agree")
         for _, send in endpoints:
-            await _drive(client, send, WARMUP_SECONDS)
+            await drive(_shared(send), WARMUP_SECONDS, CONCURRENCY)
         totals = {name: [[], 0.0, 0.0] for name, _ in endpoints}
         for _ in range(ROUNDS):
             for name, send in endpoints:
                 cpu = server.cpu_seconds()
-                latencies, elapsed = await _drive(client, send, SECONDS)
+                latencies, elapsed = await drive(_shared(send), SECONDS, CONCURRENCY)
                 totals[name][0] += latencies
                 totals[name][1] += elapsed
                 totals[name][2] += server.cpu_seconds() - cpu

@@ -24,7 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from apps.accounts.models import User
 from apps.credits.services import credits_grant
 from tests.fixtures.api import PASSWORD, SIGN_UP
-from tests.fixtures.live import WSClient, free_port, http_graphql
+from tests.fixtures.live import LocalAddresses, WSClient, free_port, http_graphql
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
 
@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[2]
 WALLET = "subscription { walletUpdated { balance } }"
 
 
-class Serve:
+class Serve(LocalAddresses):
     """`manage.py serve` on the test database and Redis, in its own process group."""
 
     def __init__(self, log_path: Path, *args: str) -> None:
@@ -52,14 +52,6 @@ class Serve:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/graphql"
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
