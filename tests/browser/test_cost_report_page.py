@@ -21,7 +21,10 @@ pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True), nee
 def _a_fortnight_of_generations(owner) -> None:
     _route("wan2.2-ti2v-5b", "2.40")
     _route("ltx-video-13b", "4.10")
-    now = timezone.now().replace(hour=12)
+    # One generation of each kind per calendar day (UTC), today's already finished: the page shows the last
+    # 14 days up to now (noon, as this used to say, is in the future before 12:00 UTC).
+    now = timezone.now()
+    now = max(now - timedelta(minutes=1), now.replace(hour=0, minute=0, second=1, microsecond=0))
     for day in range(14):
         finished = now - timedelta(days=day)
         for tier, denoise, credits in (("DRAFT", 20.0, 1), ("STANDARD", 70.0 + 3 * day, 4)):
