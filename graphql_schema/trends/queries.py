@@ -5,11 +5,12 @@ from asgiref.sync import sync_to_async
 from strawberry import Info
 
 from apps.core.errors import DomainError, ValidationFailed
+from apps.generations.pricing import trend_card_prices
 from apps.trends import selectors
 
 from ..enums import Platform
 from ..errors import page_arguments_check, public_error
-from .types import Screen, TrendConnection, TrendType, section_from
+from .types import Screen, TrendConnection, TrendType, section_from, trend_prices_known
 
 SCREEN_ID = "home"
 
@@ -29,7 +30,15 @@ class TrendQueries:
         except ValidationFailed as exc:
             raise public_error(exc) from None
         info.context.trends_locale = audience.locale
-        screen = await sync_to_async(selectors.home_screen_get)(audience=audience, user=info.context.user)
+        user = info.context.user
+
+        def screen_and_card_prices():
+            screen = selectors.home_screen_get(audience=audience, user=user)
+            trends = list({trend.pk: trend for entry in screen.sections for trend in entry.trends}.values())
+            return screen, trends, trend_card_prices(trends)
+
+        screen, trends, prices = await sync_to_async(screen_and_card_prices)()
+        trend_prices_known(info, trends, prices)
         until = info.context.response_cache_until
         info.context.response_cache_until = min(until, screen.expires_at) if until else screen.expires_at
         return Screen(

@@ -111,6 +111,28 @@ def _prices_loader(info: Info) -> DataLoader:
     return loader
 
 
+def _known_prices(info: Info, root: models.Trend) -> dict[str, int] | None:
+    """The trend's card prices when the home screen read them with its trends (`trend_prices_known`)."""
+    known = getattr(info.context, "trends_card_prices", None)
+    return None if known is None else known.get(root.pk)
+
+
+def trend_prices_known(info: Info, trends: Iterable[models.Trend], prices: Iterable[dict[str, int]]) -> None:
+    """Gives this request's Trend fields the card prices read for `trends`: their price fields then resolve
+    without a DataLoader (about a hundred awaited fields fewer on a home screen); others still batch."""
+    known = getattr(info.context, "trends_card_prices", None) or {}
+    known.update(zip((trend.pk for trend in trends), prices, strict=True))
+    info.context.trends_card_prices = known
+
+
+async def _later(pending, then):
+    return then(await pending)
+
+
+def _tier_prices(prices: dict[str, int]) -> list[TrendPrice]:
+    return [TrendPrice(quality=tier, credits=prices[tier.value]) for tier in QualityTier]
+
+
 @strawberry.type(
     name="Trend", description="A video preset on the home screen: pick it, add yourself, get a video."
 )
@@ -182,13 +204,18 @@ class TrendType(relay.Node):
         description="Credits per video at each quality tier, at the default length and speed (what "
         "generationQuote says for the trend's defaults)."
     )
-    async def prices(self, root: strawberry.Parent[models.Trend], info: Info) -> list[TrendPrice]:
-        prices = await _prices_loader(info).load(root)
-        return [TrendPrice(quality=tier, credits=prices[tier.value]) for tier in QualityTier]
+    def prices(self, root: strawberry.Parent[models.Trend], info: Info) -> list[TrendPrice]:
+        known = _known_prices(info, root)
+        if known is None:
+            return _later(_prices_loader(info).load(root), _tier_prices)  # graphql-core awaits it
+        return _tier_prices(known)
 
     @strawberry.field(description="Credits per video at the default quality tier, length and speed.")
-    async def price_credits(self, root: strawberry.Parent[models.Trend], info: Info) -> int:
-        return (await _prices_loader(info).load(root))[root.default_quality]
+    def price_credits(self, root: strawberry.Parent[models.Trend], info: Info) -> int:
+        known = _known_prices(info, root)
+        if known is None:
+            return _later(_prices_loader(info).load(root), lambda prices: prices[root.default_quality])
+        return known[root.default_quality]
 
     @strawberry.field
     def cinematic(self, root: strawberry.Parent[models.Trend]) -> CinematicDefaults:

@@ -311,3 +311,18 @@ def test_the_soul_id_prompt_is_left_out_once_the_user_has_a_soul_id(gql, catalog
     )
     character.save(update_fields=["status", "lora_key"])
     assert "SoulIdPromptSection" not in types()
+
+
+def test_the_home_screens_card_prices_are_the_ones_a_trend_quotes(gql, catalogue):
+    # The home screen reads its cards' prices with its trends; a trend read alone batches them through a
+    # DataLoader. Both must say the same.
+    query = """query($p: Platform!, $v: String!) { homeScreen(platform: $p, appVersion: $v) { sections {
+        ... on TrendCarouselSection { trends { slug priceCredits prices { quality credits } } }
+        ... on TrendGridSection { trends { slug priceCredits prices { quality credits } } }
+        ... on HeroSection { trends { slug priceCredits prices { quality credits } } } } } }"""
+    sections = gql(query, {"p": "IOS", "v": "2.0.0"})["data"]["homeScreen"]["sections"]
+    cards = {card["slug"]: card for section in sections for card in section.get("trends", [])}
+    assert cards
+    for slug, card in cards.items():
+        alone = gql(f'{{ trend(slug: "{slug}") {{ slug priceCredits prices {{ quality credits }} }} }}')
+        assert alone["data"]["trend"] == card
