@@ -25,23 +25,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._stack import ROOT, server_env  # noqa: E402
-from bench.generations_services import DATABASE_URL, REDIS_URL, ensure_database  # noqa: E402
+from bench._stack import ROOT  # noqa: E402
+from bench.generations_services import DATABASE_URL, bench_env, ensure_database  # noqa: E402
 
 CREATES = int(os.environ.get("BENCH_CREATES", "300"))
 
 
 def main() -> None:
     ensure_database(DATABASE_URL)
-    env = server_env(
-        Path(tempfile.mkdtemp(prefix="bench-create-")),
-        DATABASE_URL=DATABASE_URL,
-        REDIS_URL=REDIS_URL,
-        WELCOME_CREDITS="1000000",
-        GENERATIONS_MAX_ACTIVE_PER_USER="1000000",
-        GENERATIONS_ROUTE_OVERRIDE="tiny-wan",
-        TRENDS_SCHEDULER_ENABLED="0",
-    )
+    env = bench_env(Path(tempfile.mkdtemp(prefix="bench-create-")))
     subprocess.run(
         [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True
     )

@@ -58,6 +58,20 @@ WATCH = (
 )
 
 
+def bench_env(var_dir: Path) -> dict[str, str]:
+    """The server's environment for the generations benchmarks: the scratch services, credits and active
+    generations without limits, every job on tiny-wan, no trend scheduler."""
+    return server_env(
+        var_dir,
+        DATABASE_URL=DATABASE_URL,
+        REDIS_URL=REDIS_URL,
+        WELCOME_CREDITS="1000000",
+        GENERATIONS_MAX_ACTIVE_PER_USER="1000000",
+        GENERATIONS_ROUTE_OVERRIDE="tiny-wan",
+        TRENDS_SCHEDULER_ENABLED="0",
+    )
+
+
 def ensure_database(url: str) -> None:
     import psycopg
 
@@ -209,15 +223,7 @@ def main() -> int:
 
     redis.Redis.from_url(REDIS_URL).flushdb()
     with tempfile.TemporaryDirectory(prefix="bench-gen-") as var:
-        env = server_env(
-            Path(var),
-            DATABASE_URL=DATABASE_URL,
-            REDIS_URL=REDIS_URL,
-            WELCOME_CREDITS="1000000",
-            GENERATIONS_MAX_ACTIVE_PER_USER="1000000",
-            GENERATIONS_ROUTE_OVERRIDE="tiny-wan",
-            TRENDS_SCHEDULER_ENABLED="0",
-        )
+        env = bench_env(Path(var))
         os.environ.update(REDIS_URL=REDIS_URL)
         with Server(env) as server:
             worker = subprocess.Popen(

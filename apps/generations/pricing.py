@@ -30,17 +30,15 @@ from collections.abc import Iterable, Sequence
 from decimal import ROUND_HALF_UP, Decimal
 
 from django.conf import settings
-from django.core.cache import cache
 
 import gpu_worker.contract as contract
-from apps.core.table_cache import TableCache
+from apps.core.table_cache import TableCache, table_versions_pinned
 from apps.trends.models import Trend
 
 from .models import Lane, ModelRoute, PriceRule
+from .routing import routes_by_id
 
 COST_PER_PRICE_UNIT = 1_000_000  # a route's compute price is in credits per million step-tokens
-CARD_PRICING_CACHE_KEY = "generations:card-pricing:v1"
-CARD_PRICING_TTL_SECONDS = 60
 
 
 def _round(value: Decimal) -> int:
@@ -130,15 +128,11 @@ def trend_card_prices(trends: Sequence[Trend]) -> list[dict[str, int]]:
     """What a video of each trend costs at each tier, as a quote of its defaults says (its default length,
     the INSTANT lane, the route a tier takes: GENERATIONS_ROUTE_OVERRIDE, else the first enabled route of
     the trend's preferred chain that offers it); a tier no route offers shows the trend's price. For the
-    trend cards of the home screen, so the routes and price rules are read once for any number of trends
-    and kept in the shared cache for CARD_PRICING_TTL_SECONDS (a warm home screen reads no table; an
-    admin's change reaches the cards within that time, and quotes at once)."""
-    cached = cache.get(CARD_PRICING_CACHE_KEY)
-    if cached is None:
-        cached = (list(ModelRoute.objects.all()), list(PriceRule.objects.filter(enabled=True)))
-        cache.set(CARD_PRICING_CACHE_KEY, cached, CARD_PRICING_TTL_SECONDS)
-    route_rows, rules = cached
-    routes = {route.pk: route for route in route_rows}
+    trend cards of the home screen: the routes and the enabled price rules come from this process's copies
+    (apps/core/table_cache.py, as for quotes and creates), so a warm home screen reads no table and an
+    admin's change reaches the cards at once."""
+    with table_versions_pinned():
+        routes, rules = routes_by_id(), _enabled_rules.get()
     by_name = {route.name: route for route in routes.values()}
     override = settings.GENERATIONS_ROUTE_OVERRIDE
 

@@ -1,5 +1,5 @@
-"""The browser every test module here shares (one chromium per module, a fresh context per test) and the
-folder its screenshots go to (printed; look at the pictures)."""
+"""The browser every test module here shares (one chromium per module, a fresh context per test), the
+folder its screenshots go to (printed; look at the pictures), and a trend curator to sign in as."""
 
 from __future__ import annotations
 
@@ -7,8 +7,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from django.contrib.auth.models import Group
 
-from tests.browser.driver import Browser
+from apps.accounts.models import User
+from apps.trends.curators import CURATOR_GROUP, curator_group_ensure
+from tests.browser.driver import PASSWORD, Browser
 
 
 @pytest.fixture(scope="module")
@@ -23,3 +26,11 @@ def screens(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("admin-screens")
     print(f"\nadmin screenshots: {folder}")
     return folder
+
+
+@pytest.fixture
+def curator() -> User:
+    curator_group_ensure()
+    user = User.objects.create_user(email="curator@example.com", password=PASSWORD, is_staff=True)
+    user.groups.add(Group.objects.get(name=CURATOR_GROUP))
+    return user

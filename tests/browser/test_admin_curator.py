@@ -4,10 +4,7 @@ admin; the next `homeScreen` query shows it where the section rules put it, then
 from __future__ import annotations
 
 import pytest
-from django.contrib.auth.models import Group
 
-from apps.accounts.models import User
-from apps.trends.curators import CURATOR_GROUP, curator_group_ensure
 from apps.trends.models import Trend, TrendChange, TrendStatus
 from tests.apps.trends.helpers import make_category, make_section, make_trend, png_bytes
 from tests.browser.driver import PASSWORD, assert_styled, needs_chromium, screenshot
@@ -23,14 +20,6 @@ HOME = """{ homeScreen(platform: IOS, appVersion: "2.0", locale: "en") { section
 def carousels(url: str) -> dict[str, list[str]]:
     sections = http_graphql(url, HOME)["data"]["homeScreen"]["sections"]
     return {s["title"]: [t["slug"] for t in s.get("trends", [])] for s in sections}
-
-
-@pytest.fixture
-def curator():
-    curator_group_ensure()
-    user = User.objects.create_user(email="curator@example.com", password=PASSWORD, is_staff=True)
-    user.groups.add(Group.objects.get(name=CURATOR_GROUP))
-    return user
 
 
 def test_a_curator_publishes_and_retires_a_trend_in_the_browser(asgi_server, browser, curator, tmp_path):

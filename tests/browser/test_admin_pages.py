@@ -9,7 +9,6 @@ import uuid
 from datetime import timedelta
 
 import pytest
-from django.contrib.auth.models import Group
 from django.utils import timezone
 
 from apps.accounts.models import User
@@ -19,7 +18,6 @@ from apps.organizations.models import ApiKey, WebhookDelivery, WebhookEndpoint
 from apps.organizations.services import api_key_secret_new, organization_create
 from apps.organizations.webhooks import webhook_secret_new
 from apps.storage.backends import get_storage
-from apps.trends.curators import CURATOR_GROUP, curator_group_ensure
 from tests.apps.generations.test_cost_report import _generation, _route
 from tests.apps.trends.helpers import png_bytes
 from tests.browser.driver import PASSWORD, assert_styled, needs_chromium, screenshot, sign_in
@@ -60,14 +58,6 @@ CUT_OFF_COLUMNS = """() => {
 @pytest.fixture
 def staff() -> User:
     return User.objects.create_superuser(email="ops@example.com", password=PASSWORD)
-
-
-@pytest.fixture
-def curator() -> User:
-    curator_group_ensure()
-    user = User.objects.create_user(email="curator@example.com", password=PASSWORD, is_staff=True)
-    user.groups.add(Group.objects.get(name=CURATOR_GROUP))
-    return user
 
 
 def _a_week_of_records(staff: User) -> dict[str, str]:

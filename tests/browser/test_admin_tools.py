@@ -12,7 +12,6 @@ import uuid
 from urllib.parse import quote
 
 import pytest
-from django.contrib.auth.models import Group
 
 from apps.accounts.models import User
 from apps.characters.models import Character, CharacterPhoto, ErasureRecord
@@ -21,7 +20,6 @@ from apps.credits.services import credits_grant
 from apps.generations import services
 from apps.generations.models import Generation, GenerationStatus, ModelRoute, PriceRule
 from apps.jobs.lifecycle import job_event_apply
-from apps.trends.curators import CURATOR_GROUP, curator_group_ensure
 from gpu_worker import contract
 from tests.browser.driver import PASSWORD, assert_styled, needs_chromium, screenshot, sign_in
 from tests.fixtures.live import http_graphql
@@ -357,14 +355,6 @@ def test_staff_grant_credits_with_a_reason(asgi_server, django_worker, browser, 
     assert "sorry for the outage" in browser(ledger)
     browser(assert_styled)
     browser(screenshot(screens, "wallet-ledger"))
-
-
-@pytest.fixture
-def curator() -> User:
-    curator_group_ensure()
-    user = User.objects.create_user(email="curator@example.com", password=PASSWORD, is_staff=True)
-    user.groups.add(Group.objects.get(name=CURATOR_GROUP))
-    return user
 
 
 def test_a_curator_sees_the_trend_tools_only_in_their_own_time_zone(asgi_server, browser, screens, curator):

@@ -138,3 +138,21 @@ def test_a_change_made_by_another_process_is_seen_by_the_next_create(gql, alice,
         timeout=120,
     )
     assert _route_of(_create(gql, alice, trendSlug=trend.slug, quality="STANDARD")) == "ltx-video"
+
+
+def test_a_price_rule_reaches_the_trend_cards_at_once(gql, shipped_routes):
+    # The cards price from the same process copies as quotes (no minute-long copy of their own).
+    trend = a_trend(requires="NONE", preferred_model_route="tiny-wan", price_draft=3)
+    query = f'{{ trend(slug: "{trend.slug}") {{ prices {{ quality credits }} }} }}'
+
+    def draft() -> int:
+        prices = gql(query)["data"]["trend"]["prices"]
+        return next(p["credits"] for p in prices if p["quality"] == "DRAFT")
+
+    assert draft() == 3
+    rule = PriceRule(route=shipped_routes["tiny-wan"], quality="DRAFT", multiplier=2, add_credits=1)
+    rule.full_clean()
+    rule.save()
+    assert draft() == 7
+    PriceRule.objects.filter(pk=rule.pk).update(enabled=False)
+    assert draft() == 3
