@@ -384,6 +384,8 @@ GRAPHQL_IDE = env_bool("GRAPHQL_IDE", not IS_PRODUCTION)
 GRAPHQL_MAX_DEPTH = env_int("GRAPHQL_MAX_DEPTH", 12)
 GRAPHQL_MAX_ALIASES = env_int("GRAPHQL_MAX_ALIASES", 15)
 GRAPHQL_MAX_TOKENS = env_int("GRAPHQL_MAX_TOKENS", 2000)
+# Queries complete through plans compiled once per document (graphql_schema/lean.py); 0 turns that off.
+GRAPHQL_LEAN_COMPLETION = env_bool("GRAPHQL_LEAN_COMPLETION", True)
 # Automatic persisted queries (Apollo): how long a registered document stays in the cache, and the
 # max-age of an anonymous GET answered by hash (signed-in ones are private, max-age=0).
 GRAPHQL_APQ_TTL_SECONDS = env_int("GRAPHQL_APQ_TTL_SECONDS", 7 * 24 * 3600)

@@ -1,7 +1,9 @@
 """The project's URLs plus GET /bench/home: the home screen as plain Django JSON (bench/trends_home.py).
 
-Same data through the same selector (`home_screen_get`, so cached exactly when GraphQL's is), same fields
-as the benchmark's GraphQL query, serialized by hand: the difference measured is what GraphQL costs.
+Same data through the same selector (`home_screen_get`, so cached exactly when GraphQL's is) and the same
+card prices (`trend_card_prices`, what `homeScreen` reads with its trends: a card shows what a video costs on
+the route its tier takes), same fields as the benchmark's GraphQL query, serialized by hand: the difference
+measured is what GraphQL costs.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from asgiref.sync import sync_to_async
 from django.http import HttpRequest, JsonResponse
 from django.urls import path
 
+from apps.generations.pricing import trend_card_prices
 from apps.trends.media import media_url
 from apps.trends.selectors import audience_parse, home_screen_get
 from backend.urls import urlpatterns as project_urlpatterns
@@ -27,22 +30,22 @@ TYPENAMES = {
 }
 
 
-def _trend(trend) -> dict:
+def _trend(trend, prices: dict) -> dict:
     url = media_url(trend.cover_image_key)
     return {
         "id": base64.b64encode(f"Trend:{trend.pk}".encode()).decode(),
         "slug": trend.slug,
         "title": trend.title,
-        "priceCredits": trend.price_for(trend.default_quality),
+        "priceCredits": prices[trend.pk][trend.default_quality],
         "coverImage": url and {"url": url, "width": trend.cover_width, "height": trend.cover_height},
         "category": {"slug": trend.category.slug, "title": trend.category.title},
     }
 
 
-def _section(entry) -> dict:
+def _section(entry, prices: dict) -> dict:
     out = {"__typename": TYPENAMES[entry.section_type], "id": entry.id, "title": entry.title}
     if entry.section_type in ("hero", "carousel", "grid"):
-        out["trends"] = [_trend(t) for t in entry.trends]
+        out["trends"] = [_trend(t, prices) for t in entry.trends]
     elif entry.section_type == "category_chips":
         out["categories"] = [{"slug": c.slug, "title": c.title} for c in entry.categories]
     return out
@@ -54,10 +57,15 @@ async def bench_home(request: HttpRequest) -> JsonResponse:
         app_version=request.GET["appVersion"],
         locale=request.GET.get("locale"),
     )
-    screen = await sync_to_async(home_screen_get)(audience=audience, user=None)
-    return JsonResponse(
-        {"data": {"homeScreen": {"id": "home", "sections": [_section(entry) for entry in screen.sections]}}}
-    )
+
+    def screen_and_card_prices():
+        screen = home_screen_get(audience=audience, user=None)
+        trends = list({trend.pk: trend for entry in screen.sections for trend in entry.trends}.values())
+        return screen, dict(zip([trend.pk for trend in trends], trend_card_prices(trends), strict=True))
+
+    screen, prices = await sync_to_async(screen_and_card_prices)()
+    sections = [_section(entry, prices) for entry in screen.sections]
+    return JsonResponse({"data": {"homeScreen": {"id": "home", "sections": sections}}})
 
 
 urlpatterns = [*project_urlpatterns, path("bench/home", bench_home)]

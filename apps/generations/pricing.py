@@ -110,12 +110,19 @@ def _price(
     lane: str,
     rule: PriceRule | None,
 ) -> int:
-    price = Decimal(
+    return _priced(
         max(
             price_compute(route=route, quality=quality, duration_seconds=duration_seconds),
             price_floor(trend=trend, quality=quality),
-        )
+        ),
+        rule=rule,
+        lane=lane,
     )
+
+
+def _priced(base: int, *, rule: PriceRule | None, lane: str) -> int:
+    """The credits for a base price (the larger of compute price and floor): the rule, then the lane."""
+    price = Decimal(base)
     if rule is not None:
         price = Decimal(_round(price * rule.multiplier) + rule.add_credits)
     credits = max(int(price), 1)
@@ -148,6 +155,10 @@ def trend_card_prices(trends: Sequence[Trend]) -> list[dict[str, int]]:
             route = routes.get(route.fallback_id)
         return None
 
+    # A route's compute price and the rule that applies depend on the route, the tier and the length, not
+    # on the trend: each is worked out once per call, not once per card (the home screen's cards share a
+    # few routes).
+    compute: dict[tuple, tuple[int, PriceRule | None]] = {}
     prices = []
     for trend in trends:
         tiers = {}
@@ -157,14 +168,15 @@ def trend_card_prices(trends: Sequence[Trend]) -> list[dict[str, int]]:
                 tiers[quality] = trend.price_for(quality)
                 continue
             duration = trend.default_duration_seconds
-            rule = _most_specific(rules, route=route, quality=quality, duration_seconds=duration)
-            tiers[quality] = _price(
-                trend=trend,
-                route=route,
-                quality=quality,
-                duration_seconds=duration,
-                lane=Lane.INSTANT,
-                rule=rule,
+            key = (route.pk, quality, duration)
+            if key not in compute:
+                compute[key] = (
+                    price_compute(route=route, quality=quality, duration_seconds=duration),
+                    _most_specific(rules, route=route, quality=quality, duration_seconds=duration),
+                )
+            route_price, rule = compute[key]
+            tiers[quality] = _priced(
+                max(route_price, price_floor(trend=trend, quality=quality)), rule=rule, lane=Lane.INSTANT
             )
         prices.append(tiers)
     return prices

@@ -47,7 +47,8 @@ def locale_chain(locale: str) -> list[str]:
 
 def localized(default: str, translations: dict[str, str] | None, locale: str) -> str:
     """The text for `locale` (exact, then its language), else the default text."""
-    translations = translations or {}
+    if not translations:
+        return default
     lowered = {key.lower(): text for key, text in translations.items() if text}
     for candidate in locale_chain(locale):
         if candidate.lower() in lowered:

@@ -1,0 +1,440 @@
+"""Lean completion: a query's selection below a field, compiled once per document into plain Python steps.
+
+graphql-core completes every field of every object the general way: it looks the field up, builds a
+resolve info, runs the schema's per-field middleware, Strawberry's resolver wrapper and argument handling,
+then dispatches on the field's type to complete the value. That costs about 10 us per field on this
+machine; the home screen is about 1,100 fields, so without its response cache GraphQL cost half again what
+a plain Django view building the same dicts costs (issue 13, `bench/trends_home.py`).
+
+Here the selection under a field (its type and field nodes) is compiled once, the first time a document
+runs, into nested closures that read each field and complete its value directly: an attribute read for a
+field Strawberry resolves by attribute, a direct call of a resolver that takes only its parent and info,
+a scalar's `coerce_output_value`, `is_type_of` / `resolve_type` where the types have them, and a resolve
+info only for the fields whose resolver or type asks for one. The plans are kept per document (documents
+are parsed once per text, `ParsedDocuments`), keyed by the field nodes' identity.
+
+A selection is compiled only when nothing in it depends on the request beyond its values:
+- an operation that is a query, on a schema without exception handlers, whose only per-field middleware is
+  strawberry-django's optimizer (it acts on querysets and managers only: a field whose value is one is
+  left to the general way);
+- no directives anywhere in the selection (no @skip/@include/@defer/@stream: what is selected does not
+  depend on variables) and no arguments on any field below the compiled one;
+- every field either resolved by attribute (`is_basic_field`) or by a synchronous resolver without
+  arguments or field extensions, on Strawberry's own field class (not a subclass with its own
+  `get_result`, like strawberry-django's).
+
+Anything unexpected while completing (a value that is awaitable, a queryset, an exception, a null in a
+non-null position, an `is_type_of` that says no) abandons the lean step, and graphql-core completes the
+same value the general way from the start, reporting errors with their paths as it always does. So results
+and errors are graphql-core's own; only the cost differs. A selection whose values turn out awaitable (a
+DataLoader) is not tried again. `GRAPHQL_LEAN_COMPLETION=0` turns the whole thing off.
+"""
+
+from __future__ import annotations
+
+import inspect
+import operator
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any, NamedTuple
+
+from django.conf import settings
+from django.db.models import QuerySet
+from django.db.models.manager import BaseManager
+from graphql import (
+    FieldNode,
+    FragmentSpreadNode,
+    InlineFragmentNode,
+    OperationType,
+    SelectionSetNode,
+    Undefined,
+    is_abstract_type,
+    is_leaf_type,
+    is_list_type,
+    is_non_null_type,
+    is_object_type,
+)
+from graphql.execution.collect_fields import collect_subfields
+from graphql.pyutils import Path
+from strawberry.extensions import SchemaExtension
+from strawberry.types.field import StrawberryField
+from strawberry_django.optimizer import DjangoOptimizerExtension
+
+# A step completes one value: step(executor, value, path, info) -> the completed value.
+Step = Callable[[Any, Any, Any, Any], Any]
+
+
+class _Abandon(Exception):  # noqa: N818 (control flow, never an error shown to anyone)
+    """The lean step cannot complete this value; the general way does."""
+
+
+class _Awaitable(_Abandon):
+    """A value was awaitable: this selection is left to the general way from now on."""
+
+
+class _Compiled(NamedTuple):
+    step: Step
+    needs_info: bool  # whether the step reads the resolve info of the field whose value it completes
+
+
+_MAX_PLANS = 2048
+_plans: dict[tuple, tuple[Any, ...]] = {}  # key -> (nodes kept alive so their ids stay theirs, plan or None)
+_plans_lock = threading.Lock()
+# Values the general way treats specially: the optimizer's querysets and managers, and an exception returned.
+_GENERAL_WAY = (QuerySet, BaseManager, Exception)
+_NOT_COMPILED = None
+
+
+class LeanCompletion:
+    """A graphql-core ExecutionContext mixin: `complete_value` runs the compiled plan where there is one."""
+
+    _lean: bool | None = None
+
+    def complete_value(self, return_type, field_details_list, info, path, result, position_context):
+        if result is not None and (self._lean if self._lean is not None else self._lean_decide()):
+            key = (return_type, *(details.node for details in field_details_list))
+            key = tuple(map(id, key))
+            entry = _plans.get(key)
+            if entry is None:  # a scalar's completion is cheap already: plans are for selections
+                plan = (
+                    _compile(self, return_type, field_details_list) if _has_selection(return_type) else None
+                )
+                entry = _plan_store(key, field_details_list, return_type, plan)
+            plan = entry[-1]
+            if plan is not None:
+                try:
+                    return plan.step(self, result, path, info)
+                except _Awaitable:
+                    _plan_store(key, field_details_list, return_type, _NOT_COMPILED)
+                except Exception:  # noqa: BLE001, S110 (the general way below completes it and reports any error)
+                    pass
+        return super().complete_value(return_type, field_details_list, info, path, result, position_context)
+
+    def _lean_decide(self) -> bool:
+        strawberry_schema = getattr(self.schema, "_strawberry_schema", None)
+        middlewares = self.middleware_manager.middlewares if self.middleware_manager else ()
+        self._lean = bool(
+            settings.GRAPHQL_LEAN_COMPLETION
+            and self.operation.operation == OperationType.QUERY
+            and strawberry_schema is not None
+            and not getattr(strawberry_schema.schema_converter, "_exception_handler_specs", ())
+            and all(isinstance(middleware, DjangoOptimizerExtension) for middleware in middlewares)
+        )
+        return self._lean
+
+
+def _plan_store(key: tuple, field_details_list, return_type, plan: _Compiled | None) -> tuple:
+    entry = (return_type, [details.node for details in field_details_list], plan)
+    with _plans_lock:
+        _plans[key] = entry
+        while len(_plans) > _MAX_PLANS:
+            del _plans[next(iter(_plans))]
+    return entry
+
+
+def _compile(executor, type_, field_details_list) -> _Compiled | None:
+    if is_non_null_type(type_):
+        return _non_null(_compile(executor, type_.of_type, field_details_list))
+    if is_list_type(type_):
+        return _list(_compile(executor, type_.of_type, field_details_list))
+    if is_leaf_type(type_):
+        return _leaf(type_)
+    if is_abstract_type(type_):
+        return _abstract(executor, type_, field_details_list)
+    if is_object_type(type_):
+        return _object(executor, type_, field_details_list)
+    return None
+
+
+def _non_null(inner: _Compiled | None) -> _Compiled | None:
+    if inner is None:
+        return None
+    complete = inner.step
+
+    def non_null(executor, value, path, info):
+        completed = complete(executor, value, path, info) if value is not None else None
+        if completed is None:
+            raise _Abandon
+        return completed
+
+    return _Compiled(non_null, inner.needs_info)
+
+
+def _list(inner: _Compiled | None) -> _Compiled | None:
+    if inner is None:
+        return None
+    complete = inner.step
+
+    def list_(executor, value, path, info):
+        if value is None:
+            return None
+        if not isinstance(value, list | tuple):
+            raise _Abandon
+        return [complete(executor, item, Path(path, index, None), info) for index, item in enumerate(value)]
+
+    return _Compiled(list_, inner.needs_info)
+
+
+def _leaf(type_) -> _Compiled:
+    complete = _leaf_completer(type_)
+    return _Compiled(lambda executor, value, path, info: complete(value), False)
+
+
+def _abstract(executor, type_, field_details_list) -> _Compiled:
+    by_runtime_type: dict[str, _Compiled | None] = {}
+
+    def abstract(executor, value, path, info):
+        if value is None:
+            return None
+        name = (type_.resolve_type or executor.type_resolver)(value, info, type_)
+        if not isinstance(name, str):
+            _discard(name)
+            raise _Abandon
+        try:
+            compiled = by_runtime_type[name]
+        except KeyError:
+            runtime_type = executor.schema.get_type(name)
+            valid = is_object_type(runtime_type) and executor.schema.is_sub_type(type_, runtime_type)
+            compiled = _object(executor, runtime_type, field_details_list) if valid else None
+            by_runtime_type[name] = compiled
+        if compiled is None:
+            raise _Abandon
+        return compiled.step(executor, value, path, info)
+
+    return _Compiled(abstract, True)
+
+
+def _object(executor, type_, field_details_list) -> _Compiled | None:
+    if any(_has_directives(details.node.selection_set, executor) for details in field_details_list):
+        return None
+    collected = collect_subfields(
+        executor.schema,
+        executor.fragments,
+        executor.variable_values,
+        executor.operation,
+        type_,
+        field_details_list,
+        executor.hide_suggestions,
+    )
+    if collected.new_defer_usages or collected.forbidden_directive_instances:
+        return None
+    # Each field as (key, kind, read, complete, field_def, nodes):
+    # _PLAIN_LEAF: an attribute read into a scalar or enum: complete(value) alone, no path or info;
+    # _GENERAL: read(source, info) then complete(executor, value, path, info), with its path, and its
+    #           resolve info where the read or the completion asks for one (_GENERAL_INFO).
+    fields: list[tuple] = []
+    for key, sub_details in collected.grouped_field_set.items():
+        if any(
+            details.defer_usage is not None
+            or details.fragment_variable_values is not None
+            or details.node.arguments
+            or details.node.directives
+            for details in sub_details
+        ):
+            return None
+        name = sub_details[0].node.name.value
+        nodes = [details.node for details in sub_details]
+        if name == "__typename":
+            fields.append((key, _CONSTANT, type_.name, None, None, None))
+            continue
+        field_def = executor.schema.get_field(type_, name)
+        if field_def is None:
+            continue  # graphql-core leaves it out (validation refuses unknown fields before this)
+        read = _reader(field_def, executor.schema._strawberry_schema.config.info_class)
+        if read is None:
+            return None
+        read_fn, read_needs_info, by_attribute = read
+        leaf = _leaf_completer(field_def.type)
+        if by_attribute and leaf is not None:
+            fields.append((key, _PLAIN_LEAF, read_fn, leaf, None, None))
+            continue
+        completed = _compile(executor, field_def.type, sub_details)
+        if completed is None:
+            return None
+        kind = _GENERAL_INFO if read_needs_info or completed.needs_info else _GENERAL
+        fields.append((key, kind, _with_info(read_fn, by_attribute), completed.step, field_def, nodes))
+    is_type_of = type_.is_type_of
+    parent_name = type_.name
+
+    def object_(executor, value, path, info):
+        if value is None:
+            return None
+        if is_type_of is not None:
+            verdict = is_type_of(value, info)
+            if verdict is not True:
+                _discard(verdict)
+                raise _Abandon
+        out = {}
+        for key, kind, read, complete, field_def, nodes in fields:
+            if kind is _PLAIN_LEAF:
+                out[key] = complete(read(value))
+                continue
+            if kind is _CONSTANT:
+                out[key] = read
+                continue
+            field_path = Path(path, key, parent_name)
+            field_info = (
+                executor.build_resolve_info(field_def, nodes, type_, field_path)
+                if kind is _GENERAL_INFO
+                else None
+            )
+            got = read(value, field_info)
+            if isinstance(got, _GENERAL_WAY):
+                raise _Abandon
+            if executor.is_awaitable(got):
+                _discard(got)
+                raise _Awaitable
+            out[key] = complete(executor, got, field_path, field_info)
+        return out
+
+    return _Compiled(object_, is_type_of is not None)
+
+
+_PLAIN_LEAF, _CONSTANT, _GENERAL, _GENERAL_INFO = "plain leaf", "constant", "general", "general with info"
+
+
+def _leaf_completer(type_) -> Callable[[Any], Any] | None:
+    """complete(value) for a scalar or enum field, nullable or not; None for any other type."""
+    non_null = is_non_null_type(type_)
+    leaf_type = type_.of_type if non_null else type_
+    if not is_leaf_type(leaf_type):
+        return None
+    coerce = leaf_type.coerce_output_value
+
+    def leaf(value):
+        if value is None:
+            if non_null:
+                raise _Abandon
+            return None
+        completed = coerce(value)
+        if completed is None or completed is Undefined:
+            raise _Abandon
+        return completed
+
+    return leaf
+
+
+def _with_info(read, by_attribute: bool) -> Callable[[Any, Any], Any]:
+    return (lambda source, info: read(source)) if by_attribute else read
+
+
+def _reader(field_def, info_class) -> tuple[Callable[..., Any], bool, bool] | None:
+    """How to read the field's value from its parent: (read, whether it needs the info, whether it is an
+    attribute read: read(source), else read(source, info)), or None when only Strawberry's general resolver
+    path reads it correctly."""
+    field = field_def.extensions.get("strawberry-definition")
+    if (
+        not isinstance(field, StrawberryField)
+        or type(field).get_result is not StrawberryField.get_result
+        or field.extensions
+        or field_def.args
+    ):
+        return None
+    resolver = field.base_resolver
+    if resolver is None:
+        if not getattr(field_def.resolve, "_is_default", False):
+            return None
+        if field.default_resolver is getattr:
+            return operator.attrgetter(field.python_name), False, True
+        default_resolver, python_name = field.default_resolver, field.python_name
+        return (lambda source: default_resolver(source, python_name)), False, True
+    if resolver.is_async or resolver.arguments or inspect.isasyncgenfunction(resolver.wrapped_func):
+        return None
+    return _resolver_call(field, resolver, info_class)
+
+
+def _resolver_call(field, resolver, info_class) -> tuple[Callable[[Any, Any], Any], bool, bool]:
+    """The resolver called as Strawberry calls it (`get_arguments`): the parent as `self`, as its root or
+    parent parameter, and Strawberry's Info wrapping graphql-core's where it asks for one."""
+    func = resolver.wrapped_func
+    with_self = resolver.self_parameter is not None
+    parent_names = tuple(
+        dict.fromkeys(p.name for p in (resolver.parent_parameter, resolver.root_parameter) if p is not None)
+    )
+    info_name = resolver.info_parameter.name if resolver.info_parameter is not None else None
+    if with_self and len(parent_names) == 1 and info_name is None:  # the usual `def f(self, root: Parent)`
+        (parent_name,) = parent_names
+
+        def call(source, info):
+            return func(source, **{parent_name: source})
+
+    elif with_self and len(parent_names) == 1:
+        (parent_name,) = parent_names
+
+        def call(source, info):
+            return func(source, **{parent_name: source, info_name: info_class(_raw_info=info, _field=field)})
+
+    else:
+
+        def call(source, info):
+            kwargs = dict.fromkeys(parent_names, source)
+            if info_name is not None:
+                kwargs[info_name] = info_class(_raw_info=info, _field=field)
+            return func(source, **kwargs) if with_self else func(**kwargs)
+
+    return call, info_name is not None, False
+
+
+def _has_directives(selection_set: SelectionSetNode | None, executor, seen: set | None = None) -> bool:
+    seen = set() if seen is None else seen
+    for node in _selections(selection_set):
+        if node.directives:
+            return True
+        if isinstance(node, FieldNode | InlineFragmentNode):
+            if _has_directives(node.selection_set, executor, seen):
+                return True
+        elif isinstance(node, FragmentSpreadNode) and node.name.value not in seen:
+            seen.add(node.name.value)
+            fragment = executor.fragments.get(node.name.value)
+            definition = getattr(fragment, "definition", fragment)
+            if definition is None or definition.directives:
+                return True
+            if _has_directives(definition.selection_set, executor, seen):
+                return True
+    return False
+
+
+def _selections(selection_set: SelectionSetNode | None) -> Iterator[Any]:
+    return iter(selection_set.selections) if selection_set is not None else iter(())
+
+
+def _has_selection(type_) -> bool:
+    return not is_leaf_type(_named(type_))
+
+
+def _named(type_):
+    while hasattr(type_, "of_type"):
+        type_ = type_.of_type
+    return type_
+
+
+def _discard(value: Any) -> None:
+    if inspect.iscoroutine(value):
+        value.close()
+
+
+class ParsedDocuments(SchemaExtension):
+    """Parses each distinct document text once per process: the parse is skipped (about 0.3 ms for a
+    home screen) and the document's nodes stay the same objects, which the lean plans are keyed by. A text
+    that fails to parse is parsed again (and fails again). The token limit is part of the key."""
+
+    MAX_DOCUMENTS = 512
+    _documents: dict[tuple, Any] = {}
+    _lock = threading.Lock()
+
+    def on_parse(self):
+        context = self.execution_context
+        key = (
+            context.query,
+            context.parse_options.get("max_tokens"),
+            context.parse_options.get("no_location"),
+        )
+        known = self._documents.get(key) if context.graphql_document is None and context.query else None
+        if known is not None:
+            context.graphql_document = known
+        yield
+        if known is None and context.graphql_document is not None and context.query:
+            with self._lock:
+                self._documents[key] = context.graphql_document
+                while len(self._documents) > self.MAX_DOCUMENTS:
+                    del self._documents[next(iter(self._documents))]

@@ -1,0 +1,292 @@
+"""Lean completion (graphql_schema/lean.py) answers exactly what graphql-core's general completion answers:
+the same data and the same errors at the same paths, whatever the document.
+
+- A small schema built for the purpose, with every case the lean step handles or must hand back: attribute
+  and resolver fields (with and without info), enums, custom scalars, nested lists, an interface and a
+  union, a resolver that raises, a null in a non-null field, an async field, a DataLoader, a field with
+  arguments, @skip/@include. Documents generated from its SDL by hypothesis-graphql run both ways.
+- The project's schema: the home screen, and documents generated from the committed SDL, signed in with
+  a catalogue and favorites, run both ways.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from pathlib import Path
+from typing import Annotated
+
+import pytest
+import strawberry
+from asgiref.sync import async_to_sync
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis_graphql import from_schema
+from strawberry.dataloader import DataLoader
+from strawberry_django.optimizer import DjangoOptimizerExtension
+
+from apps.accounts.models import User
+from graphql_schema import lean
+from graphql_schema.context import Context
+from graphql_schema.lean import ParsedDocuments
+from graphql_schema.schema import Executor
+from graphql_schema.schema import schema as project_schema
+from tests.graphql.trends.test_home_screen_queries import HOME, _screen
+
+# --- A schema with every case ------------------------------------------------------------------------------
+
+
+@strawberry.enum
+class Mood(enum.Enum):
+    CALM = "calm"
+    LOUD = "loud"
+
+
+@strawberry.interface
+class Named:
+    name: str
+
+
+@strawberry.type
+class Tag(Named):
+    weight: float | None
+
+
+@strawberry.type
+class Person(Named):
+    index: int
+    mood: Mood
+    nicknames: list[str | None]
+    grid: list[list[int]]
+
+    @strawberry.field
+    def shout(self) -> str:
+        return self.name.upper()
+
+    @strawberry.field
+    def where(self, info: strawberry.Info) -> str:
+        return f"{info._raw_info.parent_type.name}:{'.'.join(str(key) for key in info.path.as_list())}"
+
+    @strawberry.field
+    def fragile(self) -> str | None:
+        if self.index % 3 == 1:
+            raise ValueError(f"person {self.index} is fragile")
+        return "fine"
+
+    @strawberry.field
+    def strict(self) -> str:
+        return None if self.index % 4 == 2 else "ok"  # type: ignore[return-value]
+
+    @strawberry.field
+    async def later(self) -> int:
+        await asyncio.sleep(0)
+        return self.index * 10
+
+    @strawberry.field
+    def loaded(self, info: strawberry.Info) -> int:
+        return info.context["loader"].load(self.index)
+
+    @strawberry.field
+    def greeting(self, prefix: str = "hi") -> str:
+        return f"{prefix} {self.name}"
+
+    @strawberry.field
+    def friend(self) -> Person | None:
+        return PEOPLE[(self.index + 1) % len(PEOPLE)] if self.index % 2 == 0 else None
+
+    @strawberry.field
+    def tags(self) -> list[Tag]:
+        return [Tag(name=f"t{self.index}-{n}", weight=None if n else 0.5) for n in range(self.index % 3)]
+
+    @strawberry.field
+    def things(self) -> list[Thing]:
+        return [Tag(name="tag", weight=1.0), self]
+
+
+Thing = Annotated[Tag | Person, strawberry.union("Thing")]
+
+
+def _person(index: int) -> Person:
+    return Person(
+        name=f"p{index}",
+        index=index,
+        mood=Mood.CALM if index % 2 else Mood.LOUD,
+        nicknames=[f"n{index}", None],
+        grid=[[index, index + 1], []],
+    )
+
+
+PEOPLE = [_person(index) for index in range(6)]
+
+
+@strawberry.type
+class Query:
+    @strawberry.field
+    def people(self) -> list[Person]:
+        return PEOPLE
+
+    @strawberry.field
+    def named(self) -> list[Named]:
+        return [PEOPLE[0], Tag(name="x", weight=2.0), PEOPLE[1]]
+
+    @strawberry.field
+    async def first(self) -> Person:
+        return PEOPLE[0]
+
+
+test_schema = strawberry.Schema(
+    query=Query,
+    types=[Tag, Person],
+    extensions=[DjangoOptimizerExtension, ParsedDocuments],
+    execution_context_class=Executor,
+)
+
+
+def _run(schema, query: str, context, lean_on: bool, django_settings) -> dict:
+    django_settings.GRAPHQL_LEAN_COMPLETION = lean_on
+    result = async_to_sync(schema.execute)(query, context_value=context())
+    errors = sorted((error.message, tuple(error.path or ())) for error in result.errors or [])
+    return {"data": result.data, "errors": errors}
+
+
+def _test_context() -> dict:
+    async def load(keys: list[int]) -> list[int]:
+        return [key * 100 for key in keys]
+
+    return {"loader": DataLoader(load_fn=load)}
+
+
+def _both_ways(schema, query: str, context, django_settings) -> dict:
+    general = _run(schema, query, context, False, django_settings)
+    lean_way = _run(schema, query, context, True, django_settings)
+    assert lean_way == general, query
+    return lean_way
+
+
+def _compiled_plans() -> int:
+    return sum(entry[-1] is not None for entry in lean._plans.values())
+
+
+def test_every_case_answers_as_the_general_way(settings):
+    query = """
+    query {
+      people {
+        __typename name index mood nicknames grid shout where fragile later loaded greeting
+        hello: greeting(prefix: "hello") friend { name friend { name } } tags { name weight }
+        things { __typename ... on Named { name } ... on Person { index } ... on Tag { weight } }
+      }
+      named { __typename name ... on Person { mood where } }
+      first { name where tags { __typename name } }
+    }"""
+    answer = _both_ways(test_schema, query, _test_context, settings)
+    assert answer["data"]["people"][0]["where"] == "Person:people.0.where"
+    assert ("person 1 is fragile", ("people", 1, "fragile")) in answer["errors"]
+    strict = _both_ways(test_schema, "{ people { name strict } }", _test_context, settings)
+    assert strict["data"] is None  # a null in a non-null field nulls up to the non-null root field
+    assert strict["errors"] == [
+        ("Cannot return null for non-nullable field Person.strict.", ("people", 2, "strict"))
+    ]
+
+
+def test_selections_without_exceptions_are_compiled_and_used(settings):
+    lean._plans.clear()
+    query = "{ first { name shout where mood grid nicknames tags { name weight } things { __typename } } }"
+    answer = _both_ways(test_schema, query, _test_context, settings)
+    assert answer["errors"] == []
+    assert _compiled_plans() >= 1
+
+
+def test_skip_and_include_follow_the_variables(settings):
+    query = "query ($yes: Boolean!) { people { name mood @include(if: $yes) shout @skip(if: $yes) } }"
+    for yes in (True, False):
+        settings.GRAPHQL_LEAN_COMPLETION = True
+        result = async_to_sync(test_schema.execute)(query, variable_values={"yes": yes}, context_value={})
+        assert not result.errors
+        person = result.data["people"][0]
+        assert ("mood" in person) is yes and ("shout" in person) is not yes
+
+
+def test_an_awaitable_value_leaves_the_selection_to_the_general_way(settings):
+    lean._plans.clear()
+    query = "{ people { name loaded } }"
+    first = _both_ways(test_schema, query, _test_context, settings)
+    assert [person["loaded"] for person in first["data"]["people"]] == [i * 100 for i in range(6)]
+    assert _compiled_plans() == 0  # the DataLoader's future was seen once: not tried again
+    assert _both_ways(test_schema, query, _test_context, settings) == first
+
+
+TEST_SDL = str(test_schema)
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+    derandomize=True,
+    database=None,
+)
+@given(data=st.data())
+def test_generated_documents_answer_as_the_general_way(data):
+    from django.conf import settings as django_settings
+
+    query = data.draw(from_schema(TEST_SDL))
+    before = django_settings.GRAPHQL_LEAN_COMPLETION
+    try:
+        _both_ways(test_schema, query, _test_context, django_settings)
+    finally:
+        django_settings.GRAPHQL_LEAN_COMPLETION = before
+
+
+# --- The project's schema ----------------------------------------------------------------------------------
+
+SDL = (Path(__file__).resolve().parents[2] / "graphql_schema" / "schema.graphql").read_text()
+# The home screen as the benchmark reads it, and the cards' favorites flag too (an async field: that
+# selection is left to the general way, the rest of the screen is compiled).
+LEAN_HOME = (
+    HOME.replace("query ($platform: Platform!, $appVersion: String!)", "query")
+    .replace("$platform", "IOS")
+    .replace("$appVersion", '"2.0"')
+)
+
+
+@pytest.fixture
+def catalogue(settings):
+    settings.TRENDS_SCREEN_CACHE_SECONDS = 0
+    _screen(40)
+    return User.objects.create_user(email="lean@example.com", password="x" * 12)
+
+
+def _project_context(user):
+    return lambda: Context(user=user)
+
+
+@pytest.mark.django_db
+def test_the_home_screen_answers_as_the_general_way(settings, catalogue):
+    lean._plans.clear()
+    for user in (None, catalogue):
+        for query in (LEAN_HOME, LEAN_HOME.replace("viewerHasFavorited", "")):
+            answer = _both_ways(project_schema, query, _project_context(user), settings)
+            assert answer["errors"] == []
+            sections = answer["data"]["homeScreen"]["sections"]
+            assert sum(len(section.get("trends", [])) for section in sections) > 40
+    assert _compiled_plans() >= 1
+
+
+_project_examples = settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+    derandomize=True,
+    database=None,
+)
+
+
+@pytest.mark.django_db
+def test_generated_project_documents_answer_as_the_general_way(settings, catalogue):
+    @_project_examples
+    @given(data=st.data())
+    def check(data):
+        query = data.draw(from_schema(SDL, fields=["homeScreen", "trends", "trend", "me", "wallet", "node"]))
+        _both_ways(project_schema, query, _project_context(catalogue), settings)
+
+    check()
