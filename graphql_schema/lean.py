@@ -27,7 +27,8 @@ Anything unexpected while completing (a value that is awaitable, a queryset, an 
 non-null position, an `is_type_of` that says no) abandons the lean step, and graphql-core completes the
 same value the general way from the start, reporting errors with their paths as it always does. So results
 and errors are graphql-core's own; only the cost differs. A selection whose values turn out awaitable (a
-DataLoader) is not tried again. `GRAPHQL_LEAN_COMPLETION=0` turns the whole thing off.
+DataLoader) is not tried again, nor one that gave up three times (its resolvers ran twice those times).
+`GRAPHQL_LEAN_COMPLETION=0` turns the whole thing off.
 """
 
 from __future__ import annotations
@@ -80,6 +81,8 @@ class _Compiled(NamedTuple):
 _MAX_PLANS = 2048
 _plans: dict[tuple, tuple[Any, ...]] = {}  # key -> (nodes kept alive so their ids stay theirs, plan or None)
 _plans_lock = threading.Lock()
+_failures: dict[tuple, int] = {}  # plan key -> how many times its plan gave up (kept with the plan)
+_MAX_FAILURES = 3
 # Values the general way treats specially: the optimizer's querysets and managers, and an exception returned.
 _GENERAL_WAY = (QuerySet, BaseManager, Exception)
 _NOT_COMPILED = None
@@ -104,10 +107,8 @@ class LeanCompletion:
             if plan is not None:
                 try:
                     return plan.step(self, result, path, info)
-                except _Awaitable:
-                    _plan_store(key, field_details_list, return_type, _NOT_COMPILED)
-                except Exception:  # noqa: BLE001, S110 (the general way below completes it and reports any error)
-                    pass
+                except Exception as exc:  # noqa: BLE001 (the general way below completes it, reporting any error)
+                    _plan_failed(key, field_details_list, return_type, at_once=isinstance(exc, _Awaitable))
         return super().complete_value(return_type, field_details_list, info, path, result, position_context)
 
     def _lean_decide(self) -> bool:
@@ -123,12 +124,22 @@ class LeanCompletion:
         return self._lean
 
 
+def _plan_failed(key: tuple, field_details_list, return_type, *, at_once: bool) -> None:
+    """A plan that could not complete its value: the general way redoes that part, so a selection that keeps
+    failing (an error every time, or awaitable values) is left to the general way after a few tries."""
+    failures = _failures.get(key, 0) + 1
+    _failures[key] = failures
+    if at_once or failures >= _MAX_FAILURES:
+        _plan_store(key, field_details_list, return_type, _NOT_COMPILED)
+
+
 def _plan_store(key: tuple, field_details_list, return_type, plan: _Compiled | None) -> tuple:
     entry = (return_type, [details.node for details in field_details_list], plan)
     with _plans_lock:
         _plans[key] = entry
         while len(_plans) > _MAX_PLANS:
-            del _plans[next(iter(_plans))]
+            _failures.pop(evicted := next(iter(_plans)), None)
+            del _plans[evicted]
     return entry
 
 

@@ -215,6 +215,15 @@ def test_an_awaitable_value_leaves_the_selection_to_the_general_way(settings):
     assert _both_ways(test_schema, query, _test_context, settings) == first
 
 
+def test_a_selection_that_keeps_failing_is_left_to_the_general_way(settings):
+    lean._plans.clear()
+    query = "{ people { name fragile } }"
+    answers = [_both_ways(test_schema, query, _test_context, settings) for _ in range(4)]
+    assert all(answer == answers[0] for answer in answers)
+    assert ("person 1 is fragile", ("people", 1, "fragile")) in answers[0]["errors"]
+    assert _compiled_plans() == 0  # each gave up three times: none is tried again
+
+
 TEST_SDL = str(test_schema)
 
 
