@@ -572,7 +572,7 @@ def _create(
     if resolved.character_id is not None:
         character_mark_used(character_id=resolved.character_id)  # retention counts from the last use
     if not generation.share_held:
-        job_dispatch_on_commit(GENERATION_JOBS, job_id=str(generation.pk), attempt=1)
+        job_dispatch_on_commit(GENERATION_JOBS, job_id=str(generation.pk), attempt=1, row=generation)
     if trend is not None:
         transaction.on_commit(functools.partial(count_trend, trend_id=trend.pk, succeeded=False))
     return generation
