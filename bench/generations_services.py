@@ -13,7 +13,11 @@ websocket client in this process shares).
    SUCCEEDED p50/p99.
 2. Throughput: the GPU lanes stopped, `BENCH_GEN_CLIENTS` concurrent clients (one user each) call
    createGeneration for `BENCH_GEN_SECONDS`; printed: creates/s, latency p50/p99, server CPU per create.
-   The jobs left queued are flushed afterwards.
+   The jobs left queued are flushed afterwards. `BENCH_PROCESSES=1,2`: a row for a server of 1, then of
+   2 processes (uvicorn workers on one port, as `manage.py serve --web-processes N`), one after another;
+   `BENCH_PYSPY=<file>`: py-spy samples of the (one-process) server's thread that holds the GIL during
+   the throughput phase (its Python CPU, waits left out), as collapsed stacks (summarize with
+   bench/stacks.py). `BENCH_GEN_JOBS=0` skips phase 1.
 
     BENCH_DATABASE_URL=postgres://postgres@127.0.0.1:5432/bench_generations \\
     BENCH_REDIS_URL=redis://127.0.0.1:6379/13 .venv/bin/python bench/generations_services.py
@@ -38,7 +42,15 @@ from websockets.sync.client import connect
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._stack import ROOT, Server, describe_machine, percentile, server_env, sign_up  # noqa: E402
+from bench._stack import (  # noqa: E402
+    ROOT,
+    Server,
+    describe_machine,
+    percentile,
+    processes_from_env,
+    server_env,
+    sign_up,
+)
 
 DATABASE_URL = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/bench_generations")
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")
@@ -201,15 +213,25 @@ def throughput_phase(server: Server) -> None:
                 with lock:
                     latencies.append(time.monotonic() - started)
 
+    sampler = None
+    if os.environ.get("BENCH_PYSPY") and server.processes == 1:
+        command = [str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(server.process.pid)]
+        command += ["--duration", str(int(SECONDS)), "--rate", "200", "--format", "raw", "--nonblocking"]
+        command += ["--gil", "--output", os.environ["BENCH_PYSPY"]]
+        sampler = subprocess.Popen(command, stdout=subprocess.DEVNULL)
     cpu_before = server.cpu_seconds()
     started = time.monotonic()
     with ThreadPoolExecutor(max_workers=CLIENTS) as pool:
         list(pool.map(client_loop, tokens))
     wall = time.monotonic() - started
     cpu = server.cpu_seconds() - cpu_before
+    if sampler is not None:
+        sampler.wait(timeout=SECONDS + 30)
+        print(f"py-spy samples of the server: {os.environ['BENCH_PYSPY']}")
     latencies.sort()
     print(
-        f"createGeneration, {CLIENTS} clients x {SECONDS:.0f} s: {len(latencies)} created, "
+        f"createGeneration, {server.processes} server process(es), "
+        f"{CLIENTS} clients x {SECONDS:.0f} s: {len(latencies)} created, "
         f"{len(latencies) / wall:.1f}/s, p50 {percentile(latencies, 50) * 1000:.0f} ms, "
         f"p99 {percentile(latencies, 99) * 1000:.0f} ms, "
         f"server CPU {cpu / len(latencies) * 1000:.1f} ms/create"
@@ -225,19 +247,24 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-gen-") as var:
         env = bench_env(Path(var))
         os.environ.update(REDIS_URL=REDIS_URL)
-        with Server(env) as server:
-            worker = subprocess.Popen(
-                [sys.executable, "-m", "backend.worker"],
-                cwd=ROOT,
-                env={**env, "DRAMATIQ_WORKER_THREADS": "4"},
-            )
-            lanes = RecordingLanes(Path(var) / "media")
-            try:
-                token = sign_up(server.url, f"bench-gen-{uuid.uuid4().hex[:8]}@example.com")["accessToken"]
-                latency_phase(server, token, lanes)
-                lanes.stop()
-                throughput_phase(server)
-            finally:
+        worker = None
+        try:
+            for round_, processes in enumerate(processes_from_env()):
+                with Server(env, processes=processes) as server:  # the first one migrates
+                    if worker is None:
+                        worker = subprocess.Popen(
+                            [sys.executable, "-m", "backend.worker"],
+                            cwd=ROOT,
+                            env={**env, "DRAMATIQ_WORKER_THREADS": "4"},
+                        )
+                    if round_ == 0 and JOBS > 0:
+                        lanes = RecordingLanes(Path(var) / "media")
+                        token = sign_up(server.url, f"bench-gen-{uuid.uuid4().hex[:8]}@example.com")
+                        latency_phase(server, token["accessToken"], lanes)
+                        lanes.stop()
+                    throughput_phase(server)
+        finally:
+            if worker is not None:
                 worker.terminate()
                 worker.wait(timeout=30)
     redis.Redis.from_url(REDIS_URL).flushdb()
