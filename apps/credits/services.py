@@ -3,7 +3,9 @@ and never negative under concurrency (the concurrency test runs on PostgreSQL)."
 
 from __future__ import annotations
 
-from django.db import IntegrityError, models, transaction
+from django.db import models, transaction
+from django.db.models.constants import OnConflict
+from django.db.models.sql import InsertQuery
 from django.utils import timezone
 
 from apps.core import events
@@ -108,26 +110,37 @@ def credits_revoke(*, user, amount: int, reason: str, reference: str = "") -> Cr
     )
 
 
-@transaction.atomic
 def credits_hold(*, user, amount: int, owner: models.Model, reason: str = "") -> CreditHold:
-    """Reserves `amount` for `owner`. One hold per owner: holding again for it returns the same hold."""
+    """Reserves `amount` for `owner`. One hold per owner: holding again for it returns the same hold.
+
+    Atomic: in its own transaction, or in the caller's without a savepoint (a create holds inside its
+    transaction; the savepoints were four of its 17 statements). Every refusal (too few
+    credits, the owner held for another amount) comes before the first write, so a refused hold leaves
+    the caller's transaction as it was."""
     if amount <= 0:
         raise ValidationFailed("A hold must be a positive number of credits.", field="amount")
     reference = owner_reference(owner)
-    wallet = _locked_wallet(user)
-    if wallet.balance < amount:
-        existing = CreditHold.objects.filter(owner=reference).first()
-        if existing is None:
-            raise InsufficientCredits(required=amount, balance=wallet.balance)
-        return _same_hold(existing, wallet=wallet, amount=amount)
-    # The hold's unique owner is the check that this owner holds nothing yet: no query before the insert
-    try:
+    if not transaction.get_connection().in_atomic_block:
         with transaction.atomic():
-            hold = CreditHold.objects.create(wallet=wallet, owner=reference, amount=amount)
-    except IntegrityError:
+            return _hold(user=user, amount=amount, reference=reference, reason=reason)
+    return _hold(user=user, amount=amount, reference=reference, reason=reason)
+
+
+def _hold(*, user, amount: int, reference: str, reason: str) -> CreditHold:
+    # No wallet yet: nothing to hold from, and none is created for a refusal.
+    wallet = Wallet.objects.select_for_update().filter(user_id=user.pk).first()
+    if wallet is None or wallet.balance < amount:
         existing = CreditHold.objects.filter(owner=reference).first()
         if existing is None:
-            raise ValidationFailed("Credits are already held for this item.") from None
+            raise InsufficientCredits(required=amount, balance=wallet.balance if wallet else 0)
+        return _same_hold(existing, wallet=wallet, amount=amount)
+    # The hold's unique owner is the check that this owner holds nothing yet: no query before the insert,
+    # and no savepoint around it (ON CONFLICT DO NOTHING says whether it went in).
+    hold = CreditHold(wallet=wallet, owner=reference, amount=amount)
+    if not _insert_unless_conflicting(hold):
+        existing = CreditHold.objects.filter(owner=reference).first()
+        if existing is None:
+            raise ValidationFailed("Credits are already held for this item.")
         return _same_hold(existing, wallet=wallet, amount=amount)
     wallet.balance -= amount
     wallet.held += amount
@@ -143,9 +156,26 @@ def credits_hold(*, user, amount: int, owner: models.Model, reason: str = "") ->
     return hold
 
 
-def _same_hold(existing: CreditHold, *, wallet: Wallet, amount: int) -> CreditHold:
+def _insert_unless_conflicting(row: models.Model) -> bool:
+    """INSERTs a new row with ON CONFLICT DO NOTHING: whether it went in (False: a unique value was taken).
+    Django's `bulk_create(ignore_conflicts=True)` does not say, so its compiled INSERT is run here."""
+    model = type(row)
+    connection = transaction.get_connection()
+    query = InsertQuery(model, on_conflict=OnConflict.IGNORE)
+    query.insert_values([f for f in model._meta.local_concrete_fields], [row])
+    with connection.cursor() as cursor:
+        for sql, params in query.get_compiler(connection=connection).as_sql():
+            cursor.execute(sql, params)
+        inserted = cursor.rowcount == 1
+    if inserted:
+        row._state.adding = False
+        row._state.db = connection.alias
+    return inserted
+
+
+def _same_hold(existing: CreditHold, *, wallet: Wallet | None, amount: int) -> CreditHold:
     """Holding again for an owner returns its hold, when it is the same one."""
-    if existing.wallet_id != wallet.id or existing.amount != amount:
+    if wallet is None or existing.wallet_id != wallet.id or existing.amount != amount:
         raise ValidationFailed("Credits are already held for this item with another amount.")
     return existing
 

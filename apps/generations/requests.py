@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
 from django.core.cache import cache
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -39,7 +38,7 @@ from apps.credits.selectors import credits_balance
 from apps.credits.services import credits_hold
 from apps.jobs.lifecycle import job_dispatch_on_commit
 from apps.moderation.services import prompt_check
-from apps.organizations.selectors import organization_generation_cap
+from apps.organizations.selectors import organization_generation_cap_locking_account
 from apps.storage.models import UploadStatus
 from apps.storage.selectors import upload_get_for_user
 from apps.storage.services import upload_from_url, upload_verify
@@ -525,8 +524,8 @@ def _create(
     # The key needs no second look under the lock: a request with the same key that committed meanwhile
     # makes the insert below fail on the (owner, idempotency_key) constraint, before anything is held, and
     # `_create_once` replays it.
-    list(get_user_model().objects.select_for_update().filter(pk=user.pk).values_list("pk", flat=True))
-    organization_cap = organization_generation_cap(account_id=user.pk)  # None for an app user
+    # None for an app user; the count below reads after the lock, so it sees every create before this one.
+    organization_cap = organization_generation_cap_locking_account(account_id=user.pk)
     _check_active_limit(user, organization_cap=organization_cap)
     now = timezone.now()
     trend, route = resolved.trend, resolved.route
@@ -572,7 +571,7 @@ def _create(
     if resolved.character_id is not None:
         character_mark_used(character_id=resolved.character_id)  # retention counts from the last use
     if not generation.share_held:
-        job_dispatch_on_commit(GENERATION_JOBS, job_id=str(generation.pk), attempt=1)
+        job_dispatch_on_commit(GENERATION_JOBS, job_id=str(generation.pk), attempt=1, row=generation)
     if trend is not None:
         transaction.on_commit(functools.partial(count_trend, trend_id=trend.pk, succeeded=False))
     return generation

@@ -78,9 +78,11 @@ class JobKind:
         raise NotImplementedError
 
     # 2. Messages
-    def message_fields(self, job_id: str, attempt: int) -> dict[str, Any] | None:
+    def message_fields(self, job_id: str, attempt: int, *, row: Any = None) -> dict[str, Any] | None:
         """The Dramatiq message of an attempt (gpu_worker.contract's builder), None when that attempt
-        is no longer waiting to be sent; JobUnavailable when it can never be sent."""
+        is no longer waiting to be sent; JobUnavailable when it can never be sent. `row`: the job's row
+        as the committed transaction that queued it wrote it (a create), when the sender has it; a kind
+        may build the message from it instead of reading the row again."""
         raise NotImplementedError
 
     def sent(self, job_id: str, attempt: int, message_id: str) -> None:

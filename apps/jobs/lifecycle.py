@@ -21,6 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import logging
+from typing import Any
 
 import dramatiq
 from django.db import transaction
@@ -42,22 +43,38 @@ UNSENT_AFTER = dt.timedelta(seconds=60)  # a queued job with no message after th
 # --- Sending ------------------------------------------------------------------------------------
 
 
-def job_dispatch_on_commit(kind: JobKind, *, job_id: str, attempt: int, delay_seconds: float = 0) -> None:
-    """Sends the attempt once the current transaction commits (never from inside it)."""
+def job_dispatch_on_commit(
+    kind: JobKind, *, job_id: str, attempt: int, delay_seconds: float = 0, row: Any = None
+) -> None:
+    """Sends the attempt once the current transaction commits (never from inside it). `row`: the job's
+    row as this transaction wrote it (a create), for the kind to build the message from (see
+    `job_dispatch`)."""
     transaction.on_commit(
         functools.partial(
-            job_dispatch, job_type=kind.job_type, job_id=job_id, attempt=attempt, delay_seconds=delay_seconds
+            job_dispatch,
+            job_type=kind.job_type,
+            job_id=job_id,
+            attempt=attempt,
+            delay_seconds=delay_seconds,
+            row=row,
         ),
         robust=True,
     )
 
 
-def job_dispatch(*, job_type: str, job_id: str, attempt: int, delay_seconds: float = 0) -> str | None:
+def job_dispatch(
+    *, job_type: str, job_id: str, attempt: int, delay_seconds: float = 0, row: Any = None
+) -> str | None:
     """Sends the message of `attempt` if it still waits to be sent, then schedules its watchdog. Returns
-    the message id, or None when there was nothing to send."""
+    the message id, or None when there was nothing to send.
+
+    With `row` (the job's row as the committed transaction that queued it wrote it), the kind may build
+    the message without reading the row again: a cancel that commits between that commit and the send is
+    then stopped by its cancel flag, which the GPU worker reads before it starts, exactly like a cancel
+    that commits just after the send."""
     kind = kind_for(job_type)
     try:
-        fields = kind.message_fields(job_id, attempt)
+        fields = kind.message_fields(job_id, attempt, row=row)
     except JobUnavailable as exc:
         with transaction.atomic():
             job = kind.lock(job_id, attempt=attempt)

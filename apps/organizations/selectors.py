@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from django.contrib.auth import get_user_model
+from django.db.models import OuterRef, Subquery
+
 from .models import Organization
 
 
@@ -21,3 +24,11 @@ def organization_generation_cap(*, account_id) -> int | None:
         .values_list("max_active_generations", flat=True)
         .first()
     )
+
+
+def organization_generation_cap_locking_account(*, account_id) -> int | None:
+    """`organization_generation_cap`, read by the statement that locks the account's user row until the
+    commit (SELECT ... FOR UPDATE): a create's first two reads in one round trip. Inside a transaction."""
+    cap = Organization.objects.filter(account_id=OuterRef("pk")).values("max_active_generations")[:1]
+    locked = get_user_model().objects.select_for_update().filter(pk=account_id)
+    return next(iter(locked.values_list(Subquery(cap), flat=True)), None)

@@ -91,6 +91,36 @@ def test_token_limit_refuses_an_oversized_document_before_parsing_it_all(gql, si
     _still_serving(gql, sign_up)
 
 
+def test_a_document_parsed_before_still_meets_a_lowered_token_limit(gql, settings):
+    """Each text is parsed once per process (ParsedDocuments); the token limit is part of the parse, so a
+    document parsed under one limit is parsed again under a lower one."""
+    document = "{ me { email } }"  # 6 tokens
+    assert gql(document) == {"data": {"me": None}}
+    assert gql(document) == {"data": {"me": None}}  # parsed already: served the same
+    settings.GRAPHQL_MAX_TOKENS = 5
+    error = _only_error(gql(document))
+    assert error["message"] == "Syntax Error: Document contains more than 5 tokens. Parsing aborted."
+    assert error["extensions"] == {"code": "GRAPHQL_PARSE_FAILED"}
+
+
+@pytest.mark.parametrize("escape", ["\\u0000", "\\u{0}", "\\u{000000}"])
+def test_a_nul_written_as_an_escape_in_a_literal_is_refused_and_runs_nothing(gql, sign_up, escape):
+    literal = (
+        f'mutation {{ signUp(input: {{email: "nul{escape}@example.com", password: "{PASSWORD}"}}) '
+        "{ __typename } }"
+    )
+    for _ in range(2):  # the second time from the parsed document kept for the text
+        error = _only_error(gql(literal))
+        assert (
+            error["message"] == "Text cannot contain the NUL character (\\u0000): remove it and send again."
+        )
+        assert error["extensions"] == {"code": "VALIDATION"}
+    assert User.objects.count() == 0
+    plain = literal.replace(escape, "")
+    assert gql(plain)["data"]["signUp"]["__typename"] == "AuthPayload"
+    _still_serving(gql, sign_up)
+
+
 # --- Masked bugs --------------------------------------------------------------------------------------
 
 

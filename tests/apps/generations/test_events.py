@@ -24,7 +24,7 @@ from apps.credits.services import credits_grant
 from apps.generations import services
 from apps.generations.models import Generation, GenerationStatus, ModelRoute
 from apps.jobs.dispatch import cancel_flag_is_set
-from apps.jobs.lifecycle import job_event_apply, job_watchdog, jobs_reap
+from apps.jobs.lifecycle import job_dispatch, job_event_apply, job_watchdog, jobs_reap
 from apps.storage.backends import get_storage
 from gpu_worker import contract
 from tests.graphql.generations.helpers import a_trend, ledger, wallet
@@ -384,6 +384,38 @@ def test_the_reaper_resends_a_job_that_never_reached_the_broker(
         assert jobs_reap() == 1
     (message,) = _waiting(broker, contract.QUEUE_GPU_INSTANT)
     assert message.kwargs["job"]["job_id"] == str(generation.pk)
+
+
+def test_the_creates_message_is_the_one_read_back_from_the_database(
+    broker, make, django_capture_on_commit_callbacks
+):
+    """A create builds its job message from the row it wrote (no read after the commit); the reaper's
+    resend reads the row: both say the same, to the watermark and the moderation spec."""
+    generation = make(moderation_thresholds={"nsfw": 0.2})
+    (sent,) = _waiting(broker, contract.QUEUE_GPU_INSTANT)
+    broker.flush_all()
+    Generation.objects.filter(pk=generation.pk).update(
+        job_message_id="", queued_at=timezone.now() - timedelta(minutes=5)
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        assert jobs_reap() == 1
+    (resent,) = _waiting(broker, contract.QUEUE_GPU_INSTANT)
+    assert resent.message_id != sent.message_id
+    assert (resent.actor_name, resent.queue_name) == (sent.actor_name, sent.queue_name)
+    assert resent.kwargs == sent.kwargs
+
+
+def test_a_generation_canceled_before_its_send_is_not_sent_by_a_reader(
+    broker, make, django_capture_on_commit_callbacks
+):
+    """Senders without the row (retries, the reaper, the fair share) read it after the commit: a job
+    canceled meanwhile is not sent."""
+    generation = make()
+    broker.flush_all()
+    with django_capture_on_commit_callbacks(execute=True):
+        services.generation_cancel(user=make.user, generation_id=generation.pk)
+    assert job_dispatch(job_type="generation", job_id=str(generation.pk), attempt=1) is None
+    assert _waiting(broker, contract.QUEUE_GPU_INSTANT) == []
 
 
 def test_staff_cancel_and_free_retry_from_admin(
