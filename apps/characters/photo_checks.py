@@ -477,16 +477,18 @@ def _upright(image: Image.Image, *, long_side: int, rules: PhotoRules) -> Image.
         picture = picture.reduce(factor)  # a box filter: cheap, and enough before the final resize
     if icc_profile:
         picture = _to_srgb(picture, icc_profile)
-    # Only pixels travel on, in a new image: nothing of the file's metadata (EXIF, XMP, ICC, comments) can
+    # Only pixels travel on, in a bare image: nothing of the file's metadata (EXIF, XMP, ICC, comments) can
     # be re-encoded.
     if max(picture.size) > rules.output_max_side:
         scale = rules.output_max_side / max(picture.size)
         size = (max(1, round(picture.width * scale)), max(1, round(picture.height * scale)))
         pixels = cv2.resize(np.asarray(picture), size, interpolation=cv2.INTER_AREA)  # 5-10x Pillow's LANCZOS
         return Image.fromarray(pixels, "RGB")
-    clean = Image.new("RGB", picture.size, None)  # not filled: paste copies every pixel in
-    clean.paste(picture)  # one copy; through numpy it was three (pack, join, unpack)
-    return clean
+    # The same pixels in a bare Image, not a copy (12 MB and a page fault every 4 KB for a 12 MP photo);
+    # `_new` copies the file's info along, which is dropped.
+    bare = picture._new(picture.im)
+    bare.info = {}
+    return bare
 
 
 def _to_rgb(picture: Image.Image) -> Image.Image:
