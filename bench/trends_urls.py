@@ -1,7 +1,7 @@
 """The project's URLs plus GET /bench/home: the home screen as plain Django JSON (bench/trends_home.py).
 
-Same data through the same selector (`home_screen_get`, so cached exactly when GraphQL's is) and the same
-card prices (`trend_card_prices`, what `homeScreen` reads with its trends: a card shows what a video costs on
+Same data through the same function as `homeScreen` (`home_screen_with_card_prices`: `home_screen_get`, so
+cached exactly when GraphQL's is, and the card prices, `trend_card_prices`: a card shows what a video costs on
 the route its tier takes), same fields as the benchmark's GraphQL query, serialized by hand: the difference
 measured is what GraphQL costs.
 """
@@ -14,9 +14,9 @@ from asgiref.sync import sync_to_async
 from django.http import HttpRequest, JsonResponse
 from django.urls import path
 
-from apps.generations.pricing import trend_card_prices
+from apps.generations.pricing import home_screen_with_card_prices
 from apps.trends.media import media_url
-from apps.trends.selectors import audience_parse, home_screen_get
+from apps.trends.selectors import audience_parse
 from backend.urls import urlpatterns as project_urlpatterns
 
 TYPENAMES = {
@@ -57,13 +57,10 @@ async def bench_home(request: HttpRequest) -> JsonResponse:
         app_version=request.GET["appVersion"],
         locale=request.GET.get("locale"),
     )
-
-    def screen_and_card_prices():
-        screen = home_screen_get(audience=audience, user=None)
-        trends = list({trend.pk: trend for entry in screen.sections for trend in entry.trends}.values())
-        return screen, dict(zip([trend.pk for trend in trends], trend_card_prices(trends), strict=True))
-
-    screen, prices = await sync_to_async(screen_and_card_prices)()
+    screen, trends, card_prices = await sync_to_async(home_screen_with_card_prices)(
+        audience=audience, user=None
+    )
+    prices = dict(zip([trend.pk for trend in trends], card_prices, strict=True))
     sections = [_section(entry, prices) for entry in screen.sections]
     return JsonResponse({"data": {"homeScreen": {"id": "home", "sections": sections}}})
 

@@ -239,7 +239,6 @@ def _object(executor, type_, field_details_list) -> _Compiled | None:
             details.defer_usage is not None
             or details.fragment_variable_values is not None
             or details.node.arguments
-            or details.node.directives
             for details in sub_details
         ):
             return None

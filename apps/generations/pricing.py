@@ -33,6 +33,7 @@ from django.conf import settings
 
 import gpu_worker.contract as contract
 from apps.core.table_cache import TableCache, table_versions_pinned
+from apps.trends import selectors as trend_selectors
 from apps.trends.models import Trend
 
 from .models import Lane, ModelRoute, PriceRule
@@ -180,3 +181,11 @@ def trend_card_prices(trends: Sequence[Trend]) -> list[dict[str, int]]:
             )
         prices.append(tiers)
     return prices
+
+
+def home_screen_with_card_prices(*, audience, user=None) -> tuple:
+    """(the home screen for `audience` and `user` from `home_screen_get`, its distinct trends, their card
+    prices from `trend_card_prices` in the same order): what `homeScreen` reads in one thread hop."""
+    screen = trend_selectors.home_screen_get(audience=audience, user=user)
+    trends = list({trend.pk: trend for entry in screen.sections for trend in entry.trends}.values())
+    return screen, trends, trend_card_prices(trends)

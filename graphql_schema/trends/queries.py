@@ -5,7 +5,7 @@ from asgiref.sync import sync_to_async
 from strawberry import Info
 
 from apps.core.errors import DomainError, ValidationFailed
-from apps.generations.pricing import trend_card_prices
+from apps.generations.pricing import home_screen_with_card_prices
 from apps.trends import selectors
 
 from ..enums import Platform
@@ -31,13 +31,9 @@ class TrendQueries:
             raise public_error(exc) from None
         info.context.trends_locale = audience.locale
         user = info.context.user
-
-        def screen_and_card_prices():
-            screen = selectors.home_screen_get(audience=audience, user=user)
-            trends = list({trend.pk: trend for entry in screen.sections for trend in entry.trends}.values())
-            return screen, trends, trend_card_prices(trends)
-
-        screen, trends, prices = await sync_to_async(screen_and_card_prices)()
+        screen, trends, prices = await sync_to_async(home_screen_with_card_prices)(
+            audience=audience, user=user
+        )
         trend_prices_known(info, trends, prices)
         until = info.context.response_cache_until
         info.context.response_cache_until = min(until, screen.expires_at) if until else screen.expires_at
