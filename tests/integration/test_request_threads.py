@@ -113,3 +113,40 @@ async def test_closing_closes_each_kept_threads_connection(handler):
     assert handler.threads.idle == []
     await get(handler)  # served after closing: its thread ends instead of being kept
     assert handler.threads.idle == []
+
+
+inside = 0
+most_inside = 0
+counting = threading.Lock()
+
+
+def counted(request):
+    """Notes how many requests run their synchronous work at once, staying long enough to overlap."""
+    global inside, most_inside
+    with counting:
+        inside += 1
+        most_inside = max(most_inside, inside)
+    try:
+        threading.Event().wait(0.05)  # asleep, as a thread waiting on the database would be
+        return JsonResponse({"thread": threading.get_ident()})
+    finally:
+        with counting:
+            inside -= 1
+
+
+urlpatterns.append(path("counted", counted))
+
+
+@pytest.mark.parametrize(("running", "most"), [(1, 1), (2, 2), (0, 4)])
+async def test_at_most_running_threads_run_at_once_and_every_request_is_served(settings, running, most):
+    global most_inside
+    settings.ROOT_URLCONF = __name__
+    threads = RequestThreads(keep=4, running=running)
+    handler = PooledThreadsHandler(threads)
+    most_inside = 0
+    try:
+        answers = await asyncio.gather(*(get(handler, "/counted") for _ in range(4)))
+    finally:
+        threads.close()
+    assert most_inside == most
+    assert len({answer["thread"] for answer in answers}) == 4  # each request on its own thread all the same
