@@ -14,7 +14,8 @@ Printed per size and format: file size, the median wall time per check, the CPU 
 checks/s/core (1 / CPU time). Also the same photo through `inspect_image` alone (the upload check that
 decodes every pixel once, at full size), to show what a full decode costs. On a shared machine, take CPU
 time per check as the figure; wall time moves with other processes' load. Then, for the photos in
-BENCH_BREAKDOWN (default `12:JPEG`), where a check's CPU goes by stage (cProfile on the CPU clock).
+BENCH_BREAKDOWN (default `12:JPEG`), where a check's CPU goes by stage (cProfile on the CPU clock), and
+for a JPEG the parts no change around them can cut, each measured alone (`floors`).
 """
 
 from __future__ import annotations
@@ -32,10 +33,18 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import cv2  # noqa: E402
+import numpy as np  # noqa: E402
 import pillow_heif  # noqa: E402
 
-from apps.characters.photo_checks import PhotoRules, check_photo  # noqa: E402
-from apps.storage.images import CONTENT_TYPES, inspect_image  # noqa: E402
+from apps.characters.photo_checks import (  # noqa: E402
+    PhotoRules,
+    _draft_long_side,
+    _find_faces,
+    _jpeg,
+    _upright,
+    check_photo,
+)
+from apps.storage.images import CONTENT_TYPES, decode_image, inspect_image  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location("make_photos", ROOT / "fixtures" / "photos" / "make_photos.py")
 make_photos = importlib.util.module_from_spec(_spec)
@@ -94,6 +103,36 @@ def breakdown(data: bytes, calls: int = 10) -> dict[str, float]:
     return stages
 
 
+def floors(data: bytes) -> dict[str, float]:
+    """CPU ms of the parts of a check that no change around them can cut: the JPEG decoded at the smallest
+    DCT scale (1/8: libjpeg still reads and entropy-decodes every byte, which is most of a decode), the
+    face detection alone on the check's own grey pixels (the cascades' scans that the verdict's definition
+    requires: `_DETECT_SIDE`, `_SCALE_FACTOR`, windows down to the sizes that can make a second face), and
+    the two encodes of an accepted photo's outputs."""
+    content_type = CONTENT_TYPES["JPEG"]
+    _, smallest, _ = measure(
+        lambda: decode_image(
+            data, declared_content_type=content_type, max_pixels=RULES.max_pixels, draft_long_side=1
+        )
+    )
+    facts, image = decode_image(
+        data,
+        declared_content_type=content_type,
+        max_pixels=RULES.max_pixels,
+        draft_long_side=_draft_long_side(RULES),
+    )
+    picture = _upright(image, long_side=max(facts.width, facts.height), rules=RULES)
+    grey = np.asarray(picture.convert("L"))
+    _, detection, _ = measure(lambda: _find_faces(grey, second_face_ratio=RULES.second_face_ratio))
+    _, encodes, _ = measure(lambda: _jpeg(picture, quality=RULES.output_quality))
+    return {
+        "decode at 1/8 scale (entropy decoding)": smallest,
+        "face detection alone": detection,
+        "the clean JPEG's encode": encodes,
+        "sum": smallest + detection + encodes,
+    }
+
+
 def main() -> None:
     cv2.setNumThreads(1)
     pillow_heif.options.DECODE_THREADS = 1
@@ -118,8 +157,16 @@ def main() -> None:
             )
     for megapixels, image_format in BREAKDOWN:
         print(f"where a check's CPU goes, {megapixels} MP {image_format} (cProfile, ms per check):")
-        for stage, ms in breakdown(make_photos.noisy_photo(int(megapixels), image_format)).items():
+        data = make_photos.noisy_photo(int(megapixels), image_format)
+        for stage, ms in breakdown(data).items():
             print(f"  {stage:<40} {ms:>7.1f}")
+        if image_format == "JPEG":
+            print(
+                f"what no change around them can cut, {megapixels} MP {image_format} "
+                "(CPU ms, each measured alone):"
+            )
+            for part, ms in floors(data).items():
+                print(f"  {part:<40} {ms:>7.1f}")
 
 
 if __name__ == "__main__":
