@@ -12,12 +12,15 @@ concurrent keep-alive clients alternate between
 and the script prints requests/s, p50/p99 latency and the server's CPU time per request.
 
 Environment: BENCH_SECONDS (per round and endpoint, default 6), BENCH_ROUNDS (default 2),
-BENCH_CONCURRENCY (default 20), BENCH_TRENDS (live trends, default 200).
+BENCH_CONCURRENCY (default 20), BENCH_TRENDS (live trends, default 200), BENCH_CLIENT (`lean`, the default:
+bench/_client.py, about 0.2 ms of CPU per request; `httpx`: about 1.6 ms, which the server's two cores
+share at 500 cached screens a second).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -27,13 +30,14 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _client import drive  # noqa: E402
+from _client import Connection, drive, encode_request  # noqa: E402
 from _stack import ROOT, Server, describe_machine, percentile, server_env  # noqa: E402
 
 SECONDS = float(os.environ.get("BENCH_SECONDS", "6"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "2"))
 CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "20"))
 TRENDS = int(os.environ.get("BENCH_TRENDS", "200"))
+CLIENT = os.environ.get("BENCH_CLIENT", "lean")  # lean (bench/_client.py) | httpx
 WARMUP_SECONDS = 1.5
 
 QUERY = """query { homeScreen(platform: IOS, appVersion: "2.0", locale: "en") { id sections {
@@ -50,10 +54,19 @@ fragment card on Trend {
 PLAIN = "/bench/home?platform=IOS&appVersion=2.0&locale=en"
 
 
-def _shared(send):
-    """A sender for bench/_client.py's `drive`: every task sends through the shared httpx client, and has
-    nothing of its own to close."""
-    return lambda: (send, lambda: None)
+def _sender(client: httpx.AsyncClient, method: str, url: str, body: bytes = b""):
+    """A factory of (send, close) for one client task of bench/_client.py's `drive`: a lean connection of
+    its own, or the shared httpx client with BENCH_CLIENT=httpx."""
+    headers = {"Content-Type": "application/json"} if body else {}
+    if CLIENT == "httpx":
+        return lambda: (lambda: client.request(method, url, headers=headers, content=body), lambda: None)
+    host, port, raw = encode_request(method, url, headers, body)
+
+    def connect():
+        connection = Connection(host, port)
+        return (lambda: connection.send(raw)), connection.close
+
+    return connect
 
 
 def seed(n_trends: int) -> None:
@@ -91,26 +104,25 @@ def seed(n_trends: int) -> None:
 async def _measure(server: Server, label: str) -> list[tuple]:
     limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
     async with httpx.AsyncClient(limits=limits, timeout=60) as client:
+        body = json.dumps({"query": QUERY}).encode()
         endpoints = [
-            (
-                f"GraphQL homeScreen, {label}",
-                lambda: client.post(f"{server.url}/graphql", json={"query": QUERY}),
-            ),
-            (f"Django /bench/home, {label}", lambda: client.get(f"{server.url}{PLAIN}")),
+            (f"GraphQL homeScreen, {label}", _sender(client, "POST", f"{server.url}/graphql", body)),
+            (f"Django /bench/home, {label}", _sender(client, "GET", f"{server.url}{PLAIN}")),
         ]
-        graphql, plain = [(await send()).json() for _, send in endpoints]
+        graphql = (await client.post(f"{server.url}/graphql", json={"query": QUERY})).json()
+        plain = (await client.get(f"{server.url}{PLAIN}")).json()
         if graphql != plain:
             raise RuntimeError("the GraphQL and plain answers differ")
         sections = graphql["data"]["homeScreen"]["sections"]
         shown = sum(len(s.get("trends", [])) for s in sections)
         print(f"  {label}: {len(sections)} sections, {shown} trend cards, both endpoints agree")
-        for _, send in endpoints:
-            await drive(_shared(send), WARMUP_SECONDS, CONCURRENCY)
+        for _, sender in endpoints:
+            await drive(sender, WARMUP_SECONDS, CONCURRENCY)
         totals = {name: [[], 0.0, 0.0] for name, _ in endpoints}
         for _ in range(ROUNDS):
-            for name, send in endpoints:
+            for name, sender in endpoints:
                 cpu = server.cpu_seconds()
-                latencies, elapsed = await drive(_shared(send), SECONDS, CONCURRENCY)
+                latencies, elapsed = await drive(sender, SECONDS, CONCURRENCY)
                 totals[name][0] += latencies
                 totals[name][1] += elapsed
                 totals[name][2] += server.cpu_seconds() - cpu
@@ -136,7 +148,7 @@ def main() -> None:
         return
     print(
         f"bench/trends_home.py: {describe_machine()}; {TRENDS} live trends; "
-        f"{CONCURRENCY} concurrent clients, {ROUNDS} x {SECONDS:.0f} s per endpoint"
+        f"{CONCURRENCY} concurrent clients ({CLIENT}), {ROUNDS} x {SECONDS:.0f} s per endpoint"
     )
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-trends-") as var_dir:
