@@ -109,10 +109,12 @@ async def _measure(server: Server, label: str) -> list[tuple]:
             (f"GraphQL homeScreen, {label}", _sender(client, "POST", f"{server.url}/graphql", body)),
             (f"Django /bench/home, {label}", _sender(client, "GET", f"{server.url}{PLAIN}")),
         ]
-        graphql = (await client.post(f"{server.url}/graphql", json={"query": QUERY})).json()
-        plain = (await client.get(f"{server.url}{PLAIN}")).json()
-        if graphql != plain:
-            raise RuntimeError("the GraphQL and plain answers differ")
+        for locale in ("es", "en"):  # the same data in another language too (translated categories)
+            query = QUERY.replace('locale: "en"', f'locale: "{locale}"')
+            graphql = (await client.post(f"{server.url}/graphql", json={"query": query})).json()
+            plain = (await client.get(f"{server.url}{PLAIN.replace('locale=en', f'locale={locale}')}")).json()
+            if graphql != plain:
+                raise RuntimeError(f"the GraphQL and plain answers differ (locale {locale})")
         sections = graphql["data"]["homeScreen"]["sections"]
         shown = sum(len(s.get("trends", [])) for s in sections)
         print(f"  {label}: {len(sections)} sections, {shown} trend cards, both endpoints agree")
