@@ -284,6 +284,16 @@ async def _soon(value):
     return value
 
 
+class Later:
+    """An awaitable that is not a coroutine: String's coercion would write it out with str()."""
+
+    def __init__(self, value) -> None:
+        self.value = value
+
+    def __await__(self):
+        return _soon(self.value).__await__()
+
+
 @strawberry.type
 class Leaves:
     text: str | None = None
@@ -317,6 +327,7 @@ LEAF_CASES = {
     "text of a list": ([dict(text=["x"])], False),
     "an exception held": ([dict(text=Refused("refused text")), dict(ident=Refused("refused id"))], False),
     "an awaitable held": ([dict(text=Soon("later"), count=Soon(3))], False),
+    "an awaitable object held": ([dict(text=Later("later"), ident=Later("id"))], False),
 }
 
 
@@ -366,8 +377,19 @@ BADGE_CASES = {
 
 
 @strawberry.type
+class Spot:
+    """Neither an interface's nor a union's: no is_type_of, so completing it needs no info, but its `where`
+    needs one, with the path down to it."""
+
+    @strawberry.field
+    def where(self, info: strawberry.Info) -> str:
+        return ".".join(str(key) for key in info.path.as_list())
+
+
+@strawberry.type
 class Holder:
     pal: Person | None  # an attribute read, not a resolver
+    spots: list[Spot] = strawberry.field(default_factory=lambda: [Spot(), Spot()])
 
 
 @strawberry.type
@@ -387,6 +409,10 @@ class FastQuery:
     @strawberry.field
     def holders(self) -> list[Holder]:
         return [Holder(pal=PEOPLE[0]), Holder(pal=_soon(PEOPLE[1])), Holder(pal=None)]  # type: ignore[arg-type]
+
+    @strawberry.field
+    def spotted(self) -> list[Holder]:
+        return [Holder(pal=None) for _ in range(3)]
 
     @strawberry.field
     def people(self) -> list[Person]:
@@ -461,6 +487,11 @@ def test_an_awaitable_attribute_is_awaited_by_the_general_way(settings):
     lean._plans.clear()
     answer = _both_ways(fast_schema, "{ holders { pal { name } } }", dict, settings)
     assert answer["data"]["holders"] == [{"pal": {"name": "p0"}}, {"pal": {"name": "p1"}}, {"pal": None}]
+
+
+def test_a_resolver_below_fields_without_infos_sees_its_path(settings):
+    answer = _both_ways(fast_schema, "{ spotted { spots { where } } }", dict, settings)
+    assert answer["data"]["spotted"][2]["spots"][1]["where"] == "spotted.2.spots.1.where"
 
 
 # What a resolver sees of its info, but the execution's own objects (compared by identity below).
