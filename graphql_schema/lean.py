@@ -74,6 +74,7 @@ from strawberry.execution import optimized_is_awaitable
 from strawberry.extensions import SchemaExtension
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 from strawberry.types.field import StrawberryField
+from strawberry.types.info import Info
 from strawberry_django.optimizer import DjangoOptimizerExtension
 
 # A step completes one value: step(executor, value, path, info) -> the completed value.
@@ -539,24 +540,25 @@ def _default_node_id_attr(cls) -> str | None:
 
 def _resolver_call(field, resolver, info_class) -> tuple[Callable[[Any, Any], Any], bool, bool]:
     """The resolver called as Strawberry calls it (`get_arguments`): the parent as `self`, as its root or
-    parent parameter, and Strawberry's Info wrapping graphql-core's where it asks for one."""
+    parent parameter, and Strawberry's Info wrapping graphql-core's where it asks for one. The usual shapes,
+    `def f(self, root: Parent)` and `def f(self, root: Parent, info: Info)`, are called with positional
+    arguments, which bind to the same parameters (a third of the call's cost is the keywords)."""
     func = resolver.wrapped_func
     with_self = resolver.self_parameter is not None
     parent_names = tuple(
         dict.fromkeys(p.name for p in (resolver.parent_parameter, resolver.root_parameter) if p is not None)
     )
     info_name = resolver.info_parameter.name if resolver.info_parameter is not None else None
-    if with_self and len(parent_names) == 1 and info_name is None:  # the usual `def f(self, root: Parent)`
-        (parent_name,) = parent_names
+    shape = _positional_shape(func, resolver)
+    if shape == ("self", "parent"):
 
         def call(source, info):
-            return func(source, **{parent_name: source})
+            return func(source, source)
 
-    elif with_self and len(parent_names) == 1:
-        (parent_name,) = parent_names
+    elif shape == ("self", "parent", "info") and info_class is Info:
 
         def call(source, info):
-            return func(source, **{parent_name: source, info_name: info_class(_raw_info=info, _field=field)})
+            return func(source, source, Info(info, field))
 
     else:
 
@@ -567,6 +569,28 @@ def _resolver_call(field, resolver, info_class) -> tuple[Callable[[Any, Any], An
             return func(source, **kwargs) if with_self else func(**kwargs)
 
     return call, info_name is not None, False
+
+
+def _positional_shape(func, resolver) -> tuple[str, ...] | None:
+    """What the function's parameters are, in order ("self", "parent", "info"), when each is an ordinary
+    positional-or-keyword one Strawberry fills; None otherwise (keyword-only ones, anything else)."""
+    roles = {
+        parameter.name: role
+        for role, parameter in (
+            ("self", resolver.self_parameter),
+            ("parent", resolver.parent_parameter),
+            ("parent", resolver.root_parameter),
+            ("info", resolver.info_parameter),
+        )
+        if parameter is not None
+    }
+    try:
+        parameters = inspect.signature(func, follow_wrapped=False).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is not p.POSITIONAL_OR_KEYWORD or p.name not in roles for p in parameters):
+        return None
+    return tuple(roles[p.name] for p in parameters)
 
 
 def _has_directives(selection_set: SelectionSetNode | None, executor, seen: set | None = None) -> bool:

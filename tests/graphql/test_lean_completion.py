@@ -74,6 +74,23 @@ class Person(Named):
             info.context["infos"].append(info._raw_info)
         return f"{info._raw_info.parent_type.name}:{'.'.join(str(key) for key in info.path.as_list())}"
 
+    # The resolver shapes: positional (self, parent[, info]) calls, and keyword calls for any other order.
+    @strawberry.field
+    def parent_name(self, root: strawberry.Parent[Person]) -> str:
+        return f"{root.name} of {self.index}"
+
+    @strawberry.field
+    def parent_where(self, root: strawberry.Parent[Person], info: strawberry.Info) -> str:
+        return f"{root.name} at {info.path.as_list()}"
+
+    @strawberry.field
+    def info_first(self, info: strawberry.Info, parent: strawberry.Parent[Person]) -> str:
+        return f"{parent.name} at {info.path.as_list()}"
+
+    @strawberry.field
+    def parent_by_keyword(self, *, root: strawberry.Parent[Person]) -> str:
+        return root.name
+
     @strawberry.field
     def fragile(self) -> str | None:
         if self.index % 3 == 1:
@@ -193,6 +210,21 @@ def test_every_case_answers_as_the_general_way(settings):
     assert strict["errors"] == [
         ("Cannot return null for non-nullable field Person.strict.", ("people", 2, "strict"))
     ]
+
+
+def test_resolvers_get_their_parent_and_info_whatever_their_parameters(settings):
+    lean._plans.clear()
+    lean._failures.clear()
+    query = "{ people { parentName parentWhere infoFirst parentByKeyword friend { parentWhere } } }"
+    answer = _both_ways(test_schema, query, _test_context, settings)
+    assert answer["data"]["people"][2] == {
+        "parentName": "p2 of 2",
+        "parentWhere": "p2 at ['people', 2, 'parentWhere']",
+        "infoFirst": "p2 at ['people', 2, 'infoFirst']",
+        "parentByKeyword": "p2",
+        "friend": {"parentWhere": "p3 at ['people', 2, 'friend', 'parentWhere']"},
+    }
+    assert not lean._failures and _compiled_plans() == 1
 
 
 def test_selections_without_exceptions_are_compiled_and_used(settings):
