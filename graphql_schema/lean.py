@@ -37,6 +37,7 @@ import base64
 import inspect
 import operator
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from math import isfinite
 from typing import Any, NamedTuple
@@ -209,6 +210,8 @@ def _plan_store(key: tuple, field_details_list, return_type, plan: _Compiled | N
 def _compile(executor, type_, field_details_list) -> _Compiled | None:
     if is_leaf_type(_named(type_)) and not is_list_type(_nullable(type_)):
         return _leaf(type_)
+    if is_non_null_type(type_) and is_object_type(type_.of_type):
+        return _object(executor, type_.of_type, field_details_list, non_null=True)
     if is_non_null_type(type_):
         return _non_null(_compile(executor, type_.of_type, field_details_list))
     if is_list_type(type_):
@@ -247,9 +250,15 @@ def _list(inner: _Compiled | None) -> _Compiled | None:
             raise _Abandon
         if not needs_path:
             return [complete(executor, item, None, info) for item in value]
-        return [complete(executor, item, Path(path, index, None), info) for index, item in enumerate(value)]
+        return [complete(executor, item, _path(path, index, None), info) for index, item in enumerate(value)]
 
     return inner._replace(step=list_)
+
+
+def _path(prev, key, typename) -> Path:
+    """Path(prev, key, typename), the same named tuple, made without its generated `__new__` (half the cost;
+    a home screen makes three hundred)."""
+    return tuple.__new__(Path, (prev, key, typename))
 
 
 def _leaf(type_) -> _Compiled:
@@ -282,7 +291,9 @@ def _abstract(executor, type_, field_details_list) -> _Compiled:
     return _Compiled(abstract, True, True)  # the runtime types' fields are compiled when first seen
 
 
-def _object(executor, type_, field_details_list) -> _Compiled | None:
+def _object(executor, type_, field_details_list, non_null: bool = False) -> _Compiled | None:
+    """An object's selection; `non_null` for a non-null position (the object's own completion is never
+    null: only a null value is refused)."""
     if any(_has_directives(details.node.selection_set, executor) for details in field_details_list):
         return None
     collected = collect_subfields(
@@ -296,9 +307,10 @@ def _object(executor, type_, field_details_list) -> _Compiled | None:
     )
     if collected.new_defer_usages or collected.forbidden_directive_instances:
         return None
-    # Each field as (key, kind, a, b), in the order of the answer's keys:
+    # Each field as (key, kind, a, b, as_is), in the order of the answer's keys:
     # _CONSTANT: `a` is the value (__typename);
-    # _PLAIN_LEAF: an attribute read into a scalar or enum: b(a(source)), no path or info;
+    # _PLAIN_LEAF: an attribute read into a scalar or enum: b(a(source)), no path or info, or the value read
+    #             itself where its type is `as_is` (`_RETURNED_AS_IS`: the check without b's call);
     # _FIELD: a(executor, source, path) completes it (`_field`).
     fields: list[tuple] = []
     for key, sub_details in collected.grouped_field_set.items():
@@ -311,7 +323,7 @@ def _object(executor, type_, field_details_list) -> _Compiled | None:
             return None
         name = sub_details[0].node.name.value
         if name == "__typename":
-            fields.append((key, _CONSTANT, type_.name, None))
+            fields.append((key, _CONSTANT, type_.name, None, None))
             continue
         field_def = executor.schema.get_field(type_, name)
         if field_def is None:
@@ -322,19 +334,21 @@ def _object(executor, type_, field_details_list) -> _Compiled | None:
         read_fn, read_needs_info, by_attribute = read
         leaf = _leaf_completer(field_def.type)
         if by_attribute and leaf is not None:
-            fields.append((key, _PLAIN_LEAF, read_fn, leaf))
+            fields.append((key, _PLAIN_LEAF, read_fn, leaf, _as_is_type(field_def.type)))
             continue
         completed = _compile(executor, field_def.type, sub_details)
         if completed is None:
             return None
         field = _field(type_, key, field_def, [details.node for details in sub_details], read, completed)
-        fields.append((key, _FIELD, field, None))
+        fields.append((key, _FIELD, field, None, None))
     is_type_of = type_.is_type_of
-    needs_path = any(kind is _FIELD and a.needs_path for _, kind, a, _ in fields)
-    fields = [(key, kind, a.step if kind is _FIELD else a, b) for key, kind, a, b in fields]
+    needs_path = any(kind is _FIELD and a.needs_path for _, kind, a, _, _ in fields)
+    fields = [(key, kind, a.step if kind is _FIELD else a, b, as_is) for key, kind, a, b, as_is in fields]
 
     def object_(executor, value, path, info):
         if value is None:
+            if non_null:
+                raise _Abandon
             return None
         if is_type_of is not None:
             verdict = is_type_of(value, info)
@@ -342,9 +356,10 @@ def _object(executor, type_, field_details_list) -> _Compiled | None:
                 _discard(verdict)
                 raise _Abandon
         out = {}
-        for key, kind, a, b in fields:
+        for key, kind, a, b, as_is in fields:
             if kind is _PLAIN_LEAF:
-                out[key] = b(a(value))
+                got = a(value)
+                out[key] = got if type(got) is as_is else b(got)
             elif kind is _CONSTANT:
                 out[key] = a
             else:
@@ -374,7 +389,7 @@ def _field(parent_type, key: str, field_def, nodes: list, read: tuple, completed
     info_head = (nodes[0].name.value, nodes, field_def.type, parent_type)
 
     def field(executor, source, path):
-        field_path = Path(path, key, parent_name) if needs_path else None
+        field_path = _path(path, key, parent_name) if needs_path else None
         info = (
             executor.lean_resolve_info(info_head, field_def, nodes, parent_type, field_path)
             if needs_info
@@ -419,7 +434,13 @@ def _leaf_completer(type_) -> Callable[[Any], Any] | None:
 
 
 # graphql-core's own coercions of String, ID and Boolean return a value of exactly this type unchanged.
-_RETURNED_AS_IS = {serialize_string: str, serialize_id: str, serialize_boolean: bool}
+_RETURNED_AS_IS = ((serialize_string, str), (serialize_id, str), (serialize_boolean, bool))
+
+
+def _as_is_type(type_) -> type | None:
+    """The type whose values the leaf type's coercion returns unchanged (`_RETURNED_AS_IS`), if any."""
+    coerce = _named(type_).coerce_output_value
+    return next((as_is for function, as_is in _RETURNED_AS_IS if function is coerce), None)
 
 
 def _as_is_first(coerce, leaf: Callable[[Any], Any]) -> Callable[[Any], Any]:
@@ -427,7 +448,7 @@ def _as_is_first(coerce, leaf: Callable[[Any], Any]) -> Callable[[Any], Any]:
     String or ID, a bool for Boolean, an int in the 32-bit range for Int, a finite float for Float (each
     exactly that type: a subclass, an enum or a numpy number goes the full way). The check costs a tenth of
     the coercion's isinstance chain, and most leaves on a screen are such values."""
-    as_is = _RETURNED_AS_IS.get(coerce)
+    as_is = next((as_is for function, as_is in _RETURNED_AS_IS if function is coerce), None)
     if as_is is not None:
 
         def exact_type(value):
@@ -480,6 +501,9 @@ def _reader(field_def, parent_type, info_class) -> tuple[Callable[..., Any], boo
 
 
 _NODE_ID_RESOLVER = relay.Node.__dict__["_id"].__func__
+# Exact types of ids that are neither coroutines nor generators and have no `__await__`: what
+# `inspect.isawaitable` says of them without asking (its last check is an ABC's, a third of an id's cost).
+_NOT_AWAITABLE_IDS = frozenset({str, int, uuid.UUID})
 # The Node class methods `Node._id` reads the id through: a class that overrides one goes the general way.
 _NODE_ID_METHODS = ("resolve_id", "resolve_id_attr", "resolve_typename")
 
@@ -516,7 +540,7 @@ def _relay_id(field_def, resolver, parent_type) -> Callable[[Any], str] | None:
         node_id = getattr(source, id_attr)
         if node_id is None:
             raise _Abandon
-        if inspect.isawaitable(node_id):
+        if type(node_id) not in _NOT_AWAITABLE_IDS and inspect.isawaitable(node_id):
             raise _Awaitable  # not closed: the general way reads the same attribute and awaits it
         return base64.b64encode(f"{type_name}:{str(node_id)}".encode()).decode()
 

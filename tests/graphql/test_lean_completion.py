@@ -422,6 +422,7 @@ class Spot:
 class Holder:
     pal: Person | None  # an attribute read, not a resolver
     spots: list[Spot] = strawberry.field(default_factory=lambda: [Spot(), Spot()])
+    home: Spot = strawberry.field(default_factory=Spot)
 
 
 @strawberry.type
@@ -445,6 +446,10 @@ class FastQuery:
     @strawberry.field
     def spotted(self) -> list[Holder]:
         return [Holder(pal=None) for _ in range(3)]
+
+    @strawberry.field
+    def homeless(self) -> list[Holder | None]:
+        return [Holder(pal=None), Holder(pal=None, home=None)]  # type: ignore[arg-type]
 
     @strawberry.field
     def people(self) -> list[Person]:
@@ -524,6 +529,14 @@ def test_an_awaitable_attribute_is_awaited_by_the_general_way(settings):
 def test_a_resolver_below_fields_without_infos_sees_its_path(settings):
     answer = _both_ways(fast_schema, "{ spotted { spots { where } } }", dict, settings)
     assert answer["data"]["spotted"][2]["spots"][1]["where"] == "spotted.2.spots.1.where"
+
+
+def test_a_null_object_in_a_non_null_field_is_the_general_way_s_error(settings):
+    answer = _both_ways(fast_schema, "{ homeless { home { where } } }", dict, settings)
+    assert answer["data"]["homeless"] == [{"home": {"where": "homeless.0.home.where"}}, None]
+    assert answer["errors"] == [
+        ("Cannot return null for non-nullable field Holder.home.", ("homeless", 1, "home"))
+    ]
 
 
 # What a resolver sees of its info, but the execution's own objects (compared by identity below).
