@@ -13,6 +13,13 @@ a scalar's `coerce_output_value`, `is_type_of` / `resolve_type` where the types 
 info only for the fields whose resolver or type asks for one. The plans are kept per document (documents
 are parsed once per text, `ParsedDocuments`), keyed by the field nodes' identity.
 
+Each step does what graphql-core would with the fewest calls that give the same answer: a built-in
+scalar's value of exactly its type is returned as the coercion would return it; a relay node's `id`, when
+it is Strawberry's own over the default `resolve_id`, is the string `Node._id` and the ID scalar make,
+without the GlobalID or an info; resolve infos are made from the execution's first (`lean_resolve_info`),
+paths only where something below reads them; resolvers of the usual shapes are called positionally. A
+home screen's 97 cards complete in about 1 ms of CPU this way (2 ms before these, 23 ms the general way).
+
 A selection is compiled only when nothing in it depends on the request beyond its values:
 - an operation that is a query, on a schema without exception handlers, whose only per-field middleware is
   strawberry-django's optimizer (it acts on querysets and managers only: a field whose value is one is
