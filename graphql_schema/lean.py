@@ -23,7 +23,8 @@ home screen's 97 cards complete in about 1 ms of CPU this way (2 ms before these
 A selection is compiled only when nothing in it depends on the request beyond its values:
 - an operation that is a query, on a schema without exception handlers, whose only per-field middleware is
   strawberry-django's optimizer (it acts on querysets and managers only: a field whose value is one is
-  left to the general way);
+  left to the general way), and whose `is_awaitable` is graphql-core's or Strawberry's (what they say of
+  plain values is taken as known);
 - no directives anywhere in the selection (no @skip/@include/@defer/@stream: what is selected does not
   depend on variables) and no arguments on any field below the compiled one;
 - every field either resolved by attribute (`is_basic_field`) or by a synchronous resolver without
@@ -446,7 +447,10 @@ _RETURNED_AS_IS = ((serialize_string, str), (serialize_id, str), (serialize_bool
 
 def _as_is_type(type_) -> type | None:
     """The type whose values the leaf type's coercion returns unchanged (`_RETURNED_AS_IS`), if any."""
-    coerce = _named(type_).coerce_output_value
+    return _returned_as_is(_named(type_).coerce_output_value)
+
+
+def _returned_as_is(coerce) -> type | None:
     return next((as_is for function, as_is in _RETURNED_AS_IS if function is coerce), None)
 
 
@@ -455,7 +459,7 @@ def _as_is_first(coerce, leaf: Callable[[Any], Any]) -> Callable[[Any], Any]:
     String or ID, a bool for Boolean, an int in the 32-bit range for Int, a finite float for Float (each
     exactly that type: a subclass, an enum or a numpy number goes the full way). The check costs a tenth of
     the coercion's isinstance chain, and most leaves on a screen are such values."""
-    as_is = next((as_is for function, as_is in _RETURNED_AS_IS if function is coerce), None)
+    as_is = _returned_as_is(coerce)
     if as_is is not None:
 
         def exact_type(value):
