@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 from hypothesis_graphql import from_schema
 from strawberry import relay
 from strawberry.dataloader import DataLoader
+from strawberry.execution import optimized_is_awaitable
 from strawberry_django.optimizer import DjangoOptimizerExtension
 
 from apps.accounts.models import User
@@ -537,6 +538,24 @@ def test_a_null_object_in_a_non_null_field_is_the_general_way_s_error(settings):
     assert answer["errors"] == [
         ("Cannot return null for non-nullable field Holder.home.", ("homeless", 1, "home"))
     ]
+
+
+class OwnAwaitable(Executor):
+    """Its own is_awaitable: what lean completion takes as known of plain values may not hold."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.is_awaitable = lambda value: optimized_is_awaitable(value)
+
+
+def test_an_executor_with_its_own_is_awaitable_completes_the_general_way(settings):
+    lean._plans.clear()
+    schema = strawberry.Schema(query=FastQuery, execution_context_class=OwnAwaitable)
+    answer = _both_ways(
+        schema, "{ people { name friend { name } } spotted { spots { where } } }", dict, settings
+    )
+    assert answer["errors"] == [] and answer["data"]["people"][0]["friend"] == {"name": "p1"}
+    assert lean._plans == {}
 
 
 # What a resolver sees of its info, but the execution's own objects (compared by identity below).
