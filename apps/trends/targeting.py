@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -46,14 +47,24 @@ def locale_chain(locale: str) -> list[str]:
 
 
 def localized(default: str, translations: dict[str, str] | None, locale: str) -> str:
-    """The text for `locale` (exact, then its language), else the default text."""
+    """The text for `locale` (exact, then its language; keys compared without case, the last non-empty
+    text of a key wins), else the default text. Read for every card of a home screen: the locale's chain
+    is made once per locale, and the few translations are scanned rather than copied into a dict."""
     if not translations:
         return default
-    lowered = {key.lower(): text for key, text in translations.items() if text}
-    for candidate in locale_chain(locale):
-        if candidate.lower() in lowered:
-            return lowered[candidate.lower()]
+    for candidate in _lowered_chain(locale):
+        found = None
+        for key, text in translations.items():
+            if text and key.lower() == candidate:
+                found = text
+        if found is not None:
+            return found
     return default
+
+
+@functools.lru_cache(maxsize=256)
+def _lowered_chain(locale: str) -> tuple[str, ...]:
+    return tuple(candidate.lower() for candidate in locale_chain(locale))
 
 
 @dataclass(frozen=True)
