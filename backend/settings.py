@@ -174,13 +174,12 @@ DATABASES = {
 # before reusing it). At most HTTP_REQUEST_THREADS idle request threads per server process are kept.
 DATABASES["default"]["CONN_MAX_AGE"] = env_int("DB_CONN_MAX_AGE", 60)
 HTTP_REQUEST_THREADS = env_int("HTTP_REQUEST_THREADS", 16)
-# Of those, how many run their synchronous work at once (0: all). One process runs Python on one core at a
-# time (the GIL). SQLite's calls are CPU work that releases the GIL, so twenty threads at once only trade it
-# back and forth at every call (bench/README.md, "the GIL convoy"): two at a time there. A network database's
-# calls are real waits (and a commit waits for its flush), which other threads should fill: no limit.
-HTTP_REQUEST_THREADS_RUNNING = env_int(
-    "HTTP_REQUEST_THREADS_RUNNING", 2 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3" else 0
-)
+# Of those, how many run their synchronous work at once (0: all, the default). One process runs Python on one
+# core at a time (the GIL), and SQLite's calls release it: with twenty requests at once, a database-heavy
+# request (an uncached home screen) spends a fifth of its CPU trading the GIL between threads, which 2 here
+# saves; but a light request (`me`) loses ~7% of its throughput waiting its turn, and a network database's
+# calls are real waits that other threads should fill (bench/README.md, "the GIL convoy").
+HTTP_REQUEST_THREADS_RUNNING = env_int("HTTP_REQUEST_THREADS_RUNNING", 0)
 # The server freezes what start-up allocated out of the garbage collector's reach (backend/asgi.py).
 GC_FREEZE_AT_START = env_bool("GC_FREEZE_AT_START", True)
 
