@@ -82,6 +82,20 @@ class Connection:
             self.writer = None
 
 
+def sender(method: str, url: str, headers: dict[str, str] | None = None, body: bytes = b"", shared=None):
+    """A factory of (send, close) for one task of `drive`: a lean keep-alive connection of its own, or,
+    given `shared` (an httpx.AsyncClient: BENCH_CLIENT=httpx), requests through that shared client."""
+    if shared is not None:
+        return lambda: (lambda: shared.request(method, url, headers=headers, content=body), lambda: None)
+    host, port, raw = encode_request(method, url, headers, body)
+
+    def connect():
+        connection = Connection(host, port)
+        return (lambda: connection.send(raw)), connection.close
+
+    return connect
+
+
 def json_post(url: str, payload: dict, headers: dict[str, str] | None = None) -> tuple[str, int, bytes]:
     body = json.dumps(payload).encode()
     return encode_request("POST", url, {"Content-Type": "application/json", **(headers or {})}, body)

@@ -38,7 +38,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _client import Connection, drive, encode_request  # noqa: E402
+from _client import drive, sender  # noqa: E402
 from _stack import (  # noqa: E402
     Server,
     describe_machine,
@@ -83,21 +83,6 @@ def _requests(url: str, token: str) -> list[tuple[str, tuple[str, str, dict[str,
     ]
 
 
-def _sender(client: httpx.AsyncClient, request: tuple[str, str, dict[str, str], bytes]):
-    """A factory of (send, close) for one client task: a lean connection of its own (bench/_client.py), or
-    the shared httpx client with BENCH_CLIENT=httpx."""
-    method, url, headers, body = request
-    if CLIENT == "httpx":
-        return lambda: (lambda: client.request(method, url, headers=headers, content=body), lambda: None)
-    host, port, raw = encode_request(method, url, headers, body)
-
-    def connect():
-        connection = Connection(host, port)
-        return (lambda: connection.send(raw)), connection.close
-
-    return connect
-
-
 @contextlib.contextmanager
 def sampled(server: Server, name: str, round_: int):
     """BENCH_PYSPY=<prefix>: py-spy samples the server's threads during each endpoint's first round and
@@ -121,11 +106,14 @@ def sampled(server: Server, name: str, round_: int):
 async def _run(server: Server, token: str) -> list[Totals]:
     limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
     async with httpx.AsyncClient(limits=limits, timeout=30) as client:
-        endpoints = [(name, _sender(client, request)) for name, request in _requests(server.url, token)]
+        shared = client if CLIENT == "httpx" else None
+        endpoints = [
+            (name, sender(*request, shared=shared)) for name, request in _requests(server.url, token)
+        ]
         # Same answer from both, or the comparison means nothing.
         answers = []
-        for _, sender in endpoints:
-            send, close = sender()
+        for _, factory in endpoints:
+            send, close = factory()
             answers.append((await send()).json())
             close()
         if answers[0] != answers[1] or not answers[0]["data"]["me"]:

@@ -30,7 +30,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _client import Connection, drive, encode_request  # noqa: E402
+from _client import drive, sender  # noqa: E402
 from _stack import ROOT, Server, describe_machine, percentile, server_env  # noqa: E402
 
 SECONDS = float(os.environ.get("BENCH_SECONDS", "6"))
@@ -52,21 +52,7 @@ fragment card on Trend {
   id slug title priceCredits coverImage { url width height } category { slug title }
 }"""
 PLAIN = "/bench/home?platform=IOS&appVersion=2.0&locale=en"
-
-
-def _sender(client: httpx.AsyncClient, method: str, url: str, body: bytes = b""):
-    """A factory of (send, close) for one client task of bench/_client.py's `drive`: a lean connection of
-    its own, or the shared httpx client with BENCH_CLIENT=httpx."""
-    headers = {"Content-Type": "application/json"} if body else {}
-    if CLIENT == "httpx":
-        return lambda: (lambda: client.request(method, url, headers=headers, content=body), lambda: None)
-    host, port, raw = encode_request(method, url, headers, body)
-
-    def connect():
-        connection = Connection(host, port)
-        return (lambda: connection.send(raw)), connection.close
-
-    return connect
+JSON = {"Content-Type": "application/json"}
 
 
 def seed(n_trends: int) -> None:
@@ -105,9 +91,11 @@ async def _measure(server: Server, label: str) -> list[tuple]:
     limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
     async with httpx.AsyncClient(limits=limits, timeout=60) as client:
         body = json.dumps({"query": QUERY}).encode()
+        shared = client if CLIENT == "httpx" else None
+        graphql_url, plain_url = f"{server.url}/graphql", f"{server.url}{PLAIN}"
         endpoints = [
-            (f"GraphQL homeScreen, {label}", _sender(client, "POST", f"{server.url}/graphql", body)),
-            (f"Django /bench/home, {label}", _sender(client, "GET", f"{server.url}{PLAIN}")),
+            (f"GraphQL homeScreen, {label}", sender("POST", graphql_url, JSON, body, shared=shared)),
+            (f"Django /bench/home, {label}", sender("GET", plain_url, shared=shared)),
         ]
         for locale in ("es", "en"):  # the same data in another language too (translated categories)
             query = QUERY.replace('locale: "en"', f'locale: "{locale}"')
@@ -118,13 +106,13 @@ async def _measure(server: Server, label: str) -> list[tuple]:
         sections = graphql["data"]["homeScreen"]["sections"]
         shown = sum(len(s.get("trends", [])) for s in sections)
         print(f"  {label}: {len(sections)} sections, {shown} trend cards, both endpoints agree")
-        for _, sender in endpoints:
-            await drive(sender, WARMUP_SECONDS, CONCURRENCY)
+        for _, factory in endpoints:
+            await drive(factory, WARMUP_SECONDS, CONCURRENCY)
         totals = {name: [[], 0.0, 0.0] for name, _ in endpoints}
         for _ in range(ROUNDS):
-            for name, sender in endpoints:
+            for name, factory in endpoints:
                 cpu = server.cpu_seconds()
-                latencies, elapsed = await drive(sender, SECONDS, CONCURRENCY)
+                latencies, elapsed = await drive(factory, SECONDS, CONCURRENCY)
                 totals[name][0] += latencies
                 totals[name][1] += elapsed
                 totals[name][2] += server.cpu_seconds() - cpu
