@@ -41,10 +41,7 @@ def _trend(trend, prices: dict, locale: str | None) -> dict:
         "priceCredits": prices[trend.pk][trend.default_quality],
         "coverImage": url and {"url": url, "width": trend.cover_width, "height": trend.cover_height},
         # A card's category in the screen's language, as homeScreen shows it (graphql_schema/trends/types.py)
-        "category": {
-            "slug": category.slug,
-            "title": localized(category.title, category.titles, locale) if locale else category.title,
-        },
+        "category": {"slug": category.slug, "title": localized(category.title, category.titles, locale)},
     }
 
 

@@ -46,11 +46,12 @@ def locale_chain(locale: str) -> list[str]:
     return ["-".join(parts[:n]) for n in range(len(parts), 0, -1)]
 
 
-def localized(default: str, translations: dict[str, str] | None, locale: str) -> str:
+def localized(default: str, translations: dict[str, str] | None, locale: str | None) -> str:
     """The text for `locale` (exact, then its language; keys compared without case, the last non-empty
-    text of a key wins), else the default text. Read for every card of a home screen: the locale's chain
-    is made once per locale, and the few translations are scanned rather than copied into a dict."""
-    if not translations:
+    text of a key wins), else the default text (also without a locale). Read for every card of a home
+    screen: the locale's chain is made once per locale, and the few translations are scanned rather than
+    copied into a dict."""
+    if not translations or not locale:
         return default
     for candidate in _lowered_chain(locale):
         found = None

@@ -78,8 +78,7 @@ class CinematicDefaults:
 def _category(root: models.Trend, info: Info) -> Category:
     locale = getattr(info.context, "trends_locale", None)
     row = root.category
-    title = localized(row.title, row.titles, locale) if locale else row.title
-    return Category(slug=row.slug, title=title, emoji=row.emoji or None)
+    return Category(slug=row.slug, title=localized(row.title, row.titles, locale), emoji=row.emoji or None)
 
 
 def _favorites_loader(info: Info) -> DataLoader:
