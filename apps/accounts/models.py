@@ -6,6 +6,7 @@ from django.contrib.auth.models import AbstractBaseUser, BaseUserManager, Permis
 from django.db import models
 from django.utils import timezone
 
+from apps.core.fields import JSONField
 from apps.core.models import BaseModel
 
 
@@ -83,7 +84,7 @@ class AccountErasure(BaseModel):
 
     user_ref = models.UUIDField(db_index=True)
     trigger = models.CharField(max_length=32, default="USER_REQUEST")
-    removed = models.JSONField(default=dict)
+    removed = JSONField(default=dict)
 
     def __str__(self) -> str:
         return f"account erasure of {self.user_ref}"

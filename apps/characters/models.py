@@ -11,6 +11,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from apps.core.fields import JSONField
 from apps.core.models import BaseModel
 
 
@@ -50,7 +51,7 @@ class Character(BaseModel):
     training_eta_seconds = models.PositiveIntegerField(null=True, blank=True)
     failure_message = models.CharField(max_length=255, blank=True)
     lora_key = models.CharField(max_length=255, blank=True)
-    lora_metadata = models.JSONField(default=dict, blank=True)  # base model, route, version, rank, ...
+    lora_metadata = JSONField(default=dict, blank=True)  # base model, route, version, rank, ...
     thumbnail_key = models.CharField(max_length=255, blank=True)
     thumbnail_width = models.PositiveIntegerField(default=0)
     thumbnail_height = models.PositiveIntegerField(default=0)
@@ -111,7 +112,7 @@ class CharacterPhoto(BaseModel):
     # The upload it was added from, kept once the upload is deleted: the app matches verdicts to files.
     upload_ref = models.UUIDField(null=True, blank=True)
     status = models.CharField(max_length=16, choices=PhotoStatus.choices, default=PhotoStatus.PENDING)
-    reasons = models.JSONField(default=list, blank=True)  # photo_checks.Reason codes
+    reasons = JSONField(default=list, blank=True)  # photo_checks.Reason codes
     duplicate_of = models.ForeignKey(
         "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
@@ -119,7 +120,7 @@ class CharacterPhoto(BaseModel):
     crop_key = models.CharField(max_length=255, blank=True)  # the face crop for training
     face_hash = models.CharField(max_length=16, blank=True)
     face_hash_mirrored = models.CharField(max_length=16, blank=True)
-    measurements = models.JSONField(default=dict, blank=True)  # width, height, sharpness, ...
+    measurements = JSONField(default=dict, blank=True)  # width, height, sharpness, ...
     checked_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
@@ -154,12 +155,12 @@ class TrainingRun(BaseModel):
     credits = models.PositiveIntegerField()
     photo_count = models.PositiveIntegerField()
     last_event_sequence = models.BigIntegerField(default=0)  # the worker's event sequence (microseconds)
-    job = models.JSONField(default=dict, blank=True)  # the TrainingJob message (gpu_worker.contract)
+    job = JSONField(default=dict, blank=True)  # the TrainingJob message (gpu_worker.contract)
     job_message_id = models.CharField(max_length=64, blank=True)  # set once the message reached the broker
     started_at = models.DateTimeField(null=True, blank=True)  # the worker's first event
     last_event_at = models.DateTimeField(null=True, blank=True)  # the worker's last sign of life
     failure_code = models.CharField(max_length=32, blank=True)
-    timings = models.JSONField(default=dict, blank=True)
+    timings = JSONField(default=dict, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
@@ -191,7 +192,7 @@ class ErasureRecord(BaseModel):
     trigger = models.CharField(max_length=32)  # USER_REQUEST, ACCOUNT_DELETION, RETENTION
     status = models.CharField(max_length=16, choices=ErasureStatus.choices, default=ErasureStatus.PENDING)
     job = models.CharField(max_length=64, blank=True)
-    artifacts = models.JSONField(default=list, blank=True)  # [{kind, location, result, removed}]
+    artifacts = JSONField(default=list, blank=True)  # [{kind, location, result, removed}]
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

@@ -21,6 +21,7 @@ from django.db.models import Q
 
 import gpu_worker.contract as contract
 from apps.core.choices import AspectRatio, Lane, QualityTier  # Lane: also re-exported from its old home
+from apps.core.fields import JSONField
 from apps.core.models import BaseModel
 from apps.core.table_cache import VersionedQuerySet, versioned_table
 
@@ -126,8 +127,8 @@ class ModelRoute(BaseModel):
     guidance = models.FloatField(default=5.0, validators=[MinValueValidator(0.0)])
     image_conditioning = models.BooleanField(default=True, help_text="Takes a selfie as the first frame.")
     lora_support = models.BooleanField(default=True, help_text="Takes a Soul ID (a LoRA).")
-    quality_tiers = models.JSONField(default=_all_tiers, validators=[validate_tiers])
-    lanes = models.JSONField(default=_all_lanes, validators=[validate_lanes])
+    quality_tiers = JSONField(default=_all_tiers, validators=[validate_tiers])
+    lanes = JSONField(default=_all_lanes, validators=[validate_lanes])
     cost_per_second = models.DecimalField(
         max_digits=8,
         decimal_places=4,
@@ -161,7 +162,7 @@ class ModelRoute(BaseModel):
         help_text="Measured load, decode, encode, quality check and upload time.",
     )
     timing_samples = models.PositiveIntegerField(default=0, editable=False)
-    speed_profile = models.JSONField(
+    speed_profile = JSONField(
         default=dict,
         blank=True,
         help_text="GPU speed-ups the worker applies (gpu_worker.contract.SpeedProfile): attention_backend, "
@@ -169,7 +170,7 @@ class ModelRoute(BaseModel):
         'vae_decode_dtype ("bfloat16": the decoder only, about 1.5x faster decode), cudnn_benchmark. '
         "Each is recorded in the job's timings. Empty: diffusers' defaults.",
     )
-    scheduler = models.JSONField(
+    scheduler = JSONField(
         default=dict,
         blank=True,
         help_text="Replaces the checkpoint's scheduler (gpu_worker.contract.check_scheduler), e.g. for a "
@@ -182,7 +183,7 @@ class ModelRoute(BaseModel):
         help_text="A Soul ID's LoRA may be stacked on this checkpoint (off for a distilled checkpoint "
         "that a LoRA trained on its base model would spoil).",
     )
-    render_profiles = models.JSONField(
+    render_profiles = JSONField(
         default=dict,
         blank=True,
         help_text="How each quality tier renders (gpu_worker.contract.RenderProfile), by tier: "
@@ -483,7 +484,7 @@ class Generation(BaseModel):
         help_text="The DRAFT this generation renders again at a higher tier (finalizeGeneration).",
     )
     quoted_credits = models.PositiveIntegerField()
-    plan = models.JSONField(default=dict)
+    plan = JSONField(default=dict)
     # How it is made
     route = models.ForeignKey(
         ModelRoute, on_delete=models.SET_NULL, null=True, blank=True, related_name="generations"
@@ -523,7 +524,7 @@ class Generation(BaseModel):
     poster_bytes = models.PositiveBigIntegerField(null=True, blank=True)
     poster_width = models.PositiveIntegerField(null=True, blank=True)
     poster_height = models.PositiveIntegerField(null=True, blank=True)
-    timings = models.JSONField(default=dict, blank=True)
+    timings = JSONField(default=dict, blank=True)
     shares = models.PositiveIntegerField(default=0)
     # When
     queued_at = models.DateTimeField()
@@ -592,10 +593,10 @@ class GenerationReview(BaseModel):
     status = models.CharField(
         max_length=16, choices=ReviewStatus.choices, default=ReviewStatus.PENDING, db_index=True
     )
-    outputs = models.JSONField(default=dict, help_text="The completed event's outputs, held back.")
-    timings = models.JSONField(default=dict)
-    categories = models.JSONField(default=list)
-    scores = models.JSONField(default=dict)
+    outputs = JSONField(default=dict, help_text="The completed event's outputs, held back.")
+    timings = JSONField(default=dict)
+    categories = JSONField(default=list)
+    scores = JSONField(default=dict)
     decided_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -630,8 +631,8 @@ class RetentionRecord(BaseModel):
     kind = models.CharField(max_length=8, choices=RetentionKind.choices)
     user_ref = models.UUIDField()
     upload_ref = models.UUIDField(null=True, blank=True)
-    generation_refs = models.JSONField(default=list, blank=True)
-    keys = models.JSONField(default=list, blank=True)  # storage keys removed
+    generation_refs = JSONField(default=list, blank=True)
+    keys = JSONField(default=list, blank=True)  # storage keys removed
     term_days = models.PositiveIntegerField()
 
     class Meta:

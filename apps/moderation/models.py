@@ -7,6 +7,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 
+from apps.core.fields import JSONField
 from apps.core.models import BaseModel
 from apps.core.table_cache import VersionedQuerySet, versioned_table
 
@@ -98,8 +99,8 @@ class ModerationDecision(BaseModel):
         related_name="+",
         help_text="The staff member; empty for an automatic decision.",
     )
-    categories = models.JSONField(default=list, blank=True)
-    scores = models.JSONField(default=dict, blank=True)
+    categories = JSONField(default=list, blank=True)
+    scores = JSONField(default=dict, blank=True)
     detail = models.CharField(max_length=300, blank=True)
 
     class Meta:

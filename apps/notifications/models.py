@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.db import models
 
 from apps.accounts.models import Device, Platform, User
+from apps.core.fields import JSONField
 from apps.core.models import BaseModel
 
 
@@ -36,7 +37,7 @@ class PushMessage(BaseModel):
     kind = models.CharField(max_length=32, choices=PushKind.choices)
     title = models.CharField(max_length=200)
     body = models.CharField(max_length=500)
-    data = models.JSONField(default=dict, help_text="The data payload: ids and a deep link only.")
+    data = JSONField(default=dict, help_text="The data payload: ids and a deep link only.")
     collapse_key = models.CharField(max_length=64)
     status = models.CharField(max_length=16, choices=PushStatus.choices, default=PushStatus.QUEUED)
     attempts = models.PositiveSmallIntegerField(default=0)

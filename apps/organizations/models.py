@@ -13,6 +13,7 @@ from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import Q
 
+from apps.core.fields import JSONField
 from apps.core.models import BaseModel
 
 KEY_PREFIX = "dfk_live_"  # leaked keys are recognizable (secret scanners match on it)
@@ -85,7 +86,7 @@ class ApiKey(BaseModel):
     name = models.CharField(max_length=80)
     prefix = models.CharField(max_length=32, unique=True, editable=False)
     secret_hash = models.CharField(max_length=64, unique=True, editable=False)
-    scopes = models.JSONField(default=_default_scopes, help_text=f"Any of: {', '.join(ApiKeyScope.values)}")
+    scopes = JSONField(default=_default_scopes, help_text=f"Any of: {', '.join(ApiKeyScope.values)}")
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
     request_count = models.PositiveBigIntegerField(default=0, editable=False)
     revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
@@ -103,7 +104,7 @@ class WebhookEndpoint(BaseModel):
 
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="webhook_endpoints")
     url = models.URLField(max_length=500)
-    events = models.JSONField(default=_default_events, help_text=f"Any of: {', '.join(WEBHOOK_EVENT_TYPES)}")
+    events = JSONField(default=_default_events, help_text=f"Any of: {', '.join(WEBHOOK_EVENT_TYPES)}")
     secret = models.CharField(max_length=80, editable=False)
     previous_secret = models.CharField(max_length=80, blank=True, editable=False)
     previous_secret_expires_at = models.DateTimeField(null=True, blank=True, editable=False)
@@ -128,7 +129,7 @@ class WebhookDelivery(BaseModel):
     endpoint = models.ForeignKey(WebhookEndpoint, on_delete=models.CASCADE, related_name="deliveries")
     message_id = models.CharField(max_length=64, db_index=True)
     event_type = models.CharField(max_length=40)
-    payload = models.JSONField()
+    payload = JSONField()
     status = models.CharField(max_length=16, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING)
     attempts = models.PositiveIntegerField(default=0)
     next_attempt_at = models.DateTimeField(null=True, blank=True)

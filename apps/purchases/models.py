@@ -16,6 +16,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from apps.accounts.models import Platform
+from apps.core.fields import JSONField
 from apps.core.models import BaseModel
 
 from .stores import Environment, SubscriptionState
@@ -128,7 +129,7 @@ class Purchase(BaseModel):
     revocation_reason = models.CharField(max_length=200, blank=True)
     credits_taken_back = models.PositiveIntegerField(default=0)
     credits_owed = models.PositiveIntegerField(default=0, help_text="Refunded credits already spent.")
-    raw = models.JSONField(default=dict, help_text="The store's decoded, verified payload.")
+    raw = JSONField(default=dict, help_text="The store's decoded, verified payload.")
 
     class Meta:
         ordering = ["-purchased_at"]
@@ -205,7 +206,7 @@ class StoreNotification(BaseModel):
     outcome = models.CharField(max_length=16, choices=NotificationOutcome.choices)
     detail = models.CharField(max_length=300, blank=True)
     attempts = models.PositiveIntegerField(default=1)
-    raw = models.JSONField(default=dict)
+    raw = JSONField(default=dict)
 
     class Meta:
         ordering = ["-created_at"]

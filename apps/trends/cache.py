@@ -69,6 +69,8 @@ def screen_cache_get_or_build(key: str, build: Callable[[], tuple[Any, float | N
     expires = now + settings.TRENDS_SCREEN_CACHE_SECONDS
     if valid_until is not None:
         expires = min(expires, valid_until)
+    if expires <= now:  # caching off (TRENDS_SCREEN_CACHE_SECONDS=0): nothing to keep
+        return value, expires
     with _lock:
         _entries[(token, key)] = (expires, value)
         while len(_entries) > MAX_ENTRIES:

@@ -10,6 +10,7 @@ from django.db.models import Q
 
 from apps.accounts.models import Platform
 from apps.core.choices import AspectRatio, QualityTier  # also re-exported from here, their old home
+from apps.core.fields import JSONField
 from apps.core.models import BaseModel
 
 from .targeting import validate_app_version, validate_locales, validate_translations
@@ -71,11 +72,11 @@ def validate_durations(value: list) -> None:
 class Targeting(models.Model):
     """Who may see a trend or a section. Empty means everyone."""
 
-    platforms = models.JSONField(default=list, blank=True, validators=[validate_platforms])
+    platforms = JSONField(default=list, blank=True, validators=[validate_platforms])
     min_app_version = models.CharField(
         max_length=32, blank=True, validators=[validate_app_version], help_text="Empty: every version."
     )
-    locales = models.JSONField(
+    locales = JSONField(
         default=list, blank=True, validators=[validate_locales], help_text='Like ["en", "pt-BR"]; empty: all.'
     )
 
@@ -86,7 +87,7 @@ class Targeting(models.Model):
 class Category(BaseModel):
     slug = models.SlugField(max_length=64, unique=True)
     title = models.CharField(max_length=80)
-    titles = models.JSONField(
+    titles = JSONField(
         default=dict, blank=True, validators=[validate_translations], help_text='Like {"es": "Baile"}.'
     )
     emoji = models.CharField(max_length=8, blank=True)
@@ -107,7 +108,7 @@ class Trend(Targeting, BaseModel):
     title = models.CharField(max_length=80)
     subtitle = models.CharField(max_length=160, blank=True)
     category = models.ForeignKey(Category, on_delete=models.PROTECT, related_name="trends")
-    tags = models.JSONField(default=list, blank=True, validators=[validate_tags])
+    tags = JSONField(default=list, blank=True, validators=[validate_tags])
 
     # Media: storage keys and sizes (URLs are made per request, see media.py)
     cover_image_key = models.CharField(max_length=512, blank=True)
@@ -133,7 +134,7 @@ class Trend(Targeting, BaseModel):
         help_text="Text with named slots, like: {subject} dancing in the rain."
     )
     negative_prompt = models.TextField(blank=True)
-    moderation_thresholds = models.JSONField(
+    moderation_thresholds = JSONField(
         default=dict,
         blank=True,
         help_text='Stricter image moderation for this trend: {"category": score 0..1}, e.g. {"nsfw": 0.3}. '
@@ -160,13 +161,11 @@ class Trend(Targeting, BaseModel):
     )
     lighting = models.CharField(max_length=80, blank=True)
     mood = models.CharField(max_length=80, blank=True)
-    aspect_ratios = models.JSONField(default=list, validators=[validate_aspect_ratios])
+    aspect_ratios = JSONField(default=list, validators=[validate_aspect_ratios])
     default_aspect_ratio = models.CharField(
         max_length=16, choices=AspectRatio.choices, default=AspectRatio.PORTRAIT_9_16
     )
-    durations = models.JSONField(
-        default=list, validators=[validate_durations], help_text="Seconds, like [5, 8]."
-    )
+    durations = JSONField(default=list, validators=[validate_durations], help_text="Seconds, like [5, 8].")
     default_duration_seconds = models.PositiveSmallIntegerField(default=5)
     preferred_model_route = models.CharField(max_length=64)
     default_quality = models.CharField(
@@ -349,9 +348,9 @@ class FeedSection(Targeting, BaseModel):
 
     section_type = models.CharField(max_length=32, choices=SectionType.choices)
     title = models.CharField(max_length=80, blank=True)
-    titles = models.JSONField(default=dict, blank=True, validators=[validate_translations])
+    titles = JSONField(default=dict, blank=True, validators=[validate_translations])
     subtitle = models.CharField(max_length=160, blank=True)
-    subtitles = models.JSONField(default=dict, blank=True, validators=[validate_translations])
+    subtitles = JSONField(default=dict, blank=True, validators=[validate_translations])
     sort_order = models.IntegerField(default=0)
     source = models.CharField(max_length=16, choices=SectionSource.choices, default=SectionSource.MANUAL)
     category = models.ForeignKey(
@@ -426,7 +425,7 @@ class TrendChange(models.Model):
     trend_slug = models.CharField(max_length=80)
     action = models.CharField(max_length=32, choices=ChangeAction.choices)
     reason = models.TextField()
-    details = models.JSONField(default=dict, blank=True)
+    details = JSONField(default=dict, blank=True)
     actor = models.CharField(max_length=254, help_text='"rotation" for the automatic job, else the curator.')
 
     class Meta:

@@ -1,7 +1,7 @@
 """The home screen: which sections, in which order, with which trends, for one audience.
 
 `build_shared_screen` reads everything the screen needs in a constant number of queries (sections, their
-hand-picked items, live trends with their categories, categories, section type support) and lays it out
+hand-picked items, live trends, categories, section type support) and lays it out
 in Python; the result is cached per platform, app version and locale (cache.py). `resolve_personal`
 then fills the sections that depend on the user (for you, Soul ID prompt, continue) per request.
 """
@@ -83,6 +83,14 @@ def _active(section: FeedSection, now: datetime) -> bool:
     return not (section.active_until and section.active_until <= now)
 
 
+def _with_category(row: Trend | FeedSection, category_by_id: dict) -> None:
+    """Gives `row` its category from those read once, as `select_related` would (no query on access). A
+    category added after that read (and given to a trend since) is left to load on access."""
+    category = category_by_id.get(row.category_id)
+    if category is not None:
+        type(row).category.field.set_cached_value(row, category)
+
+
 def build_shared_screen(audience: Audience, now: datetime | None = None) -> tuple[SharedScreen, float | None]:
     """The shared screen for `audience`, and the time (unix seconds) it stops being valid, if any."""
     now = now or timezone.now()
@@ -97,9 +105,15 @@ def build_shared_screen(audience: Audience, now: datetime | None = None) -> tupl
         minimum = support.get(section_type) or FIRST_APP_VERSIONS.get(section_type)
         return minimum is not None and audience.version >= parse_app_version(minimum)
 
+    # Every category, active or not, read once: trends and sections get theirs from here (a join would
+    # build one Category per trend: 200 more model instances per build).
+    category_rows = list(Category.objects.all())
+    category_by_id = {row.id: row for row in category_rows}
+
     # 2. Enabled sections: active now, targeted at this audience, of a type it renders.
     sections = []
-    for section in FeedSection.objects.filter(is_enabled=True).select_related("category"):
+    for section in FeedSection.objects.filter(is_enabled=True):
+        _with_category(section, category_by_id)
         for moment in (section.active_from, section.active_until):
             if moment and moment > now:
                 boundaries.append(moment)
@@ -116,7 +130,8 @@ def build_shared_screen(audience: Audience, now: datetime | None = None) -> tupl
 
     # 3. Live trends this audience may see, with their categories (one query).
     eligible: list[Trend] = []
-    for trend in Trend.objects.filter(status=TrendStatus.LIVE).select_related("category"):
+    for trend in Trend.objects.filter(status=TrendStatus.LIVE):
+        _with_category(trend, category_by_id)
         if trend.retire_at:
             if trend.retire_at <= now:
                 continue
@@ -138,10 +153,10 @@ def build_shared_screen(audience: Audience, now: datetime | None = None) -> tupl
             if item.trend_id in by_id:
                 picked.setdefault(item.section_id, []).append(by_id[item.trend_id])
 
-    # 5. Categories, in their order, translated (one query).
+    # 5. Active categories, in their order, translated.
     categories: dict[str, CategoryEntry] = {}
     category_ids_in_use = {trend.category_id for trend in eligible}
-    category_rows = list(Category.objects.filter(is_active=True))
+    category_rows = [row for row in category_rows if row.is_active]
     for row in category_rows:
         categories[row.slug] = CategoryEntry(
             slug=row.slug, title=localized(row.title, row.titles, audience.locale), emoji=row.emoji

@@ -29,7 +29,8 @@ fragment card on Trend {
 }
 """
 
-# sections, section support, live trends (with categories), hand-picked items, categories, and for the
+# sections, section support, live trends, hand-picked items, every category (the trends' and sections'
+# own, read once rather than joined per trend), and for the
 # cards' prices the model routes and the price rules (apps/generations/pricing.py trend_card_prices)
 SHARED_SCREEN_QUERIES = 7
 # the user's favorites (for you), whether they have a Soul ID, favorited flags; the bearer token's user
@@ -89,3 +90,24 @@ def test_signed_in_query_count_is_constant_as_trends_grow(gql, sign_up, django_a
         t["viewerHasFavorited"] for s in cold["data"]["homeScreen"]["sections"] for t in s.get("trends", [])
     ]
     assert any(flags) and not all(flags)
+
+
+def test_a_trend_in_an_inactive_category_shows_its_category_without_a_query_of_its_own(
+    gql, django_assert_num_queries
+):
+    """Categories are read once and given to the trends (not joined per trend): a live trend whose
+    category is switched off still shows it on its card (only the chips leave inactive ones out)."""
+    shown = make_category("shown", "Shown", sort_order=1)
+    hidden = make_category("hidden", "Hidden", sort_order=2, is_active=False)
+    make_trend(category=shown, slug="t-shown", trending_score=0.2)
+    make_trend(category=hidden, slug="t-hidden", trending_score=0.1)
+    make_section("category_chips", title="Browse", sort_order=1)
+    make_section("carousel", title="Trending", sort_order=2, source="trending", max_items=20)
+    with django_assert_num_queries(SHARED_SCREEN_QUERIES - 1):  # no hand-picked section: no items query
+        data = gql(HOME, {"platform": "IOS", "appVersion": "2.0"})["data"]["homeScreen"]["sections"]
+    chips, trending = data
+    assert [c["slug"] for c in chips["categories"]] == ["shown"]
+    assert [(t["slug"], t["category"]) for t in trending["trends"]] == [
+        ("t-shown", {"slug": "shown", "title": "Shown"}),
+        ("t-hidden", {"slug": "hidden", "title": "Hidden"}),
+    ]

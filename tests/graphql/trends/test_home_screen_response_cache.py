@@ -10,6 +10,7 @@ import pytest
 
 from apps.accounts.models import User
 from apps.credits.services import credits_grant
+from apps.trends import cache as screen_cache
 from apps.trends import selectors
 from apps.trends.models import Trend
 from apps.trends.services import trend_save
@@ -124,9 +125,12 @@ def test_an_answer_with_errors_is_not_stored(gql, executions):
 
 def test_with_the_screen_cache_off_every_request_executes(gql, executions, settings):
     settings.TRENDS_SCREEN_CACHE_SECONDS = 0
-    sections(gql)
-    sections(gql)
+    screen_cache.screen_cache_invalidate()
+    first = sections(gql)
+    assert sections(gql) == first
     assert len(executions) == 2
+    # and nothing is kept: a screen that expires as it is built is not stored (each held 200 trends)
+    assert not screen_cache._entries and not screen_cache._responses
 
 
 def test_a_rejected_token_is_never_answered_from_the_cache(gql, executions):
