@@ -1,9 +1,9 @@
 """The home screen: which sections, in which order, with which trends, for one audience.
 
 `build_shared_screen` reads everything the screen needs in a constant number of queries (sections, their
-hand-picked items, live trends, categories, section type support) and lays it out
-in Python; the result is cached per platform, app version and locale (cache.py). `resolve_personal`
-then fills the sections that depend on the user (for you, Soul ID prompt, continue) per request.
+hand-picked items, live trends, categories, section type support) and lays it out in Python; the result
+is cached per platform, app version and locale (cache.py). `resolve_personal` then fills the sections
+that depend on the user (for you, Soul ID prompt, continue) per request.
 """
 
 from __future__ import annotations
@@ -128,7 +128,7 @@ def build_shared_screen(audience: Audience, now: datetime | None = None) -> tupl
             continue
         sections.append(section)
 
-    # 3. Live trends this audience may see, with their categories (one query).
+    # 3. Live trends this audience may see (one query; their categories from the read above).
     eligible: list[Trend] = []
     for trend in Trend.objects.filter(status=TrendStatus.LIVE):
         _with_category(trend, category_by_id)
