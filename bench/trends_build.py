@@ -112,13 +112,18 @@ async def measure_requests() -> None:
 
     path, query = PLAIN.split("?")
     cases = {
-        "POST /graphql { __typename }": ("POST", "/graphql", "", json.dumps({"query": "{ __typename }"})),
-        "POST /graphql homeScreen": ("POST", "/graphql", "", json.dumps({"query": QUERY})),
-        "GET /bench/home (the twin)": ("GET", path, query, ""),
+        "POST /graphql { __typename }": (
+            "POST",
+            "/graphql",
+            "",
+            json.dumps({"query": "{ __typename }"}).encode(),
+        ),
+        "POST /graphql homeScreen": ("POST", "/graphql", "", json.dumps({"query": QUERY}).encode()),
+        "GET /bench/home (the twin)": ("GET", path, query, b""),
     }
     for method, url, query_string, body in cases.values():
         for _ in range(20):
-            await request(application, method, url, query_string, body.encode())
+            await request(application, method, url, query_string, body)
     print(f"\nwhole requests in process, uncached, {BUILDS} each per round (ms CPU per request)")
     print(f"{'':<30} " + " ".join(f"{f'round {n + 1}':>8}" for n in range(ROUNDS)))
     figures: dict[str, list[float]] = {name: [] for name in cases}
@@ -126,7 +131,7 @@ async def measure_requests() -> None:
         for name, (method, url, query_string, body) in cases.items():
             started = time.process_time()
             for _ in range(BUILDS):
-                await request(application, method, url, query_string, body.encode())
+                await request(application, method, url, query_string, body)
             figures[name].append((time.process_time() - started) / BUILDS * 1000)
     for name, values in figures.items():
         print(f"{name:<30} " + " ".join(f"{value:>8.2f}" for value in values))

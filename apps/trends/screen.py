@@ -156,8 +156,8 @@ def build_shared_screen(audience: Audience, now: datetime | None = None) -> tupl
     # 5. Active categories, in their order, translated.
     categories: dict[str, CategoryEntry] = {}
     category_ids_in_use = {trend.category_id for trend in eligible}
-    category_rows = [row for row in category_rows if row.is_active]
-    for row in category_rows:
+    active_categories = [row for row in category_rows if row.is_active]
+    for row in active_categories:
         categories[row.slug] = CategoryEntry(
             slug=row.slug, title=localized(row.title, row.titles, audience.locale), emoji=row.emoji
         )
@@ -178,7 +178,7 @@ def build_shared_screen(audience: Audience, now: datetime | None = None) -> tupl
         if kind in PERSONAL_SECTION_TYPES:
             entries.append(replace(base, personal=True))
         elif kind == SectionType.CATEGORY_CHIPS:
-            chips = tuple(categories[row.slug] for row in category_rows if row.id in category_ids_in_use)[
+            chips = tuple(categories[row.slug] for row in active_categories if row.id in category_ids_in_use)[
                 :limit
             ]
             if chips:
